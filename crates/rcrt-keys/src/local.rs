@@ -1,0 +1,114 @@
+use async_trait::async_trait;
+use rcrt_crypto::{Dek, Kek, KekId, WrapContext, WrappedDek};
+
+use crate::{KeyError, KeyProvider};
+
+/// KEKs held in process memory: one current KEK and any number of old ones kept for rotation.
+#[derive(Debug)]
+pub struct LocalKeyring {
+    current: Kek,
+    old: Vec<Kek>,
+}
+
+impl LocalKeyring {
+    /// A keyring with a current KEK and old KEKs (duplicates of the current one are dropped).
+    pub fn new(current: Kek, old: Vec<Kek>) -> Self {
+        let mut old_unique: Vec<Kek> = Vec::new();
+        for k in old {
+            if k.id() != current.id() && !old_unique.iter().any(|o| o.id() == k.id()) {
+                old_unique.push(k);
+            }
+        }
+        Self {
+            current,
+            old: old_unique,
+        }
+    }
+
+    /// The current KEK.
+    pub fn current(&self) -> &Kek {
+        &self.current
+    }
+
+    fn find(&self, id: &KekId) -> Option<&Kek> {
+        std::iter::once(&self.current)
+            .chain(self.old.iter())
+            .find(|k| k.id() == id)
+    }
+}
+
+#[async_trait]
+impl KeyProvider for LocalKeyring {
+    fn current_kek_id(&self) -> &KekId {
+        self.current.id()
+    }
+
+    fn kek_ids(&self) -> Vec<KekId> {
+        std::iter::once(&self.current)
+            .chain(self.old.iter())
+            .map(|k| k.id().clone())
+            .collect()
+    }
+
+    async fn wrap(&self, dek: &Dek, ctx: &WrapContext<'_>) -> Result<WrappedDek, KeyError> {
+        if ctx.kek_id != self.current.id() {
+            return Err(KeyError::UnknownKek(ctx.kek_id.clone()));
+        }
+        Ok(self.current.wrap(dek, ctx)?)
+    }
+
+    async fn unwrap(&self, wrapped: &WrappedDek, ctx: &WrapContext<'_>) -> Result<Dek, KeyError> {
+        let kek = self
+            .find(ctx.kek_id)
+            .ok_or_else(|| KeyError::UnknownKek(ctx.kek_id.clone()))?;
+        Ok(kek.unwrap(wrapped, ctx)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use zeroize::Zeroizing;
+
+    fn kek(b: u8) -> Kek {
+        Kek::from_bytes(Zeroizing::new([b; 32]))
+    }
+
+    #[tokio::test]
+    async fn unwraps_by_id_with_old_keys() {
+        let id = [1u8; 16];
+        let old = LocalKeyring::new(kek(1), vec![]);
+        let (dek, _) = rcrt_crypto::seal_value(
+            b"x",
+            &rcrt_crypto::ValueContext {
+                tenant: "t",
+                secret_id: &id,
+                version: 1,
+            },
+        )
+        .unwrap();
+        let ctx = WrapContext {
+            kek_id: old.current_kek_id(),
+            secret_id: &id,
+            version: 1,
+        };
+        let wrapped = old.wrap(&dek, &ctx).await.unwrap();
+
+        let rotated = LocalKeyring::new(kek(2), vec![kek(1), kek(2), kek(1)]);
+        assert_eq!(rotated.kek_ids().len(), 2);
+        let back = rotated.unwrap(&wrapped, &ctx).await.unwrap();
+        assert_eq!(back.expose_secret(), dek.expose_secret());
+        // Wrapping is only under the current KEK.
+        assert!(matches!(
+            rotated.wrap(&dek, &ctx).await,
+            Err(KeyError::UnknownKek(_))
+        ));
+        let alone = LocalKeyring::new(kek(2), vec![]);
+        assert!(!alone.can_unwrap(ctx.kek_id));
+        assert!(matches!(
+            alone.unwrap(&wrapped, &ctx).await,
+            Err(KeyError::UnknownKek(_))
+        ));
+    }
+}

@@ -1,0 +1,196 @@
+//! KEK material from text: the guide's variables, files and their error messages.
+
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rcrt_crypto::Kek;
+use zeroize::Zeroizing;
+
+use crate::LocalKeyring;
+
+/// How to make a KEK, shown with every "missing" or "invalid" error.
+pub const GENERATE_HINT: &str = "generate one with: openssl rand -base64 32  (or: rcrt kek generate)";
+
+/// Why KEK material could not be loaded. Messages never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KekError {
+    /// Neither `LOCAL_KEK_BASE64` nor `LOCAL_KEK_BASE64_FILE` (nor `.env`) gave a KEK.
+    #[error("LOCAL_KEK_BASE64 missing: set LOCAL_KEK_BASE64, or LOCAL_KEK_BASE64_FILE to a file holding it, or put LOCAL_KEK_BASE64=... in .env; {GENERATE_HINT}")]
+    Missing,
+    /// Both the variable and the `_FILE` variant are set for the same key.
+    #[error("both {0} and {0}_FILE are set: set only one")]
+    BothSet(&'static str),
+    /// The text is not 32 bytes of standard base64.
+    #[error("Invalid KEK format in {source_name}: a KEK must be exactly 32 bytes, standard base64 encoded (44 characters ending with '='); {GENERATE_HINT}")]
+    Invalid {
+        /// Where the bad value came from (a variable name or a file path), never the value.
+        source_name: String,
+    },
+    /// A `_FILE` path could not be read.
+    #[error("cannot read {var} file {path}: {error}")]
+    File {
+        /// The variable naming the file.
+        var: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+}
+
+/// Parses one KEK: exactly 44 characters of standard base64 ending in `=` (32 bytes), with
+/// surrounding whitespace (a file's trailing newline) ignored.
+pub fn parse_kek(text: &str, source_name: &str) -> Result<Kek, KekError> {
+    let invalid = || KekError::Invalid {
+        source_name: source_name.to_owned(),
+    };
+    let trimmed = text.trim();
+    let well_formed = trimmed.len() == 44
+        && trimmed.ends_with('=')
+        && trimmed
+            .bytes()
+            .take(43)
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !well_formed {
+        return Err(invalid());
+    }
+    let decoded = Zeroizing::new(STANDARD.decode(trimmed).map_err(|_| invalid())?);
+    let mut key = Zeroizing::new([0u8; 32]);
+    if decoded.len() != 32 {
+        return Err(invalid());
+    }
+    key.copy_from_slice(&decoded);
+    Ok(Kek::from_bytes(key))
+}
+
+/// The raw settings a keyring is built from, as the config module found them.
+#[derive(Default)]
+pub struct KekSources {
+    /// `LOCAL_KEK_BASE64`.
+    pub current: Option<Zeroizing<String>>,
+    /// `LOCAL_KEK_BASE64_FILE`.
+    pub current_file: Option<PathBuf>,
+    /// `LOCAL_KEK_BASE64_OLD`: one or more old KEKs separated by commas or whitespace.
+    pub old: Option<Zeroizing<String>>,
+    /// `LOCAL_KEK_BASE64_OLD_FILE`: a file with one old KEK per line.
+    pub old_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for KekSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KekSources")
+            .field("current", &self.current.as_ref().map(|_| "[REDACTED]"))
+            .field("current_file", &self.current_file)
+            .field("old", &self.old.as_ref().map(|_| "[REDACTED]"))
+            .field("old_file", &self.old_file)
+            .finish()
+    }
+}
+
+fn read_file(var: &'static str, path: &Path) -> Result<Zeroizing<String>, KekError> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|error| KekError::File {
+            var,
+            path: path.to_owned(),
+            error,
+        })
+}
+
+fn one_of(
+    var: &'static str,
+    value: &Option<Zeroizing<String>>,
+    file: &Option<PathBuf>,
+) -> Result<Option<(Zeroizing<String>, String)>, KekError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(KekError::BothSet(var)),
+        (Some(v), None) => Ok(Some((v.clone(), var.to_owned()))),
+        (None, Some(path)) => Ok(Some((read_file(var, path)?, path.display().to_string()))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Builds the local keyring from the guide's variables.
+pub fn load_local_keyring(sources: &KekSources) -> Result<LocalKeyring, KekError> {
+    let (text, name) = one_of("LOCAL_KEK_BASE64", &sources.current, &sources.current_file)?
+        .ok_or(KekError::Missing)?;
+    if text.trim().is_empty() {
+        return Err(KekError::Missing);
+    }
+    let current = parse_kek(&text, &name)?;
+    let mut old = Vec::new();
+    if let Some((text, name)) = one_of("LOCAL_KEK_BASE64_OLD", &sources.old, &sources.old_file)? {
+        for part in text.split(|c: char| c == ',' || c.is_whitespace()) {
+            if !part.is_empty() {
+                old.push(parse_kek(part, &name)?);
+            }
+        }
+    }
+    Ok(LocalKeyring::new(current, old))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::KeyProvider;
+
+    const K1: &str = "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o=";
+    const K2: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    fn s(v: &str) -> Option<Zeroizing<String>> {
+        Some(Zeroizing::new(v.to_owned()))
+    }
+
+    #[test]
+    fn accepts_the_guides_example_and_trailing_newline() {
+        let a = parse_kek(K1, "x").unwrap();
+        let b = parse_kek(&format!("{K1}\n"), "x").unwrap();
+        assert_eq!(a.id(), b.id());
+    }
+
+    #[test]
+    fn rejects_bad_formats_without_echoing() {
+        for bad in [
+            "short",
+            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o",   // no '='
+            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o==", // 45 chars
+            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN-o=",  // url-safe alphabet
+            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5p=",  // non-canonical last char
+        ] {
+            let err = parse_kek(bad, "LOCAL_KEK_BASE64").unwrap_err().to_string();
+            assert!(err.contains("Invalid KEK format"), "{bad}: {err}");
+            assert!(!err.contains(bad.trim_end_matches('=')), "{err}");
+        }
+    }
+
+    #[test]
+    fn missing_and_both_set() {
+        let err = load_local_keyring(&KekSources::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("LOCAL_KEK_BASE64 missing"));
+        assert!(msg.contains("openssl rand -base64 32"));
+        let both = KekSources {
+            current: s(K1),
+            current_file: Some("/nonexistent".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            load_local_keyring(&both),
+            Err(KekError::BothSet("LOCAL_KEK_BASE64"))
+        ));
+    }
+
+    #[test]
+    fn old_keys_list() {
+        let ring = load_local_keyring(&KekSources {
+            current: s(K1),
+            old: s(&format!("{K2}, {K1}")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ring.kek_ids().len(), 2);
+    }
+}
