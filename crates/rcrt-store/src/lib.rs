@@ -1,1 +1,218 @@
-//! placeholder
+//! RCRT storage: one [`Store`] trait, with SQLite (the embedded default) and PostgreSQL behind it.
+//!
+//! What it does: persists secrets, their versions (sealed value + wrapped DEK + KEK id) and the
+//! `secret_access_log` audit table; applies embedded migrations at open; makes every write
+//! transactional, with its audit row in the same transaction. What it does not do: encryption
+//! (it only ever sees ciphertext) or any access rule (that is `rcrt-core`).
+
+mod migrate;
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use rcrt_types::{AuditEntry, Scope, ScopeType, SecretId, SecretName, TenantId, Version};
+use time::OffsetDateTime;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A secret with this name already exists in the same tenant and scope.
+    #[error("a secret with this name already exists in this scope")]
+    NameTaken,
+    /// The secret's current version is not the one the write was based on.
+    #[error("the secret changed since it was read")]
+    VersionConflict,
+    /// The database could not be reached or refused the operation.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row could not be read back (schema drift or manual edits).
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+    /// The configuration named no usable database.
+    #[error("invalid database URL: {0}")]
+    Config(String),
+}
+
+/// A secret's metadata (never its value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMeta {
+    /// The id.
+    pub id: SecretId,
+    /// The owning tenant.
+    pub tenant: TenantId,
+    /// The name, unique in (tenant, scope).
+    pub name: SecretName,
+    /// The scope.
+    pub scope: Scope,
+    /// The current version.
+    pub version: Version,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// When its current version was written.
+    pub updated_at: OffsetDateTime,
+}
+
+/// One stored version: ciphertext only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// The version number.
+    pub version: Version,
+    /// The KEK that wraps this version's DEK.
+    pub kek_id: String,
+    /// The wrapped DEK (envelope format in `docs/crypto.md`).
+    pub wrapped_dek: Vec<u8>,
+    /// The sealed value.
+    pub sealed_value: Vec<u8>,
+    /// When it was written.
+    pub created_at: OffsetDateTime,
+}
+
+/// A secret to create, with its first version.
+#[derive(Debug, Clone)]
+pub struct NewSecret {
+    /// Its metadata; `version` must be 1 and match `first.version`.
+    pub meta: SecretMeta,
+    /// The first version.
+    pub first: VersionRecord,
+}
+
+/// A page request for [`Store::list`].
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Only this tenant's secrets.
+    pub tenant: TenantId,
+    /// Only this scope type.
+    pub scope_type: Option<ScopeType>,
+    /// Only this scope id.
+    pub scope_id: Option<String>,
+    /// At most this many rows.
+    pub limit: u32,
+    /// Only ids after this one (the previous page's last id).
+    pub after: Option<SecretId>,
+}
+
+/// One audit row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Row id, increasing.
+    pub id: i64,
+    /// When.
+    pub timestamp: OffsetDateTime,
+    /// `create`, `update`, `delete`, `decrypt`.
+    pub action: String,
+    /// Which secret.
+    pub secret_id: Option<SecretId>,
+    /// Whose.
+    pub tenant: String,
+    /// Who.
+    pub user_id: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// `success`, `failure`, `denied`.
+    pub outcome: String,
+    /// The request id.
+    pub request_id: String,
+}
+
+/// How many secret versions each KEK id wraps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekUsage {
+    /// The KEK id.
+    pub kek_id: String,
+    /// Number of versions whose DEK it wraps.
+    pub versions: i64,
+}
+
+/// The storage interface. Every method is one transaction; every write carries its audit row.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a secret and its first version. [`StoreError::NameTaken`] if the name is used.
+    async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// A secret's metadata, if it exists in this tenant.
+    async fn get_meta(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+    ) -> Result<Option<SecretMeta>, StoreError>;
+
+    /// A secret's metadata and current version, if it exists in this tenant.
+    async fn get_current(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+    ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError>;
+
+    /// One page of metadata, ordered by id.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<SecretMeta>, StoreError>;
+
+    /// Adds `record` as the new current version if the current version is still
+    /// `record.version - 1`; [`StoreError::VersionConflict`] otherwise, `Ok(None)` if the secret
+    /// does not exist. Returns the updated metadata.
+    async fn add_version(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        record: VersionRecord,
+        audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError>;
+
+    /// Deletes a secret and all its versions; `false` if it did not exist. The audit row is
+    /// written either way.
+    async fn delete_secret(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// Appends one audit row (decrypts and failures), durably, before returning.
+    async fn append_audit(&self, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// The newest audit rows, newest first, optionally for one secret.
+    async fn list_audit(
+        &self,
+        secret_id: Option<SecretId>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Versions per KEK id, over all tenants (for the start-up check and rotation status).
+    async fn kek_usage(&self) -> Result<Vec<KekUsage>, StoreError>;
+}
+
+/// Opens the store a URL names: `sqlite:PATH` / a bare path, or `postgres://...`.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::connect(url).await?))
+    } else {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() {
+            return Err(StoreError::Config("empty SQLite path".into()));
+        }
+        Ok(std::sync::Arc::new(SqliteStore::open(path).await?))
+    }
+}
+
+/// Parses a stored scope pair back into a [`Scope`].
+fn scope_from_stored(scope_type: &str, scope_id: &str) -> Result<Scope, StoreError> {
+    let t: ScopeType = scope_type
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("scope_type {scope_type:?}")))?;
+    let id = (!scope_id.is_empty()).then_some(scope_id);
+    Scope::new(t, id).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn name_from_stored(name: &str) -> Result<SecretName, StoreError> {
+    name.parse()
+        .map_err(|_| StoreError::Corrupt("secret name".into()))
+}

@@ -1,1 +1,259 @@
-//! placeholder
+//! Test support shared by the workspace's integration tests (never linked into a release build).
+//!
+//! [`TempPgDb`] creates a PostgreSQL database with a random name and drops it afterwards;
+//! [`ServerProcess`] runs the real `rcrt-server` binary on a free loopback port in its own
+//! working directory, capturing its output for leak checks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The PostgreSQL server tests use: `RCRT_TEST_PG_URL`, else the local default.
+pub fn pg_admin_url() -> String {
+    std::env::var("RCRT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    // Replace the path component of the URL (…/dbname?params).
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let cut = base.rfind('/').filter(|&i| i > "postgres://".len()).unwrap_or(base.len());
+    let mut out = format!("{}/{}", &base[..cut], db);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+async fn admin_exec(sql: String) {
+    let url = pg_admin_url();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {url} ({e}). Run the tests with `scripts/test` \
+                 (it starts PostgreSQL), or set RCRT_TEST_PG_URL."
+            )
+        });
+    let task = tokio::spawn(conn);
+    client.batch_execute(&sql).await.expect("admin SQL");
+    drop(client);
+    let _ = task.await;
+}
+
+/// A throwaway database, dropped (with its connections) when this value is dropped.
+pub struct TempPgDb {
+    name: String,
+    url: String,
+}
+
+impl TempPgDb {
+    /// Creates a database named `rcrt_test_<random>`. Panics (fails the test) if PostgreSQL is
+    /// unreachable: a PostgreSQL test never silently skips.
+    pub async fn create() -> Self {
+        let name = format!("rcrt_test_{}", uuid::Uuid::new_v4().simple());
+        admin_exec(format!("CREATE DATABASE {name}")).await;
+        let url = with_database(&pg_admin_url(), &name);
+        Self { name, url }
+    }
+
+    /// The URL of the new database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TempPgDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop may run inside a runtime; do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(admin_exec(sql));
+        })
+        .join();
+    }
+}
+
+/// A fresh, empty directory under the system temp dir (removed by [`TempDir`]'s drop).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new() -> Self {
+        let p = std::env::temp_dir().join(format!("rcrt-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port (bound and released; the race with other processes is acceptable here).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How to start a server.
+pub struct ServerConfig {
+    /// Path of the `rcrt-server` binary (`env!("CARGO_BIN_EXE_rcrt-server")`).
+    pub binary: PathBuf,
+    /// Extra environment (the process starts with an empty environment plus `PATH`).
+    pub env: Vec<(String, String)>,
+    /// Working directory (for `.env` and the default `rcrt.db`).
+    pub workdir: PathBuf,
+}
+
+/// A running `rcrt-server` process; killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+fn command(cfg: &ServerConfig, log: &Path) -> Command {
+    let mut cmd = Command::new(&cfg.binary);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(&cfg.workdir)
+        .stdin(Stdio::null());
+    for (k, v) in &cfg.env {
+        cmd.env(k, v);
+    }
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    cmd.stdout(out).stderr(err);
+    cmd
+}
+
+impl ServerProcess {
+    /// Starts the server on a free port and waits until `/health` answers (up to 30 s).
+    /// Panics with the server's output if it exits or never becomes healthy.
+    pub fn start(cfg: &ServerConfig) -> Self {
+        let port = free_port();
+        let log = cfg
+            .workdir
+            .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut cmd = command(cfg, &log);
+        cmd.env("BIND_ADDR", format!("127.0.0.1:{port}"));
+        let child = cmd.spawn().expect("spawn rcrt-server");
+        let mut server = Self { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("rcrt-server exited with {status}:\n{}", server.output());
+            }
+            if http_get_status(port, "/health") == Some(200) {
+                return server;
+            }
+            if Instant::now() > deadline {
+                panic!("rcrt-server not healthy after 30 s:\n{}", server.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the server expecting it to refuse to start; returns its exit status and output.
+    pub fn run_to_exit(cfg: &ServerConfig) -> (ExitStatus, String) {
+        let log = cfg
+            .workdir
+            .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut cmd = command(cfg, &log);
+        if !cfg.env.iter().any(|(k, _)| k == "BIND_ADDR") {
+            cmd.env("BIND_ADDR", format!("127.0.0.1:{}", free_port()));
+        }
+        let mut child = cmd.spawn().expect("spawn rcrt-server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (status, std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "rcrt-server was expected to exit but kept running:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Everything the server printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal blocking `GET`, returning the status code (no HTTP client dependency here).
+pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_rewrite() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+    }
+}

@@ -1,0 +1,15 @@
+//! Embedded migrations, applied in order at open; each runs once, recorded in
+//! `rcrt_schema_migrations`.
+
+/// (version, SQL) for SQLite.
+pub(crate) const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// (version, SQL) for PostgreSQL.
+pub(crate) const POSTGRES: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// The table that records applied migrations (same DDL on both databases).
+pub(crate) const LEDGER: &str = "CREATE TABLE IF NOT EXISTS rcrt_schema_migrations (
+    version BIGINT PRIMARY KEY,
+    applied_at TEXT NOT NULL
+)";

@@ -1,0 +1,427 @@
+//! PostgreSQL: a connection pool; each trait method is one transaction (or one statement).
+//! Several `rcrt-server` replicas may share one database: migrations take an advisory lock and
+//! version writes compare-and-swap on `current_version`.
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use rcrt_types::{AuditEntry, SecretId, TenantId};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use crate::{
+    migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret,
+    SecretMeta, Store, StoreError, VersionRecord,
+};
+
+/// Arbitrary constant naming the advisory lock that serializes migrations across replicas.
+const MIGRATION_LOCK: i64 = 0x7263_7274_6d69_67; // "rcrtmig"
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        StoreError::NameTaken
+    } else {
+        // Display of a tokio_postgres error names the failing step, never bound parameters.
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+const META_COLS: &str =
+    "id, tenant, name, scope_type, scope_id, current_version, created_at, updated_at";
+
+fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    let id: Uuid = row.try_get(0).map_err(get)?;
+    let tenant: String = row.try_get(1).map_err(get)?;
+    let name: String = row.try_get(2).map_err(get)?;
+    let scope_type: String = row.try_get(3).map_err(get)?;
+    let scope_id: String = row.try_get(4).map_err(get)?;
+    Ok(SecretMeta {
+        id: SecretId::from(id),
+        tenant: TenantId::new(tenant),
+        name: name_from_stored(&name)?,
+        scope: scope_from_stored(&scope_type, &scope_id)?,
+        version: row.try_get(5).map_err(get)?,
+        created_at: row.try_get(6).map_err(get)?,
+        updated_at: row.try_get(7).map_err(get)?,
+    })
+}
+
+const INSERT_AUDIT: &str = "INSERT INTO secret_access_log
+    (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+async fn insert_audit(
+    c: &impl deadpool_postgres::GenericClient,
+    a: &AuditEntry,
+) -> Result<(), StoreError> {
+    let st = c.prepare_cached(INSERT_AUDIT).await.map_err(pg_err)?;
+    c.execute(
+        &st,
+        &[
+            &a.timestamp,
+            &a.action.as_str(),
+            &a.secret_id.map(|s| s.as_uuid()),
+            &a.tenant.as_str(),
+            &a.user_id,
+            &a.reason,
+            &a.outcome.as_str(),
+            &a.request_id,
+        ],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+async fn insert_version(
+    c: &impl deadpool_postgres::GenericClient,
+    id: SecretId,
+    v: &VersionRecord,
+) -> Result<(), StoreError> {
+    let st = c
+        .prepare_cached(
+            "INSERT INTO secret_versions (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await
+        .map_err(pg_err)?;
+    c.execute(
+        &st,
+        &[
+            &id.as_uuid(),
+            &v.version,
+            &v.kek_id,
+            &v.wrapped_dek,
+            &v.sealed_value,
+            &v.created_at,
+        ],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Connects, checks the server answers, and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pg_config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+        let manager = Manager::from_config(
+            pg_config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(32)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // Replicas starting together: one migrates, the others wait here, then find it done.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg_err)?;
+        tx.batch_execute(migrate::LEDGER).await.map_err(pg_err)?;
+        for (version, sql) in migrate::POSTGRES {
+            let done = tx
+                .query_opt(
+                    "SELECT version FROM rcrt_schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .await
+                .map_err(pg_err)?;
+            if done.is_none() {
+                tx.batch_execute(sql).await.map_err(pg_err)?;
+                tx.execute(
+                    "INSERT INTO rcrt_schema_migrations (version, applied_at) VALUES ($1, now()::text)",
+                    &[version],
+                )
+                .await
+                .map_err(pg_err)?;
+            }
+        }
+        tx.commit().await.map_err(pg_err)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute("SELECT 1", &[])
+            .await
+            .map(|_| ())
+            .map_err(pg_err)
+    }
+
+    async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let m = &secret.meta;
+        let st = tx
+            .prepare_cached(&format!(
+                "INSERT INTO secrets ({META_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ))
+            .await
+            .map_err(pg_err)?;
+        tx.execute(
+            &st,
+            &[
+                &m.id.as_uuid(),
+                &m.tenant.as_str(),
+                &m.name.as_str(),
+                &m.scope.scope_type().as_str(),
+                &m.scope.storage_id(),
+                &m.version,
+                &m.created_at,
+                &m.updated_at,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        insert_version(&tx, m.id, &secret.first).await?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn get_meta(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {META_COLS} FROM secrets WHERE id = $1 AND tenant = $2"
+            ))
+            .await
+            .map_err(pg_err)?;
+        c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()])
+            .await
+            .map_err(pg_err)?
+            .as_ref()
+            .map(meta)
+            .transpose()
+    }
+
+    async fn get_current(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+    ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
+        let c = self.client().await?;
+        // One statement: metadata and version agree without an explicit transaction.
+        let st = c
+            .prepare_cached(
+                "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
+                        s.created_at, s.updated_at,
+                        v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at
+                 FROM secrets s
+                 JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
+                 WHERE s.id = $1 AND s.tenant = $2",
+            )
+            .await
+            .map_err(pg_err)?;
+        let Some(row) = c
+            .query_opt(&st, &[&id.as_uuid(), &tenant.as_str()])
+            .await
+            .map_err(pg_err)?
+        else {
+            return Ok(None);
+        };
+        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+        let record = VersionRecord {
+            version: row.try_get(8).map_err(get)?,
+            kek_id: row.try_get(9).map_err(get)?,
+            wrapped_dek: row.try_get(10).map_err(get)?,
+            sealed_value: row.try_get(11).map_err(get)?,
+            created_at: row.try_get(12).map_err(get)?,
+        };
+        Ok(Some((meta(&row)?, record)))
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<Vec<SecretMeta>, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {META_COLS} FROM secrets
+                 WHERE tenant = $1
+                   AND ($2::text IS NULL OR scope_type = $2)
+                   AND ($3::text IS NULL OR scope_id = $3)
+                   AND ($4::uuid IS NULL OR id > $4)
+                 ORDER BY id LIMIT $5"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &q.tenant.as_str(),
+                    &q.scope_type.map(|t| t.as_str()),
+                    &q.scope_id,
+                    &q.after.map(|a| a.as_uuid()),
+                    &i64::from(q.limit),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(meta).collect()
+    }
+
+    async fn add_version(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        record: VersionRecord,
+        audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // Compare-and-swap: the row lock taken by UPDATE serializes racing writers; the loser
+        // sees the new current_version and gets VersionConflict (then core retries or answers 412).
+        let st = tx
+            .prepare_cached(&format!(
+                "UPDATE secrets SET current_version = $1, updated_at = $2
+                 WHERE id = $3 AND tenant = $4 AND current_version = $5
+                 RETURNING {META_COLS}"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let updated = tx
+            .query_opt(
+                &st,
+                &[
+                    &record.version,
+                    &record.created_at,
+                    &id.as_uuid(),
+                    &tenant.as_str(),
+                    &(record.version - 1),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        let Some(row) = updated else {
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM secrets WHERE id = $1 AND tenant = $2",
+                    &[&id.as_uuid(), &tenant.as_str()],
+                )
+                .await
+                .map_err(pg_err)?;
+            return match exists {
+                Some(_) => Err(StoreError::VersionConflict),
+                None => Ok(None),
+            };
+        };
+        insert_version(&tx, id, &record).await?;
+        insert_audit(&tx, &audit).await?;
+        let m = meta(&row)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Some(m))
+    }
+
+    async fn delete_secret(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let n = tx
+            .execute(
+                "DELETE FROM secrets WHERE id = $1 AND tenant = $2",
+                &[&id.as_uuid(), &tenant.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    async fn append_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        insert_audit(&c, &audit).await
+    }
+
+    async fn list_audit(
+        &self,
+        secret_id: Option<SecretId>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id
+                 FROM secret_access_log WHERE ($1::uuid IS NULL OR secret_id = $1)
+                 ORDER BY id DESC LIMIT $2",
+                &[&secret_id.map(|s| s.as_uuid()), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg_err)?;
+        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.try_get(0).map_err(get)?,
+                    timestamp: r.try_get(1).map_err(get)?,
+                    action: r.try_get(2).map_err(get)?,
+                    secret_id: r
+                        .try_get::<_, Option<Uuid>>(3)
+                        .map_err(get)?
+                        .map(SecretId::from),
+                    tenant: r.try_get(4).map_err(get)?,
+                    user_id: r.try_get(5).map_err(get)?,
+                    reason: r.try_get(6).map_err(get)?,
+                    outcome: r.try_get(7).map_err(get)?,
+                    request_id: r.try_get(8).map_err(get)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn kek_usage(&self) -> Result<Vec<KekUsage>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT kek_id, COUNT(*) FROM secret_versions GROUP BY kek_id ORDER BY kek_id",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(KekUsage {
+                    kek_id: r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    versions: r.try_get(1).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,546 @@
+//! SQLite: one writer thread that commits concurrent requests' writes together (group commit,
+//! `synchronous=FULL`, so each caller waits for its own row to be durable) and a small pool of
+//! reader connections (WAL lets them run beside the writer).
+
+use std::sync::{mpsc, Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
+use tokio::sync::oneshot;
+
+use crate::{
+    migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret,
+    SecretMeta, Store, StoreError, VersionRecord,
+};
+use rcrt_types::{AuditEntry, SecretId, TenantId};
+
+const TS_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+/// Writes committed together at most.
+const MAX_BATCH: usize = 256;
+/// Idle reader connections kept.
+const READ_POOL: usize = 8;
+
+type Completion = Box<dyn FnOnce(Option<String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+/// The embedded store: one SQLite file in WAL mode.
+pub struct SqliteStore {
+    path: String,
+    writer: mpsc::SyncSender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn ts(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(TS_FORMAT)
+        .unwrap_or_default()
+}
+
+fn parse_ts(s: &str) -> Result<OffsetDateTime, StoreError> {
+    let body = s.strip_suffix('Z').unwrap_or(s);
+    PrimitiveDateTime::parse(
+        body,
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]"),
+    )
+    .map(PrimitiveDateTime::assume_utc)
+    .map_err(|_| StoreError::Corrupt(format!("timestamp {s:?}")))
+}
+
+fn parse_id(s: &str) -> Result<SecretId, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("secret id {s:?}")))
+}
+
+fn open_conn(path: &str) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(unavailable)?;
+    // secure_delete overwrites deleted content, so crypto-shredded rows leave no ciphertext in
+    // free pages; FULL makes each commit durable before the caller is answered.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA secure_delete=ON;
+         PRAGMA busy_timeout=5000;",
+    )
+    .map_err(unavailable)?;
+    Ok(conn)
+}
+
+const META_COLS: &str = "id, tenant, name, scope_type, scope_id, current_version, created_at, updated_at";
+
+fn read_meta(row: &Row<'_>) -> rusqlite::Result<Result<SecretMeta, StoreError>> {
+    let id: String = row.get(0)?;
+    let tenant: String = row.get(1)?;
+    let name: String = row.get(2)?;
+    let scope_type: String = row.get(3)?;
+    let scope_id: String = row.get(4)?;
+    let version: i64 = row.get(5)?;
+    let created_at: String = row.get(6)?;
+    let updated_at: String = row.get(7)?;
+    Ok((|| {
+        Ok(SecretMeta {
+            id: parse_id(&id)?,
+            tenant: TenantId::new(tenant),
+            name: name_from_stored(&name)?,
+            scope: scope_from_stored(&scope_type, &scope_id)?,
+            version,
+            created_at: parse_ts(&created_at)?,
+            updated_at: parse_ts(&updated_at)?,
+        })
+    })())
+}
+
+fn insert_audit(conn: &Connection, a: &AuditEntry) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT INTO secret_access_log
+         (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        ts(a.timestamp),
+        a.action.as_str(),
+        a.secret_id.map(|s| s.to_string()),
+        a.tenant.as_str(),
+        a.user_id,
+        a.reason,
+        a.outcome.as_str(),
+        a.request_id,
+    ])
+}
+
+fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT INTO secret_versions (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        id.to_string(),
+        v.version,
+        v.kek_id,
+        v.wrapped_dek,
+        v.sealed_value,
+        ts(v.created_at)
+    ])
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            for job in batch {
+                // Run nothing; tell every caller the store is unavailable.
+                drop(job);
+                tracing::error!(error = %e, "SQLite BEGIN failed");
+            }
+            continue;
+        }
+        let mut completions = Vec::with_capacity(batch.len());
+        for job in batch {
+            // Each job in its own savepoint: a failing job (a name conflict) undoes only itself.
+            let _ = conn.execute_batch("SAVEPOINT job");
+            let (ok, done) = job(&conn);
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            let _ = conn.execute_batch(end);
+            completions.push(done);
+        }
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => completions.into_iter().for_each(|done| done(None)),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                tracing::error!(error = %e, "SQLite COMMIT failed");
+                let msg = e.to_string();
+                completions
+                    .into_iter()
+                    .for_each(|done| done(Some(msg.clone())));
+            }
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file, applies migrations, starts the writer.
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let (conn, path) = tokio::task::spawn_blocking(move || {
+            let conn = open_conn(&path)?;
+            conn.execute_batch(migrate::LEDGER).map_err(unavailable)?;
+            for (version, sql) in migrate::SQLITE {
+                let done: Option<i64> = conn
+                    .query_row(
+                        "SELECT version FROM rcrt_schema_migrations WHERE version = ?1",
+                        [version],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(unavailable)?;
+                if done.is_none() {
+                    let tx = conn.unchecked_transaction().map_err(unavailable)?;
+                    tx.execute_batch(sql).map_err(unavailable)?;
+                    tx.execute(
+                        "INSERT INTO rcrt_schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                        params![version, ts(OffsetDateTime::now_utc())],
+                    )
+                    .map_err(unavailable)?;
+                    tx.commit().map_err(unavailable)?;
+                }
+            }
+            Ok::<_, StoreError>((conn, path))
+        })
+        .await
+        .map_err(unavailable)??;
+        let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+        std::thread::Builder::new()
+            .name("rcrt-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(unavailable)?;
+        Ok(Self {
+            path,
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let done: Completion = Box::new(move |commit_error| {
+                let _ = tx.send(match commit_error {
+                    Some(e) => Err(StoreError::Unavailable(e)),
+                    None => result,
+                });
+            });
+            (ok, done)
+        });
+        let writer = self.writer.clone();
+        // The channel is bounded: a full queue blocks, so send off the async workers.
+        tokio::task::spawn_blocking(move || writer.send(job))
+            .await
+            .map_err(unavailable)?
+            .map_err(|_| StoreError::Unavailable("SQLite writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("SQLite writer stopped".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_conn(&path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut pool) = readers.lock() {
+                if pool.len() < READ_POOL {
+                    pool.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn read_version(row: &Row<'_>) -> rusqlite::Result<(i64, String, Vec<u8>, Vec<u8>, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let m = &secret.meta;
+            let inserted = c
+                .prepare_cached(&format!(
+                    "INSERT INTO secrets ({META_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ))
+                .and_then(|mut st| {
+                    st.execute(params![
+                        m.id.to_string(),
+                        m.tenant.as_str(),
+                        m.name.as_str(),
+                        m.scope.scope_type().as_str(),
+                        m.scope.storage_id(),
+                        m.version,
+                        ts(m.created_at),
+                        ts(m.updated_at),
+                    ])
+                });
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::NameTaken)
+                }
+                Err(e) => return Err(unavailable(e)),
+                Ok(_) => {}
+            }
+            insert_version(c, m.id, &secret.first).map_err(unavailable)?;
+            insert_audit(c, &audit).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_meta(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        let tenant = tenant.clone();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {META_COLS} FROM secrets WHERE id = ?1 AND tenant = ?2"
+            ))
+            .and_then(|mut st| {
+                st.query_row(params![id.to_string(), tenant.as_str()], read_meta)
+                    .optional()
+            })
+            .map_err(unavailable)?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn get_current(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+    ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
+        let tenant = tenant.clone();
+        self.read(move |c| {
+            // One read transaction so the metadata and the version agree.
+            let tx = c.unchecked_transaction().map_err(unavailable)?;
+            let meta = tx
+                .prepare_cached(&format!(
+                    "SELECT {META_COLS} FROM secrets WHERE id = ?1 AND tenant = ?2"
+                ))
+                .and_then(|mut st| {
+                    st.query_row(params![id.to_string(), tenant.as_str()], read_meta)
+                        .optional()
+                })
+                .map_err(unavailable)?
+                .transpose()?;
+            let Some(meta) = meta else { return Ok(None) };
+            let v = tx
+                .prepare_cached(
+                    "SELECT version, kek_id, wrapped_dek, sealed_value, created_at
+                     FROM secret_versions WHERE secret_id = ?1 AND version = ?2",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![id.to_string(), meta.version], read_version)
+                        .optional()
+                })
+                .map_err(unavailable)?;
+            let Some((version, kek_id, wrapped_dek, sealed_value, created_at)) = v else {
+                return Err(StoreError::Corrupt("current version row missing".into()));
+            };
+            Ok(Some((
+                meta,
+                VersionRecord {
+                    version,
+                    kek_id,
+                    wrapped_dek,
+                    sealed_value,
+                    created_at: parse_ts(&created_at)?,
+                },
+            )))
+        })
+        .await
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<Vec<SecretMeta>, StoreError> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {META_COLS} FROM secrets
+                     WHERE tenant = ?1
+                       AND (?2 IS NULL OR scope_type = ?2)
+                       AND (?3 IS NULL OR scope_id = ?3)
+                       AND (?4 IS NULL OR id > ?4)
+                     ORDER BY id LIMIT ?5"
+                ))
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map(
+                    params![
+                        q.tenant.as_str(),
+                        q.scope_type.map(|t| t.as_str()),
+                        q.scope_id,
+                        q.after.map(|a| a.to_string()),
+                        q.limit
+                    ],
+                    read_meta,
+                )
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)?).collect()
+        })
+        .await
+    }
+
+    async fn add_version(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        record: VersionRecord,
+        audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        let tenant = tenant.clone();
+        self.write(move |c| {
+            let current: Option<i64> = c
+                .prepare_cached("SELECT current_version FROM secrets WHERE id = ?1 AND tenant = ?2")
+                .and_then(|mut st| {
+                    st.query_row(params![id.to_string(), tenant.as_str()], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(unavailable)?;
+            match current {
+                None => return Ok(None),
+                Some(v) if v != record.version - 1 => return Err(StoreError::VersionConflict),
+                Some(_) => {}
+            }
+            c.prepare_cached(
+                "UPDATE secrets SET current_version = ?1, updated_at = ?2 WHERE id = ?3",
+            )
+            .and_then(|mut st| {
+                st.execute(params![record.version, ts(record.created_at), id.to_string()])
+            })
+            .map_err(unavailable)?;
+            insert_version(c, id, &record).map_err(unavailable)?;
+            insert_audit(c, &audit).map_err(unavailable)?;
+            c.prepare_cached(&format!("SELECT {META_COLS} FROM secrets WHERE id = ?1"))
+                .and_then(|mut st| st.query_row(params![id.to_string()], read_meta))
+                .map_err(unavailable)?
+                .map(Some)
+        })
+        .await
+    }
+
+    async fn delete_secret(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let tenant = tenant.clone();
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM secrets WHERE id = ?1 AND tenant = ?2")
+                .and_then(|mut st| st.execute(params![id.to_string(), tenant.as_str()]))
+                .map_err(unavailable)?;
+            insert_audit(c, &audit).map_err(unavailable)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
+        self.write(move |c| insert_audit(c, &audit).map(|_| ()).map_err(unavailable))
+            .await
+    }
+
+    async fn list_audit(
+        &self,
+        secret_id: Option<SecretId>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id
+                     FROM secret_access_log WHERE (?1 IS NULL OR secret_id = ?1)
+                     ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map(params![secret_id.map(|s| s.to_string()), limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, String>(8)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            rows.map(|r| {
+                let (id, t, action, sid, tenant, user_id, reason, outcome, request_id) =
+                    r.map_err(unavailable)?;
+                Ok(AuditRecord {
+                    id,
+                    timestamp: parse_ts(&t)?,
+                    action,
+                    secret_id: sid.as_deref().map(parse_id).transpose()?,
+                    tenant,
+                    user_id,
+                    reason,
+                    outcome,
+                    request_id,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn kek_usage(&self) -> Result<Vec<KekUsage>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT kek_id, COUNT(*) FROM secret_versions GROUP BY kek_id ORDER BY kek_id",
+                )
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(KekUsage {
+                        kek_id: r.get(0)?,
+                        versions: r.get(1)?,
+                    })
+                })
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)).collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,358 @@
+//! One conformance suite, run against SQLite and PostgreSQL (a fresh database per test).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+
+use rcrt_store::{ListQuery, NewSecret, SecretMeta, Store, StoreError, VersionRecord};
+use rcrt_types::{
+    AuditAction, AuditEntry, AuditOutcome, Scope, ScopeType, SecretId, TenantId,
+};
+use time::OffsetDateTime;
+
+fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
+}
+
+fn audit(action: AuditAction, id: Option<SecretId>, tenant: &TenantId) -> AuditEntry {
+    AuditEntry {
+        timestamp: now(),
+        action,
+        secret_id: id,
+        tenant: tenant.clone(),
+        user_id: "tester".into(),
+        reason: Some("because".into()),
+        outcome: AuditOutcome::Success,
+        request_id: "req-1".into(),
+    }
+}
+
+fn record(version: i64, kek: &str) -> VersionRecord {
+    VersionRecord {
+        version,
+        kek_id: kek.into(),
+        wrapped_dek: vec![1, 2, 3, version as u8],
+        sealed_value: vec![9, 8, 7, version as u8],
+        created_at: now(),
+    }
+}
+
+fn new_secret(tenant: &TenantId, name: &str, scope: Scope) -> NewSecret {
+    let t = now();
+    NewSecret {
+        meta: SecretMeta {
+            id: SecretId::new(),
+            tenant: tenant.clone(),
+            name: name.parse().unwrap(),
+            scope,
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        },
+        first: record(1, "kek-a"),
+    }
+}
+
+async fn create(s: &dyn Store, tenant: &TenantId, name: &str, scope: Scope) -> NewSecret {
+    let n = new_secret(tenant, name, scope);
+    s.create_secret(n.clone(), audit(AuditAction::Create, Some(n.meta.id), tenant))
+        .await
+        .unwrap();
+    n
+}
+
+async fn create_get_round_trip(s: Arc<dyn Store>) {
+    s.ping().await.unwrap();
+    let t = TenantId::default_tenant();
+    let n = create(&*s, &t, "API_KEY", Scope::global()).await;
+    let meta = s.get_meta(&t, n.meta.id).await.unwrap().unwrap();
+    assert_eq!(meta, n.meta);
+    let (meta2, v) = s.get_current(&t, n.meta.id).await.unwrap().unwrap();
+    assert_eq!(meta2, n.meta);
+    assert_eq!(v, n.first);
+    // Other tenant and unknown id see nothing.
+    assert!(s.get_meta(&TenantId::new("other"), n.meta.id).await.unwrap().is_none());
+    assert!(s.get_current(&t, SecretId::new()).await.unwrap().is_none());
+}
+
+async fn names_unique_per_scope(s: Arc<dyn Store>) {
+    let t = TenantId::default_tenant();
+    create(&*s, &t, "DUP", Scope::global()).await;
+    let again = new_secret(&t, "DUP", Scope::global());
+    let err = s
+        .create_secret(again, audit(AuditAction::Create, None, &t))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NameTaken), "{err:?}");
+    // Same name elsewhere is fine.
+    let ws = Scope::new(ScopeType::Workspace, Some("ws1")).unwrap();
+    create(&*s, &t, "DUP", ws.clone()).await;
+    create(&*s, &TenantId::new("t2"), "DUP", Scope::global()).await;
+    // The failed create left no audit row behind (its transaction rolled back).
+    let rows = s.list_audit(None, 100).await.unwrap();
+    assert_eq!(rows.len(), 3);
+}
+
+async fn list_filters_and_pages(s: Arc<dyn Store>) {
+    let t = TenantId::default_tenant();
+    let ws = Scope::new(ScopeType::Workspace, Some("ws1")).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(create(&*s, &t, &format!("G{i}"), Scope::global()).await.meta.id);
+    }
+    for i in 0..3 {
+        create(&*s, &t, &format!("W{i}"), ws.clone()).await;
+    }
+    create(&*s, &TenantId::new("t2"), "OTHER", Scope::global()).await;
+    let q = |scope_type, scope_id: Option<&str>, limit, after| ListQuery {
+        tenant: t.clone(),
+        scope_type,
+        scope_id: scope_id.map(str::to_owned),
+        limit,
+        after,
+    };
+    assert_eq!(s.list(&q(None, None, 100, None)).await.unwrap().len(), 8);
+    let globals = s.list(&q(Some(ScopeType::Global), None, 100, None)).await.unwrap();
+    assert_eq!(globals.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    let wsl = s
+        .list(&q(Some(ScopeType::Workspace), Some("ws1"), 100, None))
+        .await
+        .unwrap();
+    assert_eq!(wsl.len(), 3);
+    // Pages of 2 cover the 5 globals exactly once, in order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.list(&q(Some(ScopeType::Global), None, 2, after)).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|m| m.id);
+        seen.extend(page.into_iter().map(|m| m.id));
+    }
+    assert_eq!(seen, ids);
+}
+
+async fn versions_compare_and_swap(s: Arc<dyn Store>) {
+    let t = TenantId::default_tenant();
+    let n = create(&*s, &t, "V", Scope::global()).await;
+    let id = n.meta.id;
+    let m = s
+        .add_version(&t, id, record(2, "kek-a"), audit(AuditAction::Update, Some(id), &t))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.version, 2);
+    let (_, v) = s.get_current(&t, id).await.unwrap().unwrap();
+    assert_eq!(v.version, 2);
+    assert_eq!(v.sealed_value, record(2, "x").sealed_value);
+    // Stale: based on version 1 again.
+    let err = s
+        .add_version(&t, id, record(2, "kek-a"), audit(AuditAction::Update, Some(id), &t))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::VersionConflict), "{err:?}");
+    // Unknown secret, or another tenant's.
+    assert!(s
+        .add_version(&t, SecretId::new(), record(2, "k"), audit(AuditAction::Update, None, &t))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .add_version(
+            &TenantId::new("t2"),
+            id,
+            record(3, "k"),
+            audit(AuditAction::Update, None, &t)
+        )
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn racing_updates_lose_nothing(s: Arc<dyn Store>) {
+    let t = TenantId::default_tenant();
+    let id = create(&*s, &t, "RACE", Scope::global()).await.meta.id;
+    let writers = 8;
+    let per_writer = 5;
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let s = s.clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_writer {
+                loop {
+                    let (m, _) = s.get_current(&t, id).await.unwrap().unwrap();
+                    match s
+                        .add_version(
+                            &t,
+                            id,
+                            record(m.version + 1, "kek-a"),
+                            audit(AuditAction::Update, Some(id), &t),
+                        )
+                        .await
+                    {
+                        Ok(Some(_)) => break,
+                        Err(StoreError::VersionConflict) => continue,
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (m, v) = s.get_current(&t, id).await.unwrap().unwrap();
+    let total = 1 + writers * per_writer;
+    assert_eq!(m.version, total);
+    assert_eq!(v.version, total);
+    let usage = s.kek_usage().await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].versions, total);
+    let updates = s.list_audit(Some(id), 1000).await.unwrap();
+    assert_eq!(updates.len() as i64, total); // 1 create + every update
+}
+
+async fn delete_shreds_and_keeps_audit(s: Arc<dyn Store>) {
+    let t = TenantId::default_tenant();
+    let id = create(&*s, &t, "GONE", Scope::global()).await.meta.id;
+    s.add_version(&t, id, record(2, "kek-b"), audit(AuditAction::Update, Some(id), &t))
+        .await
+        .unwrap();
+    assert!(!s
+        .delete_secret(&TenantId::new("t2"), id, audit(AuditAction::Delete, Some(id), &t))
+        .await
+        .unwrap());
+    assert!(s
+        .delete_secret(&t, id, audit(AuditAction::Delete, Some(id), &t))
+        .await
+        .unwrap());
+    assert!(s.get_current(&t, id).await.unwrap().is_none());
+    assert!(s.kek_usage().await.unwrap().is_empty(), "versions must be gone");
+    let rows = s.list_audit(Some(id), 100).await.unwrap();
+    let actions: Vec<_> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["delete", "delete", "update", "create"]);
+    // A second delete finds nothing.
+    assert!(!s
+        .delete_secret(&t, id, audit(AuditAction::Delete, Some(id), &t))
+        .await
+        .unwrap());
+}
+
+async fn audit_rows_round_trip(s: Arc<dyn Store>) {
+    let t = TenantId::new("acme");
+    let id = SecretId::new();
+    let mut e = audit(AuditAction::Decrypt, Some(id), &t);
+    e.outcome = AuditOutcome::Failure;
+    e.reason = None;
+    e.request_id = "req-xyz".into();
+    s.append_audit(e.clone()).await.unwrap();
+    let rows = s.list_audit(Some(id), 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r.timestamp, e.timestamp);
+    assert_eq!(
+        (r.action.as_str(), r.outcome.as_str(), r.tenant.as_str()),
+        ("decrypt", "failure", "acme")
+    );
+    assert_eq!((r.reason.as_deref(), r.request_id.as_str()), (None, "req-xyz"));
+    assert_eq!(r.secret_id, Some(id));
+    assert_eq!(r.user_id, "tester");
+}
+
+async fn kek_usage_counts(s: Arc<dyn Store>) {
+    let t = TenantId::default_tenant();
+    let a = create(&*s, &t, "A", Scope::global()).await.meta.id;
+    create(&*s, &t, "B", Scope::global()).await;
+    s.add_version(&t, a, record(2, "kek-b"), audit(AuditAction::Update, Some(a), &t))
+        .await
+        .unwrap();
+    let usage = s.kek_usage().await.unwrap();
+    let pairs: Vec<_> = usage.iter().map(|u| (u.kek_id.as_str(), u.versions)).collect();
+    assert_eq!(pairs, [("kek-a", 2), ("kek-b", 1)]);
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = rcrt_testkit::TempDir::new();
+                    let path = dir.path().join("t.db");
+                    let store = rcrt_store::SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+                    super::$name(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = rcrt_testkit::TempPgDb::create().await;
+                    let store = rcrt_store::PgStore::connect(db.url()).await.unwrap();
+                    super::$name(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    create_get_round_trip,
+    names_unique_per_scope,
+    list_filters_and_pages,
+    versions_compare_and_swap,
+    racing_updates_lose_nothing,
+    delete_shreds_and_keeps_audit,
+    audit_rows_round_trip,
+    kek_usage_counts,
+);
+
+#[tokio::test]
+async fn sqlite_reopen_keeps_data_and_migrations_are_idempotent() {
+    let dir = rcrt_testkit::TempDir::new();
+    let path = dir.path().join("t.db");
+    let t = TenantId::default_tenant();
+    let id = {
+        let s = rcrt_store::SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+        create(&s, &t, "KEEP", Scope::global()).await.meta.id
+    };
+    let s = rcrt_store::open(&format!("sqlite:{}", path.display())).await.unwrap();
+    assert!(s.get_meta(&t, id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn postgres_runs_the_guides_audit_query_and_concurrent_migrations() {
+    let db = rcrt_testkit::TempPgDb::create().await;
+    // Two replicas migrating the same empty database at once.
+    let (a, b) = tokio::join!(
+        rcrt_store::PgStore::connect(db.url()),
+        rcrt_store::PgStore::connect(db.url())
+    );
+    let (a, _b) = (a.unwrap(), b.unwrap());
+    let t = TenantId::default_tenant();
+    create(&a, &t, "AUDITED", Scope::global()).await;
+    let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT
+               timestamp,
+               action,
+               user_id,
+               reason
+             FROM secret_access_log
+             WHERE timestamp > NOW() - INTERVAL '30 days'
+             ORDER BY timestamp DESC;",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(1), "create");
+    assert_eq!(rows[0].get::<_, String>(2), "tester");
+}
