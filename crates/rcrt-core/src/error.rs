@@ -1,0 +1,58 @@
+use rcrt_store::StoreError;
+use rcrt_types::Version;
+
+/// Why a service operation failed. The HTTP layer maps each variant to one status and code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The request is malformed or breaks a rule; the message says which (no secret in it).
+    #[error("{0}")]
+    Invalid(String),
+    /// A decrypt came without a reason.
+    #[error(
+        "a non-empty access reason is required (body field \"reason\" or header X-Access-Reason)"
+    )]
+    ReasonRequired,
+    /// No such secret (or not visible to the caller).
+    #[error("secret not found")]
+    NotFound,
+    /// The name is already used in this scope.
+    #[error("a secret with this name already exists in this scope")]
+    NameTaken,
+    /// `If-Match` named a version that is no longer current.
+    #[error("version {expected} is not current (current is {current})")]
+    VersionMismatch {
+        /// The version the caller expected.
+        expected: Version,
+        /// The current version.
+        current: Version,
+    },
+    /// The value is larger than the configured limit.
+    #[error("value is larger than the limit of {limit} bytes")]
+    ValueTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The store could not be reached.
+    #[error("store unavailable")]
+    Unavailable(#[source] StoreError),
+    /// Stored ciphertext failed to decrypt (tampering or a storage fault); audited and counted.
+    #[error("the secret could not be decrypted")]
+    DecryptFailed,
+    /// The store holds DEKs wrapped under KEKs that are not configured.
+    #[error("the store holds DEKs wrapped under KEK ids that no configured KEK matches: {}. Configure those KEKs (e.g. LOCAL_KEK_BASE64_OLD during a rotation) or restore the right KEK", .0.join(", "))]
+    UnknownKeks(Vec<String>),
+    /// An internal fault (never caused by input).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken => Self::NameTaken,
+            StoreError::Corrupt(m) => Self::Internal(format!("corrupt store data: {m}")),
+            other => Self::Unavailable(other),
+        }
+    }
+}

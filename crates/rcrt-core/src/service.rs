@@ -1,0 +1,528 @@
+use std::sync::Arc;
+
+use rcrt_crypto::{KekId, Plaintext, SealedValue, ValueContext, WrapContext, WrappedDek};
+use rcrt_keys::KeyProvider;
+use rcrt_store::{ListQuery, NewSecret, SecretMeta, Store, StoreError, VersionRecord};
+use rcrt_types::{
+    AuditAction, AuditEntry, AuditOutcome, Principal, Scope, ScopeType, SecretId, SecretName,
+    Version,
+};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::{CoreError, Metrics};
+
+/// The default largest secret value, in bytes (64 KiB).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
+const MAX_REASON_CHARS: usize = 1024;
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+/// Retries of an update that lost a race (without If-Match) before giving up with 503.
+const UPDATE_RETRIES: usize = 32;
+
+/// The time source, passed in so tests can control it.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, truncated to microseconds (what both databases store).
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        let t = OffsetDateTime::now_utc();
+        t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+            .unwrap_or(t)
+    }
+}
+
+/// Limits on input sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest value in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+/// Who is asking, and the request id that ties the audit row to the server log.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The caller.
+    pub principal: Principal,
+    /// The request id.
+    pub request_id: String,
+}
+
+/// A secret to create. The value is zeroized when dropped.
+pub struct CreateSecret {
+    /// Its name.
+    pub name: SecretName,
+    /// Its scope.
+    pub scope: Scope,
+    /// Its value.
+    pub value: Zeroizing<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page {
+    /// The secrets on this page.
+    pub items: Vec<SecretMeta>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The secrets service.
+pub struct Service {
+    store: Arc<dyn Store>,
+    keys: Arc<dyn KeyProvider>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    metrics: Metrics,
+}
+
+impl Service {
+    /// A service over a store and a KEK provider.
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyProvider>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            clock,
+            limits,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The counters for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The KEK provider.
+    pub fn keys(&self) -> &dyn KeyProvider {
+        &*self.keys
+    }
+
+    /// Refuses to run when stored DEKs are wrapped under KEKs the provider does not have: the
+    /// guide's "Cannot decrypt after restart" becomes a start-up error naming those KEK ids.
+    pub async fn check_keks(&self) -> Result<(), CoreError> {
+        let missing: Vec<String> = self
+            .store
+            .kek_usage()
+            .await?
+            .into_iter()
+            .filter(|u| !self.keys.can_unwrap(&KekId::from_stored(u.kek_id.clone())))
+            .map(|u| format!("{} ({} versions)", u.kek_id, u.versions))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(CoreError::UnknownKeks(missing))
+        }
+    }
+
+    /// True when the store answers (for `/ready`).
+    pub async fn ready(&self) -> Result<(), CoreError> {
+        self.store.ping().await.map_err(CoreError::Unavailable)
+    }
+
+    fn audit(
+        &self,
+        ctx: &RequestContext,
+        action: AuditAction,
+        secret_id: Option<SecretId>,
+        reason: Option<String>,
+        outcome: AuditOutcome,
+    ) -> AuditEntry {
+        AuditEntry {
+            timestamp: self.clock.now(),
+            action,
+            secret_id,
+            tenant: ctx.principal.tenant.clone(),
+            user_id: ctx.principal.user_id.clone(),
+            reason,
+            outcome,
+            request_id: ctx.request_id.clone(),
+        }
+    }
+
+    /// Writes a failure row; a failure to write it is logged, the original error still returned.
+    async fn audit_failure(
+        &self,
+        ctx: &RequestContext,
+        action: AuditAction,
+        secret_id: Option<SecretId>,
+        reason: Option<String>,
+        outcome: AuditOutcome,
+    ) {
+        let entry = self.audit(ctx, action, secret_id, reason, outcome);
+        if let Err(e) = self.store.append_audit(entry).await {
+            tracing::error!(error = %e, request_id = %ctx.request_id, "could not write audit row");
+        }
+    }
+
+    fn check_value(&self, value: &str) -> Result<(), CoreError> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(CoreError::ValueTooLarge {
+                limit: self.limits.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Seals `value` for (tenant, id, version) and wraps its DEK under the current KEK.
+    async fn seal(
+        &self,
+        ctx: &RequestContext,
+        id: SecretId,
+        version: Version,
+        value: &str,
+    ) -> Result<VersionRecord, CoreError> {
+        let vctx = ValueContext {
+            tenant: ctx.principal.tenant.as_str(),
+            secret_id: id.as_bytes(),
+            version,
+        };
+        let (dek, sealed) = rcrt_crypto::seal_value(value.as_bytes(), &vctx)
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        let kek_id = self.keys.current_kek_id().clone();
+        let wctx = WrapContext {
+            kek_id: &kek_id,
+            secret_id: id.as_bytes(),
+            version,
+        };
+        let wrapped = self
+            .keys
+            .wrap(&dek, &wctx)
+            .await
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        Ok(VersionRecord {
+            version,
+            kek_id: kek_id.as_str().to_owned(),
+            wrapped_dek: wrapped.as_bytes().to_vec(),
+            sealed_value: sealed.as_bytes().to_vec(),
+            created_at: self.clock.now(),
+        })
+    }
+
+    /// Creates a secret (version 1).
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        req: CreateSecret,
+    ) -> Result<SecretMeta, CoreError> {
+        self.check_value(&req.value)?;
+        let id = SecretId::new();
+        let first = self.seal(ctx, id, 1, &req.value).await?;
+        let meta = SecretMeta {
+            id,
+            tenant: ctx.principal.tenant.clone(),
+            name: req.name,
+            scope: req.scope,
+            version: 1,
+            created_at: first.created_at,
+            updated_at: first.created_at,
+        };
+        let audit = self.audit(
+            ctx,
+            AuditAction::Create,
+            Some(id),
+            None,
+            AuditOutcome::Success,
+        );
+        match self
+            .store
+            .create_secret(
+                NewSecret {
+                    meta: meta.clone(),
+                    first,
+                },
+                audit,
+            )
+            .await
+        {
+            Ok(()) => Ok(meta),
+            Err(StoreError::NameTaken) => {
+                self.audit_failure(ctx, AuditAction::Create, None, None, AuditOutcome::Failure)
+                    .await;
+                Err(CoreError::NameTaken)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Metadata of one secret.
+    pub async fn get(&self, ctx: &RequestContext, id: SecretId) -> Result<SecretMeta, CoreError> {
+        self.store
+            .get_meta(&ctx.principal.tenant, id)
+            .await?
+            .ok_or(CoreError::NotFound)
+    }
+
+    /// One page of metadata.
+    pub async fn list(
+        &self,
+        ctx: &RequestContext,
+        scope_type: Option<ScopeType>,
+        scope_id: Option<String>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page, CoreError> {
+        if scope_id.is_some() && scope_type.is_none() {
+            return Err(CoreError::Invalid(
+                "scope_id filter needs scope_type".into(),
+            ));
+        }
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(CoreError::Invalid(format!(
+                "limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+        let after = cursor
+            .map(|c| {
+                c.parse::<SecretId>()
+                    .map_err(|_| CoreError::Invalid("cursor is not valid".into()))
+            })
+            .transpose()?;
+        let mut items = self
+            .store
+            .list(&ListQuery {
+                tenant: ctx.principal.tenant.clone(),
+                scope_type,
+                scope_id,
+                limit: limit + 1,
+                after,
+            })
+            .await?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|m| m.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Decrypts the current version. The audit row is durable before the value is returned.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn decrypt(
+        &self,
+        ctx: &RequestContext,
+        id: SecretId,
+        reason: Option<&str>,
+    ) -> Result<(Plaintext, Version), CoreError> {
+        let reason = reason.map(str::trim).unwrap_or_default();
+        if reason.is_empty() {
+            self.audit_failure(
+                ctx,
+                AuditAction::Decrypt,
+                Some(id),
+                None,
+                AuditOutcome::Failure,
+            )
+            .await;
+            return Err(CoreError::ReasonRequired);
+        }
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(CoreError::Invalid(format!(
+                "reason must be at most {MAX_REASON_CHARS} characters"
+            )));
+        }
+        let reason = reason.to_owned();
+        let Some((meta, record)) = self.store.get_current(&ctx.principal.tenant, id).await? else {
+            self.audit_failure(
+                ctx,
+                AuditAction::Decrypt,
+                Some(id),
+                Some(reason),
+                AuditOutcome::Failure,
+            )
+            .await;
+            return Err(CoreError::NotFound);
+        };
+        let plaintext = match self.open(ctx, id, &record).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.metrics.decrypt_failed();
+                tracing::error!(secret_id = %id, kek_id = %record.kek_id, "stored secret failed to decrypt");
+                self.audit_failure(
+                    ctx,
+                    AuditAction::Decrypt,
+                    Some(id),
+                    Some(reason),
+                    AuditOutcome::Failure,
+                )
+                .await;
+                return Err(e);
+            }
+        };
+        // Fail closed: no durable audit row, no plaintext.
+        self.store
+            .append_audit(self.audit(
+                ctx,
+                AuditAction::Decrypt,
+                Some(id),
+                Some(reason),
+                AuditOutcome::Success,
+            ))
+            .await
+            .map_err(CoreError::Unavailable)?;
+        self.metrics.decrypt_ok();
+        Ok((plaintext, meta.version))
+    }
+
+    async fn open(
+        &self,
+        ctx: &RequestContext,
+        id: SecretId,
+        record: &VersionRecord,
+    ) -> Result<Plaintext, CoreError> {
+        let kek_id = KekId::from_stored(record.kek_id.clone());
+        let wctx = WrapContext {
+            kek_id: &kek_id,
+            secret_id: id.as_bytes(),
+            version: record.version,
+        };
+        let dek = self
+            .keys
+            .unwrap(&WrappedDek::from_stored(record.wrapped_dek.clone()), &wctx)
+            .await
+            .map_err(|_| CoreError::DecryptFailed)?;
+        let vctx = ValueContext {
+            tenant: ctx.principal.tenant.as_str(),
+            secret_id: id.as_bytes(),
+            version: record.version,
+        };
+        rcrt_crypto::open_value(
+            &dek,
+            &SealedValue::from_stored(record.sealed_value.clone()),
+            &vctx,
+        )
+        .map_err(|_| CoreError::DecryptFailed)
+    }
+
+    /// Writes a new version under a fresh DEK. With `if_match`, only if it is still current.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn update(
+        &self,
+        ctx: &RequestContext,
+        id: SecretId,
+        value: Zeroizing<String>,
+        if_match: Option<Version>,
+    ) -> Result<SecretMeta, CoreError> {
+        self.check_value(&value)?;
+        for _ in 0..UPDATE_RETRIES {
+            let Some(meta) = self.store.get_meta(&ctx.principal.tenant, id).await? else {
+                self.audit_failure(
+                    ctx,
+                    AuditAction::Update,
+                    Some(id),
+                    None,
+                    AuditOutcome::Failure,
+                )
+                .await;
+                return Err(CoreError::NotFound);
+            };
+            if let Some(expected) = if_match {
+                if expected != meta.version {
+                    self.audit_failure(
+                        ctx,
+                        AuditAction::Update,
+                        Some(id),
+                        None,
+                        AuditOutcome::Failure,
+                    )
+                    .await;
+                    return Err(CoreError::VersionMismatch {
+                        expected,
+                        current: meta.version,
+                    });
+                }
+            }
+            let record = self.seal(ctx, id, meta.version + 1, &value).await?;
+            let audit = self.audit(
+                ctx,
+                AuditAction::Update,
+                Some(id),
+                None,
+                AuditOutcome::Success,
+            );
+            match self
+                .store
+                .add_version(&ctx.principal.tenant, id, record, audit)
+                .await
+            {
+                Ok(Some(updated)) => return Ok(updated),
+                Ok(None) => return Err(CoreError::NotFound),
+                // Another writer got there first: with If-Match that is a failed precondition,
+                // without it we write on top of the newer version.
+                Err(StoreError::VersionConflict) => {
+                    if let Some(expected) = if_match {
+                        return Err(CoreError::VersionMismatch {
+                            expected,
+                            current: expected + 1,
+                        });
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CoreError::Unavailable(StoreError::Unavailable(
+            "too many concurrent updates of one secret".into(),
+        )))
+    }
+
+    /// Deletes a secret and every version (crypto-shredding); the audit trail stays.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn delete(&self, ctx: &RequestContext, id: SecretId) -> Result<(), CoreError> {
+        // The row says success; if nothing was there we add a failure row and answer 404.
+        let audit = self.audit(
+            ctx,
+            AuditAction::Delete,
+            Some(id),
+            None,
+            AuditOutcome::Success,
+        );
+        let exists = self
+            .store
+            .get_meta(&ctx.principal.tenant, id)
+            .await?
+            .is_some();
+        if !exists {
+            self.audit_failure(
+                ctx,
+                AuditAction::Delete,
+                Some(id),
+                None,
+                AuditOutcome::Failure,
+            )
+            .await;
+            return Err(CoreError::NotFound);
+        }
+        if self
+            .store
+            .delete_secret(&ctx.principal.tenant, id, audit)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound)
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Every environment variable the server reads is read here, once, into a checked [`Config`].
+//! The README's configuration table documents the same list.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rcrt_core::DEFAULT_MAX_VALUE_BYTES;
+use rcrt_keys::KekSources;
+use zeroize::Zeroizing;
+
+/// The default listen address (the guide's scripts call port 8081).
+pub const DEFAULT_BIND: &str = "127.0.0.1:8081";
+/// The default embedded database, in the working directory.
+pub const DEFAULT_DB: &str = "rcrt.db";
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No authentication: every request acts as `anonymous` in the `default` tenant.
+    Disabled,
+}
+
+/// Why the configuration was refused. Messages name variables, never their values.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable has a value that does not parse.
+    #[error("{var}: {reason}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A non-loopback bind without an explicit authentication choice.
+    #[error("BIND_ADDR {0} is not a loopback address: set AUTH_MODE explicitly (AUTH_MODE=disabled exposes every secret to anyone who can reach the port)")]
+    ExposedWithoutAuth(SocketAddr),
+    /// `.env` exists but could not be read or parsed.
+    #[error(
+        ".env could not be parsed ({0}); the line's content is not shown because it may hold a key"
+    )]
+    DotEnv(String),
+}
+
+/// The server's configuration, checked.
+pub struct Config {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// The store URL (`sqlite:PATH`, a path, or `postgres://...`).
+    pub db_url: String,
+    /// Authentication mode.
+    pub auth: AuthMode,
+    /// Largest secret value in bytes.
+    pub max_value_bytes: usize,
+    /// KEK material, parsed later by `rcrt-keys` so its errors stay the guide's.
+    pub kek: KekSources,
+    /// The log filter (tracing `EnvFilter` syntax).
+    pub log_filter: String,
+}
+
+/// Reads variables from the process environment first, then from `.env` in the working dir.
+pub struct Lookup {
+    dotenv: HashMap<String, Zeroizing<String>>,
+    env: Box<dyn Fn(&str) -> Option<String>>,
+}
+
+impl Lookup {
+    /// The process environment plus `./.env` if it exists.
+    pub fn process() -> Result<Self, ConfigError> {
+        Ok(Self {
+            dotenv: read_dotenv(Path::new(".env"))?,
+            env: Box::new(|k| std::env::var(k).ok()),
+        })
+    }
+
+    /// A fixed map, for tests.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self {
+            dotenv: HashMap::new(),
+            env: Box::new(move |k| map.get(k).cloned()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Zeroizing<String>> {
+        (self.env)(key)
+            .map(Zeroizing::new)
+            .or_else(|| self.dotenv.get(key).cloned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn read_dotenv(path: &Path) -> Result<HashMap<String, Zeroizing<String>>, ConfigError> {
+    if !path.exists() {
+        return Ok(HashMap::new());
+    }
+    let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::DotEnv(describe(&e)))?;
+    let mut map = HashMap::new();
+    for item in iter {
+        let (k, v) = item.map_err(|e| ConfigError::DotEnv(describe(&e)))?;
+        map.insert(k, Zeroizing::new(v));
+    }
+    Ok(map)
+}
+
+/// dotenvy's own message quotes the offending line, which may hold a key: say only where.
+fn describe(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(_, index) => format!("syntax error at character {index}"),
+        dotenvy::Error::Io(io) => io.to_string(),
+        _ => "invalid entry".to_owned(),
+    }
+}
+
+impl Config {
+    /// Builds the configuration from a lookup.
+    pub fn from_lookup(l: &Lookup) -> Result<Self, ConfigError> {
+        let plain = |k: &str| l.get(k).map(|v| v.trim().to_owned());
+        let bind_text = plain("BIND_ADDR").unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let bind: SocketAddr = bind_text.parse().map_err(|_| ConfigError::Invalid {
+            var: "BIND_ADDR",
+            reason: "must be host:port with an IP address, e.g. 127.0.0.1:8081".into(),
+        })?;
+        let auth = match plain("AUTH_MODE").as_deref() {
+            None => {
+                if !bind.ip().is_loopback() {
+                    return Err(ConfigError::ExposedWithoutAuth(bind));
+                }
+                AuthMode::Disabled
+            }
+            Some("disabled") => AuthMode::Disabled,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: "AUTH_MODE",
+                    reason: "supported values: disabled".into(),
+                })
+            }
+        };
+        let db_url = match (plain("DB_URL"), plain("DATABASE_URL")) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ConfigError::Invalid {
+                    var: "DB_URL",
+                    reason: "DB_URL and DATABASE_URL are both set and differ; set one".into(),
+                })
+            }
+            (Some(a), _) | (None, Some(a)) => a,
+            (None, None) => DEFAULT_DB.to_owned(),
+        };
+        let max_value_bytes = match plain("MAX_VALUE_BYTES") {
+            None => DEFAULT_MAX_VALUE_BYTES,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=16 * 1024 * 1024).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    var: "MAX_VALUE_BYTES",
+                    reason: "must be a whole number of bytes from 1 to 16777216".into(),
+                })?,
+        };
+        let path = |k: &str| l.get(k).map(|v| PathBuf::from(v.trim()));
+        Ok(Self {
+            bind,
+            db_url,
+            auth,
+            max_value_bytes,
+            kek: KekSources {
+                current: l.get("LOCAL_KEK_BASE64"),
+                current_file: path("LOCAL_KEK_BASE64_FILE"),
+                old: l.get("LOCAL_KEK_BASE64_OLD"),
+                old_file: path("LOCAL_KEK_BASE64_OLD_FILE"),
+            },
+            log_filter: plain("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_lookup(&Lookup::from_pairs(&[])).unwrap();
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.db_url, "rcrt.db");
+        assert_eq!(c.auth, AuthMode::Disabled);
+        assert_eq!(c.max_value_bytes, 65536);
+    }
+
+    #[test]
+    fn non_loopback_needs_explicit_auth() {
+        let err = Config::from_lookup(&Lookup::from_pairs(&[("BIND_ADDR", "0.0.0.0:8081")]));
+        assert!(matches!(err, Err(ConfigError::ExposedWithoutAuth(_))));
+        let ok = Config::from_lookup(&Lookup::from_pairs(&[
+            ("BIND_ADDR", "0.0.0.0:8081"),
+            ("AUTH_MODE", "disabled"),
+        ]));
+        assert!(ok.is_ok());
+        assert!(Config::from_lookup(&Lookup::from_pairs(&[("AUTH_MODE", "magic")])).is_err());
+    }
+
+    #[test]
+    fn database_url_alias() {
+        let c = Config::from_lookup(&Lookup::from_pairs(&[("DATABASE_URL", "postgres://x/y")]))
+            .unwrap();
+        assert_eq!(c.db_url, "postgres://x/y");
+        assert!(Config::from_lookup(&Lookup::from_pairs(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("DB_URL", "postgres://x/z")
+        ]))
+        .is_err());
+        assert!(Config::from_lookup(&Lookup::from_pairs(&[("MAX_VALUE_BYTES", "0")])).is_err());
+    }
+
+    #[test]
+    fn dotenv_with_quotes_and_env_precedence() {
+        let dir = std::env::temp_dir().join(format!("rcrt-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(".env");
+        std::fs::write(
+            &p,
+            "LOCAL_KEK_BASE64=\"xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o=\"\nBIND_ADDR=127.0.0.1:9999\n",
+        )
+        .unwrap();
+        let l = Lookup {
+            dotenv: read_dotenv(&p).unwrap(),
+            env: Box::new(|k| (k == "BIND_ADDR").then(|| "127.0.0.1:7777".to_owned())),
+        };
+        let c = Config::from_lookup(&l).unwrap();
+        assert_eq!(c.bind.port(), 7777);
+        assert_eq!(
+            c.kek.current.as_deref().map(String::as_str),
+            Some("xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o=")
+        );
+        std::fs::write(&p, "LOCAL_KEK_BASE64=\"unterminated\nX\n").unwrap();
+        let err = read_dotenv(&p).unwrap_err().to_string();
+        assert!(!err.contains("unterminated"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,91 @@
+//! The one mapping from errors to HTTP status and JSON body: `{"error":{"code","message"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rcrt_core::CoreError;
+use serde_json::json;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// A 400 with code `invalid_request`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// Any status and stable code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 404 for a route that does not exist.
+    pub fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    }
+
+    /// 405 for a known path with the wrong method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
+        )
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        use StatusCode as S;
+        let (status, code) = match &e {
+            CoreError::Invalid(_) => (S::BAD_REQUEST, "invalid_request"),
+            CoreError::ReasonRequired => (S::BAD_REQUEST, "reason_required"),
+            CoreError::NotFound => (S::NOT_FOUND, "not_found"),
+            CoreError::NameTaken => (S::CONFLICT, "name_taken"),
+            CoreError::VersionMismatch { .. } => (S::PRECONDITION_FAILED, "version_mismatch"),
+            CoreError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large"),
+            CoreError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
+            CoreError::DecryptFailed => (S::INTERNAL_SERVER_ERROR, "decrypt_failed"),
+            CoreError::UnknownKeks(_) | CoreError::Internal(_) => {
+                (S::INTERNAL_SERVER_ERROR, "internal")
+            }
+            _ => (S::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let message = if status.is_server_error() {
+            // The detail goes to the log (with the request id from the trace span), not the client.
+            tracing::error!(error = %e, "request failed");
+            match status {
+                S::SERVICE_UNAVAILABLE => "the secret store is unavailable; retry later".to_owned(),
+                _ if code == "decrypt_failed" => "the secret could not be decrypted".to_owned(),
+                _ => "internal error".to_owned(),
+            }
+        } else {
+            e.to_string()
+        };
+        Self {
+            status,
+            code,
+            message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,68 @@
+//! HTTP: routes, request parsing and the error mapping. Handlers stay thin: parse, call
+//! [`rcrt_core::Service`], map the result.
+
+mod error;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::routing::{get, post};
+use axum::Router;
+use rcrt_core::Service;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+/// The request id header, set on every request and echoed on every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What handlers share.
+pub struct AppState {
+    /// The service.
+    pub service: Service,
+}
+
+/// The body limit for a value limit: JSON may escape each byte to six (`\u0000`), plus room for
+/// the other fields. Values over the value limit but under this get a 413 from the core check.
+pub fn body_limit(max_value_bytes: usize) -> usize {
+    max_value_bytes.saturating_mul(6).saturating_add(16 * 1024)
+}
+
+/// The router with every layer, ready to serve.
+pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
+    Router::new()
+        .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
+        .route("/metrics", get(routes::metrics))
+        .route("/secrets", post(routes::create).get(routes::list))
+        .route(
+            "/secrets/{id}",
+            get(routes::get_meta)
+                .put(routes::update)
+                .delete(routes::delete),
+        )
+        .route("/secrets/{id}/decrypt", post(routes::decrypt))
+        .fallback(routes::no_route)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit(max_value_bytes)))
+        .layer(CatchPanicLayer::custom(routes::panic_response))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // Spans carry method, path and request id only: never headers or bodies.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            })
+            .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}

@@ -1,0 +1,358 @@
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rcrt_core::{CreateSecret, RequestContext};
+use rcrt_store::SecretMeta;
+use rcrt_types::{Principal, Scope, ScopeType, SecretId, SecretName};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use zeroize::Zeroizing;
+
+use super::{ApiError, AppState, REQUEST_ID};
+
+type AppResult<T> = Result<T, ApiError>;
+
+/// The caller's context. Authentication is disabled in this release: everyone is anonymous.
+fn context(headers: &HeaderMap) -> RequestContext {
+    let request_id = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    RequestContext {
+        principal: Principal::anonymous(),
+        request_id,
+    }
+}
+
+/// Parses a JSON body: content type checked (415), size already limited (413), shape checked (400).
+fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<T> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is too large",
+            )
+        } else {
+            ApiError::invalid("request body could not be read")
+        }
+    })?;
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("application/json")
+                || (v.starts_with("application/") && v.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        // serde_json's message names the field and position; a string value is never quoted in
+        // it because every string field here accepts any string.
+        let what = if e.is_syntax() || e.is_eof() {
+            "request body is not valid JSON".to_owned()
+        } else {
+            format!("request body has the wrong shape: {e}")
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", what)
+    })
+}
+
+fn secret_id(path: Result<Path<String>, PathRejection>) -> AppResult<SecretId> {
+    let Path(raw) = path.map_err(|_| ApiError::invalid("invalid path"))?;
+    raw.parse::<SecretId>()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", e.to_string()))
+}
+
+/// Metadata as the API shows it (never the value).
+#[derive(Serialize)]
+pub(crate) struct SecretView {
+    id: String,
+    name: String,
+    scope_type: ScopeType,
+    scope_id: Option<String>,
+    version: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&SecretMeta> for SecretView {
+    fn from(m: &SecretMeta) -> Self {
+        let fmt = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+        Self {
+            id: m.id.to_string(),
+            name: m.name.to_string(),
+            scope_type: m.scope.scope_type(),
+            scope_id: m.scope.scope_id().map(str::to_owned),
+            version: m.version,
+            created_at: fmt(m.created_at),
+            updated_at: fmt(m.updated_at),
+        }
+    }
+}
+
+fn with_etag(status: StatusCode, meta: &SecretMeta) -> Response {
+    let mut resp = (status, Json(SecretView::from(meta))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.version)) {
+        resp.headers_mut().insert(ETAG, v);
+    }
+    resp
+}
+
+pub(crate) async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+pub(crate) async fn ready(
+    State(state): State<Arc<AppState>>,
+) -> AppResult<Json<serde_json::Value>> {
+    state.service.ready().await?;
+    Ok(Json(serde_json::json!({
+        "status": "ready",
+        "kek_id": state.service.keys().current_kek_id().as_str(),
+    })))
+}
+
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let m = state.service.metrics();
+    let body = format!(
+        "# HELP rcrt_kek_configured 1 when a KEK is loaded and matches the store.\n\
+         # TYPE rcrt_kek_configured gauge\n\
+         rcrt_kek_configured 1\n\
+         # HELP rcrt_secret_decrypt_failures Decrypts whose stored ciphertext failed to decrypt.\n\
+         # TYPE rcrt_secret_decrypt_failures counter\n\
+         rcrt_secret_decrypt_failures {}\n\
+         # HELP rcrt_secret_decrypt_success_total Decrypts that released a value.\n\
+         # TYPE rcrt_secret_decrypt_success_total counter\n\
+         rcrt_secret_decrypt_success_total {}\n",
+        m.decrypt_failures_total(),
+        m.decrypt_success_total()
+    );
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    value: Zeroizing<String>,
+    scope_type: String,
+    #[serde(default)]
+    scope_id: Option<String>,
+}
+
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let body: CreateBody = json_body(&headers, body)?;
+    let name: SecretName = body
+        .name
+        .parse()
+        .map_err(|e: rcrt_types::ParseError| ApiError::invalid(e.to_string()))?;
+    let scope_type: ScopeType = body
+        .scope_type
+        .parse()
+        .map_err(|e: rcrt_types::ParseError| ApiError::invalid(e.to_string()))?;
+    let scope = Scope::new(scope_type, body.scope_id.as_deref())
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let meta = state
+        .service
+        .create(
+            &context(&headers),
+            CreateSecret {
+                name,
+                scope,
+                value: body.value,
+            },
+        )
+        .await?;
+    Ok(with_etag(StatusCode::CREATED, &meta))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    scope_type: Option<String>,
+    scope_id: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ListView {
+    items: Vec<SecretView>,
+    next_cursor: Option<String>,
+}
+
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> AppResult<Json<ListView>> {
+    let Query(p) = params.map_err(|e| ApiError::invalid(format!("invalid query: {e}")))?;
+    let scope_type = p
+        .scope_type
+        .as_deref()
+        .map(str::parse::<ScopeType>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let page = state
+        .service
+        .list(
+            &context(&headers),
+            scope_type,
+            p.scope_id,
+            p.limit,
+            p.cursor.as_deref(),
+        )
+        .await?;
+    Ok(Json(ListView {
+        items: page.items.iter().map(SecretView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+pub(crate) async fn get_meta(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> AppResult<Response> {
+    let id = secret_id(path)?;
+    let meta = state.service.get(&context(&headers), id).await?;
+    Ok(with_etag(StatusCode::OK, &meta))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecryptBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DecryptView<'a> {
+    value: &'a str,
+    version: i64,
+}
+
+pub(crate) async fn decrypt(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let id = secret_id(path)?;
+    // The reason may come in the body or, for callers without a body, in X-Access-Reason.
+    let empty_body = matches!(&body, Ok(b) if b.is_empty());
+    let from_body = if empty_body {
+        DecryptBody::default()
+    } else {
+        json_body::<DecryptBody>(&headers, body)?
+    };
+    let from_header = match headers.get("x-access-reason") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::invalid("X-Access-Reason must be visible ASCII"))?
+                .to_owned(),
+        ),
+    };
+    let reason = from_body.reason.or(from_header);
+    let (plaintext, version) = state
+        .service
+        .decrypt(&context(&headers), id, reason.as_deref())
+        .await?;
+    let value = std::str::from_utf8(plaintext.expose_secret())
+        .map_err(|_| ApiError::from(rcrt_core::CoreError::DecryptFailed))?;
+    let mut resp = Json(DecryptView { value, version }).into_response();
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    value: Zeroizing<String>,
+}
+
+fn if_match(headers: &HeaderMap) -> AppResult<Option<i64>> {
+    let Some(v) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|n| *n >= 1)
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid("If-Match must be a version number, e.g. \"3\""))
+}
+
+pub(crate) async fn update(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let id = secret_id(path)?;
+    let expected = if_match(&headers)?;
+    let body: UpdateBody = json_body(&headers, body)?;
+    let meta = state
+        .service
+        .update(&context(&headers), id, body.value, expected)
+        .await?;
+    Ok(with_etag(StatusCode::OK, &meta))
+}
+
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> AppResult<StatusCode> {
+    let id = secret_id(path)?;
+    state.service.delete(&context(&headers), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn no_route() -> ApiError {
+    ApiError::no_route()
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
+}

@@ -1,0 +1,93 @@
+//! The RCRT Secrets HTTP service: configuration, start-up checks, routes and error mapping.
+//!
+//! `main.rs` only parses the configuration and calls [`run`]; everything else lives here so the
+//! routes can be tested without a socket.
+
+pub mod config;
+pub mod http;
+
+use std::sync::Arc;
+
+use rcrt_core::{CoreError, Limits, Service, SystemClock};
+use rcrt_keys::KekError;
+use rcrt_store::StoreError;
+
+use crate::config::Config;
+
+/// Why the server refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The KEK is missing or malformed (the guide's messages).
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The store's DEKs are wrapped under KEKs that are not configured.
+    #[error("refusing to start: {0}")]
+    Check(#[from] CoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        error: std::io::Error,
+    },
+}
+
+/// Builds the service from the configuration and runs the start-up checks.
+pub async fn build(config: &Config) -> Result<Service, StartupError> {
+    let keyring = rcrt_keys::load_local_keyring(&config.kek)?;
+    let store = rcrt_store::open(&config.db_url).await?;
+    let service = Service::new(
+        store,
+        Arc::new(keyring),
+        Arc::new(SystemClock),
+        Limits {
+            max_value_bytes: config.max_value_bytes,
+        },
+    );
+    service.check_keks().await?;
+    Ok(service)
+}
+
+/// Starts the service and serves until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let service = build(&config).await?;
+    let kek_id = service.keys().current_kek_id().clone();
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|error| StartupError::Bind {
+            addr: config.bind,
+            error,
+        })?;
+    let app = http::app(Arc::new(http::AppState { service }), config.max_value_bytes);
+    tracing::info!(
+        addr = %config.bind,
+        kek_id = %kek_id,
+        store = if config.db_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
+        "rcrt-server listening"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|error| StartupError::Bind {
+            addr: config.bind,
+            error,
+        })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
