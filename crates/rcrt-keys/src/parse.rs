@@ -10,7 +10,8 @@ use zeroize::Zeroizing;
 use crate::LocalKeyring;
 
 /// How to make a KEK, shown with every "missing" or "invalid" error.
-pub const GENERATE_HINT: &str = "generate one with: openssl rand -base64 32  (or: rcrt kek generate)";
+pub const GENERATE_HINT: &str =
+    "generate one with: openssl rand -base64 32  (or: rcrt kek generate)";
 
 /// Why KEK material could not be loaded. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,19 @@ pub struct KekSources {
     pub old: Option<Zeroizing<String>>,
     /// `LOCAL_KEK_BASE64_OLD_FILE`: a file with one old KEK per line.
     pub old_file: Option<PathBuf>,
+}
+
+impl KekSources {
+    /// Reads the four variables through `get` (the caller's environment, `.env`, ...).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<Zeroizing<String>>) -> Self {
+        let path = |k: &str| get(k).map(|v| PathBuf::from(v.trim()));
+        Self {
+            current: get("LOCAL_KEK_BASE64"),
+            current_file: path("LOCAL_KEK_BASE64_FILE"),
+            old: get("LOCAL_KEK_BASE64_OLD"),
+            old_file: path("LOCAL_KEK_BASE64_OLD_FILE"),
+        }
+    }
 }
 
 impl std::fmt::Debug for KekSources {
@@ -155,10 +169,10 @@ mod tests {
     fn rejects_bad_formats_without_echoing() {
         for bad in [
             "short",
-            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o",   // no '='
+            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o", // no '='
             "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o==", // 45 chars
-            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN-o=",  // url-safe alphabet
-            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5p=",  // non-canonical last char
+            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN-o=", // url-safe alphabet
+            "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5p=", // non-canonical last char
         ] {
             let err = parse_kek(bad, "LOCAL_KEK_BASE64").unwrap_err().to_string();
             assert!(err.contains("Invalid KEK format"), "{bad}: {err}");

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rcrt_core::DEFAULT_MAX_VALUE_BYTES;
 use rcrt_keys::KekSources;
@@ -160,18 +160,12 @@ impl Config {
                     reason: "must be a whole number of bytes from 1 to 16777216".into(),
                 })?,
         };
-        let path = |k: &str| l.get(k).map(|v| PathBuf::from(v.trim()));
         Ok(Self {
             bind,
             db_url,
             auth,
             max_value_bytes,
-            kek: KekSources {
-                current: l.get("LOCAL_KEK_BASE64"),
-                current_file: path("LOCAL_KEK_BASE64_FILE"),
-                old: l.get("LOCAL_KEK_BASE64_OLD"),
-                old_file: path("LOCAL_KEK_BASE64_OLD_FILE"),
-            },
+            kek: KekSources::from_lookup(|k| l.get(k)),
             log_filter: plain("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
         })
     }

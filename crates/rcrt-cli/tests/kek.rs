@@ -1,0 +1,102 @@
+//! `rcrt kek generate` and `rcrt kek check`, run as the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn rcrt(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcrt"));
+    cmd.args(args)
+        .env_remove("LOCAL_KEK_BASE64")
+        .env_remove("LOCAL_KEK_BASE64_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn is_guide_format(kek: &str) -> bool {
+    kek.len() == 44
+        && kek.ends_with('=')
+        && kek[..43]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+#[test]
+fn generate_prints_fresh_keys_in_the_guides_format() {
+    let a = rcrt(&["kek", "generate"], &[], None);
+    let b = rcrt(&["kek", "generate"], &[], None);
+    assert!(a.status.success() && b.status.success());
+    let (ka, kb) = (text(&a.stdout), text(&b.stdout));
+    assert!(is_guide_format(ka.trim()), "{ka:?}");
+    assert_ne!(ka, kb);
+}
+
+#[test]
+fn check_reports_the_same_id_from_env_file_and_stdin() {
+    let kek = text(&rcrt(&["kek", "generate"], &[], None).stdout)
+        .trim()
+        .to_owned();
+    let from_env = rcrt(&["kek", "check"], &[("LOCAL_KEK_BASE64", &kek)], None);
+    let dir = rcrt_testkit::TempDir::new();
+    let file = dir.path().join("kek");
+    std::fs::write(&file, format!("{kek}\n")).unwrap();
+    let from_file = rcrt(
+        &["kek", "check", "--file", file.to_str().unwrap()],
+        &[],
+        None,
+    );
+    let from_env_file = rcrt(
+        &["kek", "check"],
+        &[("LOCAL_KEK_BASE64_FILE", file.to_str().unwrap())],
+        None,
+    );
+    let from_stdin = rcrt(&["kek", "check", "--stdin"], &[], Some(&format!("{kek}\n")));
+    for out in [&from_env, &from_file, &from_env_file, &from_stdin] {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(!text(&out.stdout).contains(&kek));
+        assert!(!text(&out.stderr).contains(&kek));
+    }
+    let id = text(&from_env.stdout);
+    assert!(id.starts_with("KEK OK: id "), "{id}");
+    assert_eq!(id, text(&from_file.stdout));
+    assert_eq!(id, text(&from_env_file.stdout));
+    assert_eq!(id, text(&from_stdin.stdout));
+}
+
+#[test]
+fn check_errors_match_the_server_and_never_echo() {
+    let missing = rcrt(&["kek", "check"], &[], None);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = text(&missing.stderr);
+    assert!(err.contains("LOCAL_KEK_BASE64 missing"), "{err}");
+    assert!(err.contains("openssl rand -base64 32"), "{err}");
+
+    let bad = "c2hvcnQtYnV0LXNlY3JldC1sb29raW5n"; // valid base64, 24 bytes
+    let invalid = rcrt(&["kek", "check"], &[("LOCAL_KEK_BASE64", bad)], None);
+    assert_eq!(invalid.status.code(), Some(1));
+    let err = text(&invalid.stderr);
+    assert!(err.contains("Invalid KEK format"), "{err}");
+    assert!(!err.contains(bad));
+    let invalid_stdin = rcrt(&["kek", "check", "--stdin"], &[], Some("not a key"));
+    assert!(text(&invalid_stdin.stderr).contains("Invalid KEK format"));
+    assert!(!text(&invalid_stdin.stderr).contains("not a key"));
+}
