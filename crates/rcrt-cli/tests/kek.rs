@@ -1,5 +1,5 @@
 //! `rcrt kek generate` and `rcrt kek check`, run as the real binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -58,10 +58,12 @@ pub struct Config {
     pub log_filter: String,
 }
 
+type EnvFn = Box<dyn Fn(&str) -> Option<String>>;
+
 /// Reads variables from the process environment first, then from `.env` in the working dir.
 pub struct Lookup {
     dotenv: HashMap<String, Zeroizing<String>>,
-    env: Box<dyn Fn(&str) -> Option<String>>,
+    env: EnvFn,
 }
 
 impl Lookup {

@@ -2,7 +2,8 @@
 //! `rcrt_schema_migrations`.
 
 /// (version, SQL) for SQLite.
-pub(crate) const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+pub(crate) const SQLITE: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
 
 /// (version, SQL) for PostgreSQL.
 pub(crate) const POSTGRES: &[(i64, &str)] =

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Arbitrary constant naming the advisory lock that serializes migrations across replicas.
-const MIGRATION_LOCK: i64 = 0x7263_7274_6d69_67; // "rcrtmig"
+const MIGRATION_LOCK: i64 = 0x0072_6372_746d_6967; // "rcrtmig"
 
 /// The PostgreSQL store.
 pub struct PgStore {
@@ -418,8 +418,12 @@ impl Store for PgStore {
         rows.iter()
             .map(|r| {
                 Ok(KekUsage {
-                    kek_id: r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    versions: r.try_get(1).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    kek_id: r
+                        .try_get(0)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    versions: r
+                        .try_get(1)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 })
             })
             .collect()

@@ -74,7 +74,8 @@ fn open_conn(path: &str) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-const META_COLS: &str = "id, tenant, name, scope_type, scope_id, current_version, created_at, updated_at";
+const META_COLS: &str =
+    "id, tenant, name, scope_type, scope_id, current_version, created_at, updated_at";
 
 fn read_meta(row: &Row<'_>) -> rusqlite::Result<Result<SecretMeta, StoreError>> {
     let id: String = row.get(0)?;
@@ -269,18 +270,49 @@ impl SqliteStore {
     }
 }
 
-fn read_version(row: &Row<'_>) -> rusqlite::Result<(i64, String, Vec<u8>, Vec<u8>, String)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+fn read_version(row: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreError>> {
+    let version = row.get(0)?;
+    let kek_id = row.get(1)?;
+    let wrapped_dek = row.get(2)?;
+    let sealed_value = row.get(3)?;
+    let created_at: String = row.get(4)?;
+    Ok(parse_ts(&created_at).map(|created_at| VersionRecord {
+        version,
+        kek_id,
+        wrapped_dek,
+        sealed_value,
+        created_at,
+    }))
+}
+
+fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> {
+    let timestamp: String = r.get(1)?;
+    let secret_id: Option<String> = r.get(3)?;
+    let record = AuditRecord {
+        id: r.get(0)?,
+        timestamp: OffsetDateTime::UNIX_EPOCH,
+        action: r.get(2)?,
+        secret_id: None,
+        tenant: r.get(4)?,
+        user_id: r.get(5)?,
+        reason: r.get(6)?,
+        outcome: r.get(7)?,
+        request_id: r.get(8)?,
+    };
+    Ok((|| {
+        Ok(AuditRecord {
+            timestamp: parse_ts(&timestamp)?,
+            secret_id: secret_id.as_deref().map(parse_id).transpose()?,
+            ..record
+        })
+    })())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(unavailable)
-        })
-        .await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
     }
 
     async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError> {
@@ -368,19 +400,10 @@ impl Store for SqliteStore {
                         .optional()
                 })
                 .map_err(unavailable)?;
-            let Some((version, kek_id, wrapped_dek, sealed_value, created_at)) = v else {
+            let Some(record) = v else {
                 return Err(StoreError::Corrupt("current version row missing".into()));
             };
-            Ok(Some((
-                meta,
-                VersionRecord {
-                    version,
-                    kek_id,
-                    wrapped_dek,
-                    sealed_value,
-                    created_at: parse_ts(&created_at)?,
-                },
-            )))
+            Ok(Some((meta, record?)))
         })
         .await
     }
@@ -440,7 +463,11 @@ impl Store for SqliteStore {
                 "UPDATE secrets SET current_version = ?1, updated_at = ?2 WHERE id = ?3",
             )
             .and_then(|mut st| {
-                st.execute(params![record.version, ts(record.created_at), id.to_string()])
+                st.execute(params![
+                    record.version,
+                    ts(record.created_at),
+                    id.to_string()
+                ])
             })
             .map_err(unavailable)?;
             insert_version(c, id, &record).map_err(unavailable)?;
@@ -490,35 +517,9 @@ impl Store for SqliteStore {
                 )
                 .map_err(unavailable)?;
             let rows = st
-                .query_map(params![secret_id.map(|s| s.to_string()), limit], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, String>(7)?,
-                        r.get::<_, String>(8)?,
-                    ))
-                })
+                .query_map(params![secret_id.map(|s| s.to_string()), limit], read_audit)
                 .map_err(unavailable)?;
-            rows.map(|r| {
-                let (id, t, action, sid, tenant, user_id, reason, outcome, request_id) =
-                    r.map_err(unavailable)?;
-                Ok(AuditRecord {
-                    id,
-                    timestamp: parse_ts(&t)?,
-                    action,
-                    secret_id: sid.as_deref().map(parse_id).transpose()?,
-                    tenant,
-                    user_id,
-                    reason,
-                    outcome,
-                    request_id,
-                })
-            })
+            rows.map(|r| r.map_err(unavailable)?)
             .collect()
         })
         .await

@@ -1,12 +1,10 @@
 //! One conformance suite, run against SQLite and PostgreSQL (a fresh database per test).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
 
 use rcrt_store::{ListQuery, NewSecret, SecretMeta, Store, StoreError, VersionRecord};
-use rcrt_types::{
-    AuditAction, AuditEntry, AuditOutcome, Scope, ScopeType, SecretId, TenantId,
-};
+use rcrt_types::{AuditAction, AuditEntry, AuditOutcome, Scope, ScopeType, SecretId, TenantId};
 use time::OffsetDateTime;
 
 fn now() -> OffsetDateTime {
@@ -55,9 +53,12 @@ fn new_secret(tenant: &TenantId, name: &str, scope: Scope) -> NewSecret {
 
 async fn create(s: &dyn Store, tenant: &TenantId, name: &str, scope: Scope) -> NewSecret {
     let n = new_secret(tenant, name, scope);
-    s.create_secret(n.clone(), audit(AuditAction::Create, Some(n.meta.id), tenant))
-        .await
-        .unwrap();
+    s.create_secret(
+        n.clone(),
+        audit(AuditAction::Create, Some(n.meta.id), tenant),
+    )
+    .await
+    .unwrap();
     n
 }
 
@@ -71,7 +72,11 @@ async fn create_get_round_trip(s: Arc<dyn Store>) {
     assert_eq!(meta2, n.meta);
     assert_eq!(v, n.first);
     // Other tenant and unknown id see nothing.
-    assert!(s.get_meta(&TenantId::new("other"), n.meta.id).await.unwrap().is_none());
+    assert!(s
+        .get_meta(&TenantId::new("other"), n.meta.id)
+        .await
+        .unwrap()
+        .is_none());
     assert!(s.get_current(&t, SecretId::new()).await.unwrap().is_none());
 }
 
@@ -98,7 +103,12 @@ async fn list_filters_and_pages(s: Arc<dyn Store>) {
     let ws = Scope::new(ScopeType::Workspace, Some("ws1")).unwrap();
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(create(&*s, &t, &format!("G{i}"), Scope::global()).await.meta.id);
+        ids.push(
+            create(&*s, &t, &format!("G{i}"), Scope::global())
+                .await
+                .meta
+                .id,
+        );
     }
     for i in 0..3 {
         create(&*s, &t, &format!("W{i}"), ws.clone()).await;
@@ -112,7 +122,10 @@ async fn list_filters_and_pages(s: Arc<dyn Store>) {
         after,
     };
     assert_eq!(s.list(&q(None, None, 100, None)).await.unwrap().len(), 8);
-    let globals = s.list(&q(Some(ScopeType::Global), None, 100, None)).await.unwrap();
+    let globals = s
+        .list(&q(Some(ScopeType::Global), None, 100, None))
+        .await
+        .unwrap();
     assert_eq!(globals.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
     let wsl = s
         .list(&q(Some(ScopeType::Workspace), Some("ws1"), 100, None))
@@ -123,7 +136,10 @@ async fn list_filters_and_pages(s: Arc<dyn Store>) {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = s.list(&q(Some(ScopeType::Global), None, 2, after)).await.unwrap();
+        let page = s
+            .list(&q(Some(ScopeType::Global), None, 2, after))
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -138,7 +154,12 @@ async fn versions_compare_and_swap(s: Arc<dyn Store>) {
     let n = create(&*s, &t, "V", Scope::global()).await;
     let id = n.meta.id;
     let m = s
-        .add_version(&t, id, record(2, "kek-a"), audit(AuditAction::Update, Some(id), &t))
+        .add_version(
+            &t,
+            id,
+            record(2, "kek-a"),
+            audit(AuditAction::Update, Some(id), &t),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -148,13 +169,23 @@ async fn versions_compare_and_swap(s: Arc<dyn Store>) {
     assert_eq!(v.sealed_value, record(2, "x").sealed_value);
     // Stale: based on version 1 again.
     let err = s
-        .add_version(&t, id, record(2, "kek-a"), audit(AuditAction::Update, Some(id), &t))
+        .add_version(
+            &t,
+            id,
+            record(2, "kek-a"),
+            audit(AuditAction::Update, Some(id), &t),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::VersionConflict), "{err:?}");
     // Unknown secret, or another tenant's.
     assert!(s
-        .add_version(&t, SecretId::new(), record(2, "k"), audit(AuditAction::Update, None, &t))
+        .add_version(
+            &t,
+            SecretId::new(),
+            record(2, "k"),
+            audit(AuditAction::Update, None, &t)
+        )
         .await
         .unwrap()
         .is_none());
@@ -217,11 +248,20 @@ async fn racing_updates_lose_nothing(s: Arc<dyn Store>) {
 async fn delete_shreds_and_keeps_audit(s: Arc<dyn Store>) {
     let t = TenantId::default_tenant();
     let id = create(&*s, &t, "GONE", Scope::global()).await.meta.id;
-    s.add_version(&t, id, record(2, "kek-b"), audit(AuditAction::Update, Some(id), &t))
-        .await
-        .unwrap();
+    s.add_version(
+        &t,
+        id,
+        record(2, "kek-b"),
+        audit(AuditAction::Update, Some(id), &t),
+    )
+    .await
+    .unwrap();
     assert!(!s
-        .delete_secret(&TenantId::new("t2"), id, audit(AuditAction::Delete, Some(id), &t))
+        .delete_secret(
+            &TenantId::new("t2"),
+            id,
+            audit(AuditAction::Delete, Some(id), &t)
+        )
         .await
         .unwrap());
     assert!(s
@@ -229,7 +269,10 @@ async fn delete_shreds_and_keeps_audit(s: Arc<dyn Store>) {
         .await
         .unwrap());
     assert!(s.get_current(&t, id).await.unwrap().is_none());
-    assert!(s.kek_usage().await.unwrap().is_empty(), "versions must be gone");
+    assert!(
+        s.kek_usage().await.unwrap().is_empty(),
+        "versions must be gone"
+    );
     let rows = s.list_audit(Some(id), 100).await.unwrap();
     let actions: Vec<_> = rows.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(actions, ["delete", "delete", "update", "create"]);
@@ -256,7 +299,10 @@ async fn audit_rows_round_trip(s: Arc<dyn Store>) {
         (r.action.as_str(), r.outcome.as_str(), r.tenant.as_str()),
         ("decrypt", "failure", "acme")
     );
-    assert_eq!((r.reason.as_deref(), r.request_id.as_str()), (None, "req-xyz"));
+    assert_eq!(
+        (r.reason.as_deref(), r.request_id.as_str()),
+        (None, "req-xyz")
+    );
     assert_eq!(r.secret_id, Some(id));
     assert_eq!(r.user_id, "tester");
 }
@@ -265,11 +311,19 @@ async fn kek_usage_counts(s: Arc<dyn Store>) {
     let t = TenantId::default_tenant();
     let a = create(&*s, &t, "A", Scope::global()).await.meta.id;
     create(&*s, &t, "B", Scope::global()).await;
-    s.add_version(&t, a, record(2, "kek-b"), audit(AuditAction::Update, Some(a), &t))
-        .await
-        .unwrap();
+    s.add_version(
+        &t,
+        a,
+        record(2, "kek-b"),
+        audit(AuditAction::Update, Some(a), &t),
+    )
+    .await
+    .unwrap();
     let usage = s.kek_usage().await.unwrap();
-    let pairs: Vec<_> = usage.iter().map(|u| (u.kek_id.as_str(), u.versions)).collect();
+    let pairs: Vec<_> = usage
+        .iter()
+        .map(|u| (u.kek_id.as_str(), u.versions))
+        .collect();
     assert_eq!(pairs, [("kek-a", 2), ("kek-b", 1)]);
 }
 
@@ -316,10 +370,14 @@ async fn sqlite_reopen_keeps_data_and_migrations_are_idempotent() {
     let path = dir.path().join("t.db");
     let t = TenantId::default_tenant();
     let id = {
-        let s = rcrt_store::SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+        let s = rcrt_store::SqliteStore::open(path.to_str().unwrap())
+            .await
+            .unwrap();
         create(&s, &t, "KEEP", Scope::global()).await.meta.id
     };
-    let s = rcrt_store::open(&format!("sqlite:{}", path.display())).await.unwrap();
+    let s = rcrt_store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
     assert!(s.get_meta(&t, id).await.unwrap().is_some());
 }
 
