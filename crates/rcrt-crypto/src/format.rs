@@ -107,7 +107,9 @@ pub(crate) fn open_value(
     }
     let (header, rest) = bytes.split_at(2);
     if header != [FORMAT_VERSION, ALG_AES_256_GCM] {
-        return Err(CryptoError::Format("unknown sealed value version or algorithm"));
+        return Err(CryptoError::Format(
+            "unknown sealed value version or algorithm",
+        ));
     }
     let (nonce, ciphertext) = rest.split_at(GCM_NONCE);
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Decrypt)?;
@@ -160,7 +162,9 @@ pub(crate) fn unwrap_dek(
     }
     let (header, rest) = bytes.split_at(2);
     if header != [FORMAT_VERSION, ALG_XCHACHA20_POLY1305] {
-        return Err(CryptoError::Format("unknown wrapped DEK version or algorithm"));
+        return Err(CryptoError::Format(
+            "unknown wrapped DEK version or algorithm",
+        ));
     }
     let (nonce, ct) = rest.split_at(XNONCE);
     let cipher = XChaCha20Poly1305::new(kek.into());

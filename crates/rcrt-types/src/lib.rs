@@ -71,7 +71,9 @@ impl From<Uuid> for SecretId {
 impl FromStr for SecretId {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::try_parse(s).map(Self).map_err(|_| ParseError::SecretId)
+        Uuid::try_parse(s)
+            .map(Self)
+            .map_err(|_| ParseError::SecretId)
     }
 }
 
@@ -331,7 +333,10 @@ mod tests {
 
     #[test]
     fn scope_rules() {
-        assert_eq!(Scope::new(ScopeType::Global, None).unwrap(), Scope::global());
+        assert_eq!(
+            Scope::new(ScopeType::Global, None).unwrap(),
+            Scope::global()
+        );
         assert_eq!(
             Scope::new(ScopeType::Global, Some("x")),
             Err(ParseError::ScopeIdNotAllowed)
