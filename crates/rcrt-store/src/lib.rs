@@ -127,6 +127,51 @@ pub struct KekUsage {
     pub versions: i64,
 }
 
+/// A stored version whose DEK a maintenance job (re-wrap, re-encrypt, verify) will process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// The owning tenant (part of the sealed value's associated data).
+    pub tenant: TenantId,
+    /// The secret.
+    pub secret_id: SecretId,
+    /// The version.
+    pub version: Version,
+    /// The KEK its DEK is wrapped under.
+    pub kek_id: String,
+    /// The wrapped DEK.
+    pub wrapped_dek: Vec<u8>,
+    /// The sealed value (empty when the job asked for DEKs only).
+    pub sealed_value: Vec<u8>,
+}
+
+/// Which stored versions a maintenance scan returns, in (secret id, version) order.
+#[derive(Debug, Clone)]
+pub enum VersionFilter {
+    /// Versions whose DEK is wrapped under any KEK but this one (re-wrap).
+    NotUnderKek(String),
+    /// Versions sealed before this instant (re-encryption after a KEK compromise).
+    SealedBefore(OffsetDateTime),
+    /// Every version (verification).
+    All,
+}
+
+/// A new wrapping for one version, applied only if the row still holds `old_wrapped_dek`.
+#[derive(Debug, Clone)]
+pub struct Rewrapped {
+    /// The secret.
+    pub secret_id: SecretId,
+    /// The version.
+    pub version: Version,
+    /// The wrapped DEK the new one replaces (compare-and-swap).
+    pub old_wrapped_dek: Vec<u8>,
+    /// The new KEK id.
+    pub kek_id: String,
+    /// The new wrapped DEK.
+    pub wrapped_dek: Vec<u8>,
+    /// With re-encryption: the value sealed under a fresh DEK, and when.
+    pub resealed: Option<(Vec<u8>, OffsetDateTime)>,
+}
+
 /// The storage interface. Every method is one transaction; every write carries its audit row.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -185,6 +230,39 @@ pub trait Store: Send + Sync + 'static {
 
     /// Versions per KEK id, over all tenants (for the start-up check and rotation status).
     async fn kek_usage(&self) -> Result<Vec<KekUsage>, StoreError>;
+
+    /// Up to `limit` versions matching `filter` after `after`, in (secret id, version) order.
+    /// Sealed values are included only when `with_values`.
+    async fn scan_versions(
+        &self,
+        filter: &VersionFilter,
+        after: Option<(SecretId, Version)>,
+        limit: u32,
+        with_values: bool,
+    ) -> Result<Vec<StoredVersion>, StoreError>;
+
+    /// Applies new wrappings in one transaction; each row changes only if it still holds its
+    /// `old_wrapped_dek` (a concurrent re-wrap or delete wins). Returns how many rows changed.
+    async fn replace_wrapped(&self, rows: Vec<Rewrapped>) -> Result<u64, StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` until `now + ttl`; false if another holder
+    /// has an unexpired lease.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives a lease up (if held by `holder`).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Reads a maintenance state value.
+    async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Writes (`Some`) or deletes (`None`) a maintenance state value.
+    async fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
 }
 
 /// Opens the store a URL names: `sqlite:PATH` / a bare path, or `postgres://...`.
@@ -210,6 +288,16 @@ fn scope_from_stored(scope_type: &str, scope_id: &str) -> Result<Scope, StoreErr
         .map_err(|_| StoreError::Corrupt(format!("scope_type {scope_type:?}")))?;
     let id = (!scope_id.is_empty()).then_some(scope_id);
     Scope::new(t, id).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The SQL condition (over `secret_versions v`) and ORDER for a maintenance scan; `$P` is the
+/// filter parameter's placeholder.
+fn filter_sql(filter: &VersionFilter, p: &str) -> String {
+    match filter {
+        VersionFilter::NotUnderKek(_) => format!("v.kek_id <> {p}"),
+        VersionFilter::SealedBefore(_) => format!("v.sealed_at < {p}"),
+        VersionFilter::All => format!("({p} IS NULL OR TRUE)"),
+    }
 }
 
 fn name_from_stored(name: &str) -> Result<SecretName, StoreError> {

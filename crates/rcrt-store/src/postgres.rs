@@ -5,13 +5,15 @@
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rcrt_types::{AuditEntry, SecretId, TenantId};
+use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use crate::{
-    migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret,
-    SecretMeta, Store, StoreError, VersionRecord,
+    filter_sql, migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
+    NewSecret, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, VersionFilter,
+    VersionRecord,
 };
 
 /// Arbitrary constant naming the advisory lock that serializes migrations across replicas.
@@ -90,8 +92,9 @@ async fn insert_version(
 ) -> Result<(), StoreError> {
     let st = c
         .prepare_cached(
-            "INSERT INTO secret_versions (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO secret_versions
+             (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at, sealed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
         )
         .await
         .map_err(pg_err)?;
@@ -427,5 +430,158 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+    async fn scan_versions(
+        &self,
+        filter: &VersionFilter,
+        after: Option<(SecretId, i64)>,
+        limit: u32,
+        with_values: bool,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let c = self.client().await?;
+        let (cast, text, time) = match filter {
+            VersionFilter::NotUnderKek(k) => ("$1::text", Some(k.clone()), None),
+            VersionFilter::SealedBefore(t) => ("$1::timestamptz", None, Some(*t)),
+            VersionFilter::All => ("$1::text", None, None),
+        };
+        let sql = format!(
+            "SELECT s.tenant, v.secret_id, v.version, v.kek_id, v.wrapped_dek,
+                    CASE WHEN $5 THEN v.sealed_value ELSE '\\x'::bytea END
+             FROM secret_versions v JOIN secrets s ON s.id = v.secret_id
+             WHERE {} AND ($2::uuid IS NULL OR (v.secret_id, v.version) > ($2, $3))
+             ORDER BY v.secret_id, v.version LIMIT $4",
+            filter_sql(filter, cast)
+        );
+        let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
+        let after_id = after.map(|a| a.0.as_uuid());
+        let after_version = after.map_or(0, |a| a.1);
+        let limit = i64::from(limit);
+        let rows = match time {
+            Some(t) => {
+                c.query(&st, &[&t, &after_id, &after_version, &limit, &with_values])
+                    .await
+            }
+            None => {
+                c.query(
+                    &st,
+                    &[&text, &after_id, &after_version, &limit, &with_values],
+                )
+                .await
+            }
+        }
+        .map_err(pg_err)?;
+        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+        rows.iter()
+            .map(|r| {
+                Ok(StoredVersion {
+                    tenant: TenantId::new(r.try_get::<_, String>(0).map_err(get)?),
+                    secret_id: SecretId::from(r.try_get::<_, Uuid>(1).map_err(get)?),
+                    version: r.try_get(2).map_err(get)?,
+                    kek_id: r.try_get(3).map_err(get)?,
+                    wrapped_dek: r.try_get(4).map_err(get)?,
+                    sealed_value: r.try_get(5).map_err(get)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_wrapped(&self, rows: Vec<Rewrapped>) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let c = self.client().await?;
+        // One statement for the whole batch: arrays in, compare-and-swap on the old wrapped DEK.
+        let st = c
+            .prepare_cached(
+                "UPDATE secret_versions AS v
+                 SET kek_id = u.kek_id, wrapped_dek = u.w,
+                     sealed_value = COALESCE(u.sv, v.sealed_value),
+                     sealed_at = COALESCE(u.sa, v.sealed_at)
+                 FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::text[], $5::bytea[],
+                             $6::bytea[], $7::timestamptz[])
+                      AS u(id, ver, old_w, kek_id, w, sv, sa)
+                 WHERE v.secret_id = u.id AND v.version = u.ver AND v.wrapped_dek = u.old_w",
+            )
+            .await
+            .map_err(pg_err)?;
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.secret_id.as_uuid()).collect();
+        let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+        let olds: Vec<&[u8]> = rows.iter().map(|r| r.old_wrapped_dek.as_slice()).collect();
+        let keks: Vec<&str> = rows.iter().map(|r| r.kek_id.as_str()).collect();
+        let news: Vec<&[u8]> = rows.iter().map(|r| r.wrapped_dek.as_slice()).collect();
+        let sealed: Vec<Option<&[u8]>> = rows
+            .iter()
+            .map(|r| r.resealed.as_ref().map(|(v, _)| v.as_slice()))
+            .collect();
+        let sealed_at: Vec<Option<OffsetDateTime>> = rows
+            .iter()
+            .map(|r| r.resealed.as_ref().map(|(_, t)| *t))
+            .collect();
+        c.execute(
+            &st,
+            &[&ids, &versions, &olds, &keks, &news, &sealed, &sealed_at],
+        )
+        .await
+        .map_err(pg_err)
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let expires = now + ttl;
+        c.execute(
+            "INSERT INTO rcrt_leases (name, holder, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE rcrt_leases.holder = excluded.holder OR rcrt_leases.expires_at < $4",
+            &[&name, &holder, &expires, &now],
+        )
+        .await
+        .map(|n| n == 1)
+        .map_err(pg_err)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM rcrt_leases WHERE name = $1 AND holder = $2",
+            &[&name, &holder],
+        )
+        .await
+        .map(|_| ())
+        .map_err(pg_err)
+    }
+
+    async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt("SELECT value FROM rcrt_state WHERE key = $1", &[&key])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    async fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        match value {
+            Some(v) => {
+                c.execute(
+                    "INSERT INTO rcrt_state (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&key, &v],
+                )
+                .await
+            }
+            None => {
+                c.execute("DELETE FROM rcrt_state WHERE key = $1", &[&key])
+                    .await
+            }
+        }
+        .map(|_| ())
+        .map_err(pg_err)
     }
 }

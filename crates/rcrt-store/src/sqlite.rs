@@ -12,8 +12,9 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::oneshot;
 
 use crate::{
-    migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret,
-    SecretMeta, Store, StoreError, VersionRecord,
+    filter_sql, migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
+    NewSecret, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, VersionFilter,
+    VersionRecord,
 };
 use rcrt_types::{AuditEntry, SecretId, TenantId};
 
@@ -119,8 +120,9 @@ fn insert_audit(conn: &Connection, a: &AuditEntry) -> rusqlite::Result<usize> {
 
 fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlite::Result<usize> {
     conn.prepare_cached(
-        "INSERT INTO secret_versions (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO secret_versions
+         (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at, sealed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
     )?
     .execute(params![
         id.to_string(),
@@ -541,6 +543,164 @@ impl Store for SqliteStore {
                 })
                 .map_err(unavailable)?;
             rows.map(|r| r.map_err(unavailable)).collect()
+        })
+        .await
+    }
+    async fn scan_versions(
+        &self,
+        filter: &VersionFilter,
+        after: Option<(SecretId, i64)>,
+        limit: u32,
+        with_values: bool,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let param: Option<String> = match filter {
+            VersionFilter::NotUnderKek(k) => Some(k.clone()),
+            VersionFilter::SealedBefore(t) => Some(ts(*t)),
+            VersionFilter::All => None,
+        };
+        let sql = format!(
+            "SELECT s.tenant, v.secret_id, v.version, v.kek_id, v.wrapped_dek,
+                    CASE WHEN ?5 THEN v.sealed_value ELSE x'' END
+             FROM secret_versions v JOIN secrets s ON s.id = v.secret_id
+             WHERE {} AND (?2 IS NULL OR (v.secret_id, v.version) > (?2, ?3))
+             ORDER BY v.secret_id, v.version LIMIT ?4",
+            filter_sql(filter, "?1")
+        );
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&sql).map_err(unavailable)?;
+            let rows = st
+                .query_map(
+                    params![
+                        param,
+                        after.map(|a| a.0.to_string()),
+                        after.map(|a| a.1),
+                        limit,
+                        with_values
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                            r.get::<_, Vec<u8>>(5)?,
+                        ))
+                    },
+                )
+                .map_err(unavailable)?;
+            rows.map(|r| {
+                let (tenant, id, version, kek_id, wrapped_dek, sealed_value) =
+                    r.map_err(unavailable)?;
+                Ok(StoredVersion {
+                    tenant: TenantId::new(tenant),
+                    secret_id: parse_id(&id)?,
+                    version,
+                    kek_id,
+                    wrapped_dek,
+                    sealed_value,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn replace_wrapped(&self, rows: Vec<Rewrapped>) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "UPDATE secret_versions
+                     SET kek_id = ?1, wrapped_dek = ?2,
+                         sealed_value = COALESCE(?3, sealed_value),
+                         sealed_at = COALESCE(?4, sealed_at)
+                     WHERE secret_id = ?5 AND version = ?6 AND wrapped_dek = ?7",
+                )
+                .map_err(unavailable)?;
+            let mut changed = 0u64;
+            for r in &rows {
+                let (sealed, sealed_at) = match &r.resealed {
+                    Some((v, t)) => (Some(v.as_slice()), Some(ts(*t))),
+                    None => (None, None),
+                };
+                changed += st
+                    .execute(params![
+                        r.kek_id,
+                        r.wrapped_dek,
+                        sealed,
+                        sealed_at,
+                        r.secret_id.to_string(),
+                        r.version,
+                        r.old_wrapped_dek
+                    ])
+                    .map_err(unavailable)? as u64;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let expires = ts(now + ttl);
+        let now = ts(now);
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO rcrt_leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE rcrt_leases.holder = excluded.holder OR rcrt_leases.expires_at < ?4",
+                params![name, holder, expires, now],
+            )
+            .map(|n| n == 1)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM rcrt_leases WHERE name = ?1 AND holder = ?2",
+                params![name, holder],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |c| {
+            c.query_row("SELECT value FROM rcrt_state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.map(str::to_owned));
+        self.write(move |c| {
+            match value {
+                Some(v) => c.execute(
+                    "INSERT INTO rcrt_state (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, v],
+                ),
+                None => c.execute("DELETE FROM rcrt_state WHERE key = ?1", params![key]),
+            }
+            .map(|_| ())
+            .map_err(unavailable)
         })
         .await
     }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use rcrt_store::{ListQuery, NewSecret, SecretMeta, Store, StoreError, VersionRecord};
+use rcrt_store::{
+    ListQuery, NewSecret, Rewrapped, SecretMeta, Store, StoreError, VersionFilter, VersionRecord,
+};
 use rcrt_types::{AuditAction, AuditEntry, AuditOutcome, Scope, ScopeType, SecretId, TenantId};
 use time::OffsetDateTime;
 
@@ -327,6 +329,130 @@ async fn kek_usage_counts(s: Arc<dyn Store>) {
     assert_eq!(pairs, [("kek-a", 2), ("kek-b", 1)]);
 }
 
+async fn scan_and_replace_wrapped(s: Arc<dyn Store>) {
+    let t = TenantId::default_tenant();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            create(&*s, &t, &format!("S{i}"), Scope::global())
+                .await
+                .meta
+                .id,
+        );
+    }
+    let cutoff = now();
+    s.add_version(
+        &t,
+        ids[0],
+        record(2, "kek-b"),
+        audit(AuditAction::Update, Some(ids[0]), &t),
+    )
+    .await
+    .unwrap();
+    let not_b = VersionFilter::NotUnderKek("kek-b".into());
+    // Paging with a cursor visits each of the 5 kek-a versions once, in order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.scan_versions(&not_b, after, 2, false).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.secret_id, last.version));
+        assert!(page
+            .iter()
+            .all(|v| v.kek_id == "kek-a" && v.sealed_value.is_empty()));
+        seen.extend(page.into_iter().map(|v| (v.secret_id, v.version)));
+    }
+    let expected: Vec<_> = ids.iter().map(|id| (*id, 1)).collect();
+    assert_eq!(seen, expected);
+    let all = s
+        .scan_versions(&VersionFilter::All, None, 100, true)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all
+        .iter()
+        .all(|v| !v.sealed_value.is_empty() && v.tenant == t));
+    let before = s
+        .scan_versions(&VersionFilter::SealedBefore(cutoff), None, 100, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        before.len(),
+        5,
+        "the version written after the cutoff is excluded"
+    );
+
+    // Compare-and-swap: a stale old_wrapped_dek changes nothing.
+    let v = &all[0];
+    let stale = Rewrapped {
+        secret_id: v.secret_id,
+        version: v.version,
+        old_wrapped_dek: vec![0xde, 0xad],
+        kek_id: "kek-c".into(),
+        wrapped_dek: vec![7],
+        resealed: None,
+    };
+    assert_eq!(s.replace_wrapped(vec![stale]).await.unwrap(), 0);
+    let rows: Vec<Rewrapped> = all
+        .iter()
+        .filter(|v| v.kek_id == "kek-a")
+        .map(|v| Rewrapped {
+            secret_id: v.secret_id,
+            version: v.version,
+            old_wrapped_dek: v.wrapped_dek.clone(),
+            kek_id: "kek-b".into(),
+            wrapped_dek: vec![42, v.version as u8],
+            resealed: (v.secret_id == ids[1]).then(|| (vec![5, 5, 5], now())),
+        })
+        .collect();
+    assert_eq!(s.replace_wrapped(rows.clone()).await.unwrap(), 5);
+    assert_eq!(s.replace_wrapped(rows).await.unwrap(), 0, "idempotent");
+    let usage = s.kek_usage().await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!((usage[0].kek_id.as_str(), usage[0].versions), ("kek-b", 6));
+    let (_, v1) = s.get_current(&t, ids[1]).await.unwrap().unwrap();
+    assert_eq!(v1.sealed_value, vec![5, 5, 5]);
+    assert_eq!(v1.wrapped_dek, vec![42, 1]);
+    let (_, v2) = s.get_current(&t, ids[2]).await.unwrap().unwrap();
+    assert_eq!(
+        v2.sealed_value,
+        record(1, "x").sealed_value,
+        "value untouched by a re-wrap"
+    );
+    // Re-sealed rows leave the SealedBefore set; merely re-wrapped ones stay in it.
+    let before = s
+        .scan_versions(&VersionFilter::SealedBefore(cutoff), None, 100, false)
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 4);
+}
+
+async fn leases_and_state(s: Arc<dyn Store>) {
+    let t0 = now();
+    let ttl = std::time::Duration::from_secs(30);
+    assert!(s.try_lease("rewrap", "a", t0, ttl).await.unwrap());
+    assert!(
+        s.try_lease("rewrap", "a", t0, ttl).await.unwrap(),
+        "renewal"
+    );
+    assert!(!s.try_lease("rewrap", "b", t0, ttl).await.unwrap());
+    let later = t0 + std::time::Duration::from_secs(31);
+    assert!(
+        s.try_lease("rewrap", "b", later, ttl).await.unwrap(),
+        "expired lease"
+    );
+    assert!(!s.try_lease("rewrap", "a", later, ttl).await.unwrap());
+    s.release_lease("rewrap", "b").await.unwrap();
+    assert!(s.try_lease("rewrap", "a", later, ttl).await.unwrap());
+
+    assert_eq!(s.get_state("k").await.unwrap(), None);
+    s.set_state("k", Some("v1")).await.unwrap();
+    s.set_state("k", Some("v2")).await.unwrap();
+    assert_eq!(s.get_state("k").await.unwrap().as_deref(), Some("v2"));
+    s.set_state("k", None).await.unwrap();
+    assert_eq!(s.get_state("k").await.unwrap(), None);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -362,6 +488,8 @@ suite!(
     delete_shreds_and_keeps_audit,
     audit_rows_round_trip,
     kek_usage_counts,
+    scan_and_replace_wrapped,
+    leases_and_state,
 );
 
 #[tokio::test]

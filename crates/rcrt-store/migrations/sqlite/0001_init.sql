@@ -19,6 +19,8 @@ CREATE TABLE secret_versions (
     wrapped_dek  BLOB NOT NULL,
     sealed_value BLOB NOT NULL,
     created_at   TEXT NOT NULL,
+    -- When the value was last sealed under a fresh DEK (re-encryption moves it; re-wrap does not).
+    sealed_at    TEXT NOT NULL,
     PRIMARY KEY (secret_id, version)
 );
 CREATE INDEX secret_versions_kek_id ON secret_versions (kek_id);
@@ -36,3 +38,16 @@ CREATE TABLE secret_access_log (
 );
 CREATE INDEX secret_access_log_timestamp ON secret_access_log (timestamp);
 CREATE INDEX secret_access_log_secret ON secret_access_log (secret_id);
+
+-- Small durable state for maintenance jobs (e.g. the cut-off of an interrupted re-encryption).
+CREATE TABLE rcrt_state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- Leases: which replica runs a background job (the background re-wrap) until when.
+CREATE TABLE rcrt_leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
