@@ -6,7 +6,9 @@
 //! environment, or know which database or KEK provider sits behind the traits it is given.
 
 mod error;
+pub mod maintenance;
 mod metrics;
+pub mod rewrap_job;
 mod service;
 
 pub use error::CoreError;

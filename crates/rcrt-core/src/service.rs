@@ -135,6 +135,11 @@ impl Service {
         }
     }
 
+    /// Versions per KEK id (for the KEK status endpoint).
+    pub async fn kek_usage(&self) -> Result<Vec<rcrt_store::KekUsage>, CoreError> {
+        Ok(self.store.kek_usage().await?)
+    }
+
     /// True when the store answers (for `/ready`).
     pub async fn ready(&self) -> Result<(), CoreError> {
         self.store.ping().await.map_err(CoreError::Unavailable)

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use rcrt_core::rewrap_job::RewrapSettings;
 use rcrt_core::DEFAULT_MAX_VALUE_BYTES;
 use rcrt_keys::KekSources;
 use zeroize::Zeroizing;
@@ -56,6 +57,8 @@ pub struct Config {
     pub kek: KekSources,
     /// The log filter (tracing `EnvFilter` syntax).
     pub log_filter: String,
+    /// The background re-wrap.
+    pub rewrap: RewrapSettings,
 }
 
 type EnvFn = Box<dyn Fn(&str) -> Option<String>>;
@@ -162,7 +165,38 @@ impl Config {
                     reason: "must be a whole number of bytes from 1 to 16777216".into(),
                 })?,
         };
+        let number = |var: &'static str, default: u32, min: u32| -> Result<u32, ConfigError> {
+            match plain(var) {
+                None => Ok(default),
+                Some(v) => {
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n >= min)
+                        .ok_or(ConfigError::Invalid {
+                            var,
+                            reason: format!("must be a whole number of at least {min}"),
+                        })
+                }
+            }
+        };
+        let defaults = RewrapSettings::default();
+        let rewrap = RewrapSettings {
+            batch_size: number("REWRAP_BATCH_SIZE", defaults.batch_size, 1)?,
+            max_rows_per_sec: number("REWRAP_MAX_ROWS_PER_SEC", defaults.max_rows_per_sec, 0)?,
+            auto_start: match plain("REWRAP_AUTO").as_deref() {
+                None | Some("true") | Some("1") => true,
+                Some("false") | Some("0") => false,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        var: "REWRAP_AUTO",
+                        reason: "must be true or false".into(),
+                    })
+                }
+            },
+            ..defaults
+        };
         Ok(Self {
+            rewrap,
             bind,
             db_url,
             auth,

@@ -8,8 +8,10 @@ pub mod http;
 
 use std::sync::Arc;
 
+use rcrt_core::maintenance::Maintenance;
+use rcrt_core::rewrap_job::RewrapJob;
 use rcrt_core::{CoreError, Limits, Service, SystemClock};
-use rcrt_keys::KekError;
+use rcrt_keys::{KekError, KeyProvider};
 use rcrt_store::StoreError;
 
 use crate::config::Config;
@@ -36,33 +38,40 @@ pub enum StartupError {
     },
 }
 
-/// Builds the service from the configuration and runs the start-up checks.
-pub async fn build(config: &Config) -> Result<Service, StartupError> {
-    let keyring = rcrt_keys::load_local_keyring(&config.kek)?;
+/// Builds the service and its background re-wrap from the configuration, and runs the start-up
+/// checks. The re-wrap is not started here.
+pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
+    let keys: Arc<dyn KeyProvider> = Arc::new(rcrt_keys::load_local_keyring(&config.kek)?);
     let store = rcrt_store::open(&config.db_url).await?;
+    let clock = Arc::new(SystemClock);
     let service = Service::new(
-        store,
-        Arc::new(keyring),
-        Arc::new(SystemClock),
+        store.clone(),
+        keys.clone(),
+        clock.clone(),
         Limits {
             max_value_bytes: config.max_value_bytes,
         },
     );
     service.check_keks().await?;
-    Ok(service)
+    let rewrap = RewrapJob::new(
+        Arc::new(Maintenance::new(store, keys, clock)),
+        config.rewrap,
+    );
+    Ok(http::AppState { service, rewrap })
 }
 
 /// Starts the service and serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), StartupError> {
-    let service = build(&config).await?;
-    let kek_id = service.keys().current_kek_id().clone();
+    let state = Arc::new(build(&config).await?);
+    let kek_id = state.service.keys().current_kek_id().clone();
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|error| StartupError::Bind {
             addr: config.bind,
             error,
         })?;
-    let app = http::app(Arc::new(http::AppState { service }), config.max_value_bytes);
+    state.rewrap.spawn();
+    let app = http::app(state, config.max_value_bytes);
     tracing::info!(
         addr = %config.bind,
         kek_id = %kek_id,

@@ -10,6 +10,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::routing::{get, post};
 use axum::Router;
+use rcrt_core::rewrap_job::RewrapJob;
 use rcrt_core::Service;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -24,6 +25,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     /// The service.
     pub service: Service,
+    /// The background re-wrap.
+    pub rewrap: Arc<RewrapJob>,
 }
 
 /// The body limit for a value limit: JSON may escape each byte to six (`\u0000`), plus room for
@@ -46,6 +49,8 @@ pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
                 .delete(routes::delete),
         )
         .route("/secrets/{id}/decrypt", post(routes::decrypt))
+        .route("/admin/kek/status", get(routes::kek_status))
+        .route("/admin/kek/rewrap", post(routes::kek_rewrap))
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)

@@ -134,7 +134,8 @@ pub(crate) async fn ready(
 
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let m = state.service.metrics();
-    let body = format!(
+    let rewrap = state.rewrap.status().await.ok();
+    let mut body = format!(
         "# HELP rcrt_kek_configured 1 when a KEK is loaded and matches the store.\n\
          # TYPE rcrt_kek_configured gauge\n\
          rcrt_kek_configured 1\n\
@@ -147,6 +148,17 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
         m.decrypt_failures_total(),
         m.decrypt_success_total()
     );
+    if let Some(r) = rewrap {
+        body.push_str(&format!(
+            "# HELP rcrt_kek_rewrap_remaining Secret versions whose DEK is not under the current KEK.\n\
+             # TYPE rcrt_kek_rewrap_remaining gauge\n\
+             rcrt_kek_rewrap_remaining {}\n\
+             # HELP rcrt_kek_rewrapped_total DEKs this replica re-wrapped under the current KEK.\n\
+             # TYPE rcrt_kek_rewrapped_total counter\n\
+             rcrt_kek_rewrapped_total {}\n",
+            r.remaining, r.rewrapped_total
+        ));
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
@@ -355,4 +367,55 @@ pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Resp
         "internal error",
     )
     .into_response()
+}
+
+#[derive(Serialize)]
+pub(crate) struct RewrapView {
+    state: &'static str,
+    remaining: u64,
+    rewrapped_total: u64,
+    failed: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct KekStatusView {
+    current_kek_id: String,
+    configured_kek_ids: Vec<String>,
+    versions_per_kek: std::collections::BTreeMap<String, i64>,
+    rewrap: RewrapView,
+}
+
+async fn kek_status_view(state: &AppState) -> AppResult<KekStatusView> {
+    let keys = state.service.keys();
+    let status = state.rewrap.status().await?;
+    Ok(KekStatusView {
+        current_kek_id: keys.current_kek_id().to_string(),
+        configured_kek_ids: keys.kek_ids().iter().map(ToString::to_string).collect(),
+        versions_per_kek: state
+            .service
+            .kek_usage()
+            .await?
+            .into_iter()
+            .map(|u| (u.kek_id, u.versions))
+            .collect(),
+        rewrap: RewrapView {
+            state: status.state.as_str(),
+            remaining: status.remaining,
+            rewrapped_total: status.rewrapped_total,
+            failed: status.failed,
+        },
+    })
+}
+
+pub(crate) async fn kek_status(
+    State(state): State<Arc<AppState>>,
+) -> AppResult<Json<KekStatusView>> {
+    Ok(Json(kek_status_view(&state).await?))
+}
+
+pub(crate) async fn kek_rewrap(
+    State(state): State<Arc<AppState>>,
+) -> AppResult<(StatusCode, Json<KekStatusView>)> {
+    state.rewrap.trigger();
+    Ok((StatusCode::ACCEPTED, Json(kek_status_view(&state).await?)))
 }

@@ -1,0 +1,250 @@
+//! The background re-wrap: while DEKs exist under a non-current KEK, re-wrap them in batches.
+//!
+//! Every replica runs this loop; a lease in the store lets one work at a time, and another takes
+//! over when the holder stops renewing (crash, `kill -9`). Correctness does not rest on the lease:
+//! each row changes by compare-and-swap, so two workers at once would only duplicate effort.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::maintenance::{BatchHook, Maintenance, Progress};
+use crate::CoreError;
+
+const LEASE: &str = "kek-rewrap";
+
+/// How the background re-wrap runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RewrapSettings {
+    /// Rows per batch (one transaction each).
+    pub batch_size: u32,
+    /// Upper bound on rows per second; 0 for no bound.
+    pub max_rows_per_sec: u32,
+    /// Start by itself when old-KEK rows exist (at start-up and on every poll).
+    pub auto_start: bool,
+    /// How often an idle or waiting worker looks again.
+    pub poll: Duration,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+}
+
+impl Default for RewrapSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            max_rows_per_sec: 0,
+            auto_start: true,
+            poll: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where the re-wrap stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewrapState {
+    /// Nothing to do, or not started.
+    Idle,
+    /// This replica is re-wrapping.
+    Running,
+    /// Another replica holds the lease; this one waits.
+    Waiting,
+    /// The last pass finished with every row under the current KEK.
+    Completed,
+    /// The last pass left rows that could not be unwrapped (see the log), or the store failed.
+    Failed,
+}
+
+impl RewrapState {
+    /// The API spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A snapshot for `GET /admin/kek/status` and metrics.
+#[derive(Debug, Clone)]
+pub struct RewrapStatus {
+    /// The state.
+    pub state: RewrapState,
+    /// Versions not yet under the current KEK (from the store, not this replica's memory).
+    pub remaining: u64,
+    /// Versions this replica has re-wrapped since it started.
+    pub rewrapped_total: u64,
+    /// Versions the last pass could not re-wrap.
+    pub failed: u64,
+}
+
+/// The job. Share it in an `Arc`; [`RewrapJob::spawn`] starts its loop.
+pub struct RewrapJob {
+    maintenance: Arc<Maintenance>,
+    settings: RewrapSettings,
+    holder: String,
+    state: Mutex<(RewrapState, u64)>,
+    rewrapped_total: AtomicU64,
+    wake: Notify,
+}
+
+struct Pacer<'a> {
+    job: &'a RewrapJob,
+    started: Instant,
+    before: u64,
+}
+
+#[async_trait::async_trait]
+impl BatchHook for Pacer<'_> {
+    async fn after_batch(&self, total: Progress) -> Result<(), CoreError> {
+        self.job
+            .rewrapped_total
+            .store(self.before + total.changed, Ordering::Relaxed);
+        let store = self.job.maintenance.store();
+        let now = self.job.maintenance_now();
+        if !store
+            .try_lease(LEASE, &self.job.holder, now, self.job.settings.lease_ttl)
+            .await?
+        {
+            return Err(CoreError::Internal("re-wrap lease lost".into()));
+        }
+        let rate = self.job.settings.max_rows_per_sec;
+        if rate > 0 {
+            let due = Duration::from_secs_f64(total.scanned as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        } else {
+            // Let request handlers run between batches.
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+}
+
+impl RewrapJob {
+    /// A job over `maintenance` (whose provider's current KEK is the target).
+    pub fn new(maintenance: Arc<Maintenance>, settings: RewrapSettings) -> Arc<Self> {
+        Arc::new(Self {
+            maintenance,
+            settings,
+            holder: uuid::Uuid::new_v4().to_string(),
+            state: Mutex::new((RewrapState::Idle, 0)),
+            rewrapped_total: AtomicU64::new(0),
+            wake: Notify::new(),
+        })
+    }
+
+    fn maintenance_now(&self) -> time::OffsetDateTime {
+        self.maintenance.now()
+    }
+
+    fn set(&self, state: RewrapState, failed: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = (state, failed);
+        }
+    }
+
+    /// Starts or resumes a pass now (`POST /admin/kek/rewrap`).
+    pub fn trigger(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The current status.
+    pub async fn status(&self) -> Result<RewrapStatus, CoreError> {
+        let remaining = self.maintenance.remaining().await?;
+        let (state, failed) = self
+            .state
+            .lock()
+            .map(|s| *s)
+            .unwrap_or((RewrapState::Failed, 0));
+        Ok(RewrapStatus {
+            state,
+            remaining,
+            rewrapped_total: self.rewrapped_total.load(Ordering::Relaxed),
+            failed,
+        })
+    }
+
+    /// Starts the loop on the current tokio runtime.
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let job = self.clone();
+        tokio::spawn(async move { job.run_forever().await })
+    }
+
+    async fn run_forever(self: Arc<Self>) {
+        let mut triggered = self.settings.auto_start;
+        loop {
+            if triggered {
+                if let Err(e) = self.pass().await {
+                    tracing::error!(error = %e, "background re-wrap stopped");
+                    self.set(RewrapState::Failed, 0);
+                }
+            }
+            let waiting = self
+                .state
+                .lock()
+                .map(|s| s.0 == RewrapState::Waiting)
+                .unwrap_or(false);
+            tokio::select! {
+                _ = self.wake.notified() => triggered = true,
+                _ = tokio::time::sleep(self.settings.poll) => {
+                    triggered = self.settings.auto_start || waiting;
+                }
+            }
+        }
+    }
+
+    /// One pass if there is work and this replica gets the lease.
+    async fn pass(&self) -> Result<(), CoreError> {
+        if self.maintenance.remaining().await? == 0 {
+            let done = self
+                .state
+                .lock()
+                .map(|s| s.0 == RewrapState::Running)
+                .unwrap_or(false);
+            if done {
+                self.set(RewrapState::Completed, 0);
+            }
+            return Ok(());
+        }
+        let store = self.maintenance.store();
+        let now = self.maintenance_now();
+        if !store
+            .try_lease(LEASE, &self.holder, now, self.settings.lease_ttl)
+            .await?
+        {
+            self.set(RewrapState::Waiting, 0);
+            return Ok(());
+        }
+        self.set(RewrapState::Running, 0);
+        tracing::info!(target_kek = %self.maintenance.keys().current_kek_id(), "background re-wrap started");
+        let pacer = Pacer {
+            job: self,
+            started: Instant::now(),
+            before: self.rewrapped_total.load(Ordering::Relaxed),
+        };
+        let result = self
+            .maintenance
+            .rewrap(self.settings.batch_size, &pacer)
+            .await;
+        let _ = store.release_lease(LEASE, &self.holder).await;
+        let (progress, failures) = result?;
+        tracing::info!(
+            rewrapped = progress.changed,
+            failed = progress.failed,
+            "background re-wrap pass finished"
+        );
+        if failures.is_empty() {
+            self.set(RewrapState::Completed, 0);
+        } else {
+            self.set(RewrapState::Failed, progress.failed);
+        }
+        Ok(())
+    }
+}
