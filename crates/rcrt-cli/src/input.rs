@@ -1,0 +1,69 @@
+//! Every environment variable and every key input of the CLI is read here.
+
+use std::io::Read;
+
+use rcrt_keys::{load_local_keyring, parse_kek, KekSources, LocalKeyring};
+use zeroize::Zeroizing;
+
+use crate::{DbArgs, KekArgs};
+
+fn env(key: &str) -> Option<Zeroizing<String>> {
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Zeroizing::new)
+}
+
+/// `LOCAL_KEK_BASE64` and friends from the environment.
+pub(crate) fn env_kek_sources() -> KekSources {
+    KekSources::from_lookup(env)
+}
+
+/// All of stdin, zeroized when dropped.
+pub(crate) fn read_stdin() -> Result<Zeroizing<String>, String> {
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    Ok(text)
+}
+
+/// The keyring for an offline job: flags, else stdin, else the environment.
+pub(crate) fn keyring(args: &KekArgs) -> Result<LocalKeyring, String> {
+    if args.keks_stdin {
+        let text = read_stdin()?;
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let current = parse_kek(
+            lines
+                .next()
+                .ok_or("stdin holds no KEK: the first line must be the new KEK")?,
+            "stdin line 1",
+        )
+        .map_err(|e| e.to_string())?;
+        let old = lines
+            .enumerate()
+            .map(|(i, l)| parse_kek(l, &format!("stdin line {}", i + 2)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        return Ok(LocalKeyring::new(current, old));
+    }
+    let mut sources = env_kek_sources();
+    if let Some(f) = &args.new_kek_file {
+        sources.current = None;
+        sources.current_file = Some(f.clone());
+    }
+    if let Some(f) = &args.old_kek_file {
+        sources.old = None;
+        sources.old_file = Some(f.clone());
+    }
+    load_local_keyring(&sources).map_err(|e| e.to_string())
+}
+
+/// The store URL: the flag, else `DB_URL`, else `DATABASE_URL`.
+pub(crate) fn db_url(args: &DbArgs) -> Result<String, String> {
+    args.db_url
+        .clone()
+        .or_else(|| env("DB_URL").map(|v| v.to_string()))
+        .or_else(|| env("DATABASE_URL").map(|v| v.to_string()))
+        .ok_or_else(|| "no store given: pass --db-url or set DB_URL".to_owned())
+}
