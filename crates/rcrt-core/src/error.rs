@@ -13,6 +13,10 @@ pub enum CoreError {
         "a non-empty access reason is required (body field \"reason\" or header X-Access-Reason)"
     )]
     ReasonRequired,
+    /// The caller lacks the role for this operation (on a specific secret the answer is
+    /// [`CoreError::NotFound`] instead, so existence is not revealed).
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
     /// No such secret (or not visible to the caller).
     #[error("secret not found")]
     NotFound,

@@ -2,14 +2,15 @@ use std::sync::Arc;
 
 use rcrt_crypto::{KekId, Plaintext, SealedValue, ValueContext, WrapContext, WrappedDek};
 use rcrt_keys::KeyProvider;
-use rcrt_store::{ListQuery, NewSecret, SecretMeta, Store, StoreError, VersionRecord};
+use rcrt_store::{ListQuery, NewSecret, SecretMeta, Store, StoreError, VersionRecord, Visibility};
 use rcrt_types::{
-    AuditAction, AuditEntry, AuditOutcome, Principal, Scope, ScopeType, SecretId, SecretName,
+    AuditAction, AuditEntry, AuditOutcome, Principal, Role, Scope, ScopeType, SecretId, SecretName,
     Version,
 };
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::authz::{self, Action};
 use crate::{CoreError, Metrics};
 
 /// The default largest secret value, in bytes (64 KiB).
@@ -231,6 +232,11 @@ impl Service {
         ctx: &RequestContext,
         req: CreateSecret,
     ) -> Result<SecretMeta, CoreError> {
+        if !authz::allows(&ctx.principal, Action::Write, &req.scope) {
+            self.audit_failure(ctx, AuditAction::Create, None, None, AuditOutcome::Denied)
+                .await;
+            return Err(CoreError::Forbidden("creating secrets in this scope"));
+        }
         self.check_value(&req.value)?;
         let id = SecretId::new();
         let first = self.seal(ctx, id, 1, &req.value).await?;
@@ -276,6 +282,7 @@ impl Service {
         self.store
             .get_meta(&ctx.principal.tenant, id)
             .await?
+            .filter(|m| authz::allows(&ctx.principal, Action::Read, &m.scope))
             .ok_or(CoreError::NotFound)
     }
 
@@ -288,6 +295,9 @@ impl Service {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<Page, CoreError> {
+        if !ctx.principal.roles.has(Role::Read) {
+            return Err(CoreError::Forbidden("listing secrets needs secrets.read"));
+        }
         if scope_id.is_some() && scope_type.is_none() {
             return Err(CoreError::Invalid(
                 "scope_id filter needs scope_type".into(),
@@ -313,6 +323,10 @@ impl Service {
                 scope_id,
                 limit: limit + 1,
                 after,
+                visible_to: (!authz::is_admin(&ctx.principal)).then(|| Visibility {
+                    workspaces: ctx.principal.workspaces.clone(),
+                    agent: ctx.principal.user_id.clone(),
+                }),
             })
             .await?;
         let next_cursor = if items.len() > limit as usize {
@@ -361,6 +375,18 @@ impl Service {
             .await;
             return Err(CoreError::NotFound);
         };
+        if !authz::allows(&ctx.principal, Action::Decrypt, &meta.scope) {
+            // Audited as denied, answered exactly like a missing secret.
+            self.audit_failure(
+                ctx,
+                AuditAction::Decrypt,
+                Some(id),
+                Some(reason),
+                AuditOutcome::Denied,
+            )
+            .await;
+            return Err(CoreError::NotFound);
+        }
         let plaintext = match self.open(ctx, id, &record).await {
             Ok(p) => p,
             Err(e) => {

@@ -93,6 +93,17 @@ pub struct ListQuery {
     pub limit: u32,
     /// Only ids after this one (the previous page's last id).
     pub after: Option<SecretId>,
+    /// Only secrets this principal may see; `None` for every scope (admins).
+    pub visible_to: Option<Visibility>,
+}
+
+/// A non-admin's view: global secrets, its workspaces' and its own agent scope's.
+#[derive(Debug, Clone)]
+pub struct Visibility {
+    /// Workspaces the principal belongs to.
+    pub workspaces: Vec<String>,
+    /// The principal's id (its agent scope).
+    pub agent: String,
 }
 
 /// One audit row as stored.

@@ -276,6 +276,10 @@ impl Store for PgStore {
                    AND ($2::text IS NULL OR scope_type = $2)
                    AND ($3::text IS NULL OR scope_id = $3)
                    AND ($4::uuid IS NULL OR id > $4)
+                   AND ($6::text[] IS NULL
+                        OR scope_type = 'global'
+                        OR (scope_type = 'workspace' AND scope_id = ANY($6))
+                        OR (scope_type = 'agent' AND scope_id = $7))
                  ORDER BY id LIMIT $5"
             ))
             .await
@@ -289,6 +293,8 @@ impl Store for PgStore {
                     &q.scope_id,
                     &q.after.map(|a| a.as_uuid()),
                     &i64::from(q.limit),
+                    &q.visible_to.as_ref().map(|v| v.workspaces.clone()),
+                    &q.visible_to.as_ref().map(|v| v.agent.clone()),
                 ],
             )
             .await

@@ -412,6 +412,12 @@ impl Store for SqliteStore {
 
     async fn list(&self, q: &ListQuery) -> Result<Vec<SecretMeta>, StoreError> {
         let q = q.clone();
+        let workspaces_json = q
+            .visible_to
+            .as_ref()
+            .map(|v| serde_json::to_string(&v.workspaces))
+            .transpose()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(&format!(
@@ -420,6 +426,10 @@ impl Store for SqliteStore {
                        AND (?2 IS NULL OR scope_type = ?2)
                        AND (?3 IS NULL OR scope_id = ?3)
                        AND (?4 IS NULL OR id > ?4)
+                       AND (?6 IS NULL
+                            OR scope_type = 'global'
+                            OR (scope_type = 'workspace' AND scope_id IN (SELECT value FROM json_each(?6)))
+                            OR (scope_type = 'agent' AND scope_id = ?7))
                      ORDER BY id LIMIT ?5"
                 ))
                 .map_err(unavailable)?;
@@ -430,7 +440,9 @@ impl Store for SqliteStore {
                         q.scope_type.map(|t| t.as_str()),
                         q.scope_id,
                         q.after.map(|a| a.to_string()),
-                        q.limit
+                        q.limit,
+                        workspaces_json,
+                        q.visible_to.as_ref().map(|v| v.agent.clone()),
                     ],
                     read_meta,
                 )

@@ -122,6 +122,7 @@ async fn list_filters_and_pages(s: Arc<dyn Store>) {
         scope_id: scope_id.map(str::to_owned),
         limit,
         after,
+        visible_to: None,
     };
     assert_eq!(s.list(&q(None, None, 100, None)).await.unwrap().len(), 8);
     let globals = s

@@ -237,21 +237,92 @@ impl TenantId {
 /// A secret version number, starting at 1 and increasing by one per update.
 pub type Version = i64;
 
-/// The principal acting, as written to the audit log's `user_id`.
+/// A role a principal may hold (the `roles` claim of a token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `secrets.read`: list and read metadata.
+    Read,
+    /// `secrets.decrypt`: read values.
+    Decrypt,
+    /// `secrets.write`: create, update, delete.
+    Write,
+    /// `secrets.admin`: KEK and audit endpoints, global writes, every scope of the tenant.
+    Admin,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Read, Role::Decrypt, Role::Write, Role::Admin];
+
+    /// The claim spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Read => "secrets.read",
+            Self::Decrypt => "secrets.decrypt",
+            Self::Write => "secrets.write",
+            Self::Admin => "secrets.admin",
+        }
+    }
+
+    /// Parses a claim value; unknown roles are `None` (ignored, not an error).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Self::Read => 1,
+            Self::Decrypt => 2,
+            Self::Write => 4,
+            Self::Admin => 8,
+        }
+    }
+}
+
+/// A set of roles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles(u8);
+
+impl Roles {
+    /// Every role.
+    pub fn all() -> Self {
+        Role::ALL.into_iter().collect()
+    }
+
+    /// True if the set holds `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.0 & role.bit() != 0
+    }
+}
+
+impl FromIterator<Role> for Roles {
+    fn from_iter<I: IntoIterator<Item = Role>>(iter: I) -> Self {
+        Self(iter.into_iter().fold(0, |acc, r| acc | r.bit()))
+    }
+}
+
+/// The principal acting: who (`user_id`, written to the audit log), whose (tenant), and what it
+/// may do (roles, workspaces).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The principal's id (a token's `sub`, or `anonymous` with authentication disabled).
     pub user_id: String,
-    /// The principal's tenant.
+    /// The principal's tenant (a token's `owner_id`).
     pub tenant: TenantId,
+    /// Its roles.
+    pub roles: Roles,
+    /// The workspaces it belongs to.
+    pub workspaces: Vec<String>,
 }
 
 impl Principal {
-    /// The principal used when authentication is disabled.
+    /// The principal used when authentication is disabled: every role in the default tenant.
     pub fn anonymous() -> Self {
         Self {
             user_id: "anonymous".to_owned(),
             tenant: TenantId::default_tenant(),
+            roles: Roles::all(),
+            workspaces: Vec::new(),
         }
     }
 }

@@ -50,6 +50,7 @@ impl From<CoreError> for ApiError {
         let (status, code) = match &e {
             CoreError::Invalid(_) => (S::BAD_REQUEST, "invalid_request"),
             CoreError::ReasonRequired => (S::BAD_REQUEST, "reason_required"),
+            CoreError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
             CoreError::NotFound => (S::NOT_FOUND, "not_found"),
             CoreError::NameTaken => (S::CONFLICT, "name_taken"),
             CoreError::VersionMismatch { .. } => (S::PRECONDITION_FAILED, "version_mismatch"),
