@@ -1,81 +1,14 @@
 //! Service rules without HTTP, over a real SQLite store.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use rcrt_core::{CoreError, CreateSecret, Limits, RequestContext, Service, SystemClock};
 use rcrt_crypto::Kek;
 use rcrt_keys::LocalKeyring;
-use rcrt_store::{
-    AuditRecord, KekUsage, ListQuery, NewSecret, SecretMeta, SqliteStore, Store, StoreError,
-    VersionRecord,
-};
-use rcrt_types::{AuditEntry, Principal, Scope, SecretId, TenantId};
+use rcrt_store::{SqliteStore, Store};
+use rcrt_types::{Principal, Scope};
 use zeroize::Zeroizing;
-
-/// A SQLite store whose audit appends can be made to fail, to prove decrypt fails closed.
-struct FlakyAudit {
-    inner: SqliteStore,
-    fail_audit: AtomicBool,
-}
-
-#[async_trait]
-impl Store for FlakyAudit {
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn create_secret(&self, s: NewSecret, a: AuditEntry) -> Result<(), StoreError> {
-        self.inner.create_secret(s, a).await
-    }
-    async fn get_meta(&self, t: &TenantId, id: SecretId) -> Result<Option<SecretMeta>, StoreError> {
-        self.inner.get_meta(t, id).await
-    }
-    async fn get_current(
-        &self,
-        t: &TenantId,
-        id: SecretId,
-    ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
-        self.inner.get_current(t, id).await
-    }
-    async fn list(&self, q: &ListQuery) -> Result<Vec<SecretMeta>, StoreError> {
-        self.inner.list(q).await
-    }
-    async fn add_version(
-        &self,
-        t: &TenantId,
-        id: SecretId,
-        r: VersionRecord,
-        a: AuditEntry,
-    ) -> Result<Option<SecretMeta>, StoreError> {
-        self.inner.add_version(t, id, r, a).await
-    }
-    async fn delete_secret(
-        &self,
-        t: &TenantId,
-        id: SecretId,
-        a: AuditEntry,
-    ) -> Result<bool, StoreError> {
-        self.inner.delete_secret(t, id, a).await
-    }
-    async fn append_audit(&self, a: AuditEntry) -> Result<(), StoreError> {
-        if self.fail_audit.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("disk full".into()));
-        }
-        self.inner.append_audit(a).await
-    }
-    async fn list_audit(
-        &self,
-        id: Option<SecretId>,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.inner.list_audit(id, limit).await
-    }
-    async fn kek_usage(&self) -> Result<Vec<KekUsage>, StoreError> {
-        self.inner.kek_usage().await
-    }
-}
 
 fn ctx() -> RequestContext {
     RequestContext {
@@ -88,13 +21,12 @@ fn kek(b: u8) -> Kek {
     Kek::from_bytes(Zeroizing::new([b; 32]))
 }
 
-async fn setup(dir: &rcrt_testkit::TempDir, keys: LocalKeyring) -> (Arc<FlakyAudit>, Service) {
-    let store = Arc::new(FlakyAudit {
-        inner: SqliteStore::open(dir.path().join("s.db").to_str().unwrap())
+async fn setup(dir: &rcrt_testkit::TempDir, keys: LocalKeyring) -> (Arc<SqliteStore>, Service) {
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("s.db").to_str().unwrap())
             .await
             .unwrap(),
-        fail_audit: AtomicBool::new(false),
-    });
+    );
     let svc = Service::new(
         store.clone(),
         Arc::new(keys),
@@ -119,10 +51,16 @@ async fn decrypt_fails_closed_without_an_audit_row() {
     let dir = rcrt_testkit::TempDir::new();
     let (store, svc) = setup(&dir, LocalKeyring::new(kek(1), vec![])).await;
     let meta = svc.create(&ctx(), create_req("A", "v1")).await.unwrap();
-    store.fail_audit.store(true, Ordering::SeqCst);
+    // Make every audit insert fail, as a full disk would.
+    let conn = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER fail_audit BEFORE INSERT ON secret_access_log
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
     let err = svc.decrypt(&ctx(), meta.id, Some("why")).await.unwrap_err();
     assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
-    store.fail_audit.store(false, Ordering::SeqCst);
+    conn.execute_batch("DROP TRIGGER fail_audit").unwrap();
     let (plain, version) = svc.decrypt(&ctx(), meta.id, Some("why")).await.unwrap();
     assert_eq!((plain.expose_secret(), version), (&b"v1"[..], 1));
     let rows = store.list_audit(Some(meta.id), 10).await.unwrap();
