@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use crate::auth::KeySource;
 use rcrt_core::rewrap_job::RewrapSettings;
 use rcrt_core::DEFAULT_MAX_VALUE_BYTES;
 use rcrt_keys::KekSources;
@@ -16,10 +17,31 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8081";
 pub const DEFAULT_DB: &str = "rcrt.db";
 
 /// How requests are authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     /// No authentication: every request acts as `anonymous` in the `default` tenant.
     Disabled,
+    /// Bearer JWTs from one issuer for one audience.
+    Jwt {
+        /// Required `iss`.
+        issuer: String,
+        /// Required `aud`.
+        audience: String,
+        /// Where the verification keys come from.
+        keys: KeySource,
+    },
+}
+
+impl std::fmt::Debug for AuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Disabled => f.write_str("Disabled"),
+            Self::Jwt {
+                issuer, audience, ..
+            } => {
+                write!(f, "Jwt {{ issuer: {issuer:?}, audience: {audience:?} }}")
+            }
+        }
+    }
 }
 
 /// Why the configuration was refused. Messages name variables, never their values.
@@ -137,10 +159,38 @@ impl Config {
                 AuthMode::Disabled
             }
             Some("disabled") => AuthMode::Disabled,
+            Some("jwt") => {
+                let required = |var: &'static str| {
+                    plain(var).ok_or(ConfigError::Invalid {
+                        var,
+                        reason: "is required with AUTH_MODE=jwt".into(),
+                    })
+                };
+                let sources = [
+                    plain("JWT_JWKS_URL").map(KeySource::JwksUrl),
+                    plain("JWT_PUBLIC_KEY_FILE").map(|p| KeySource::PublicKeyFile(p.into())),
+                    plain("JWT_HS256_SECRET_FILE").map(|p| KeySource::Hs256SecretFile(p.into())),
+                ];
+                let mut given = sources.into_iter().flatten();
+                let keys = match (given.next(), given.next()) {
+                    (Some(k), None) => k,
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            var: "AUTH_MODE",
+                            reason: "jwt needs exactly one of JWT_JWKS_URL, JWT_PUBLIC_KEY_FILE, JWT_HS256_SECRET_FILE".into(),
+                        })
+                    }
+                };
+                AuthMode::Jwt {
+                    issuer: required("JWT_ISSUER")?,
+                    audience: required("JWT_AUDIENCE")?,
+                    keys,
+                }
+            }
             Some(_) => {
                 return Err(ConfigError::Invalid {
                     var: "AUTH_MODE",
-                    reason: "supported values: disabled".into(),
+                    reason: "supported values: disabled, jwt".into(),
                 })
             }
         };
@@ -217,7 +267,7 @@ mod tests {
         let c = Config::from_lookup(&Lookup::from_pairs(&[])).unwrap();
         assert_eq!(c.bind.to_string(), DEFAULT_BIND);
         assert_eq!(c.db_url, "rcrt.db");
-        assert_eq!(c.auth, AuthMode::Disabled);
+        assert!(matches!(c.auth, AuthMode::Disabled));
         assert_eq!(c.max_value_bytes, 65536);
     }
 
@@ -231,6 +281,24 @@ mod tests {
         ]));
         assert!(ok.is_ok());
         assert!(Config::from_lookup(&Lookup::from_pairs(&[("AUTH_MODE", "magic")])).is_err());
+        // jwt needs an issuer, an audience and exactly one key source.
+        assert!(Config::from_lookup(&Lookup::from_pairs(&[("AUTH_MODE", "jwt")])).is_err());
+        let jwt = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![
+                ("AUTH_MODE", "jwt"),
+                ("JWT_ISSUER", "https://idp"),
+                ("JWT_AUDIENCE", "rcrt"),
+            ];
+            pairs.extend_from_slice(extra);
+            Config::from_lookup(&Lookup::from_pairs(&pairs))
+        };
+        assert!(jwt(&[]).is_err());
+        assert!(jwt(&[("JWT_JWKS_URL", "http://127.0.0.1:1/jwks")]).is_ok());
+        assert!(jwt(&[
+            ("JWT_JWKS_URL", "http://127.0.0.1:1/jwks"),
+            ("JWT_PUBLIC_KEY_FILE", "/k.pem")
+        ])
+        .is_err());
     }
 
     #[test]

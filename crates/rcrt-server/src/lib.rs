@@ -3,6 +3,7 @@
 //! `main.rs` only parses the configuration and calls [`run`]; everything else lives here so the
 //! routes can be tested without a socket.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 
@@ -14,7 +15,8 @@ use rcrt_core::{CoreError, Limits, Service, SystemClock};
 use rcrt_keys::{KekError, KeyProvider};
 use rcrt_store::StoreError;
 
-use crate::config::Config;
+use crate::auth::{Authenticator, JwtVerifier};
+use crate::config::{AuthMode, Config};
 
 /// Why the server refused to start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,9 @@ pub enum StartupError {
     /// The store's DEKs are wrapped under KEKs that are not configured.
     #[error("refusing to start: {0}")]
     Check(#[from] CoreError),
+    /// The JWT settings could not be used.
+    #[error("JWT configuration: {0}")]
+    Auth(#[from] auth::JwtConfigError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -57,7 +62,23 @@ pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
         Arc::new(Maintenance::new(store, keys, clock)),
         config.rewrap,
     );
-    Ok(http::AppState { service, rewrap })
+    let auth = match &config.auth {
+        AuthMode::Disabled => Authenticator::Disabled,
+        AuthMode::Jwt {
+            issuer,
+            audience,
+            keys,
+        } => Authenticator::Jwt(Arc::new(JwtVerifier::new(
+            issuer.clone(),
+            audience.clone(),
+            keys.clone(),
+        )?)),
+    };
+    Ok(http::AppState {
+        service,
+        rewrap,
+        auth,
+    })
 }
 
 /// Starts the service and serves until SIGINT or SIGTERM.

@@ -6,6 +6,7 @@ mod routes;
 
 use std::sync::Arc;
 
+use crate::auth::Authenticator;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::routing::{get, post};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub service: Service,
     /// The background re-wrap.
     pub rewrap: Arc<RewrapJob>,
+    /// How callers are authenticated.
+    pub auth: Authenticator,
 }
 
 /// The body limit for a value limit: JSON may escape each byte to six (`\u0000`), plus room for
@@ -37,10 +40,8 @@ pub fn body_limit(max_value_bytes: usize) -> usize {
 
 /// The router with every layer, ready to serve.
 pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
-    Router::new()
-        .route("/health", get(routes::health))
-        .route("/ready", get(routes::ready))
-        .route("/metrics", get(routes::metrics))
+    // Everything under /secrets and /admin needs an authenticated caller.
+    let protected = Router::new()
         .route("/secrets", post(routes::create).get(routes::list))
         .route(
             "/secrets/{id}",
@@ -51,6 +52,15 @@ pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
         .route("/secrets/{id}/decrypt", post(routes::decrypt))
         .route("/admin/kek/status", get(routes::kek_status))
         .route("/admin/kek/rewrap", post(routes::kek_rewrap))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::authenticate,
+        ));
+    Router::new()
+        .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
+        .route("/metrics", get(routes::metrics))
+        .merge(protected)
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)

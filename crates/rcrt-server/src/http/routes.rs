@@ -2,9 +2,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rcrt_core::{CreateSecret, RequestContext};
@@ -19,16 +21,51 @@ use super::{ApiError, AppState, REQUEST_ID};
 
 type AppResult<T> = Result<T, ApiError>;
 
-/// The caller's context. Authentication is disabled in this release: everyone is anonymous.
-fn context(headers: &HeaderMap) -> RequestContext {
-    let request_id = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    RequestContext {
-        principal: Principal::anonymous(),
-        request_id,
+/// The authenticated caller and the request id, as the core wants them.
+pub(crate) struct Caller(RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Set by `authenticate`, which guards every route that uses this extractor.
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)?;
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        Ok(Caller(RequestContext {
+            principal,
+            request_id,
+        }))
+    }
+}
+
+/// Middleware: authenticates the caller or answers 401 before any handler runs.
+pub(crate) async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.auth.authenticate(header).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::info!(reason = %e, "request not authenticated");
+            ApiError::unauthorized().into_response()
+        }
     }
 }
 
@@ -177,6 +214,7 @@ struct CreateBody {
 
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
@@ -194,7 +232,7 @@ pub(crate) async fn create(
     let meta = state
         .service
         .create(
-            &context(&headers),
+            &ctx,
             CreateSecret {
                 name,
                 scope,
@@ -222,7 +260,7 @@ pub(crate) struct ListView {
 
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(ctx): Caller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> AppResult<Json<ListView>> {
     let Query(p) = params.map_err(|e| ApiError::invalid(format!("invalid query: {e}")))?;
@@ -234,13 +272,7 @@ pub(crate) async fn list(
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     let page = state
         .service
-        .list(
-            &context(&headers),
-            scope_type,
-            p.scope_id,
-            p.limit,
-            p.cursor.as_deref(),
-        )
+        .list(&ctx, scope_type, p.scope_id, p.limit, p.cursor.as_deref())
         .await?;
     Ok(Json(ListView {
         items: page.items.iter().map(SecretView::from).collect(),
@@ -250,11 +282,11 @@ pub(crate) async fn list(
 
 pub(crate) async fn get_meta(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(ctx): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> AppResult<Response> {
     let id = secret_id(path)?;
-    let meta = state.service.get(&context(&headers), id).await?;
+    let meta = state.service.get(&ctx, id).await?;
     Ok(with_etag(StatusCode::OK, &meta))
 }
 
@@ -273,6 +305,7 @@ struct DecryptView<'a> {
 
 pub(crate) async fn decrypt(
     State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -294,10 +327,7 @@ pub(crate) async fn decrypt(
         ),
     };
     let reason = from_body.reason.or(from_header);
-    let (plaintext, version) = state
-        .service
-        .decrypt(&context(&headers), id, reason.as_deref())
-        .await?;
+    let (plaintext, version) = state.service.decrypt(&ctx, id, reason.as_deref()).await?;
     let value = std::str::from_utf8(plaintext.expose_secret())
         .map_err(|_| ApiError::from(rcrt_core::CoreError::DecryptFailed))?;
     let mut resp = Json(DecryptView { value, version }).into_response();
@@ -327,6 +357,7 @@ fn if_match(headers: &HeaderMap) -> AppResult<Option<i64>> {
 
 pub(crate) async fn update(
     State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -334,20 +365,17 @@ pub(crate) async fn update(
     let id = secret_id(path)?;
     let expected = if_match(&headers)?;
     let body: UpdateBody = json_body(&headers, body)?;
-    let meta = state
-        .service
-        .update(&context(&headers), id, body.value, expected)
-        .await?;
+    let meta = state.service.update(&ctx, id, body.value, expected).await?;
     Ok(with_etag(StatusCode::OK, &meta))
 }
 
 pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(ctx): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> AppResult<StatusCode> {
     let id = secret_id(path)?;
-    state.service.delete(&context(&headers), id).await?;
+    state.service.delete(&ctx, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -407,15 +435,29 @@ async fn kek_status_view(state: &AppState) -> AppResult<KekStatusView> {
     })
 }
 
+fn require_admin(ctx: &RequestContext) -> AppResult<()> {
+    if rcrt_core::authz::is_admin(&ctx.principal) {
+        Ok(())
+    } else {
+        Err(ApiError::from(rcrt_core::CoreError::Forbidden(
+            "KEK administration needs secrets.admin",
+        )))
+    }
+}
+
 pub(crate) async fn kek_status(
     State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
 ) -> AppResult<Json<KekStatusView>> {
+    require_admin(&ctx)?;
     Ok(Json(kek_status_view(&state).await?))
 }
 
 pub(crate) async fn kek_rewrap(
     State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
 ) -> AppResult<(StatusCode, Json<KekStatusView>)> {
+    require_admin(&ctx)?;
     state.rewrap.trigger();
     Ok((StatusCode::ACCEPTED, Json(kek_status_view(&state).await?)))
 }

@@ -1,0 +1,290 @@
+//! Authentication: turns `Authorization: Bearer <JWT>` into a [`Principal`].
+//!
+//! The algorithm is pinned by the key, never taken from the token: an RSA key verifies RS256
+//! only, a P-256 key ES256, an Ed25519 key EdDSA, an HS256 secret HS256. `alg: none` and RS/HS
+//! confusion therefore cannot pass. `iss`, `aud`, `exp` and `nbf` are checked with 30 s leeway.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use rcrt_types::{Principal, Role, TenantId};
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+use zeroize::Zeroizing;
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+/// A JWKS is fetched again for an unknown `kid` at most this often.
+const JWKS_REFETCH: Duration = Duration::from_secs(10);
+
+/// Why a request was not authenticated. The client sees one generic 401; this goes to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// The token failed a check (signature, algorithm, claims, time).
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The key set could not be fetched.
+    #[error("JWKS unavailable: {0}")]
+    Jwks(String),
+}
+
+/// Why the JWT configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    /// A key file could not be read.
+    #[error("cannot read {var} {path}: {error}")]
+    File {
+        /// The variable.
+        var: &'static str,
+        /// The path.
+        path: String,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// A key could not be parsed.
+    #[error("{0}")]
+    Key(String),
+}
+
+/// Where verification keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// One PEM public key (RSA, P-256 or Ed25519) from a file.
+    PublicKeyFile(std::path::PathBuf),
+    /// A JWKS URL, cached and refetched on an unknown `kid`.
+    JwksUrl(String),
+    /// An HS256 shared secret from a file (at least 32 bytes).
+    Hs256SecretFile(std::path::PathBuf),
+}
+
+enum Keys {
+    Fixed(DecodingKey, Algorithm),
+    Jwks {
+        url: String,
+        client: reqwest::Client,
+        cache: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
+        last_fetch: Mutex<Option<Instant>>,
+    },
+}
+
+/// Verifies tokens for one issuer and audience.
+pub struct JwtVerifier {
+    issuer: String,
+    audience: String,
+    keys: Keys,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    owner_id: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    workspaces: Vec<String>,
+}
+
+fn pem_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), JwtConfigError> {
+    let text = String::from_utf8_lossy(pem);
+    // The PEM label says which kind of key it is; try the matching parser only.
+    if text.contains("BEGIN RSA PUBLIC KEY") || text.contains("BEGIN PUBLIC KEY") {
+        if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+            return Ok((k, Algorithm::RS256));
+        }
+        if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+            return Ok((k, Algorithm::ES256));
+        }
+        if let Ok(k) = DecodingKey::from_ed_pem(pem) {
+            return Ok((k, Algorithm::EdDSA));
+        }
+    }
+    Err(JwtConfigError::Key(
+        "JWT_PUBLIC_KEY_FILE must hold an RSA, P-256 or Ed25519 public key in PEM".into(),
+    ))
+}
+
+/// The algorithm a JWK may verify: from its `alg` if present, else from its key type.
+fn jwk_key(jwk: &Jwk) -> Option<(DecodingKey, Algorithm)> {
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Algorithm::EdDSA
+        }
+        _ => return None,
+    };
+    if let Some(declared) = jwk.common.key_algorithm {
+        // A JWK that declares another algorithm than its key type allows is refused.
+        if format!("{declared:?}") != format!("{alg:?}") {
+            return None;
+        }
+    }
+    DecodingKey::from_jwk(jwk).ok().map(|k| (k, alg))
+}
+
+impl JwtVerifier {
+    /// A verifier for tokens from `issuer` to `audience`, with keys from `source`.
+    pub fn new(
+        issuer: String,
+        audience: String,
+        source: KeySource,
+    ) -> Result<Self, JwtConfigError> {
+        let read = |var: &'static str, path: &std::path::Path| {
+            std::fs::read(path)
+                .map(Zeroizing::new)
+                .map_err(|error| JwtConfigError::File {
+                    var,
+                    path: path.display().to_string(),
+                    error,
+                })
+        };
+        let keys = match source {
+            KeySource::PublicKeyFile(path) => {
+                let (k, a) = pem_key(&read("JWT_PUBLIC_KEY_FILE", &path)?)?;
+                Keys::Fixed(k, a)
+            }
+            KeySource::Hs256SecretFile(path) => {
+                let bytes = read("JWT_HS256_SECRET_FILE", &path)?;
+                let secret = bytes.trim_ascii();
+                if secret.len() < 32 {
+                    return Err(JwtConfigError::Key(
+                        "JWT_HS256_SECRET_FILE must hold at least 32 bytes".into(),
+                    ));
+                }
+                Keys::Fixed(DecodingKey::from_secret(secret), Algorithm::HS256)
+            }
+            KeySource::JwksUrl(url) => Keys::Jwks {
+                url,
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| JwtConfigError::Key(e.to_string()))?,
+                cache: RwLock::new(HashMap::new()),
+                last_fetch: Mutex::new(None),
+            },
+        };
+        Ok(Self {
+            issuer,
+            audience,
+            keys,
+        })
+    }
+
+    async fn fetch_jwks(&self) -> Result<(), AuthError> {
+        let Keys::Jwks {
+            url,
+            client,
+            cache,
+            last_fetch,
+        } = &self.keys
+        else {
+            return Ok(());
+        };
+        let mut last = last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let set: JwkSet = client
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| AuthError::Jwks(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| AuthError::Jwks(e.to_string()))?;
+        let fresh: HashMap<_, _> = set
+            .keys
+            .iter()
+            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, jwk_key(jwk)?)))
+            .collect();
+        *cache.write().await = fresh;
+        Ok(())
+    }
+
+    async fn key_for(&self, kid: Option<&str>) -> Result<(DecodingKey, Algorithm), AuthError> {
+        match &self.keys {
+            Keys::Fixed(k, a) => Ok((k.clone(), *a)),
+            Keys::Jwks { cache, .. } => {
+                let kid = kid.ok_or_else(|| AuthError::Invalid("token has no kid".into()))?;
+                if let Some(found) = cache.read().await.get(kid) {
+                    return Ok(found.clone());
+                }
+                self.fetch_jwks().await?;
+                cache
+                    .read()
+                    .await
+                    .get(kid)
+                    .cloned()
+                    .ok_or_else(|| AuthError::Invalid("unknown kid".into()))
+            }
+        }
+    }
+
+    /// Verifies a token and returns its principal.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let (key, alg) = self.key_for(header.kid.as_deref()).await?;
+        if header.alg != alg {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} does not match the key ({alg:?})",
+                header.alg
+            )));
+        }
+        let mut validation = Validation::new(alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = decode::<Claims>(token, &key, &validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let c = data.claims;
+        if c.sub.is_empty() || c.owner_id.is_empty() {
+            return Err(AuthError::Invalid(
+                "sub and owner_id must not be empty".into(),
+            ));
+        }
+        Ok(Principal {
+            user_id: c.sub,
+            tenant: TenantId::new(c.owner_id),
+            roles: c.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+            workspaces: c.workspaces,
+        })
+    }
+}
+
+/// How the server authenticates requests.
+pub enum Authenticator {
+    /// Everyone is [`Principal::anonymous`].
+    Disabled,
+    /// Bearer JWTs.
+    Jwt(Arc<JwtVerifier>),
+}
+
+impl Authenticator {
+    /// The principal for a request's `Authorization` header value.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        match self {
+            Self::Disabled => Ok(Principal::anonymous()),
+            Self::Jwt(v) => {
+                let token = authorization
+                    .and_then(|h| {
+                        h.strip_prefix("Bearer ")
+                            .or_else(|| h.strip_prefix("bearer "))
+                    })
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .ok_or(AuthError::Missing)?;
+                v.verify(token).await
+            }
+        }
+    }
+}
