@@ -262,6 +262,7 @@ impl Service {
                 NewSecret {
                     meta: meta.clone(),
                     first,
+                    vault: None,
                 },
                 audit,
             )

@@ -10,7 +10,7 @@ mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
-use rcrt_types::{AuditEntry, Scope, ScopeType, SecretId, SecretName, TenantId, Version};
+use rcrt_types::{AuditEntry, Scope, ScopeType, SecretId, SecretName, TenantId, VaultId, Version};
 use time::OffsetDateTime;
 
 pub use postgres::PgStore;
@@ -78,6 +78,23 @@ pub struct NewSecret {
     pub meta: SecretMeta,
     /// The first version.
     pub first: VersionRecord,
+    /// The vault it belongs to, if any.
+    pub vault: Option<VaultId>,
+}
+
+/// A vault: a named set of secrets in a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultRecord {
+    /// The id.
+    pub id: VaultId,
+    /// The owning tenant.
+    pub tenant: TenantId,
+    /// The workspace.
+    pub workspace: String,
+    /// The name, unique in (tenant, workspace).
+    pub name: String,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
 }
 
 /// A page request for [`Store::list`].
@@ -230,7 +247,50 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Appends one audit row (decrypts and failures), durably, before returning.
-    async fn append_audit(&self, audit: AuditEntry) -> Result<(), StoreError>;
+    async fn append_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
+        self.append_audits(vec![audit]).await
+    }
+
+    /// Appends audit rows in one transaction, durably, before returning.
+    async fn append_audits(&self, audits: Vec<AuditEntry>) -> Result<(), StoreError>;
+
+    /// Creates a vault with its secrets in one transaction; [`StoreError::NameTaken`] if the
+    /// vault name or a secret name is already used.
+    async fn create_vault(
+        &self,
+        vault: VaultRecord,
+        secrets: Vec<NewSecret>,
+        audits: Vec<AuditEntry>,
+    ) -> Result<(), StoreError>;
+
+    /// A vault of this tenant by id.
+    async fn get_vault(
+        &self,
+        tenant: &TenantId,
+        id: VaultId,
+    ) -> Result<Option<VaultRecord>, StoreError>;
+
+    /// This tenant's vaults with this name (one per workspace at most).
+    async fn find_vaults(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Vec<VaultRecord>, StoreError>;
+
+    /// A vault's secrets with their current versions, ordered by name.
+    async fn vault_secrets(
+        &self,
+        tenant: &TenantId,
+        id: VaultId,
+    ) -> Result<Vec<(SecretMeta, VersionRecord)>, StoreError>;
+
+    /// Deletes a vault and its secrets (crypto-shredding); `false` if it did not exist.
+    async fn delete_vault(
+        &self,
+        tenant: &TenantId,
+        id: VaultId,
+        audits: Vec<AuditEntry>,
+    ) -> Result<bool, StoreError>;
 
     /// The newest audit rows, newest first, optionally for one secret.
     async fn list_audit(

@@ -2,12 +2,19 @@
 //! `rcrt_schema_migrations`.
 
 /// (version, SQL) for SQLite.
-pub(crate) const SQLITE: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+pub(crate) const SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_vaults.sql")),
+];
 
 /// (version, SQL) for PostgreSQL.
-pub(crate) const POSTGRES: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+pub(crate) const POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_vaults_rls.sql"),
+    ),
+];
 
 /// The table that records applied migrations (same DDL on both databases).
 pub(crate) const LEDGER: &str = "CREATE TABLE IF NOT EXISTS rcrt_schema_migrations (

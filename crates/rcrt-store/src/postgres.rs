@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use rcrt_types::{AuditEntry, SecretId, TenantId};
+use rcrt_types::{AuditEntry, SecretId, TenantId, VaultId};
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     filter_sql, migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
-    NewSecret, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, VersionFilter,
+    NewSecret, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, VaultRecord, VersionFilter,
     VersionRecord,
 };
 
@@ -32,8 +32,12 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
         StoreError::NameTaken
     } else {
-        // Display of a tokio_postgres error names the failing step, never bound parameters.
-        StoreError::Unavailable(e.to_string())
+        // The server's primary message names the failing rule; DETAIL (which can quote row
+        // values) is left out.
+        match e.as_db_error() {
+            Some(db) => StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message())),
+            None => StoreError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -83,6 +87,58 @@ async fn insert_audit(
     .await
     .map_err(pg_err)?;
     Ok(())
+}
+
+async fn insert_secret(
+    c: &impl deadpool_postgres::GenericClient,
+    secret: &NewSecret,
+) -> Result<(), StoreError> {
+    let m = &secret.meta;
+    let st = c
+        .prepare_cached(&format!(
+            "INSERT INTO secrets ({META_COLS}, vault_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .await
+        .map_err(pg_err)?;
+    c.execute(
+        &st,
+        &[
+            &m.id.as_uuid(),
+            &m.tenant.as_str(),
+            &m.name.as_str(),
+            &m.scope.scope_type().as_str(),
+            &m.scope.storage_id(),
+            &m.version,
+            &m.created_at,
+            &m.updated_at,
+            &secret.vault.map(|v| v.as_uuid()),
+        ],
+    )
+    .await
+    .map_err(pg_err)?;
+    insert_version(c, m.id, &secret.first).await
+}
+
+fn vault(row: &Row) -> Result<VaultRecord, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    Ok(VaultRecord {
+        id: VaultId::from(row.try_get::<_, Uuid>(0).map_err(get)?),
+        tenant: TenantId::new(row.try_get::<_, String>(1).map_err(get)?),
+        workspace: row.try_get(2).map_err(get)?,
+        name: row.try_get(3).map_err(get)?,
+        created_at: row.try_get(4).map_err(get)?,
+    })
+}
+
+fn version(row: &Row, first: usize) -> Result<VersionRecord, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    Ok(VersionRecord {
+        version: row.try_get(first).map_err(get)?,
+        kek_id: row.try_get(first + 1).map_err(get)?,
+        wrapped_dek: row.try_get(first + 2).map_err(get)?,
+        sealed_value: row.try_get(first + 3).map_err(get)?,
+        created_at: row.try_get(first + 4).map_err(get)?,
+    })
 }
 
 async fn insert_version(
@@ -140,6 +196,36 @@ impl PgStore {
         self.pool.get().await.map_err(unavailable)
     }
 
+    /// A connection acting as `rcrt_app` for `tenant`: row-level security limits it to that
+    /// tenant's rows, whatever the query's own filter says. Every method sets the role it needs,
+    /// so a pooled connection never carries a previous caller's setting into another method.
+    async fn tenant_client(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<deadpool_postgres::Client, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT set_config('role', 'rcrt_app', false), set_config('rcrt.tenant', $1, false)",
+            )
+            .await
+            .map_err(pg_err)?;
+        c.execute(&st, &[&tenant.as_str()]).await.map_err(pg_err)?;
+        Ok(c)
+    }
+
+    /// A connection acting as the owner (not restricted by row-level security), for work that
+    /// spans tenants: start-up checks, re-wrap, audit export.
+    async fn owner_client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        let c = self.client().await?;
+        c.batch_execute(
+            "SELECT set_config('role', 'none', false), set_config('rcrt.tenant', '', false)",
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(c)
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
@@ -182,31 +268,9 @@ impl Store for PgStore {
     }
 
     async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError> {
-        let mut c = self.client().await?;
+        let mut c = self.tenant_client(&secret.meta.tenant).await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        let m = &secret.meta;
-        let st = tx
-            .prepare_cached(&format!(
-                "INSERT INTO secrets ({META_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ))
-            .await
-            .map_err(pg_err)?;
-        tx.execute(
-            &st,
-            &[
-                &m.id.as_uuid(),
-                &m.tenant.as_str(),
-                &m.name.as_str(),
-                &m.scope.scope_type().as_str(),
-                &m.scope.storage_id(),
-                &m.version,
-                &m.created_at,
-                &m.updated_at,
-            ],
-        )
-        .await
-        .map_err(pg_err)?;
-        insert_version(&tx, m.id, &secret.first).await?;
+        insert_secret(&tx, &secret).await?;
         insert_audit(&tx, &audit).await?;
         tx.commit().await.map_err(pg_err)
     }
@@ -216,7 +280,7 @@ impl Store for PgStore {
         tenant: &TenantId,
         id: SecretId,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        let c = self.client().await?;
+        let c = self.tenant_client(tenant).await?;
         let st = c
             .prepare_cached(&format!(
                 "SELECT {META_COLS} FROM secrets WHERE id = $1 AND tenant = $2"
@@ -236,7 +300,7 @@ impl Store for PgStore {
         tenant: &TenantId,
         id: SecretId,
     ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
-        let c = self.client().await?;
+        let c = self.tenant_client(tenant).await?;
         // One statement: metadata and version agree without an explicit transaction.
         let st = c
             .prepare_cached(
@@ -256,19 +320,11 @@ impl Store for PgStore {
         else {
             return Ok(None);
         };
-        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
-        let record = VersionRecord {
-            version: row.try_get(8).map_err(get)?,
-            kek_id: row.try_get(9).map_err(get)?,
-            wrapped_dek: row.try_get(10).map_err(get)?,
-            sealed_value: row.try_get(11).map_err(get)?,
-            created_at: row.try_get(12).map_err(get)?,
-        };
-        Ok(Some((meta(&row)?, record)))
+        Ok(Some((meta(&row)?, version(&row, 8)?)))
     }
 
     async fn list(&self, q: &ListQuery) -> Result<Vec<SecretMeta>, StoreError> {
-        let c = self.client().await?;
+        let c = self.tenant_client(&q.tenant).await?;
         let st = c
             .prepare_cached(&format!(
                 "SELECT {META_COLS} FROM secrets
@@ -309,7 +365,7 @@ impl Store for PgStore {
         record: VersionRecord,
         audit: AuditEntry,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        let mut c = self.client().await?;
+        let mut c = self.tenant_client(tenant).await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         // Compare-and-swap: the row lock taken by UPDATE serializes racing writers; the loser
         // sees the new current_version and gets VersionConflict (then core retries or answers 412).
@@ -360,7 +416,7 @@ impl Store for PgStore {
         id: SecretId,
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut c = self.client().await?;
+        let mut c = self.tenant_client(tenant).await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let n = tx
             .execute(
@@ -374,9 +430,133 @@ impl Store for PgStore {
         Ok(n > 0)
     }
 
-    async fn append_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        insert_audit(&c, &audit).await
+    async fn append_audits(&self, audits: Vec<AuditEntry>) -> Result<(), StoreError> {
+        let Some(first) = audits.first() else {
+            return Ok(());
+        };
+        let mut c = if audits.iter().all(|a| a.tenant == first.tenant) {
+            self.tenant_client(&first.tenant).await?
+        } else {
+            self.owner_client().await?
+        };
+        if audits.len() == 1 {
+            return insert_audit(&c, first).await;
+        }
+        let tx = c.transaction().await.map_err(pg_err)?;
+        for a in &audits {
+            insert_audit(&tx, a).await?;
+        }
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn create_vault(
+        &self,
+        vault: VaultRecord,
+        secrets: Vec<NewSecret>,
+        audits: Vec<AuditEntry>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.tenant_client(&vault.tenant).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO vaults (id, tenant, workspace, name, created_at) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &vault.id.as_uuid(),
+                &vault.tenant.as_str(),
+                &vault.workspace,
+                &vault.name,
+                &vault.created_at,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        for secret in &secrets {
+            insert_secret(&tx, secret).await?;
+        }
+        for a in &audits {
+            insert_audit(&tx, a).await?;
+        }
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn get_vault(
+        &self,
+        tenant: &TenantId,
+        id: VaultId,
+    ) -> Result<Option<VaultRecord>, StoreError> {
+        let c = self.tenant_client(tenant).await?;
+        c.query_opt(
+            "SELECT id, tenant, workspace, name, created_at FROM vaults WHERE id = $1 AND tenant = $2",
+            &[&id.as_uuid(), &tenant.as_str()],
+        )
+        .await
+        .map_err(pg_err)?
+        .as_ref()
+        .map(vault)
+        .transpose()
+    }
+
+    async fn find_vaults(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Vec<VaultRecord>, StoreError> {
+        let c = self.tenant_client(tenant).await?;
+        c.query(
+            "SELECT id, tenant, workspace, name, created_at FROM vaults
+             WHERE tenant = $1 AND name = $2 ORDER BY workspace",
+            &[&tenant.as_str(), &name],
+        )
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(vault)
+        .collect()
+    }
+
+    async fn vault_secrets(
+        &self,
+        tenant: &TenantId,
+        id: VaultId,
+    ) -> Result<Vec<(SecretMeta, VersionRecord)>, StoreError> {
+        let c = self.tenant_client(tenant).await?;
+        let rows = c
+            .query(
+                "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
+                        s.created_at, s.updated_at,
+                        v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at
+                 FROM secrets s
+                 JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
+                 WHERE s.vault_id = $1 AND s.tenant = $2 ORDER BY s.name",
+                &[&id.as_uuid(), &tenant.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| Ok((meta(r)?, version(r, 8)?)))
+            .collect()
+    }
+
+    async fn delete_vault(
+        &self,
+        tenant: &TenantId,
+        id: VaultId,
+        audits: Vec<AuditEntry>,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.tenant_client(tenant).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // The vault's secrets go with it (ON DELETE CASCADE), and their versions with them.
+        let n = tx
+            .execute(
+                "DELETE FROM vaults WHERE id = $1 AND tenant = $2",
+                &[&id.as_uuid(), &tenant.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+        for a in &audits {
+            insert_audit(&tx, a).await?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n > 0)
     }
 
     async fn list_audit(
@@ -384,7 +564,7 @@ impl Store for PgStore {
         secret_id: Option<SecretId>,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let c = self.client().await?;
+        let c = self.owner_client().await?;
         let rows = c
             .query(
                 "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id
@@ -416,7 +596,7 @@ impl Store for PgStore {
     }
 
     async fn kek_usage(&self) -> Result<Vec<KekUsage>, StoreError> {
-        let c = self.client().await?;
+        let c = self.owner_client().await?;
         let rows = c
             .query(
                 "SELECT kek_id, COUNT(*) FROM secret_versions GROUP BY kek_id ORDER BY kek_id",
@@ -444,7 +624,7 @@ impl Store for PgStore {
         limit: u32,
         with_values: bool,
     ) -> Result<Vec<StoredVersion>, StoreError> {
-        let c = self.client().await?;
+        let c = self.owner_client().await?;
         let (cast, text, time) = match filter {
             VersionFilter::NotUnderKek(k) => ("$1::text", Some(k.clone()), None),
             VersionFilter::SealedBefore(t) => ("$1::timestamptz", None, Some(*t)),
@@ -495,7 +675,7 @@ impl Store for PgStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        let c = self.client().await?;
+        let c = self.owner_client().await?;
         // One statement for the whole batch: arrays in, compare-and-swap on the old wrapped DEK.
         let st = c
             .prepare_cached(
@@ -538,7 +718,7 @@ impl Store for PgStore {
         now: OffsetDateTime,
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let c = self.client().await?;
+        let c = self.owner_client().await?;
         let expires = now + ttl;
         c.execute(
             "INSERT INTO rcrt_leases (name, holder, expires_at) VALUES ($1, $2, $3)
@@ -552,7 +732,7 @@ impl Store for PgStore {
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let c = self.client().await?;
+        let c = self.owner_client().await?;
         c.execute(
             "DELETE FROM rcrt_leases WHERE name = $1 AND holder = $2",
             &[&name, &holder],
@@ -563,7 +743,7 @@ impl Store for PgStore {
     }
 
     async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let c = self.client().await?;
+        let c = self.owner_client().await?;
         c.query_opt("SELECT value FROM rcrt_state WHERE key = $1", &[&key])
             .await
             .map_err(pg_err)?
@@ -572,7 +752,7 @@ impl Store for PgStore {
     }
 
     async fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
-        let c = self.client().await?;
+        let c = self.owner_client().await?;
         match value {
             Some(v) => {
                 c.execute(

@@ -13,10 +13,10 @@ use tokio::sync::oneshot;
 
 use crate::{
     filter_sql, migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
-    NewSecret, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, VersionFilter,
+    NewSecret, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, VaultRecord, VersionFilter,
     VersionRecord,
 };
-use rcrt_types::{AuditEntry, SecretId, TenantId};
+use rcrt_types::{AuditEntry, SecretId, TenantId, VaultId};
 
 const TS_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
@@ -116,6 +116,57 @@ fn insert_audit(conn: &Connection, a: &AuditEntry) -> rusqlite::Result<usize> {
         a.outcome.as_str(),
         a.request_id,
     ])
+}
+
+fn insert_secret(c: &Connection, secret: &NewSecret) -> Result<(), StoreError> {
+    let m = &secret.meta;
+    let inserted = c
+        .prepare_cached(&format!(
+            "INSERT INTO secrets ({META_COLS}, vault_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))
+        .and_then(|mut st| {
+            st.execute(params![
+                m.id.to_string(),
+                m.tenant.as_str(),
+                m.name.as_str(),
+                m.scope.scope_type().as_str(),
+                m.scope.storage_id(),
+                m.version,
+                ts(m.created_at),
+                ts(m.updated_at),
+                secret.vault.map(|v| v.to_string()),
+            ])
+        });
+    match inserted {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(StoreError::NameTaken)
+        }
+        Err(e) => Err(unavailable(e)),
+        Ok(_) => insert_version(c, m.id, &secret.first)
+            .map(|_| ())
+            .map_err(unavailable),
+    }
+}
+
+fn read_vault(r: &Row<'_>) -> rusqlite::Result<Result<VaultRecord, StoreError>> {
+    let id: String = r.get(0)?;
+    let tenant: String = r.get(1)?;
+    let workspace: String = r.get(2)?;
+    let name: String = r.get(3)?;
+    let created_at: String = r.get(4)?;
+    Ok((|| {
+        Ok(VaultRecord {
+            id: id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("vault id {id:?}")))?,
+            tenant: TenantId::new(tenant),
+            workspace,
+            name,
+            created_at: parse_ts(&created_at)?,
+        })
+    })())
 }
 
 fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlite::Result<usize> {
@@ -319,33 +370,7 @@ impl Store for SqliteStore {
 
     async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError> {
         self.write(move |c| {
-            let m = &secret.meta;
-            let inserted = c
-                .prepare_cached(&format!(
-                    "INSERT INTO secrets ({META_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                ))
-                .and_then(|mut st| {
-                    st.execute(params![
-                        m.id.to_string(),
-                        m.tenant.as_str(),
-                        m.name.as_str(),
-                        m.scope.scope_type().as_str(),
-                        m.scope.storage_id(),
-                        m.version,
-                        ts(m.created_at),
-                        ts(m.updated_at),
-                    ])
-                });
-            match inserted {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(StoreError::NameTaken)
-                }
-                Err(e) => return Err(unavailable(e)),
-                Ok(_) => {}
-            }
-            insert_version(c, m.id, &secret.first).map_err(unavailable)?;
+            insert_secret(c, &secret)?;
             insert_audit(c, &audit).map_err(unavailable)?;
             Ok(())
         })
@@ -512,9 +537,167 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
-        self.write(move |c| insert_audit(c, &audit).map(|_| ()).map_err(unavailable))
-            .await
+    async fn append_audits(&self, audits: Vec<AuditEntry>) -> Result<(), StoreError> {
+        self.write(move |c| {
+            for a in &audits {
+                insert_audit(c, a).map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_vault(
+        &self,
+        vault: VaultRecord,
+        secrets: Vec<NewSecret>,
+        audits: Vec<AuditEntry>,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO vaults (id, tenant, workspace, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    vault.id.to_string(),
+                    vault.tenant.as_str(),
+                    vault.workspace,
+                    vault.name,
+                    ts(vault.created_at)
+                ],
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::NameTaken)
+                }
+                Err(e) => return Err(unavailable(e)),
+                Ok(_) => {}
+            }
+            for secret in &secrets {
+                insert_secret(c, secret)?;
+            }
+            for a in &audits {
+                insert_audit(c, a).map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_vault(
+        &self,
+        tenant: &TenantId,
+        id: VaultId,
+    ) -> Result<Option<VaultRecord>, StoreError> {
+        let tenant = tenant.clone();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT id, tenant, workspace, name, created_at FROM vaults WHERE id = ?1 AND tenant = ?2",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![id.to_string(), tenant.as_str()], read_vault)
+                    .optional()
+            })
+            .map_err(unavailable)?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn find_vaults(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Vec<VaultRecord>, StoreError> {
+        let (tenant, name) = (tenant.clone(), name.to_owned());
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, tenant, workspace, name, created_at FROM vaults
+                     WHERE tenant = ?1 AND name = ?2 ORDER BY workspace",
+                )
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map(params![tenant.as_str(), name], read_vault)
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)?).collect()
+        })
+        .await
+    }
+
+    async fn vault_secrets(
+        &self,
+        tenant: &TenantId,
+        id: VaultId,
+    ) -> Result<Vec<(SecretMeta, VersionRecord)>, StoreError> {
+        let tenant = tenant.clone();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
+                            s.created_at, s.updated_at,
+                            v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at
+                     FROM secrets s
+                     JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
+                     WHERE s.vault_id = ?1 AND s.tenant = ?2 ORDER BY s.name",
+                )
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map(params![id.to_string(), tenant.as_str()], |r| {
+                    let meta = read_meta(r)?;
+                    let version: i64 = r.get(8)?;
+                    let kek_id: String = r.get(9)?;
+                    let wrapped_dek: Vec<u8> = r.get(10)?;
+                    let sealed_value: Vec<u8> = r.get(11)?;
+                    let created_at: String = r.get(12)?;
+                    Ok((meta, version, kek_id, wrapped_dek, sealed_value, created_at))
+                })
+                .map_err(unavailable)?;
+            rows.map(|r| {
+                let (meta, version, kek_id, wrapped_dek, sealed_value, created_at) =
+                    r.map_err(unavailable)?;
+                Ok((
+                    meta?,
+                    VersionRecord {
+                        version,
+                        kek_id,
+                        wrapped_dek,
+                        sealed_value,
+                        created_at: parse_ts(&created_at)?,
+                    },
+                ))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn delete_vault(
+        &self,
+        tenant: &TenantId,
+        id: VaultId,
+        audits: Vec<AuditEntry>,
+    ) -> Result<bool, StoreError> {
+        let tenant = tenant.clone();
+        self.write(move |c| {
+            // Secrets first (their versions cascade), then the vault.
+            c.execute(
+                "DELETE FROM secrets WHERE vault_id = ?1 AND tenant = ?2",
+                params![id.to_string(), tenant.as_str()],
+            )
+            .map_err(unavailable)?;
+            let n = c
+                .execute(
+                    "DELETE FROM vaults WHERE id = ?1 AND tenant = ?2",
+                    params![id.to_string(), tenant.as_str()],
+                )
+                .map_err(unavailable)?;
+            for a in &audits {
+                insert_audit(c, a).map_err(unavailable)?;
+            }
+            Ok(n > 0)
+        })
+        .await
     }
 
     async fn list_audit(

@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use rcrt_store::{
-    ListQuery, NewSecret, Rewrapped, SecretMeta, Store, StoreError, VersionFilter, VersionRecord,
+    ListQuery, NewSecret, Rewrapped, SecretMeta, Store, StoreError, VaultRecord, VersionFilter,
+    VersionRecord,
 };
-use rcrt_types::{AuditAction, AuditEntry, AuditOutcome, Scope, ScopeType, SecretId, TenantId};
+use rcrt_types::{
+    AuditAction, AuditEntry, AuditOutcome, Scope, ScopeType, SecretId, TenantId, VaultId,
+};
 use time::OffsetDateTime;
 
 fn now() -> OffsetDateTime {
@@ -50,6 +53,7 @@ fn new_secret(tenant: &TenantId, name: &str, scope: Scope) -> NewSecret {
             updated_at: t,
         },
         first: record(1, "kek-a"),
+        vault: None,
     }
 }
 
@@ -259,12 +263,9 @@ async fn delete_shreds_and_keeps_audit(s: Arc<dyn Store>) {
     )
     .await
     .unwrap();
+    let t2 = TenantId::new("t2");
     assert!(!s
-        .delete_secret(
-            &TenantId::new("t2"),
-            id,
-            audit(AuditAction::Delete, Some(id), &t)
-        )
+        .delete_secret(&t2, id, audit(AuditAction::Delete, Some(id), &t2))
         .await
         .unwrap());
     assert!(s
@@ -279,6 +280,10 @@ async fn delete_shreds_and_keeps_audit(s: Arc<dyn Store>) {
     let rows = s.list_audit(Some(id), 100).await.unwrap();
     let actions: Vec<_> = rows.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(actions, ["delete", "delete", "update", "create"]);
+    assert_eq!(
+        rows[1].tenant, "t2",
+        "the other tenant's failed attempt is logged as its own"
+    );
     // A second delete finds nothing.
     assert!(!s
         .delete_secret(&t, id, audit(AuditAction::Delete, Some(id), &t))
@@ -454,6 +459,88 @@ async fn leases_and_state(s: Arc<dyn Store>) {
     assert_eq!(s.get_state("k").await.unwrap(), None);
 }
 
+async fn vaults(s: Arc<dyn Store>) {
+    let t = TenantId::new("acme");
+    let ws = Scope::new(ScopeType::Workspace, Some("w1")).unwrap();
+    let vault = VaultRecord {
+        id: VaultId::new(),
+        tenant: t.clone(),
+        workspace: "w1".into(),
+        name: "payments".into(),
+        created_at: now(),
+    };
+    let mut secrets = Vec::new();
+    for key in ["B_KEY", "A_KEY"] {
+        let mut n = new_secret(&t, &format!("payments/{key}"), ws.clone());
+        n.vault = Some(vault.id);
+        secrets.push(n);
+    }
+    s.create_vault(
+        vault.clone(),
+        secrets.clone(),
+        vec![audit(AuditAction::Create, None, &t)],
+    )
+    .await
+    .unwrap();
+    // Same name in the same workspace: refused, and nothing of it is left behind.
+    let again = VaultRecord {
+        id: VaultId::new(),
+        ..vault.clone()
+    };
+    let err = s.create_vault(again, vec![], vec![]).await.unwrap_err();
+    assert!(matches!(err, StoreError::NameTaken), "{err:?}");
+    assert_eq!(
+        s.get_vault(&t, vault.id).await.unwrap(),
+        Some(vault.clone())
+    );
+    assert_eq!(
+        s.find_vaults(&t, "payments").await.unwrap(),
+        vec![vault.clone()]
+    );
+    assert!(s
+        .get_vault(&TenantId::new("other"), vault.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .find_vaults(&TenantId::new("other"), "payments")
+        .await
+        .unwrap()
+        .is_empty());
+    let members = s.vault_secrets(&t, vault.id).await.unwrap();
+    let names: Vec<_> = members.iter().map(|(m, _)| m.name.to_string()).collect();
+    assert_eq!(names, ["payments/A_KEY", "payments/B_KEY"]);
+    assert!(s
+        .vault_secrets(&TenantId::new("other"), vault.id)
+        .await
+        .unwrap()
+        .is_empty());
+    // A second vault with a clashing secret name fails whole.
+    let clash = VaultRecord {
+        id: VaultId::new(),
+        name: "other".into(),
+        ..vault.clone()
+    };
+    let mut dup = new_secret(&t, "payments/A_KEY", ws.clone());
+    dup.vault = Some(clash.id);
+    assert!(s
+        .create_vault(clash.clone(), vec![dup], vec![])
+        .await
+        .is_err());
+    assert!(s.get_vault(&t, clash.id).await.unwrap().is_none());
+    // Delete: the vault, its secrets and their versions go; audit rows stay.
+    assert!(s
+        .delete_vault(&t, vault.id, vec![audit(AuditAction::Delete, None, &t)])
+        .await
+        .unwrap());
+    assert!(s.get_vault(&t, vault.id).await.unwrap().is_none());
+    for n in &secrets {
+        assert!(s.get_meta(&t, n.meta.id).await.unwrap().is_none());
+    }
+    assert!(s.kek_usage().await.unwrap().is_empty());
+    assert!(!s.delete_vault(&t, vault.id, vec![]).await.unwrap());
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -491,7 +578,73 @@ suite!(
     kek_usage_counts,
     scan_and_replace_wrapped,
     leases_and_state,
+    vaults,
 );
+
+/// Row-level security: a connection acting as rcrt_app sees only the tenant it has set, even
+/// with a query that forgets its tenant filter.
+#[tokio::test]
+async fn postgres_row_level_security_isolates_tenants() {
+    let db = rcrt_testkit::TempPgDb::create().await;
+    let store = rcrt_store::PgStore::connect(db.url()).await.unwrap();
+    let a = TenantId::new("tenant-a");
+    let b = TenantId::new("tenant-b");
+    let sa = create(&store, &a, "A1", Scope::global()).await.meta.id;
+    create(&store, &b, "B1", Scope::global()).await;
+    create(&store, &b, "B2", Scope::global()).await;
+    let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    // As the owner: everything.
+    assert_eq!(count("SELECT count(*) FROM secrets").await, 3);
+    client
+        .batch_execute("SET ROLE rcrt_app; SET rcrt.tenant = 'tenant-b'")
+        .await
+        .unwrap();
+    assert_eq!(count("SELECT count(*) FROM secrets").await, 2);
+    assert_eq!(count("SELECT count(*) FROM secret_versions").await, 2);
+    assert_eq!(count("SELECT count(*) FROM secret_access_log").await, 2);
+    let row = client
+        .query_opt("SELECT name FROM secrets WHERE id = $1", &[&sa.as_uuid()])
+        .await
+        .unwrap();
+    assert!(
+        row.is_none(),
+        "tenant-b must not see tenant-a's secret by id"
+    );
+    // Writing a row for another tenant is refused.
+    let err = client
+        .execute(
+            "UPDATE secrets SET name = 'X' WHERE id = $1",
+            &[&sa.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(err, 0);
+    assert!(client
+        .execute(
+            "INSERT INTO secret_access_log (timestamp, action, tenant, user_id, outcome, request_id)
+             VALUES (now(), 'decrypt', 'tenant-a', 'x', 'success', 'r')",
+            &[],
+        )
+        .await
+        .is_err());
+    client
+        .batch_execute("SET rcrt.tenant = 'nobody'")
+        .await
+        .unwrap();
+    assert_eq!(count("SELECT count(*) FROM secrets").await, 0);
+    client.batch_execute("RESET ROLE").await.unwrap();
+    // The store's own tenant-scoped reads still work after the raw session changed roles.
+    assert!(store.get_meta(&a, sa).await.unwrap().is_some());
+    assert!(store.get_meta(&b, sa).await.unwrap().is_none());
+    assert_eq!(store.kek_usage().await.unwrap()[0].versions, 3);
+}
 
 #[tokio::test]
 async fn sqlite_reopen_keeps_data_and_migrations_are_idempotent() {
