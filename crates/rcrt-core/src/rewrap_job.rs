@@ -105,19 +105,16 @@ impl BatchHook for Pacer<'_> {
         self.job
             .rewrapped_total
             .store(self.before + total.changed, Ordering::Relaxed);
-        let store = self.job.maintenance.store();
-        let now = self.job.maintenance_now();
-        if !store
-            .try_lease(LEASE, &self.job.holder, now, self.job.settings.lease_ttl)
-            .await?
-        {
-            return Err(CoreError::Internal("re-wrap lease lost".into()));
-        }
+        self.job.renew_lease().await?;
         let rate = self.job.settings.max_rows_per_sec;
         if rate > 0 {
             let due = Duration::from_secs_f64(total.scanned as f64 / f64::from(rate));
-            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-                tokio::time::sleep(wait).await;
+            // Sleep in slices shorter than the lease, renewing it, so a slow pace never lets
+            // the lease lapse to another replica mid-pass.
+            let slice = self.job.settings.lease_ttl / 3;
+            while let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                tokio::time::sleep(wait.min(slice)).await;
+                self.job.renew_lease().await?;
             }
         } else {
             // Let request handlers run between batches.
@@ -142,6 +139,20 @@ impl RewrapJob {
 
     fn maintenance_now(&self) -> time::OffsetDateTime {
         self.maintenance.now()
+    }
+
+    async fn renew_lease(&self) -> Result<(), CoreError> {
+        let now = self.maintenance_now();
+        if self
+            .maintenance
+            .store()
+            .try_lease(LEASE, &self.holder, now, self.settings.lease_ttl)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(CoreError::Internal("re-wrap lease lost".into()))
+        }
     }
 
     fn set(&self, state: RewrapState, failed: u64) {
@@ -203,12 +214,13 @@ impl RewrapJob {
     /// One pass if there is work and this replica gets the lease.
     async fn pass(&self) -> Result<(), CoreError> {
         if self.maintenance.remaining().await? == 0 {
-            let done = self
+            // Whoever did the work (this replica or another), it is done now.
+            let was_busy = self
                 .state
                 .lock()
-                .map(|s| s.0 == RewrapState::Running)
+                .map(|s| matches!(s.0, RewrapState::Running | RewrapState::Waiting))
                 .unwrap_or(false);
-            if done {
+            if was_busy {
                 self.set(RewrapState::Completed, 0);
             }
             return Ok(());

@@ -84,11 +84,11 @@ pub struct Page {
 
 /// The secrets service.
 pub struct Service {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     keys: Arc<dyn KeyProvider>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     limits: Limits,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
 }
 
 impl Service {
@@ -146,7 +146,7 @@ impl Service {
         self.store.ping().await.map_err(CoreError::Unavailable)
     }
 
-    fn audit(
+    pub(crate) fn audit(
         &self,
         ctx: &RequestContext,
         action: AuditAction,
@@ -167,7 +167,7 @@ impl Service {
     }
 
     /// Writes a failure row; a failure to write it is logged, the original error still returned.
-    async fn audit_failure(
+    pub(crate) async fn audit_failure(
         &self,
         ctx: &RequestContext,
         action: AuditAction,
@@ -181,7 +181,7 @@ impl Service {
         }
     }
 
-    fn check_value(&self, value: &str) -> Result<(), CoreError> {
+    pub(crate) fn check_value(&self, value: &str) -> Result<(), CoreError> {
         if value.len() > self.limits.max_value_bytes {
             return Err(CoreError::ValueTooLarge {
                 limit: self.limits.max_value_bytes,
@@ -191,7 +191,7 @@ impl Service {
     }
 
     /// Seals `value` for (tenant, id, version) and wraps its DEK under the current KEK.
-    async fn seal(
+    pub(crate) async fn seal(
         &self,
         ctx: &RequestContext,
         id: SecretId,
@@ -419,7 +419,7 @@ impl Service {
         Ok((plaintext, meta.version))
     }
 
-    async fn open(
+    pub(crate) async fn open(
         &self,
         ctx: &RequestContext,
         id: SecretId,

@@ -1,0 +1,409 @@
+//! Vaults: a named set of secrets in one workspace, read all at once with one audited reason.
+//!
+//! A vault's secrets are ordinary secrets (scope `workspace`, name `<vault>/<KEY>`) linked to the
+//! vault, so envelopes, versions, rotation and audit work for them unchanged. Access follows the
+//! workspace scope's rules (see [`crate::authz`]).
+
+use std::collections::BTreeMap;
+
+use rcrt_crypto::Plaintext;
+use rcrt_store::{NewSecret, SecretMeta, StoreError, VaultRecord};
+use rcrt_types::{AuditAction, AuditOutcome, Scope, ScopeType, SecretId, VaultId};
+use zeroize::Zeroizing;
+
+use crate::authz::{self, Action};
+use crate::service::{RequestContext, Service};
+use crate::CoreError;
+
+/// Most keys in one vault.
+pub const MAX_VAULT_KEYS: usize = 200;
+
+/// A vault as the API shows it (never its values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultView {
+    /// The id.
+    pub id: VaultId,
+    /// The name.
+    pub name: String,
+    /// The workspace.
+    pub workspace: String,
+    /// Its keys, sorted.
+    pub keys: Vec<String>,
+}
+
+fn is_token(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn check_vault_name(name: &str) -> Result<(), CoreError> {
+    if is_token(name, 64) {
+        Ok(())
+    } else {
+        Err(CoreError::Invalid(
+            "vault name must be 1-64 characters of letters, digits, '_', '-' or '.'".into(),
+        ))
+    }
+}
+
+fn check_key(key: &str) -> Result<(), CoreError> {
+    if is_token(key, 63) {
+        Ok(())
+    } else {
+        Err(CoreError::Invalid(
+            "vault keys must be 1-63 characters of letters, digits, '_', '-' or '.'".into(),
+        ))
+    }
+}
+
+fn workspace_scope(workspace: &str) -> Result<Scope, CoreError> {
+    Scope::new(ScopeType::Workspace, Some(workspace)).map_err(|e| CoreError::Invalid(e.to_string()))
+}
+
+fn key_of<'a>(vault: &VaultRecord, meta: &'a SecretMeta) -> &'a str {
+    let name = meta.name.as_str();
+    name.strip_prefix(vault.name.as_str())
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(name)
+}
+
+impl Service {
+    /// Creates a vault with its first keys.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn create_vault(
+        &self,
+        ctx: &RequestContext,
+        workspace: &str,
+        name: &str,
+        secrets: BTreeMap<String, Zeroizing<String>>,
+    ) -> Result<VaultView, CoreError> {
+        let scope = workspace_scope(workspace)?;
+        check_vault_name(name)?;
+        if secrets.len() > MAX_VAULT_KEYS {
+            return Err(CoreError::Invalid(format!(
+                "a vault holds at most {MAX_VAULT_KEYS} keys"
+            )));
+        }
+        for (key, value) in &secrets {
+            check_key(key)?;
+            self.check_value(value)?;
+        }
+        if !authz::allows(&ctx.principal, Action::Write, &scope) {
+            self.audit_failure(ctx, AuditAction::Create, None, None, AuditOutcome::Denied)
+                .await;
+            return Err(CoreError::Forbidden("creating vaults in this workspace"));
+        }
+        let vault = VaultRecord {
+            id: VaultId::new(),
+            tenant: ctx.principal.tenant.clone(),
+            workspace: workspace.to_owned(),
+            name: name.to_owned(),
+            created_at: self.clock.now(),
+        };
+        let mut rows = Vec::with_capacity(secrets.len());
+        let mut audits = Vec::with_capacity(secrets.len());
+        for (key, value) in &secrets {
+            rows.push(
+                self.new_vault_secret(ctx, &vault, &scope, key, value)
+                    .await?,
+            );
+            audits.push(self.audit(
+                ctx,
+                AuditAction::Create,
+                rows.last().map(|r: &NewSecret| r.meta.id),
+                None,
+                AuditOutcome::Success,
+            ));
+        }
+        match self.store.create_vault(vault.clone(), rows, audits).await {
+            Ok(()) => Ok(VaultView {
+                id: vault.id,
+                name: vault.name,
+                workspace: vault.workspace,
+                keys: secrets.into_keys().collect(),
+            }),
+            Err(StoreError::NameTaken) => Err(CoreError::NameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn new_vault_secret(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        scope: &Scope,
+        key: &str,
+        value: &str,
+    ) -> Result<NewSecret, CoreError> {
+        let id = SecretId::new();
+        let first = self.seal(ctx, id, 1, value).await?;
+        let name = format!("{}/{key}", vault.name)
+            .parse()
+            .map_err(|e: rcrt_types::ParseError| CoreError::Invalid(e.to_string()))?;
+        Ok(NewSecret {
+            meta: SecretMeta {
+                id,
+                tenant: ctx.principal.tenant.clone(),
+                name,
+                scope: scope.clone(),
+                version: 1,
+                created_at: first.created_at,
+                updated_at: first.created_at,
+            },
+            first,
+            vault: Some(vault.id),
+        })
+    }
+
+    /// Finds a vault by id, or by name (optionally within one workspace), among those the caller
+    /// may reach for `action`. Unreachable vaults are reported as missing.
+    async fn resolve_vault(
+        &self,
+        ctx: &RequestContext,
+        id_or_name: &str,
+        workspace: Option<&str>,
+        action: Action,
+    ) -> Result<VaultRecord, CoreError> {
+        let tenant = &ctx.principal.tenant;
+        let candidates = match id_or_name.parse::<VaultId>() {
+            Ok(id) => self
+                .store
+                .get_vault(tenant, id)
+                .await?
+                .into_iter()
+                .collect(),
+            Err(_) => self.store.find_vaults(tenant, id_or_name).await?,
+        };
+        let mut visible: Vec<VaultRecord> = candidates
+            .into_iter()
+            .filter(|v| workspace.is_none_or(|w| v.workspace == w))
+            .filter(|v| {
+                workspace_scope(&v.workspace)
+                    .map(|s| authz::allows(&ctx.principal, action, &s))
+                    .unwrap_or(false)
+            })
+            .collect();
+        match visible.len() {
+            0 => Err(CoreError::NotFound),
+            1 => Ok(visible.remove(0)),
+            _ => Err(CoreError::Invalid(
+                "several vaults have this name: use the vault id or ?workspace=".into(),
+            )),
+        }
+    }
+
+    async fn view(&self, ctx: &RequestContext, vault: VaultRecord) -> Result<VaultView, CoreError> {
+        let members = self
+            .store
+            .vault_secrets(&ctx.principal.tenant, vault.id)
+            .await?;
+        let keys = members
+            .iter()
+            .map(|(m, _)| key_of(&vault, m).to_owned())
+            .collect();
+        Ok(VaultView {
+            id: vault.id,
+            name: vault.name,
+            workspace: vault.workspace,
+            keys,
+        })
+    }
+
+    /// A vault's metadata (its keys, never its values).
+    pub async fn vault(
+        &self,
+        ctx: &RequestContext,
+        id_or_name: &str,
+        workspace: Option<&str>,
+    ) -> Result<VaultView, CoreError> {
+        let vault = self
+            .resolve_vault(ctx, id_or_name, workspace, Action::Read)
+            .await?;
+        self.view(ctx, vault).await
+    }
+
+    /// Every value of a vault, each read audited with `reason` before any is returned.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn vault_values(
+        &self,
+        ctx: &RequestContext,
+        id_or_name: &str,
+        workspace: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(VaultView, BTreeMap<String, Plaintext>), CoreError> {
+        let reason = reason.map(str::trim).unwrap_or_default();
+        if reason.is_empty() {
+            return Err(CoreError::ReasonRequired);
+        }
+        let reason = reason.to_owned();
+        let vault = match self
+            .resolve_vault(ctx, id_or_name, workspace, Action::Decrypt)
+            .await
+        {
+            Ok(v) => v,
+            Err(CoreError::NotFound) => {
+                // Denied or missing: audited alike, answered alike.
+                self.audit_failure(
+                    ctx,
+                    AuditAction::Decrypt,
+                    None,
+                    Some(reason),
+                    AuditOutcome::Denied,
+                )
+                .await;
+                return Err(CoreError::NotFound);
+            }
+            Err(e) => return Err(e),
+        };
+        let members = self
+            .store
+            .vault_secrets(&ctx.principal.tenant, vault.id)
+            .await?;
+        let mut values = BTreeMap::new();
+        let mut audits = Vec::with_capacity(members.len());
+        for (meta, record) in &members {
+            match self.open(ctx, meta.id, record).await {
+                Ok(p) => {
+                    values.insert(key_of(&vault, meta).to_owned(), p);
+                    audits.push(self.audit(
+                        ctx,
+                        AuditAction::Decrypt,
+                        Some(meta.id),
+                        Some(reason.clone()),
+                        AuditOutcome::Success,
+                    ));
+                }
+                Err(e) => {
+                    self.metrics.decrypt_failed();
+                    self.audit_failure(
+                        ctx,
+                        AuditAction::Decrypt,
+                        Some(meta.id),
+                        Some(reason),
+                        AuditOutcome::Failure,
+                    )
+                    .await;
+                    return Err(e);
+                }
+            }
+        }
+        // Fail closed: every read's audit row is durable before any value leaves.
+        self.store
+            .append_audits(audits)
+            .await
+            .map_err(CoreError::Unavailable)?;
+        for _ in 0..values.len() {
+            self.metrics.decrypt_ok();
+        }
+        let view = VaultView {
+            id: vault.id,
+            name: vault.name,
+            workspace: vault.workspace,
+            keys: values.keys().cloned().collect(),
+        };
+        Ok((view, values))
+    }
+
+    /// Adds a key to a vault, or replaces its value (a new version under a fresh DEK).
+    pub async fn put_vault_key(
+        &self,
+        ctx: &RequestContext,
+        id_or_name: &str,
+        key: &str,
+        value: Zeroizing<String>,
+    ) -> Result<VaultView, CoreError> {
+        check_key(key)?;
+        self.check_value(&value)?;
+        let vault = self
+            .resolve_vault(ctx, id_or_name, None, Action::Write)
+            .await?;
+        let members = self
+            .store
+            .vault_secrets(&ctx.principal.tenant, vault.id)
+            .await?;
+        match members.iter().find(|(m, _)| key_of(&vault, m) == key) {
+            Some((meta, _)) => {
+                self.update(ctx, meta.id, value, None).await?;
+            }
+            None => {
+                if members.len() >= MAX_VAULT_KEYS {
+                    return Err(CoreError::Invalid(format!(
+                        "a vault holds at most {MAX_VAULT_KEYS} keys"
+                    )));
+                }
+                let scope = workspace_scope(&vault.workspace)?;
+                let secret = self
+                    .new_vault_secret(ctx, &vault, &scope, key, &value)
+                    .await?;
+                let audit = self.audit(
+                    ctx,
+                    AuditAction::Create,
+                    Some(secret.meta.id),
+                    None,
+                    AuditOutcome::Success,
+                );
+                self.store.create_secret(secret, audit).await?;
+            }
+        }
+        self.view(ctx, vault).await
+    }
+
+    /// Removes a key (its secret is crypto-shredded).
+    pub async fn delete_vault_key(
+        &self,
+        ctx: &RequestContext,
+        id_or_name: &str,
+        key: &str,
+    ) -> Result<(), CoreError> {
+        let vault = self
+            .resolve_vault(ctx, id_or_name, None, Action::Write)
+            .await?;
+        let members = self
+            .store
+            .vault_secrets(&ctx.principal.tenant, vault.id)
+            .await?;
+        let (meta, _) = members
+            .iter()
+            .find(|(m, _)| key_of(&vault, m) == key)
+            .ok_or(CoreError::NotFound)?;
+        self.delete(ctx, meta.id).await
+    }
+
+    /// Deletes a vault and every key in it.
+    pub async fn delete_vault(
+        &self,
+        ctx: &RequestContext,
+        id_or_name: &str,
+    ) -> Result<(), CoreError> {
+        let vault = self
+            .resolve_vault(ctx, id_or_name, None, Action::Write)
+            .await?;
+        let members = self
+            .store
+            .vault_secrets(&ctx.principal.tenant, vault.id)
+            .await?;
+        let audits = members
+            .iter()
+            .map(|(m, _)| {
+                self.audit(
+                    ctx,
+                    AuditAction::Delete,
+                    Some(m.id),
+                    None,
+                    AuditOutcome::Success,
+                )
+            })
+            .collect();
+        if self
+            .store
+            .delete_vault(&ctx.principal.tenant, vault.id, audits)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound)
+        }
+    }
+}
