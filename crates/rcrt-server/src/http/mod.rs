@@ -3,6 +3,7 @@
 
 mod error;
 mod routes;
+mod vaults;
 
 use std::sync::Arc;
 
@@ -50,6 +51,16 @@ pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
                 .delete(routes::delete),
         )
         .route("/secrets/{id}/decrypt", post(routes::decrypt))
+        .route("/secrets/vaults", post(vaults::create))
+        .route(
+            "/secrets/vaults/{vault}",
+            get(vaults::get_meta).delete(vaults::delete),
+        )
+        .route(
+            "/secrets/vaults/{vault}/keys/{key}",
+            axum::routing::put(vaults::put_key).delete(vaults::delete_key),
+        )
+        .route("/secrets/vault/{vault}", get(vaults::values))
         .route("/admin/kek/status", get(routes::kek_status))
         .route("/admin/kek/rewrap", post(routes::kek_rewrap))
         .route_layer(axum::middleware::from_fn_with_state(

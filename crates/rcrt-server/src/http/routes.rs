@@ -22,7 +22,7 @@ use super::{ApiError, AppState, REQUEST_ID};
 type AppResult<T> = Result<T, ApiError>;
 
 /// The authenticated caller and the request id, as the core wants them.
-pub(crate) struct Caller(RequestContext);
+pub(crate) struct Caller(pub(crate) RequestContext);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
@@ -70,7 +70,7 @@ pub(crate) async fn authenticate(
 }
 
 /// Parses a JSON body: content type checked (415), size already limited (413), shape checked (400).
-fn json_body<T: DeserializeOwned>(
+pub(crate) fn json_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<T> {
@@ -297,6 +297,18 @@ struct DecryptBody {
     reason: Option<String>,
 }
 
+/// The `X-Access-Reason` header, if any.
+pub(crate) fn access_reason(headers: &HeaderMap) -> AppResult<Option<String>> {
+    headers
+        .get("x-access-reason")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::invalid("X-Access-Reason must be visible ASCII"))
+        })
+        .transpose()
+}
+
 #[derive(Serialize)]
 struct DecryptView<'a> {
     value: &'a str,
@@ -318,14 +330,7 @@ pub(crate) async fn decrypt(
     } else {
         json_body::<DecryptBody>(&headers, body)?
     };
-    let from_header = match headers.get("x-access-reason") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::invalid("X-Access-Reason must be visible ASCII"))?
-                .to_owned(),
-        ),
-    };
+    let from_header = access_reason(&headers)?;
     let reason = from_body.reason.or(from_header);
     let (plaintext, version) = state.service.decrypt(&ctx, id, reason.as_deref()).await?;
     let value = std::str::from_utf8(plaintext.expose_secret())

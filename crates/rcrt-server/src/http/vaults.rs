@@ -1,0 +1,160 @@
+//! Vault routes: thin wrappers over `rcrt_core::vaults`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rcrt_core::vaults::VaultView;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::routes::{access_reason, json_body, Caller};
+use super::{ApiError, AppState};
+
+type AppResult<T> = Result<T, ApiError>;
+
+#[derive(Serialize)]
+pub(crate) struct VaultJson {
+    id: String,
+    name: String,
+    workspace: String,
+    keys: Vec<String>,
+}
+
+impl From<VaultView> for VaultJson {
+    fn from(v: VaultView) -> Self {
+        Self {
+            id: v.id.to_string(),
+            name: v.name,
+            workspace: v.workspace,
+            keys: v.keys,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVaultBody {
+    workspace: String,
+    name: String,
+    #[serde(default)]
+    secrets: BTreeMap<String, Zeroizing<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkspaceParam {
+    workspace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyValueBody {
+    value: Zeroizing<String>,
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> AppResult<T> {
+    p.map(|Path(v)| v)
+        .map_err(|_| ApiError::invalid("invalid path"))
+}
+
+fn workspace(q: Result<Query<WorkspaceParam>, QueryRejection>) -> AppResult<Option<String>> {
+    q.map(|Query(p)| p.workspace)
+        .map_err(|e| ApiError::invalid(format!("invalid query: {e}")))
+}
+
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<(StatusCode, Json<VaultJson>)> {
+    let body: CreateVaultBody = json_body(&headers, body)?;
+    let view = state
+        .service
+        .create_vault(&ctx, &body.workspace, &body.name, body.secrets)
+        .await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+pub(crate) async fn get_meta(
+    State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<WorkspaceParam>, QueryRejection>,
+) -> AppResult<Json<VaultJson>> {
+    let id = path(id)?;
+    let ws = workspace(q)?;
+    Ok(Json(
+        state.service.vault(&ctx, &id, ws.as_deref()).await?.into(),
+    ))
+}
+
+pub(crate) async fn values(
+    State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<WorkspaceParam>, QueryRejection>,
+) -> AppResult<Response> {
+    let id = path(id)?;
+    let ws = workspace(q)?;
+    let reason = access_reason(&headers)?;
+    let (_, values) = state
+        .service
+        .vault_values(&ctx, &id, ws.as_deref(), reason.as_deref())
+        .await?;
+    let mut out = BTreeMap::new();
+    for (key, plain) in &values {
+        let text = std::str::from_utf8(plain.expose_secret())
+            .map_err(|_| ApiError::from(rcrt_core::CoreError::DecryptFailed))?;
+        out.insert(key.as_str(), text);
+    }
+    let mut resp = Json(out).into_response();
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+pub(crate) async fn put_key(
+    State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<VaultJson>> {
+    let (id, key) = path(p)?;
+    let body: KeyValueBody = json_body(&headers, body)?;
+    Ok(Json(
+        state
+            .service
+            .put_vault_key(&ctx, &id, &key, body.value)
+            .await?
+            .into(),
+    ))
+}
+
+pub(crate) async fn delete_key(
+    State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> AppResult<StatusCode> {
+    let (id, key) = path(p)?;
+    state.service.delete_vault_key(&ctx, &id, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> AppResult<StatusCode> {
+    let id = path(id)?;
+    state.service.delete_vault(&ctx, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
