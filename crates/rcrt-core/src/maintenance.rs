@@ -17,6 +17,9 @@ use time::OffsetDateTime;
 
 use crate::{Clock, CoreError};
 
+/// Passes over the store before a job gives up on rows that keep changing under it.
+const MAX_PASSES: usize = 5;
+
 /// State key holding the cut-off of an unfinished re-encryption, so a re-run resumes it.
 const REENCRYPT_CUTOFF: &str = "reencrypt.cutoff";
 
@@ -214,23 +217,43 @@ impl Maintenance {
         let batch_size = batch_size.max(1);
         let mut total = Progress::default();
         let mut failures = Vec::new();
-        let mut after = None;
-        loop {
-            let (cursor, scanned, changed, failed) =
-                self.batch(&filter, &mode, after, batch_size).await?;
-            let Some(cursor) = cursor else { break };
-            after = Some(cursor);
-            total.scanned += scanned;
-            total.changed += changed;
-            total.failed += failed.len() as u64;
-            for f in failed {
-                tracing::warn!(secret_id = %f.secret_id, version = f.version, kek_id = %f.kek_id,
-                    "version could not be unwrapped with the configured KEKs");
-                if failures.len() < 100 {
-                    failures.push(f);
+        // A row whose compare-and-swap missed was changed by someone else meanwhile (a replica's
+        // re-wrap, an update). If it still matches the filter (a re-wrapped row still holds its
+        // old, possibly leaked DEK), a further pass takes it again.
+        let mut missed = 0u64;
+        for _ in 0..MAX_PASSES {
+            let mut after = None;
+            missed = 0;
+            failures.clear();
+            total.failed = 0;
+            loop {
+                let (cursor, scanned, changed, failed) =
+                    self.batch(&filter, &mode, after, batch_size).await?;
+                let Some(cursor) = cursor else { break };
+                after = Some(cursor);
+                missed += scanned - failed.len() as u64 - changed;
+                total.scanned += scanned;
+                total.changed += changed;
+                total.failed += failed.len() as u64;
+                for f in failed {
+                    tracing::warn!(secret_id = %f.secret_id, version = f.version, kek_id = %f.kek_id,
+                        "version could not be unwrapped with the configured KEKs");
+                    if failures.len() < 100 {
+                        failures.push(f);
+                    }
                 }
+                hook.after_batch(total).await?;
             }
-            hook.after_batch(total).await?;
+            if missed == 0 {
+                break;
+            }
+        }
+        if missed > 0 {
+            return Err(CoreError::Unavailable(rcrt_store::StoreError::Unavailable(
+                format!(
+                    "{missed} versions kept changing during {MAX_PASSES} passes; run the job again"
+                ),
+            )));
         }
         Ok((total, failures))
     }

@@ -21,6 +21,20 @@ const DEFAULT_PAGE: u32 = 100;
 /// Retries of an update that lost a race (without If-Match) before giving up with 503.
 const UPDATE_RETRIES: usize = 32;
 
+/// A decrypt's reason: required, trimmed, at most 1024 characters.
+pub(crate) fn check_reason(reason: Option<&str>) -> Result<String, CoreError> {
+    let reason = reason.map(str::trim).unwrap_or_default();
+    if reason.is_empty() {
+        return Err(CoreError::ReasonRequired);
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(CoreError::Invalid(format!(
+            "reason must be at most {MAX_REASON_CHARS} characters"
+        )));
+    }
+    Ok(reason.to_owned())
+}
+
 /// The time source, passed in so tests can control it.
 pub trait Clock: Send + Sync + 'static {
     /// Now, truncated to microseconds (what both databases store).
@@ -347,24 +361,20 @@ impl Service {
         id: SecretId,
         reason: Option<&str>,
     ) -> Result<(Plaintext, Version), CoreError> {
-        let reason = reason.map(str::trim).unwrap_or_default();
-        if reason.is_empty() {
-            self.audit_failure(
-                ctx,
-                AuditAction::Decrypt,
-                Some(id),
-                None,
-                AuditOutcome::Failure,
-            )
-            .await;
-            return Err(CoreError::ReasonRequired);
-        }
-        if reason.chars().count() > MAX_REASON_CHARS {
-            return Err(CoreError::Invalid(format!(
-                "reason must be at most {MAX_REASON_CHARS} characters"
-            )));
-        }
-        let reason = reason.to_owned();
+        let reason = match check_reason(reason) {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit_failure(
+                    ctx,
+                    AuditAction::Decrypt,
+                    Some(id),
+                    None,
+                    AuditOutcome::Failure,
+                )
+                .await;
+                return Err(e);
+            }
+        };
         let Some((meta, record)) = self.store.get_current(&ctx.principal.tenant, id).await? else {
             self.audit_failure(
                 ctx,
@@ -471,6 +481,18 @@ impl Service {
                 .await;
                 return Err(CoreError::NotFound);
             };
+            if !authz::allows(&ctx.principal, Action::Write, &meta.scope) {
+                // Out of reach: audited as denied, answered exactly like a missing secret.
+                self.audit_failure(
+                    ctx,
+                    AuditAction::Update,
+                    Some(id),
+                    None,
+                    AuditOutcome::Denied,
+                )
+                .await;
+                return Err(CoreError::NotFound);
+            }
             if let Some(expected) = if_match {
                 if expected != meta.version {
                     self.audit_failure(
@@ -531,18 +553,24 @@ impl Service {
             None,
             AuditOutcome::Success,
         );
-        let exists = self
-            .store
-            .get_meta(&ctx.principal.tenant, id)
-            .await?
-            .is_some();
-        if !exists {
+        let Some(meta) = self.store.get_meta(&ctx.principal.tenant, id).await? else {
             self.audit_failure(
                 ctx,
                 AuditAction::Delete,
                 Some(id),
                 None,
                 AuditOutcome::Failure,
+            )
+            .await;
+            return Err(CoreError::NotFound);
+        };
+        if !authz::allows(&ctx.principal, Action::Write, &meta.scope) {
+            self.audit_failure(
+                ctx,
+                AuditAction::Delete,
+                Some(id),
+                None,
+                AuditOutcome::Denied,
             )
             .await;
             return Err(CoreError::NotFound);

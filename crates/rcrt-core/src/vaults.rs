@@ -12,7 +12,7 @@ use rcrt_types::{AuditAction, AuditOutcome, Scope, ScopeType, SecretId, VaultId}
 use zeroize::Zeroizing;
 
 use crate::authz::{self, Action};
-use crate::service::{RequestContext, Service};
+use crate::service::{check_reason, RequestContext, Service};
 use crate::CoreError;
 
 /// Most keys in one vault.
@@ -32,8 +32,10 @@ pub struct VaultView {
 }
 
 fn is_token(s: &str, max: usize) -> bool {
+    // Dots alone ("." and "..") would be rewritten by URL normalization on the way in.
     !s.is_empty()
         && s.len() <= max
+        && !s.bytes().all(|b| b == b'.')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
@@ -233,11 +235,7 @@ impl Service {
         workspace: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(VaultView, BTreeMap<String, Plaintext>), CoreError> {
-        let reason = reason.map(str::trim).unwrap_or_default();
-        if reason.is_empty() {
-            return Err(CoreError::ReasonRequired);
-        }
-        let reason = reason.to_owned();
+        let reason = check_reason(reason)?;
         let vault = match self
             .resolve_vault(ctx, id_or_name, workspace, Action::Decrypt)
             .await
@@ -311,13 +309,14 @@ impl Service {
         &self,
         ctx: &RequestContext,
         id_or_name: &str,
+        workspace: Option<&str>,
         key: &str,
         value: Zeroizing<String>,
     ) -> Result<VaultView, CoreError> {
         check_key(key)?;
         self.check_value(&value)?;
         let vault = self
-            .resolve_vault(ctx, id_or_name, None, Action::Write)
+            .resolve_vault(ctx, id_or_name, workspace, Action::Write)
             .await?;
         let members = self
             .store
@@ -355,10 +354,11 @@ impl Service {
         &self,
         ctx: &RequestContext,
         id_or_name: &str,
+        workspace: Option<&str>,
         key: &str,
     ) -> Result<(), CoreError> {
         let vault = self
-            .resolve_vault(ctx, id_or_name, None, Action::Write)
+            .resolve_vault(ctx, id_or_name, workspace, Action::Write)
             .await?;
         let members = self
             .store
@@ -376,9 +376,10 @@ impl Service {
         &self,
         ctx: &RequestContext,
         id_or_name: &str,
+        workspace: Option<&str>,
     ) -> Result<(), CoreError> {
         let vault = self
-            .resolve_vault(ctx, id_or_name, None, Action::Write)
+            .resolve_vault(ctx, id_or_name, workspace, Action::Write)
             .await?;
         let members = self
             .store

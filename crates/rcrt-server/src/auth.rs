@@ -151,7 +151,12 @@ impl JwtVerifier {
             }
             KeySource::Hs256SecretFile(path) => {
                 let bytes = read("JWT_HS256_SECRET_FILE", &path)?;
-                let secret = bytes.trim_ascii();
+                // Only a trailing line break (from `echo`) is dropped: a random binary secret
+                // may legitimately begin or end with any byte.
+                let secret = bytes
+                    .strip_suffix(b"\n")
+                    .map(|b| b.strip_suffix(b"\r").unwrap_or(b))
+                    .unwrap_or(&bytes);
                 if secret.len() < 32 {
                     return Err(JwtConfigError::Key(
                         "JWT_HS256_SECRET_FILE must hold at least 32 bytes".into(),

@@ -19,6 +19,25 @@ use crate::{
 /// Arbitrary constant naming the advisory lock that serializes migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x0072_6372_746d_6967; // "rcrtmig"
 
+/// Makes the session act as `rcrt_app` for one tenant (see `tenant_client`).
+const SET_TENANT: &str =
+    "SELECT set_config('role', 'rcrt_app', false), set_config('rcrt.tenant', $1, false)";
+
+/// Runs `main` on `c` as `tenant`, sending the tenant setting and `main` in one round trip:
+/// both requests are written before either answer is awaited, and PostgreSQL executes a
+/// connection's requests in order. `main`'s statement must already be prepared.
+async fn as_tenant<T>(
+    c: &deadpool_postgres::Client,
+    tenant: &TenantId,
+    main: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StoreError> {
+    let set = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
+    let tenant = tenant.as_str();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant];
+    let (_, out) = tokio::try_join!(c.execute(&set, &params), main).map_err(pg_err)?;
+    Ok(out)
+}
+
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
@@ -66,26 +85,48 @@ const INSERT_AUDIT: &str = "INSERT INTO secret_access_log
     (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+/// An audit row's fields in `INSERT_AUDIT`'s parameter order.
+struct AuditRow<'a> {
+    a: &'a AuditEntry,
+    action: &'static str,
+    secret_id: Option<Uuid>,
+    tenant: &'a str,
+    outcome: &'static str,
+}
+
+impl<'a> AuditRow<'a> {
+    fn new(a: &'a AuditEntry) -> Self {
+        Self {
+            a,
+            action: a.action.as_str(),
+            secret_id: a.secret_id.map(|s| s.as_uuid()),
+            tenant: a.tenant.as_str(),
+            outcome: a.outcome.as_str(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
+        [
+            &self.a.timestamp,
+            &self.action,
+            &self.secret_id,
+            &self.tenant,
+            &self.a.user_id,
+            &self.a.reason,
+            &self.outcome,
+            &self.a.request_id,
+        ]
+    }
+}
+
 async fn insert_audit(
     c: &impl deadpool_postgres::GenericClient,
     a: &AuditEntry,
 ) -> Result<(), StoreError> {
     let st = c.prepare_cached(INSERT_AUDIT).await.map_err(pg_err)?;
-    c.execute(
-        &st,
-        &[
-            &a.timestamp,
-            &a.action.as_str(),
-            &a.secret_id.map(|s| s.as_uuid()),
-            &a.tenant.as_str(),
-            &a.user_id,
-            &a.reason,
-            &a.outcome.as_str(),
-            &a.request_id,
-        ],
-    )
-    .await
-    .map_err(pg_err)?;
+    c.execute(&st, &AuditRow::new(a).params())
+        .await
+        .map_err(pg_err)?;
     Ok(())
 }
 
@@ -204,12 +245,7 @@ impl PgStore {
         tenant: &TenantId,
     ) -> Result<deadpool_postgres::Client, StoreError> {
         let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT set_config('role', 'rcrt_app', false), set_config('rcrt.tenant', $1, false)",
-            )
-            .await
-            .map_err(pg_err)?;
+        let st = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
         c.execute(&st, &[&tenant.as_str()]).await.map_err(pg_err)?;
         Ok(c)
     }
@@ -280,19 +316,22 @@ impl Store for PgStore {
         tenant: &TenantId,
         id: SecretId,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        let c = self.tenant_client(tenant).await?;
+        let c = self.client().await?;
         let st = c
             .prepare_cached(&format!(
                 "SELECT {META_COLS} FROM secrets WHERE id = $1 AND tenant = $2"
             ))
             .await
             .map_err(pg_err)?;
-        c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()])
-            .await
-            .map_err(pg_err)?
-            .as_ref()
-            .map(meta)
-            .transpose()
+        as_tenant(
+            &c,
+            tenant,
+            c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
+        )
+        .await?
+        .as_ref()
+        .map(meta)
+        .transpose()
     }
 
     async fn get_current(
@@ -300,7 +339,7 @@ impl Store for PgStore {
         tenant: &TenantId,
         id: SecretId,
     ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
-        let c = self.tenant_client(tenant).await?;
+        let c = self.client().await?;
         // One statement: metadata and version agree without an explicit transaction.
         let st = c
             .prepare_cached(
@@ -313,10 +352,12 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        let Some(row) = c
-            .query_opt(&st, &[&id.as_uuid(), &tenant.as_str()])
-            .await
-            .map_err(pg_err)?
+        let Some(row) = as_tenant(
+            &c,
+            tenant,
+            c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
+        )
+        .await?
         else {
             return Ok(None);
         };
@@ -434,14 +475,20 @@ impl Store for PgStore {
         let Some(first) = audits.first() else {
             return Ok(());
         };
+        if audits.len() == 1 {
+            // The decrypt path's audit row: tenant setting and insert in one round trip.
+            let c = self.client().await?;
+            let st = c.prepare_cached(INSERT_AUDIT).await.map_err(pg_err)?;
+            let row = AuditRow::new(first);
+            return as_tenant(&c, &first.tenant, c.execute(&st, &row.params()))
+                .await
+                .map(|_| ());
+        }
         let mut c = if audits.iter().all(|a| a.tenant == first.tenant) {
             self.tenant_client(&first.tenant).await?
         } else {
             self.owner_client().await?
         };
-        if audits.len() == 1 {
-            return insert_audit(&c, first).await;
-        }
         let tx = c.transaction().await.map_err(pg_err)?;
         for a in &audits {
             insert_audit(&tx, a).await?;

@@ -122,6 +122,40 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The `rcrt-server` binary for tests of other packages (which get no `CARGO_BIN_EXE_rcrt-server`):
+/// `target/<profile>/rcrt-server` beside the running test, built with `cargo build -p rcrt-server`
+/// first (cargo makes that a no-op when it is up to date). Panics if the build fails.
+pub fn server_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(&cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "rcrt-server",
+                "--bin",
+                "rcrt-server",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            panic!(
+                "`{cargo} build -p rcrt-server` failed ({status:?}); tests need the server binary"
+            );
+        }
+        profile_dir.join(format!("rcrt-server{}", std::env::consts::EXE_SUFFIX))
+    })
+    .clone()
+}
+
 /// How to start a server.
 pub struct ServerConfig {
     /// Path of the `rcrt-server` binary (`env!("CARGO_BIN_EXE_rcrt-server")`).

@@ -126,14 +126,16 @@ pub(crate) async fn put_key(
     Caller(ctx): Caller,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<WorkspaceParam>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<VaultJson>> {
     let (id, key) = path(p)?;
+    let ws = workspace(q)?;
     let body: KeyValueBody = json_body(&headers, body)?;
     Ok(Json(
         state
             .service
-            .put_vault_key(&ctx, &id, &key, body.value)
+            .put_vault_key(&ctx, &id, ws.as_deref(), &key, body.value)
             .await?
             .into(),
     ))
@@ -143,9 +145,14 @@ pub(crate) async fn delete_key(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
     p: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<WorkspaceParam>, QueryRejection>,
 ) -> AppResult<StatusCode> {
     let (id, key) = path(p)?;
-    state.service.delete_vault_key(&ctx, &id, &key).await?;
+    let ws = workspace(q)?;
+    state
+        .service
+        .delete_vault_key(&ctx, &id, ws.as_deref(), &key)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -153,8 +160,10 @@ pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
     id: Result<Path<String>, PathRejection>,
+    q: Result<Query<WorkspaceParam>, QueryRejection>,
 ) -> AppResult<StatusCode> {
     let id = path(id)?;
-    state.service.delete_vault(&ctx, &id).await?;
+    let ws = workspace(q)?;
+    state.service.delete_vault(&ctx, &id, ws.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
