@@ -67,3 +67,42 @@ pub(crate) fn db_url(args: &DbArgs) -> Result<String, String> {
         .or_else(|| env("DATABASE_URL").map(|v| v.to_string()))
         .ok_or_else(|| "no store given: pass --db-url or set DB_URL".to_owned())
 }
+
+/// The API server's URL and token (`--url`/`RCRT_URL`, `--token-file`/`RCRT_TOKEN`).
+pub(crate) fn server(
+    args: &crate::ServerArgs,
+) -> Result<(String, Option<Zeroizing<String>>), String> {
+    let url = args
+        .url
+        .clone()
+        .or_else(|| env("RCRT_URL").map(|v| v.to_string()))
+        .unwrap_or_else(|| "http://127.0.0.1:8081".to_owned());
+    let token = match &args.token_file {
+        Some(path) => Some(Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+        )),
+        None => env("RCRT_TOKEN"),
+    };
+    Ok((url, token))
+}
+
+/// A secret value from `--value-file` or stdin; one trailing newline (from `echo`) is dropped.
+pub(crate) fn value(args: &crate::ValueArgs) -> Result<Zeroizing<String>, String> {
+    let mut text = match &args.value_file {
+        Some(path) => Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => read_stdin()?,
+    };
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}

@@ -4,6 +4,7 @@
 //! printed only by the commands whose job is to print a key (`kek generate`, `kek combine`).
 //! Exit codes: 0 success, 1 rejected input or a failed check, 2 usage error.
 
+mod client_cmd;
 mod input;
 mod kek;
 mod maintenance;
@@ -25,9 +26,32 @@ enum Command {
     /// KEK management: generate, check, back up with Shamir shares, rotate offline, verify.
     #[command(subcommand)]
     Kek(KekCommand),
-    /// Operations on stored secrets.
+    /// Secrets: create, list, read, update, delete (through the HTTP API), and re-encrypt.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Vaults: named sets of secrets in a workspace (through the HTTP API).
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+/// The server for client commands: `--url`, else RCRT_URL, else http://127.0.0.1:8081.
+/// The token: `--token-file`, else RCRT_TOKEN (none when the server runs without auth).
+#[derive(clap::Args, Clone)]
+pub(crate) struct ServerArgs {
+    /// The server's base URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// Where a value comes from: a file, else stdin (one trailing newline is dropped).
+#[derive(clap::Args, Clone)]
+pub(crate) struct ValueArgs {
+    /// Read the value from this file instead of stdin.
+    #[arg(long)]
+    value_file: Option<PathBuf>,
 }
 
 /// Where the KEKs for an offline job come from. Without flags: `LOCAL_KEK_BASE64` (or `_FILE`) is
@@ -116,7 +140,98 @@ enum KekCommand {
 }
 
 #[derive(Subcommand)]
+enum VaultCommand {
+    /// Create a vault from KEY=value lines (dotenv style) on stdin or in --from-file.
+    Create {
+        /// The vault's name.
+        name: String,
+        /// The workspace it belongs to.
+        #[arg(long)]
+        workspace: String,
+        /// Read KEY=value lines from this file instead of stdin.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print every value of a vault (each read is audited with the reason).
+    Get {
+        /// The vault's id or name.
+        vault: String,
+        /// Why you read it (written to the audit log).
+        #[arg(long)]
+        reason: String,
+        /// The workspace, when several vaults share the name.
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = client_cmd::VaultFormat::Env)]
+        format: client_cmd::VaultFormat,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum SecretsCommand {
+    /// Create a secret; the value is read from stdin or --value-file, never from arguments.
+    Create {
+        /// The secret's name.
+        name: String,
+        /// global, workspace or agent.
+        #[arg(long, default_value = "global")]
+        scope_type: String,
+        /// The workspace or agent id (for those scopes).
+        #[arg(long)]
+        scope_id: Option<String>,
+        #[command(flatten)]
+        value: ValueArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List secrets' metadata (all pages).
+    List {
+        /// Only this scope type.
+        #[arg(long)]
+        scope_type: Option<String>,
+        /// Only this scope id.
+        #[arg(long)]
+        scope_id: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print a secret's value (the read is audited with the reason).
+    Get {
+        /// The secret's id.
+        id: String,
+        /// Why you read it (written to the audit log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Write a new version; the value is read from stdin or --value-file.
+    Update {
+        /// The secret's id.
+        id: String,
+        /// Only if this is still the current version.
+        #[arg(long)]
+        if_match: Option<i64>,
+        #[command(flatten)]
+        value: ValueArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a secret and every version (crypto-shredding).
+    Delete {
+        /// The secret's id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Emergency re-encryption after a KEK compromise: every value is sealed again under a
     /// fresh DEK wrapped by the new KEK. Resumes where an interrupted run stopped.
     Reencrypt {
@@ -148,6 +263,43 @@ fn main() -> ExitCode {
         Command::Secrets(SecretsCommand::Reencrypt { keks, db, yes }) => {
             maintenance::reencrypt(&keks, &db, yes)
         }
+        Command::Secrets(SecretsCommand::Create {
+            name,
+            scope_type,
+            scope_id,
+            value,
+            server,
+        }) => client_cmd::create(&server, &name, &scope_type, scope_id.as_deref(), &value),
+        Command::Secrets(SecretsCommand::List {
+            scope_type,
+            scope_id,
+            server,
+        }) => client_cmd::list(&server, scope_type.as_deref(), scope_id.as_deref()),
+        Command::Secrets(SecretsCommand::Get { id, reason, server }) => {
+            client_cmd::get(&server, &id, &reason)
+        }
+        Command::Secrets(SecretsCommand::Update {
+            id,
+            if_match,
+            value,
+            server,
+        }) => client_cmd::update(&server, &id, if_match, &value),
+        Command::Secrets(SecretsCommand::Delete { id, yes, server }) => {
+            client_cmd::delete(&server, &id, yes)
+        }
+        Command::Vault(VaultCommand::Create {
+            name,
+            workspace,
+            from_file,
+            server,
+        }) => client_cmd::vault_create(&server, &name, &workspace, from_file.as_deref()),
+        Command::Vault(VaultCommand::Get {
+            vault,
+            reason,
+            workspace,
+            format,
+            server,
+        }) => client_cmd::vault_get(&server, &vault, &reason, workspace.as_deref(), format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

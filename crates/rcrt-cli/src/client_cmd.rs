@@ -1,0 +1,210 @@
+//! Client commands: `rcrt secrets create|list|get|update|delete`, `rcrt vault create|get`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use rcrt_client::Client;
+use zeroize::Zeroizing;
+
+use crate::input::{self, read_stdin};
+use crate::{ServerArgs, ValueArgs};
+
+/// How `rcrt vault get` prints values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum VaultFormat {
+    /// KEY=value lines (values with newlines or quotes are JSON-quoted).
+    Env,
+    /// One JSON object.
+    Json,
+}
+
+fn run<T>(
+    server: &ServerArgs,
+    f: impl AsyncFnOnce(Client) -> Result<T, rcrt_client::ClientError>,
+) -> Result<T, String> {
+    let (url, token) = input::server(server)?;
+    let client = Client::new(&url, token).map_err(|e| e.to_string())?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(f(client))
+        .map_err(|e| e.to_string())
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+pub(crate) fn create(
+    server: &ServerArgs,
+    name: &str,
+    scope_type: &str,
+    scope_id: Option<&str>,
+    value: &ValueArgs,
+) -> Result<(), String> {
+    let value = input::value(value)?;
+    let meta = run(server, async |c| {
+        c.create_secret(name, scope_type, scope_id, &value).await
+    })?;
+    print_json(&meta)
+}
+
+pub(crate) fn list(
+    server: &ServerArgs,
+    scope_type: Option<&str>,
+    scope_id: Option<&str>,
+) -> Result<(), String> {
+    let all = run(server, async |c| {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = c
+                .list_secrets(scope_type, scope_id, Some(1000), cursor.as_deref())
+                .await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    })?;
+    print_json(&all)
+}
+
+pub(crate) fn get(server: &ServerArgs, id: &str, reason: &str) -> Result<(), String> {
+    let (value, _) = run(server, async |c| c.decrypt(id, reason).await)?;
+    // This command's whole job is to print the value.
+    let mut out = std::io::stdout().lock();
+    out.write_all(value.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) fn update(
+    server: &ServerArgs,
+    id: &str,
+    if_match: Option<i64>,
+    value: &ValueArgs,
+) -> Result<(), String> {
+    let value = input::value(value)?;
+    let meta = run(server, async |c| {
+        c.update_secret(id, &value, if_match).await
+    })?;
+    print_json(&meta)
+}
+
+pub(crate) fn delete(server: &ServerArgs, id: &str, yes: bool) -> Result<(), String> {
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err("deleting destroys every version: confirm with --yes".into());
+        }
+        eprint!("Delete secret {id} and every version? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|e| e.to_string())?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err("cancelled".into());
+        }
+    }
+    run(server, async |c| c.delete_secret(id).await)?;
+    eprintln!("deleted {id}");
+    Ok(())
+}
+
+/// Parses `KEY=value` lines; blank lines and `#` comments are skipped; surrounding double
+/// quotes are removed.
+fn parse_env(text: &str) -> Result<BTreeMap<String, Zeroizing<String>>, String> {
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: expected KEY=value", n + 1))?;
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        out.insert(key.trim().to_owned(), Zeroizing::new(value.to_owned()));
+    }
+    Ok(out)
+}
+
+pub(crate) fn vault_create(
+    server: &ServerArgs,
+    name: &str,
+    workspace: &str,
+    from_file: Option<&Path>,
+) -> Result<(), String> {
+    let text = match from_file {
+        Some(p) => Zeroizing::new(
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+        ),
+        None => read_stdin()?,
+    };
+    let secrets = parse_env(&text)?;
+    let vault = run(server, async |c| {
+        c.create_vault(workspace, name, &secrets).await
+    })?;
+    print_json(&vault)
+}
+
+pub(crate) fn vault_get(
+    server: &ServerArgs,
+    vault: &str,
+    reason: &str,
+    workspace: Option<&str>,
+    format: VaultFormat,
+) -> Result<(), String> {
+    let values = run(server, async |c| {
+        c.vault_values(vault, reason, workspace).await
+    })?;
+    let plain: BTreeMap<&str, &str> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let text = Zeroizing::new(match format {
+        VaultFormat::Json => serde_json::to_string_pretty(&plain).map_err(|e| e.to_string())?,
+        VaultFormat::Env => {
+            let mut s = String::new();
+            for (k, v) in &plain {
+                let needs_quotes = v.contains(['\n', '"', '\\', ' ', '#']);
+                let v = if needs_quotes {
+                    serde_json::to_string(v).map_err(|e| e.to_string())?
+                } else {
+                    (*v).to_owned()
+                };
+                s.push_str(&format!("{k}={v}\n"));
+            }
+            s.trim_end().to_owned()
+        }
+    });
+    println!("{}", text.as_str());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn env_lines() {
+        let m = parse_env("# c\nAPI_KEY=abc\n\nDB_URL=\"postgres://x\"\nEMPTY=\n").unwrap();
+        assert_eq!(m["API_KEY"].as_str(), "abc");
+        assert_eq!(m["DB_URL"].as_str(), "postgres://x");
+        assert_eq!(m["EMPTY"].as_str(), "");
+        assert!(parse_env("novalue").is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! `rcrt secrets ...` and `rcrt vault ...` against a real server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine;
+use rcrt_testkit::{ServerConfig, ServerProcess, TempDir};
+
+fn kek() -> String {
+    let mut bytes = [0u8; 32];
+    bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn server(dir: &TempDir, extra: &[(&str, &str)]) -> ServerProcess {
+    let mut env = vec![("LOCAL_KEK_BASE64".to_owned(), kek())];
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    ServerProcess::start(&ServerConfig {
+        binary: rcrt_testkit::server_binary(),
+        env,
+        workdir: dir.path().to_owned(),
+    })
+}
+
+fn rcrt(url: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcrt"));
+    cmd.args(args)
+        .env("RCRT_URL", url)
+        .env_remove("RCRT_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn secrets_commands_round_trip() {
+    let dir = TempDir::new();
+    let srv = server(&dir, &[]);
+    let url = srv.base_url();
+    let created: serde_json::Value = serde_json::from_str(&ok(&rcrt(
+        &url,
+        &[
+            "secrets",
+            "create",
+            "API_KEY",
+            "--scope-type",
+            "workspace",
+            "--scope-id",
+            "w1",
+        ],
+        "s3cr3t-value\n",
+        &[],
+    )))
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["version"], 1);
+    assert!(!created.to_string().contains("s3cr3t-value"));
+
+    let got = ok(&rcrt(
+        &url,
+        &["secrets", "get", &id, "--reason", "cli test"],
+        "",
+        &[],
+    ));
+    assert_eq!(
+        got, "s3cr3t-value\n",
+        "one trailing newline of stdin is dropped"
+    );
+
+    let listed: serde_json::Value = serde_json::from_str(&ok(&rcrt(
+        &url,
+        &[
+            "secrets",
+            "list",
+            "--scope-type",
+            "workspace",
+            "--scope-id",
+            "w1",
+        ],
+        "",
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let file = dir.path().join("v2");
+    std::fs::write(&file, "second").unwrap();
+    ok(&rcrt(
+        &url,
+        &[
+            "secrets",
+            "update",
+            &id,
+            "--if-match",
+            "1",
+            "--value-file",
+            file.to_str().unwrap(),
+        ],
+        "",
+        &[],
+    ));
+    let stale = rcrt(
+        &url,
+        &["secrets", "update", &id, "--if-match", "1"],
+        "third",
+        &[],
+    );
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("version_mismatch"));
+    assert_eq!(
+        ok(&rcrt(
+            &url,
+            &["secrets", "get", &id, "--reason", "r"],
+            "",
+            &[]
+        )),
+        "second\n"
+    );
+
+    let unconfirmed = rcrt(&url, &["secrets", "delete", &id], "", &[]);
+    assert_eq!(
+        unconfirmed.status.code(),
+        Some(1),
+        "no --yes without a terminal"
+    );
+    ok(&rcrt(&url, &["secrets", "delete", &id, "--yes"], "", &[]));
+    let gone = rcrt(&url, &["secrets", "get", &id, "--reason", "r"], "", &[]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("not_found"));
+    assert!(!srv.output().contains("s3cr3t-value"));
+}
+
+#[test]
+fn vault_commands_and_tokens() {
+    let dir = TempDir::new();
+    let secret_file = dir.path().join("hs256");
+    std::fs::write(&secret_file, "0123456789abcdef0123456789abcdef-test-only").unwrap();
+    let srv = server(
+        &dir,
+        &[
+            ("AUTH_MODE", "jwt"),
+            ("JWT_ISSUER", "https://idp.test"),
+            ("JWT_AUDIENCE", "rcrt"),
+            ("JWT_HS256_SECRET_FILE", secret_file.to_str().unwrap()),
+        ],
+    );
+    let url = srv.base_url();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({
+            "sub": "ops-1", "owner_id": "acme", "iss": "https://idp.test", "aud": "rcrt",
+            "exp": now + 600, "roles": ["secrets.read", "secrets.decrypt", "secrets.write"],
+            "workspaces": ["payments"],
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef-test-only"),
+    )
+    .unwrap();
+    let auth = [("RCRT_TOKEN", token.as_str())];
+
+    let no_token = rcrt(
+        &url,
+        &["vault", "create", "app", "--workspace", "payments"],
+        "A=1",
+        &[],
+    );
+    assert_eq!(no_token.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("unauthorized"));
+
+    let vault: serde_json::Value = serde_json::from_str(&ok(&rcrt(
+        &url,
+        &["vault", "create", "app", "--workspace", "payments"],
+        "# comment\nAPI_KEY=secret-value\nDB_URL=\"postgres://u@h/db\"\n",
+        &auth,
+    )))
+    .unwrap();
+    assert_eq!(vault["keys"], serde_json::json!(["API_KEY", "DB_URL"]));
+    let env_out = ok(&rcrt(
+        &url,
+        &["vault", "get", "app", "--reason", "deploy"],
+        "",
+        &auth,
+    ));
+    assert_eq!(env_out, "API_KEY=secret-value\nDB_URL=postgres://u@h/db\n");
+    let json_out: serde_json::Value = serde_json::from_str(&ok(&rcrt(
+        &url,
+        &[
+            "vault",
+            "get",
+            vault["id"].as_str().unwrap(),
+            "--reason",
+            "deploy",
+            "--format",
+            "json",
+        ],
+        "",
+        &auth,
+    )))
+    .unwrap();
+    assert_eq!(json_out["API_KEY"], "secret-value");
+    // A workspace the principal does not belong to: refused.
+    let outside = rcrt(
+        &url,
+        &["vault", "create", "x", "--workspace", "hr"],
+        "A=1",
+        &auth,
+    );
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("forbidden"));
+}
