@@ -1,0 +1,327 @@
+// Secrets API against a real rcrt-server (authentication disabled, loopback).
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { RcrtClient, RcrtError, createClient } from '@rcrt/secrets';
+import { startServer } from '../test-support/rcrt-server.mjs';
+
+/** Asserts that `promise` rejects with an RcrtError of this status and code. */
+async function rejectsWith(promise, status, code) {
+  await assert.rejects(promise, (e) => {
+    assert.ok(e instanceof RcrtError, `expected RcrtError, got ${e}`);
+    assert.ok(e instanceof Error);
+    assert.equal(e.name, 'RcrtError');
+    assert.equal(e.status, status, `status (code ${e.code}: ${e.message})`);
+    assert.equal(e.code, code, `code (${e.message})`);
+    assert.equal(typeof e.message, 'string');
+    assert.ok(e.message.length > 0);
+    return true;
+  });
+}
+
+const NO_SUCH_ID = '01890a5d-ac96-774b-bcce-b302099a8057';
+
+let server;
+let client;
+
+before(async () => {
+  server = await startServer();
+  client = createClient({ baseUrl: server.baseUrl });
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+describe('createClient', () => {
+  test('returns an RcrtClient and normalises the base URL', () => {
+    assert.ok(client instanceof RcrtClient);
+    assert.equal(createClient({ baseUrl: 'http://127.0.0.1:1/' }).baseUrl, 'http://127.0.0.1:1');
+    assert.equal(
+      createClient({ baseUrl: 'https://gw.example/rcrt//' }).baseUrl,
+      'https://gw.example/rcrt',
+    );
+  });
+
+  test('rejects a missing or malformed baseUrl with invalid_argument', () => {
+    for (const bad of [undefined, {}, { baseUrl: '' }, { baseUrl: 'not a url' }, { baseUrl: 'ftp://x' }]) {
+      assert.throws(
+        () => createClient(bad),
+        (e) => e instanceof RcrtError && e.code === 'invalid_argument' && e.status === 0,
+      );
+    }
+  });
+
+  test('does not expose the token on the client object', () => {
+    const c = createClient({ baseUrl: server.baseUrl, token: 'tok-should-stay-private' });
+    assert.ok(!JSON.stringify(c).includes('tok-should-stay-private'));
+    assert.ok(!Object.values(c).includes('tok-should-stay-private'));
+  });
+});
+
+describe('secrets', () => {
+  test('createSecret (global) returns metadata with version 1', async () => {
+    const meta = await client.createSecret({
+      name: 'global-api-key',
+      value: 'g-value',
+      scope_type: 'global',
+    });
+    assert.match(meta.id, /^[0-9a-f-]{36}$/);
+    assert.equal(meta.name, 'global-api-key');
+    assert.equal(meta.scope_type, 'global');
+    assert.equal(meta.scope_id, null);
+    assert.equal(meta.version, 1);
+    assert.ok(!Number.isNaN(Date.parse(meta.created_at)));
+    assert.ok(!Number.isNaN(Date.parse(meta.updated_at)));
+    assert.ok(!('value' in meta), 'metadata never carries the value');
+  });
+
+  test('createSecret (workspace and agent scopes)', async () => {
+    const ws = await client.createSecret({
+      name: 'db/password',
+      value: 'pw',
+      scope_type: 'workspace',
+      scope_id: 'ws-create',
+    });
+    assert.equal(ws.scope_type, 'workspace');
+    assert.equal(ws.scope_id, 'ws-create');
+    const agent = await client.createSecret({
+      name: 'db/password',
+      value: 'pw2',
+      scope_type: 'agent',
+      scope_id: 'agent-7',
+    });
+    assert.equal(agent.scope_type, 'agent');
+    assert.equal(agent.scope_id, 'agent-7');
+    assert.notEqual(agent.id, ws.id);
+  });
+
+  test('createSecret with a duplicate name in the same scope -> 409 name_taken', async () => {
+    const input = { name: 'dup', value: 'one', scope_type: 'workspace', scope_id: 'ws-dup' };
+    await client.createSecret(input);
+    await rejectsWith(client.createSecret({ ...input, value: 'two' }), 409, 'name_taken');
+    // The same name in another scope is fine.
+    await client.createSecret({ ...input, scope_id: 'ws-dup-2' });
+  });
+
+  test('createSecret with an invalid name or scope -> 400 invalid_request', async () => {
+    await rejectsWith(
+      client.createSecret({ name: 'has space', value: 'v', scope_type: 'global' }),
+      400,
+      'invalid_request',
+    );
+    await rejectsWith(
+      client.createSecret({ name: 'ok', value: 'v', scope_type: 'planet' }),
+      400,
+      'invalid_request',
+    );
+    await rejectsWith(
+      client.createSecret({ name: 'ok', value: 'v', scope_type: 'workspace' }),
+      400,
+      'invalid_request',
+    );
+  });
+
+  test('createSecret with a value over the limit -> 413 value_too_large', async () => {
+    await rejectsWith(
+      client.createSecret({ name: 'huge', value: 'x'.repeat(65537), scope_type: 'global' }),
+      413,
+      'value_too_large',
+    );
+  });
+
+  test('getSecretMetadata returns the same metadata', async () => {
+    const created = await client.createSecret({
+      name: 'meta-me',
+      value: 'v',
+      scope_type: 'workspace',
+      scope_id: 'ws-meta',
+    });
+    const meta = await client.getSecretMetadata(created.id);
+    assert.deepEqual(meta, created);
+  });
+
+  test('getSecretMetadata of an unknown id -> 404 not_found with a request id', async () => {
+    await rejectsWith(client.getSecretMetadata(NO_SUCH_ID), 404, 'not_found');
+    const e = await client.getSecretMetadata(NO_SUCH_ID).catch((err) => err);
+    assert.equal(typeof e.requestId, 'string');
+    assert.ok(e.requestId.length > 0);
+  });
+
+  test('getSecretMetadata of a malformed id -> 400 invalid_id', async () => {
+    await rejectsWith(client.getSecretMetadata('not-a-uuid'), 400, 'invalid_id');
+  });
+
+  test('empty and dot path segments are refused before sending', async () => {
+    await rejectsWith(client.getSecretMetadata(''), 0, 'invalid_argument');
+    await rejectsWith(client.deleteSecret('..'), 0, 'invalid_argument');
+  });
+
+  test('getSecret decrypts value and version, unicode intact', async () => {
+    const value = 'pässwörd 🔑 "quoted" \\ back\nslash\u0000nul';
+    const created = await client.createSecret({ name: 'unicode', value, scope_type: 'global' });
+    const got = await client.getSecret(created.id, 'unit test: round trip');
+    assert.deepEqual(got, { value, version: 1 });
+  });
+
+  test('getSecret without a reason -> 400 reason_required', async () => {
+    const created = await client.createSecret({
+      name: 'needs-reason',
+      value: 'v',
+      scope_type: 'global',
+    });
+    await rejectsWith(client.getSecret(created.id, ''), 400, 'reason_required');
+    await rejectsWith(client.getSecret(created.id, '   '), 400, 'reason_required');
+    await rejectsWith(client.getSecret(created.id, undefined), 400, 'reason_required');
+  });
+
+  test('getSecret of an unknown id -> 404 not_found', async () => {
+    await rejectsWith(client.getSecret(NO_SUCH_ID, 'why not'), 404, 'not_found');
+  });
+
+  test('updateSecret writes a new version', async () => {
+    const created = await client.createSecret({ name: 'rotate-me', value: 'v1', scope_type: 'global' });
+    const updated = await client.updateSecret(created.id, 'v2');
+    assert.equal(updated.id, created.id);
+    assert.equal(updated.version, 2);
+    assert.deepEqual(await client.getSecret(created.id, 'check rotation'), {
+      value: 'v2',
+      version: 2,
+    });
+  });
+
+  test('updateSecret with ifMatch: current succeeds, stale -> 412 version_mismatch', async () => {
+    const created = await client.createSecret({ name: 'cas', value: 'v1', scope_type: 'global' });
+    const v2 = await client.updateSecret(created.id, 'v2', { ifMatch: 1 });
+    assert.equal(v2.version, 2);
+    // An ETag-style string works too.
+    const v3 = await client.updateSecret(created.id, 'v3', { ifMatch: '"2"' });
+    assert.equal(v3.version, 3);
+    await rejectsWith(client.updateSecret(created.id, 'lost', { ifMatch: 2 }), 412, 'version_mismatch');
+    assert.equal((await client.getSecret(created.id, 'check cas')).value, 'v3');
+    await rejectsWith(
+      client.updateSecret(created.id, 'bad', { ifMatch: 'soon' }),
+      400,
+      'invalid_request',
+    );
+  });
+
+  test('updateSecret of an unknown id -> 404 not_found', async () => {
+    await rejectsWith(client.updateSecret(NO_SUCH_ID, 'v'), 404, 'not_found');
+  });
+
+  test('deleteSecret removes the secret; a second delete -> 404', async () => {
+    const created = await client.createSecret({ name: 'delete-me', value: 'v', scope_type: 'global' });
+    assert.equal(await client.deleteSecret(created.id), undefined);
+    await rejectsWith(client.getSecretMetadata(created.id), 404, 'not_found');
+    await rejectsWith(client.getSecret(created.id, 'after delete'), 404, 'not_found');
+    await rejectsWith(client.deleteSecret(created.id), 404, 'not_found');
+  });
+
+  test('listSecrets filters by scope and pages with next_cursor', async () => {
+    const scope = { scope_type: 'workspace', scope_id: 'ws-list' };
+    const ids = [];
+    for (const name of ['a', 'b', 'c']) {
+      ids.push((await client.createSecret({ name, value: `value-${name}`, ...scope })).id);
+    }
+    const first = await client.listSecrets({ ...scope, limit: 2 });
+    assert.equal(first.items.length, 2);
+    assert.equal(typeof first.next_cursor, 'string');
+    const second = await client.listSecrets({ ...scope, limit: 2, cursor: first.next_cursor });
+    assert.equal(second.items.length, 1);
+    assert.equal(second.next_cursor, null);
+    const seen = [...first.items, ...second.items];
+    assert.deepEqual(seen.map((m) => m.id).sort(), [...ids].sort());
+    for (const m of seen) {
+      assert.equal(m.scope_id, 'ws-list');
+      assert.ok(!('value' in m));
+    }
+
+    const all = await client.listSecrets();
+    assert.ok(Array.isArray(all.items));
+    assert.ok(all.items.length >= 1);
+  });
+
+  test('listSecrets with a bad query -> 400 invalid_request', async () => {
+    await rejectsWith(client.listSecrets({ scope_id: 'ws-list' }), 400, 'invalid_request');
+    await rejectsWith(client.listSecrets({ limit: 0 }), 400, 'invalid_request');
+    await rejectsWith(client.listSecrets({ cursor: 'nope' }), 400, 'invalid_request');
+  });
+});
+
+describe('transport', () => {
+  test('a server that is not there -> RcrtError network_error, status 0', async () => {
+    // Stop a dedicated server so its port is known to be closed.
+    const gone = await startServer();
+    await gone.stop();
+    const c = createClient({ baseUrl: gone.baseUrl });
+    await rejectsWith(c.listSecrets(), 0, 'network_error');
+    const e = await c.listSecrets().catch((err) => err);
+    assert.ok(e.cause, 'the fetch failure is kept as cause');
+    assert.equal(e.requestId, undefined);
+  });
+
+  test('a custom fetch receives JSON, the bearer token and the reason header', async () => {
+    const seen = [];
+    const recording = async (url, init) => {
+      seen.push({ url, init });
+      return fetch(url, init);
+    };
+    let calls = 0;
+    const c = createClient({
+      baseUrl: `${server.baseUrl}/`,
+      fetch: recording,
+      token: async () => `token-${++calls}`,
+    });
+    const meta = await c.createSecret({ name: 'via-custom-fetch', value: 'v', scope_type: 'global' });
+    await c.getSecret(meta.id, 'custom fetch');
+    const vault = await c.createSecretVault('ws-fetch', { K: 'v' });
+    await c.getSecretsFromVault(vault.id, 'custom fetch', { workspace: 'ws-fetch' });
+
+    assert.equal(seen.length, 4);
+    const [create, decrypt, vcreate, vread] = seen;
+    assert.equal(create.url, `${server.baseUrl}/secrets`);
+    assert.equal(create.init.method, 'POST');
+    assert.equal(create.init.headers['content-type'], 'application/json');
+    assert.equal(create.init.headers.authorization, 'Bearer token-1');
+    assert.deepEqual(JSON.parse(create.init.body), {
+      name: 'via-custom-fetch',
+      value: 'v',
+      scope_type: 'global',
+    });
+    assert.equal(decrypt.url, `${server.baseUrl}/secrets/${meta.id}/decrypt`);
+    assert.deepEqual(JSON.parse(decrypt.init.body), { reason: 'custom fetch' });
+    assert.equal(decrypt.init.headers.authorization, 'Bearer token-2');
+    assert.equal(vcreate.url, `${server.baseUrl}/secrets/vaults`);
+    assert.equal(vread.init.method, 'GET');
+    assert.equal(vread.init.body, undefined);
+    assert.equal(vread.init.headers['content-type'], undefined);
+    assert.equal(vread.init.headers['x-access-reason'], 'custom fetch');
+    assert.equal(vread.url, `${server.baseUrl}/secrets/vault/${vault.id}?workspace=ws-fetch`);
+  });
+
+  test('a non-RCRT error response -> unexpected_response; bad success body -> invalid_response', async () => {
+    const fake = (status, body) => async () => ({
+      status,
+      headers: { get: (h) => (h === 'x-request-id' ? 'req-123' : null) },
+      text: async () => body,
+    });
+    const proxyError = createClient({ baseUrl: 'http://x', fetch: fake(502, '<html>bad gateway</html>') });
+    await rejectsWith(proxyError.listSecrets(), 502, 'unexpected_response');
+    const e = await proxyError.listSecrets().catch((err) => err);
+    assert.equal(e.requestId, 'req-123');
+    assert.ok(!e.message.includes('<html>'));
+    const garbled = createClient({ baseUrl: 'http://x', fetch: fake(200, 'not json') });
+    await rejectsWith(garbled.listSecrets(), 200, 'invalid_response');
+  });
+
+  test('timeoutMs aborts a slow request with code timeout', async () => {
+    const never = (_url, init) =>
+      new Promise((_, reject) => {
+        init.signal.addEventListener('abort', () => reject(init.signal.reason));
+      });
+    const c = createClient({ baseUrl: 'http://x', fetch: never, timeoutMs: 50 });
+    await rejectsWith(c.listSecrets(), 0, 'timeout');
+  });
+});
