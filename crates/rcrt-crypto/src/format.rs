@@ -1,11 +1,13 @@
 //! The byte formats (also in `docs/crypto.md`).
 //!
 //! Sealed value: `0x01 version | 0x01 alg AES-256-GCM | nonce (12) | ciphertext | tag (16)`.
-//! Wrapped DEK:  `0x01 version | 0x02 alg XChaCha20-Poly1305 | nonce (24) | DEK ciphertext (32) | tag (16)`.
+//! Wrapped DEK:  `0x01 version | 0x03 alg AES-256-GCM-SIV | nonce (12) | DEK ciphertext (32) | tag (16)`.
 //! The two header bytes are part of the associated data, so they cannot be changed either.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use aws_lc_rs::aead::{
+    Aad as SivAad, LessSafeKey as SivKey, Nonce as SivNonce, UnboundKey as SivUnboundKey,
+    AES_256_GCM_SIV,
+};
 use rand::RngCore;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroizing;
@@ -17,11 +19,11 @@ use crate::keys::{Dek, Plaintext};
 /// The envelope format version written by this build.
 pub const FORMAT_VERSION: u8 = 1;
 const ALG_AES_256_GCM: u8 = 1;
-const ALG_XCHACHA20_POLY1305: u8 = 2;
+/// Algorithm 2 (XChaCha20-Poly1305) was used by pre-release builds only and is not read.
+const ALG_AES_256_GCM_SIV: u8 = 3;
 const GCM_NONCE: usize = 12;
-const XNONCE: usize = 24;
 const TAG: usize = 16;
-const WRAPPED_LEN: usize = 2 + XNONCE + 32 + TAG;
+const WRAPPED_LEN: usize = 2 + GCM_NONCE + 32 + TAG;
 
 /// A secret value sealed under its DEK, in the versioned format above.
 #[derive(Clone, PartialEq, Eq)]
@@ -123,36 +125,40 @@ pub(crate) fn open_value(
     Ok(Plaintext::new(std::mem::take(&mut *buf)))
 }
 
+/// The KEK as an AES-256-GCM-SIV key, set up once per KEK (key schedule and POLYVAL key).
+pub(crate) fn wrap_key(kek: &[u8; 32]) -> Result<SivKey, CryptoError> {
+    SivUnboundKey::new(&AES_256_GCM_SIV, kek)
+        .map(SivKey::new)
+        .map_err(|_| CryptoError::Encrypt)
+}
+
 pub(crate) fn wrap_dek(
-    kek: &[u8; 32],
+    key: &SivKey,
     dek: &Dek,
     ctx: &WrapContext<'_>,
 ) -> Result<WrappedDek, CryptoError> {
-    let header = [FORMAT_VERSION, ALG_XCHACHA20_POLY1305];
-    let mut nonce = [0u8; XNONCE];
-    // A 192-bit random nonce: after 2^32 wraps under one KEK the chance of any repeat is
-    // about 2^64 / 2^193 = 2^-129. See docs/crypto.md.
+    let header = [FORMAT_VERSION, ALG_AES_256_GCM_SIV];
+    let mut nonce = [0u8; GCM_NONCE];
+    // Random 96-bit nonces are safe here far beyond 2^32 wraps: AES-GCM-SIV derives a fresh key
+    // per nonce and is nonce-misuse resistant. See docs/crypto.md.
     rand::rng().fill_bytes(&mut nonce);
-    let cipher = XChaCha20Poly1305::new(kek.into());
-    let aad = ctx.encode(&header);
-    let ct = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: dek.expose_secret(),
-                aad: &aad,
-            },
-        )
-        .map_err(|_| CryptoError::Encrypt)?;
     let mut out = Vec::with_capacity(WRAPPED_LEN);
     out.extend_from_slice(&header);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(dek.expose_secret());
+    let tag = key
+        .seal_in_place_separate_tag(
+            SivNonce::assume_unique_for_key(nonce),
+            SivAad::from(ctx.encode(&header)),
+            &mut out[2 + GCM_NONCE..],
+        )
+        .map_err(|_| CryptoError::Encrypt)?;
+    out.extend_from_slice(tag.as_ref());
     Ok(WrappedDek(out))
 }
 
 pub(crate) fn unwrap_dek(
-    kek: &[u8; 32],
+    key: &SivKey,
     wrapped: &WrappedDek,
     ctx: &WrapContext<'_>,
 ) -> Result<Dek, CryptoError> {
@@ -161,23 +167,21 @@ pub(crate) fn unwrap_dek(
         return Err(CryptoError::Format("wrapped DEK has the wrong length"));
     }
     let (header, rest) = bytes.split_at(2);
-    if header != [FORMAT_VERSION, ALG_XCHACHA20_POLY1305] {
+    if header != [FORMAT_VERSION, ALG_AES_256_GCM_SIV] {
         return Err(CryptoError::Format(
             "unknown wrapped DEK version or algorithm",
         ));
     }
-    let (nonce, ct) = rest.split_at(XNONCE);
-    let cipher = XChaCha20Poly1305::new(kek.into());
-    let aad = ctx.encode(header);
-    let plain = Zeroizing::new(
-        cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-            .map_err(|_| CryptoError::Decrypt)?,
-    );
-    let mut key = Zeroizing::new([0u8; 32]);
+    let (nonce, ct) = rest.split_at(GCM_NONCE);
+    let nonce = SivNonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Decrypt)?;
+    let mut buf = Zeroizing::new(ct.to_vec());
+    let plain = key
+        .open_in_place(nonce, SivAad::from(ctx.encode(header)), buf.as_mut_slice())
+        .map_err(|_| CryptoError::Decrypt)?;
+    let mut dek = Zeroizing::new([0u8; 32]);
     if plain.len() != 32 {
         return Err(CryptoError::Decrypt);
     }
-    key.copy_from_slice(&plain);
-    Ok(Dek::from_unwrapped(key))
+    dek.copy_from_slice(plain);
+    Ok(Dek::from_unwrapped(dek))
 }

@@ -71,6 +71,8 @@ impl fmt::Display for KekId {
 pub struct Kek {
     key: Zeroizing<[u8; 32]>,
     id: KekId,
+    /// The wrapping key schedule, set up once rather than per wrap.
+    wrap_key: aws_lc_rs::aead::LessSafeKey,
 }
 
 impl Kek {
@@ -81,7 +83,14 @@ impl Kek {
             b"rcrt kek id v1",
         );
         let id = KekId(hex::encode(&mac.as_ref()[..8]));
-        Self { key: bytes, id }
+        // AES-256 accepts any 32 bytes, so setting up the key cannot fail.
+        #[allow(clippy::expect_used)]
+        let wrap_key = crate::format::wrap_key(&bytes).expect("a 32-byte AES-256-GCM-SIV key");
+        Self {
+            key: bytes,
+            id,
+            wrap_key,
+        }
     }
 
     /// A new KEK from the operating system's random source.
@@ -109,7 +118,7 @@ impl Kek {
         dek: &Dek,
         ctx: &crate::WrapContext<'_>,
     ) -> Result<crate::WrappedDek, CryptoError> {
-        crate::format::wrap_dek(&self.key, dek, ctx)
+        crate::format::wrap_dek(&self.wrap_key, dek, ctx)
     }
 
     /// Unwraps a DEK; fails if the wrapped bytes, the KEK or the context do not match.
@@ -118,7 +127,7 @@ impl Kek {
         wrapped: &crate::WrappedDek,
         ctx: &crate::WrapContext<'_>,
     ) -> Result<Dek, CryptoError> {
-        crate::format::unwrap_dek(&self.key, wrapped, ctx)
+        crate::format::unwrap_dek(&self.wrap_key, wrapped, ctx)
     }
 }
 

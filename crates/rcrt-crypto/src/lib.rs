@@ -4,7 +4,7 @@
 //! sealed value and a wrapped DEK (see `docs/crypto.md`), and the associated data that binds each
 //! ciphertext to the row it belongs to. What it does not do: I/O of any kind, key storage, or
 //! choosing which KEK to use (that is `rcrt-keys`). Every primitive comes from `ring`
-//! (AES-256-GCM, HMAC-SHA-256, the OS random source) or RustCrypto (XChaCha20-Poly1305).
+//! (AES-256-GCM, HMAC-SHA-256, the OS random source) and `aws-lc-rs` (AES-256-GCM-SIV).
 
 mod aad;
 mod error;
