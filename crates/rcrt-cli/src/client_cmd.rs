@@ -1,7 +1,7 @@
 //! Client commands: `rcrt secrets create|list|get|update|delete`, `rcrt vault create|get`.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 
 use rcrt_client::Client;
@@ -100,20 +100,11 @@ pub(crate) fn update(
 }
 
 pub(crate) fn delete(server: &ServerArgs, id: &str, yes: bool) -> Result<(), String> {
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err("deleting destroys every version: confirm with --yes".into());
-        }
-        eprint!("Delete secret {id} and every version? [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .map_err(|e| e.to_string())?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err("cancelled".into());
-        }
-    }
+    input::confirm(
+        yes,
+        &format!("Delete secret {id} and every version?"),
+        "deleting destroys every version",
+    )?;
     run(server, async |c| c.delete_secret(id).await)?;
     eprintln!("deleted {id}");
     Ok(())

@@ -106,3 +106,25 @@ pub(crate) fn value(args: &crate::ValueArgs) -> Result<Zeroizing<String>, String
     }
     Ok(text)
 }
+
+/// Asks before a destructive action unless `yes`; without a terminal, `--yes` is required.
+pub(crate) fn confirm(yes: bool, question: &str, refusal: &str) -> Result<(), String> {
+    use std::io::{IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(format!("{refusal}: confirm with --yes"));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err("cancelled".into())
+    }
+}

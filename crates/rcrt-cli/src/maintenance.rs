@@ -1,6 +1,6 @@
 //! `rcrt kek rewrap | verify` and `rcrt secrets reencrypt`: offline jobs on a store.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,30 +113,14 @@ pub(crate) fn rewrap(keks: &KekArgs, db: &DbArgs, dry_run: bool) -> Result<(), S
 }
 
 pub(crate) fn reencrypt(keks: &KekArgs, db: &DbArgs, yes: bool) -> Result<(), String> {
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err("re-encryption rewrites every secret: confirm with --yes".into());
-        }
-        eprint!("Re-encrypt every secret value under fresh DEKs and the new KEK? [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .map_err(|e| e.to_string())?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err("cancelled".into());
-        }
-    }
+    crate::input::confirm(
+        yes,
+        "Re-encrypt every secret value under fresh DEKs and the new KEK?",
+        "re-encryption rewrites every secret",
+    )?;
     runtime()?.block_on(async {
         let (job, current) = open(keks, db).await?;
-        let total: u64 = job
-            .store()
-            .kek_usage()
-            .await
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|u| u.versions.max(0) as u64)
-            .sum();
+        let total = total_versions(&job).await?;
         let bar = bar(total, "re-encrypting", db);
         let (progress, failures) = job
             .reencrypt(db.batch_size, &bar)
@@ -156,6 +140,18 @@ pub(crate) fn reencrypt(keks: &KekArgs, db: &DbArgs, yes: bool) -> Result<(), St
     })
 }
 
+/// Every stored version, for a progress bar's length.
+async fn total_versions(job: &Maintenance) -> Result<u64, String> {
+    Ok(job
+        .store()
+        .kek_usage()
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|u| u.versions.max(0) as u64)
+        .sum())
+}
+
 fn print_census(census: &Census) {
     println!("{:<18} {:>10} {:>10}", "KEK id", "versions", "failures");
     for (kek, n) in &census.versions {
@@ -167,14 +163,7 @@ fn print_census(census: &Census) {
 pub(crate) fn verify(keks: &KekArgs, db: &DbArgs) -> Result<(), String> {
     runtime()?.block_on(async {
         let (job, _) = open(keks, db).await?;
-        let total: u64 = job
-            .store()
-            .kek_usage()
-            .await
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|u| u.versions.max(0) as u64)
-            .sum();
+        let total = total_versions(&job).await?;
         let bar = bar(total, "verifying", db);
         let census = job
             .verify(db.batch_size, &bar)
