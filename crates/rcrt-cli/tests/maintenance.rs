@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcrt_store::{Store, StoredVersion, VersionFilter};
@@ -27,83 +27,6 @@ const SECRETS: usize = 300;
 // ---------------------------------------------------------------------------------------------
 // Binaries
 // ---------------------------------------------------------------------------------------------
-
-/// The newest modification time of the server's sources (every workspace crate but the CLI's,
-/// and the manifests).
-fn newest_server_source() -> std::time::SystemTime {
-    fn walk(p: &Path, newest: &mut std::time::SystemTime) {
-        let Ok(meta) = std::fs::metadata(p) else {
-            return;
-        };
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(p).into_iter().flatten().flatten() {
-                walk(&entry.path(), newest);
-            }
-        } else if let Ok(m) = meta.modified() {
-            *newest = (*newest).max(m);
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    walk(&root.join("Cargo.toml"), &mut newest);
-    walk(&root.join("Cargo.lock"), &mut newest);
-    for entry in std::fs::read_dir(root.join("crates"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if entry.file_name() == "rcrt-cli" {
-            continue;
-        }
-        for part in ["Cargo.toml", "src", "migrations"] {
-            walk(&entry.path().join(part), &mut newest);
-        }
-    }
-    newest
-}
-
-/// `rcrt-server`, next to `rcrt` in the target directory (another package's binary has no
-/// `CARGO_BIN_EXE_*` here). If it is missing, or older than the server's sources, this runs
-/// `cargo build -p rcrt-server` once per test process and fails clearly if that fails.
-fn server_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin =
-            Path::new(RCRT).with_file_name(format!("rcrt-server{}", std::env::consts::EXE_SUFFIX));
-        let fresh = std::fs::metadata(&bin)
-            .and_then(|m| m.modified())
-            .is_ok_and(|built| built >= newest_server_source());
-        if fresh {
-            return bin;
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(&cargo)
-            .args(["build", "--quiet", "-p", "rcrt-server"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status();
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => panic!(
-                "`{cargo} build -p rcrt-server` failed ({s}): these tests need the server binary \
-                 at {}",
-                bin.display()
-            ),
-            Err(e) => panic!(
-                "cannot run `{cargo} build -p rcrt-server` ({e}): these tests need the server \
-                 binary at {}",
-                bin.display()
-            ),
-        }
-        assert!(
-            bin.exists(),
-            "`cargo build -p rcrt-server` succeeded but {} does not exist (a different target \
-             directory or --target?)",
-            bin.display()
-        );
-        bin
-    })
-    .clone()
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -429,7 +352,7 @@ struct Expected {
 
 fn server_config(bench: &Bench, kek: &Kek) -> ServerConfig {
     ServerConfig {
-        binary: server_bin(),
+        binary: rcrt_testkit::server_binary(),
         env: vec![
             ("LOCAL_KEK_BASE64".into(), kek.text.clone()),
             ("DB_URL".into(), bench.db_url.clone()),

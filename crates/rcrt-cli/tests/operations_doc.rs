@@ -43,83 +43,6 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 // Binaries, processes and files
 // ---------------------------------------------------------------------------------------------
 
-/// The newest modification time of the server's sources (every workspace crate but the CLI's,
-/// and the manifests).
-fn newest_server_source() -> std::time::SystemTime {
-    fn walk(p: &Path, newest: &mut std::time::SystemTime) {
-        let Ok(meta) = std::fs::metadata(p) else {
-            return;
-        };
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(p).into_iter().flatten().flatten() {
-                walk(&entry.path(), newest);
-            }
-        } else if let Ok(m) = meta.modified() {
-            *newest = (*newest).max(m);
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    walk(&root.join("Cargo.toml"), &mut newest);
-    walk(&root.join("Cargo.lock"), &mut newest);
-    for entry in std::fs::read_dir(root.join("crates"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if entry.file_name() == "rcrt-cli" {
-            continue;
-        }
-        for part in ["Cargo.toml", "src", "migrations"] {
-            walk(&entry.path().join(part), &mut newest);
-        }
-    }
-    newest
-}
-
-/// `rcrt-server`, next to `rcrt` in the target directory (another package's binary has no
-/// `CARGO_BIN_EXE_*` here). If it is missing, or older than the server's sources, this runs
-/// `cargo build -p rcrt-server` once per test process and fails clearly if that fails.
-fn server_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin =
-            Path::new(RCRT).with_file_name(format!("rcrt-server{}", std::env::consts::EXE_SUFFIX));
-        let fresh = std::fs::metadata(&bin)
-            .and_then(|m| m.modified())
-            .is_ok_and(|built| built >= newest_server_source());
-        if fresh {
-            return bin;
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(&cargo)
-            .args(["build", "--quiet", "-p", "rcrt-server"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status();
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => panic!(
-                "`{cargo} build -p rcrt-server` failed ({s}): these tests need the server binary \
-                 at {}",
-                bin.display()
-            ),
-            Err(e) => panic!(
-                "cannot run `{cargo} build -p rcrt-server` ({e}): these tests need the server \
-                 binary at {}",
-                bin.display()
-            ),
-        }
-        assert!(
-            bin.exists(),
-            "`cargo build -p rcrt-server` succeeded but {} does not exist (a different target \
-             directory or --target?)",
-            bin.display()
-        );
-        bin
-    })
-    .clone()
-}
-
 fn rotation_script() -> PathBuf {
     Path::new(ROOT)
         .join("deploy/scripts/kek-rotation.sh")
@@ -580,7 +503,7 @@ fn make_bin(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(RCRT, bin.join("rcrt")).unwrap();
-    std::os::unix::fs::symlink(server_bin(), bin.join("rcrt-server")).unwrap();
+    std::os::unix::fs::symlink(rcrt_testkit::server_binary(), bin.join("rcrt-server")).unwrap();
     std::os::unix::fs::symlink(rotation_script(), bin.join("kek-rotation.sh")).unwrap();
     bin
 }
@@ -981,7 +904,7 @@ impl Sandbox {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
         ServerConfig {
-            binary: server_bin(),
+            binary: rcrt_testkit::server_binary(),
             env,
             workdir: self.work.clone(),
         }
@@ -1544,7 +1467,7 @@ fn rotation_script_rotates_a_live_server_end_to_end() {
     let out = run.supervisor.ctl("stop");
     assert!(out.status.success(), "{}", show(&out));
     let server = ServerProcess::start(&ServerConfig {
-        binary: server_bin(),
+        binary: rcrt_testkit::server_binary(),
         env: vec![
             ("LOCAL_KEK_BASE64".into(), new.clone()),
             ("DB_URL".into(), run.db_url.clone()),
@@ -1555,7 +1478,7 @@ fn rotation_script_rotates_a_live_server_end_to_end() {
     drop(server);
     // And a server given only the old KEK refuses the store, naming the new KEK's id.
     let (status, output) = ServerProcess::run_to_exit(&ServerConfig {
-        binary: server_bin(),
+        binary: rcrt_testkit::server_binary(),
         env: vec![
             ("LOCAL_KEK_BASE64".into(), old.text.clone()),
             ("DB_URL".into(), run.db_url.clone()),
@@ -1748,7 +1671,7 @@ fn documented_startup_refusal_matches_the_server() {
     let db_url = dir.path().join("rcrt.db").display().to_string();
     let (stored, configured) = (new_kek(), new_kek());
     let config = |kek: &Kek| ServerConfig {
-        binary: server_bin(),
+        binary: rcrt_testkit::server_binary(),
         env: vec![
             ("LOCAL_KEK_BASE64".into(), kek.text.clone()),
             ("DB_URL".into(), db_url.clone()),
