@@ -24,19 +24,50 @@ pub struct WrapContext<'a> {
     pub version: i64,
 }
 
-/// Length-prefixed concatenation, so no two field lists encode to the same bytes.
-fn encode(label: &[u8], header: &[u8], fields: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    for part in [label, header].into_iter().chain(fields.iter().copied()) {
-        // Fields are short (ids, a tenant name), far below u32::MAX.
-        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        out.extend_from_slice(part);
+/// Encoded associated data: on the stack when it fits (it always does for tenant names under
+/// about 100 bytes), so the per-operation cost is a few copies, not an allocation.
+pub(crate) enum AadBytes {
+    Stack([u8; 160], usize),
+    Heap(Vec<u8>),
+}
+
+impl AsRef<[u8]> for AadBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Self::Stack(buf, len) => buf.get(..*len).unwrap_or_default(),
+            Self::Heap(v) => v,
+        }
     }
-    out
+}
+
+/// Length-prefixed concatenation, so no two field lists encode to the same bytes.
+fn encode(label: &[u8], header: &[u8], fields: &[&[u8]]) -> AadBytes {
+    let parts = || [label, header].into_iter().chain(fields.iter().copied());
+    let total: usize = parts().map(|p| 4 + p.len()).sum();
+    let mut stack = [0u8; 160];
+    let mut heap = Vec::new();
+    let out: &mut [u8] = if total <= stack.len() {
+        &mut stack[..total]
+    } else {
+        heap.resize(total, 0);
+        &mut heap
+    };
+    let mut at = 0;
+    for part in parts() {
+        // Fields are short (ids, a tenant name), far below u32::MAX.
+        out[at..at + 4].copy_from_slice(&(part.len() as u32).to_be_bytes());
+        out[at + 4..at + 4 + part.len()].copy_from_slice(part);
+        at += 4 + part.len();
+    }
+    if heap.is_empty() {
+        AadBytes::Stack(stack, total)
+    } else {
+        AadBytes::Heap(heap)
+    }
 }
 
 impl ValueContext<'_> {
-    pub(crate) fn encode(&self, header: &[u8]) -> Vec<u8> {
+    pub(crate) fn encode(&self, header: &[u8]) -> AadBytes {
         encode(
             b"rcrt/value",
             header,
@@ -54,6 +85,10 @@ impl WrapContext<'_> {
     ///
     /// Public so that KEK providers outside this crate (KMS, HSM) bind the same fields.
     pub fn encode(&self, header: &[u8]) -> Vec<u8> {
+        self.encode_fast(header).as_ref().to_vec()
+    }
+
+    pub(crate) fn encode_fast(&self, header: &[u8]) -> AadBytes {
         encode(
             b"rcrt/dek",
             header,

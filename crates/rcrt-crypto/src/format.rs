@@ -149,7 +149,7 @@ pub(crate) fn wrap_dek(
     let tag = key
         .seal_in_place_separate_tag(
             SivNonce::assume_unique_for_key(nonce),
-            SivAad::from(ctx.encode(&header)),
+            SivAad::from(ctx.encode_fast(&header)),
             &mut out[2 + GCM_NONCE..],
         )
         .map_err(|_| CryptoError::Encrypt)?;
@@ -174,9 +174,15 @@ pub(crate) fn unwrap_dek(
     }
     let (nonce, ct) = rest.split_at(GCM_NONCE);
     let nonce = SivNonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Decrypt)?;
-    let mut buf = Zeroizing::new(ct.to_vec());
+    // The length was checked above: 32 bytes of DEK and a 16-byte tag.
+    let mut buf = Zeroizing::new([0u8; 32 + TAG]);
+    buf.copy_from_slice(ct);
     let plain = key
-        .open_in_place(nonce, SivAad::from(ctx.encode(header)), buf.as_mut_slice())
+        .open_in_place(
+            nonce,
+            SivAad::from(ctx.encode_fast(header)),
+            buf.as_mut_slice(),
+        )
         .map_err(|_| CryptoError::Decrypt)?;
     let mut dek = Zeroizing::new([0u8; 32]);
     if plain.len() != 32 {
