@@ -91,6 +91,7 @@ pub struct RewrapJob {
     state: Mutex<(RewrapState, u64)>,
     rewrapped_total: AtomicU64,
     wake: Notify,
+    remaining_cache: Mutex<Option<(Instant, u64)>>,
 }
 
 struct Pacer<'a> {
@@ -134,6 +135,7 @@ impl RewrapJob {
             state: Mutex::new((RewrapState::Idle, 0)),
             rewrapped_total: AtomicU64::new(0),
             wake: Notify::new(),
+            remaining_cache: Mutex::new(None),
         })
     }
 
@@ -169,17 +171,39 @@ impl RewrapJob {
     /// The current status.
     pub async fn status(&self) -> Result<RewrapStatus, CoreError> {
         let remaining = self.maintenance.remaining().await?;
+        if let Ok(mut cache) = self.remaining_cache.lock() {
+            *cache = Some((Instant::now(), remaining));
+        }
+        Ok(self.snapshot(remaining))
+    }
+
+    /// The status with `remaining` at most `max_age` old: counting versions per KEK scans the
+    /// whole versions table, too much for every metrics scrape of a large store.
+    pub async fn status_cached(&self, max_age: Duration) -> Result<RewrapStatus, CoreError> {
+        let cached = self
+            .remaining_cache
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .filter(|(at, _)| at.elapsed() < max_age);
+        match cached {
+            Some((_, remaining)) => Ok(self.snapshot(remaining)),
+            None => self.status().await,
+        }
+    }
+
+    fn snapshot(&self, remaining: u64) -> RewrapStatus {
         let (state, failed) = self
             .state
             .lock()
             .map(|s| *s)
             .unwrap_or((RewrapState::Failed, 0));
-        Ok(RewrapStatus {
+        RewrapStatus {
             state,
             remaining,
             rewrapped_total: self.rewrapped_total.load(Ordering::Relaxed),
             failed,
-        })
+        }
     }
 
     /// Starts the loop on the current tokio runtime.

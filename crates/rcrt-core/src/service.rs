@@ -195,6 +195,21 @@ impl Service {
         }
     }
 
+    /// Audits a refused or missing access and answers it as a missing secret, so callers
+    /// cannot tell the two apart.
+    pub(crate) async fn missing(
+        &self,
+        ctx: &RequestContext,
+        action: AuditAction,
+        secret_id: Option<SecretId>,
+        reason: Option<String>,
+        outcome: AuditOutcome,
+    ) -> CoreError {
+        self.audit_failure(ctx, action, secret_id, reason, outcome)
+            .await;
+        CoreError::NotFound
+    }
+
     pub(crate) fn check_value(&self, value: &str) -> Result<(), CoreError> {
         if value.len() > self.limits.max_value_bytes {
             return Err(CoreError::ValueTooLarge {
@@ -376,27 +391,27 @@ impl Service {
             }
         };
         let Some((meta, record)) = self.store.get_current(&ctx.principal.tenant, id).await? else {
-            self.audit_failure(
-                ctx,
-                AuditAction::Decrypt,
-                Some(id),
-                Some(reason),
-                AuditOutcome::Failure,
-            )
-            .await;
-            return Err(CoreError::NotFound);
+            return Err(self
+                .missing(
+                    ctx,
+                    AuditAction::Decrypt,
+                    Some(id),
+                    Some(reason),
+                    AuditOutcome::Failure,
+                )
+                .await);
         };
         if !authz::allows(&ctx.principal, Action::Decrypt, &meta.scope) {
             // Audited as denied, answered exactly like a missing secret.
-            self.audit_failure(
-                ctx,
-                AuditAction::Decrypt,
-                Some(id),
-                Some(reason),
-                AuditOutcome::Denied,
-            )
-            .await;
-            return Err(CoreError::NotFound);
+            return Err(self
+                .missing(
+                    ctx,
+                    AuditAction::Decrypt,
+                    Some(id),
+                    Some(reason),
+                    AuditOutcome::Denied,
+                )
+                .await);
         }
         let plaintext = match self.open(ctx, id, &record).await {
             Ok(p) => p,
@@ -471,27 +486,27 @@ impl Service {
         self.check_value(&value)?;
         for _ in 0..UPDATE_RETRIES {
             let Some(meta) = self.store.get_meta(&ctx.principal.tenant, id).await? else {
-                self.audit_failure(
-                    ctx,
-                    AuditAction::Update,
-                    Some(id),
-                    None,
-                    AuditOutcome::Failure,
-                )
-                .await;
-                return Err(CoreError::NotFound);
+                return Err(self
+                    .missing(
+                        ctx,
+                        AuditAction::Update,
+                        Some(id),
+                        None,
+                        AuditOutcome::Failure,
+                    )
+                    .await);
             };
             if !authz::allows(&ctx.principal, Action::Write, &meta.scope) {
                 // Out of reach: audited as denied, answered exactly like a missing secret.
-                self.audit_failure(
-                    ctx,
-                    AuditAction::Update,
-                    Some(id),
-                    None,
-                    AuditOutcome::Denied,
-                )
-                .await;
-                return Err(CoreError::NotFound);
+                return Err(self
+                    .missing(
+                        ctx,
+                        AuditAction::Update,
+                        Some(id),
+                        None,
+                        AuditOutcome::Denied,
+                    )
+                    .await);
             }
             if let Some(expected) = if_match {
                 if expected != meta.version {
@@ -554,26 +569,26 @@ impl Service {
             AuditOutcome::Success,
         );
         let Some(meta) = self.store.get_meta(&ctx.principal.tenant, id).await? else {
-            self.audit_failure(
-                ctx,
-                AuditAction::Delete,
-                Some(id),
-                None,
-                AuditOutcome::Failure,
-            )
-            .await;
-            return Err(CoreError::NotFound);
+            return Err(self
+                .missing(
+                    ctx,
+                    AuditAction::Delete,
+                    Some(id),
+                    None,
+                    AuditOutcome::Failure,
+                )
+                .await);
         };
         if !authz::allows(&ctx.principal, Action::Write, &meta.scope) {
-            self.audit_failure(
-                ctx,
-                AuditAction::Delete,
-                Some(id),
-                None,
-                AuditOutcome::Denied,
-            )
-            .await;
-            return Err(CoreError::NotFound);
+            return Err(self
+                .missing(
+                    ctx,
+                    AuditAction::Delete,
+                    Some(id),
+                    None,
+                    AuditOutcome::Denied,
+                )
+                .await);
         }
         if self
             .store

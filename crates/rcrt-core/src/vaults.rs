@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use rcrt_crypto::Plaintext;
-use rcrt_store::{NewSecret, SecretMeta, StoreError, VaultRecord};
+use rcrt_store::{NewSecret, SecretMeta, StoreError, VaultRecord, VersionRecord};
 use rcrt_types::{AuditAction, AuditOutcome, Scope, ScopeType, SecretId, VaultId};
 use zeroize::Zeroizing;
 
@@ -196,6 +196,23 @@ impl Service {
         }
     }
 
+    /// A vault the caller may write, with its secrets.
+    async fn writable_vault(
+        &self,
+        ctx: &RequestContext,
+        id_or_name: &str,
+        workspace: Option<&str>,
+    ) -> Result<(VaultRecord, Vec<(SecretMeta, VersionRecord)>), CoreError> {
+        let vault = self
+            .resolve_vault(ctx, id_or_name, workspace, Action::Write)
+            .await?;
+        let members = self
+            .store
+            .vault_secrets(&ctx.principal.tenant, vault.id)
+            .await?;
+        Ok((vault, members))
+    }
+
     async fn view(&self, ctx: &RequestContext, vault: VaultRecord) -> Result<VaultView, CoreError> {
         let members = self
             .store
@@ -243,15 +260,15 @@ impl Service {
             Ok(v) => v,
             Err(CoreError::NotFound) => {
                 // Denied or missing: audited alike, answered alike.
-                self.audit_failure(
-                    ctx,
-                    AuditAction::Decrypt,
-                    None,
-                    Some(reason),
-                    AuditOutcome::Denied,
-                )
-                .await;
-                return Err(CoreError::NotFound);
+                return Err(self
+                    .missing(
+                        ctx,
+                        AuditAction::Decrypt,
+                        None,
+                        Some(reason),
+                        AuditOutcome::Denied,
+                    )
+                    .await);
             }
             Err(e) => return Err(e),
         };
@@ -315,13 +332,7 @@ impl Service {
     ) -> Result<VaultView, CoreError> {
         check_key(key)?;
         self.check_value(&value)?;
-        let vault = self
-            .resolve_vault(ctx, id_or_name, workspace, Action::Write)
-            .await?;
-        let members = self
-            .store
-            .vault_secrets(&ctx.principal.tenant, vault.id)
-            .await?;
+        let (vault, members) = self.writable_vault(ctx, id_or_name, workspace).await?;
         match members.iter().find(|(m, _)| key_of(&vault, m) == key) {
             Some((meta, _)) => {
                 self.update(ctx, meta.id, value, None).await?;
@@ -357,13 +368,7 @@ impl Service {
         workspace: Option<&str>,
         key: &str,
     ) -> Result<(), CoreError> {
-        let vault = self
-            .resolve_vault(ctx, id_or_name, workspace, Action::Write)
-            .await?;
-        let members = self
-            .store
-            .vault_secrets(&ctx.principal.tenant, vault.id)
-            .await?;
+        let (vault, members) = self.writable_vault(ctx, id_or_name, workspace).await?;
         let (meta, _) = members
             .iter()
             .find(|(m, _)| key_of(&vault, m) == key)
@@ -378,13 +383,7 @@ impl Service {
         id_or_name: &str,
         workspace: Option<&str>,
     ) -> Result<(), CoreError> {
-        let vault = self
-            .resolve_vault(ctx, id_or_name, workspace, Action::Write)
-            .await?;
-        let members = self
-            .store
-            .vault_secrets(&ctx.principal.tenant, vault.id)
-            .await?;
+        let (vault, members) = self.writable_vault(ctx, id_or_name, workspace).await?;
         let audits = members
             .iter()
             .map(|(m, _)| {

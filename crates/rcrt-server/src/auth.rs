@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use rcrt_types::{Principal, Role, TenantId};
 use serde::Deserialize;
@@ -119,11 +119,16 @@ fn jwk_key(jwk: &Jwk) -> Option<(DecodingKey, Algorithm)> {
         }
         _ => return None,
     };
-    if let Some(declared) = jwk.common.key_algorithm {
-        // A JWK that declares another algorithm than its key type allows is refused.
-        if format!("{declared:?}") != format!("{alg:?}") {
-            return None;
-        }
+    // A JWK that declares another algorithm than its key type allows is refused.
+    let declared_ok = match jwk.common.key_algorithm {
+        None => true,
+        Some(KeyAlgorithm::RS256) => alg == Algorithm::RS256,
+        Some(KeyAlgorithm::ES256) => alg == Algorithm::ES256,
+        Some(KeyAlgorithm::EdDSA) => alg == Algorithm::EdDSA,
+        Some(_) => false,
+    };
+    if !declared_ok {
+        return None;
     }
     DecodingKey::from_jwk(jwk).ok().map(|k| (k, alg))
 }

@@ -171,7 +171,11 @@ pub(crate) async fn ready(
 
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let m = state.service.metrics();
-    let rewrap = state.rewrap.status().await.ok();
+    let rewrap = state
+        .rewrap
+        .status_cached(std::time::Duration::from_secs(5))
+        .await
+        .ok();
     let mut body = format!(
         "# HELP rcrt_kek_configured 1 when a KEK is loaded and matches the store.\n\
          # TYPE rcrt_kek_configured gauge\n\
