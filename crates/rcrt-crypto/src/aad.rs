@@ -25,58 +25,71 @@ pub struct WrapContext<'a> {
 }
 
 /// Encoded associated data: on the stack when it fits (it always does for tenant names under
-/// about 100 bytes), so the per-operation cost is a few copies, not an allocation.
-pub(crate) enum AadBytes {
-    Stack([u8; 160], usize),
-    Heap(Vec<u8>),
+/// about 60 bytes), so the per-operation cost is a few inlined copies, not an allocation.
+pub(crate) struct AadBytes {
+    inline: [u8; INLINE],
+    len: usize,
+    spill: Vec<u8>,
 }
+
+const INLINE: usize = 128;
 
 impl AsRef<[u8]> for AadBytes {
     fn as_ref(&self) -> &[u8] {
-        match self {
-            Self::Stack(buf, len) => buf.get(..*len).unwrap_or_default(),
-            Self::Heap(v) => v,
+        if self.spill.is_empty() {
+            self.inline.get(..self.len).unwrap_or_default()
+        } else {
+            &self.spill
         }
     }
 }
 
-/// Length-prefixed concatenation, so no two field lists encode to the same bytes.
-fn encode(label: &[u8], header: &[u8], fields: &[&[u8]]) -> AadBytes {
-    let parts = || [label, header].into_iter().chain(fields.iter().copied());
-    let total: usize = parts().map(|p| 4 + p.len()).sum();
-    let mut stack = [0u8; 160];
-    let mut heap = Vec::new();
-    let out: &mut [u8] = if total <= stack.len() {
-        &mut stack[..total]
-    } else {
-        heap.resize(total, 0);
-        &mut heap
-    };
-    let mut at = 0;
-    for part in parts() {
-        // Fields are short (ids, a tenant name), far below u32::MAX.
-        out[at..at + 4].copy_from_slice(&(part.len() as u32).to_be_bytes());
-        out[at + 4..at + 4 + part.len()].copy_from_slice(part);
-        at += 4 + part.len();
+impl AadBytes {
+    /// Room for fields whose lengths (without prefixes) add up to `content`.
+    #[inline(always)]
+    fn for_fields(count: usize, content: usize) -> Self {
+        let total = 4 * count + content;
+        Self {
+            inline: [0; INLINE],
+            len: 0,
+            spill: if total > INLINE {
+                Vec::with_capacity(total)
+            } else {
+                Vec::new()
+            },
+        }
     }
-    if heap.is_empty() {
-        AadBytes::Stack(stack, total)
-    } else {
-        AadBytes::Heap(heap)
+
+    /// Appends one field, prefixed by its length as 4 big-endian bytes, so that no two field
+    /// lists encode to the same bytes. Inlined so that fixed-size fields copy without a call.
+    #[inline(always)]
+    fn field(&mut self, part: &[u8]) {
+        // Fields are short (ids, a tenant name), far below u32::MAX.
+        let prefix = (part.len() as u32).to_be_bytes();
+        if self.spill.capacity() > 0 {
+            self.spill.extend_from_slice(&prefix);
+            self.spill.extend_from_slice(part);
+        } else if let Some(out) = self.inline.get_mut(self.len..self.len + 4 + part.len()) {
+            out[..4].copy_from_slice(&prefix);
+            out[4..].copy_from_slice(part);
+            self.len += 4 + part.len();
+        }
     }
 }
 
+const VALUE_LABEL: &[u8] = b"rcrt/value";
+const DEK_LABEL: &[u8] = b"rcrt/dek";
+
 impl ValueContext<'_> {
-    pub(crate) fn encode(&self, header: &[u8]) -> AadBytes {
-        encode(
-            b"rcrt/value",
-            header,
-            &[
-                self.tenant.as_bytes(),
-                self.secret_id,
-                &self.version.to_be_bytes(),
-            ],
-        )
+    pub(crate) fn encode(&self, header: &[u8; 2]) -> AadBytes {
+        let tenant = self.tenant.as_bytes();
+        let mut aad = AadBytes::for_fields(5, VALUE_LABEL.len() + 2 + tenant.len() + 16 + 8);
+        aad.field(VALUE_LABEL);
+        aad.field(header);
+        aad.field(tenant);
+        aad.field(self.secret_id);
+        aad.field(&self.version.to_be_bytes());
+        aad
     }
 }
 
@@ -84,19 +97,18 @@ impl WrapContext<'_> {
     /// The associated data for a wrap under this context, with the wrapped-DEK header.
     ///
     /// Public so that KEK providers outside this crate (KMS, HSM) bind the same fields.
-    pub fn encode(&self, header: &[u8]) -> Vec<u8> {
+    pub fn encode(&self, header: &[u8; 2]) -> Vec<u8> {
         self.encode_fast(header).as_ref().to_vec()
     }
 
-    pub(crate) fn encode_fast(&self, header: &[u8]) -> AadBytes {
-        encode(
-            b"rcrt/dek",
-            header,
-            &[
-                self.kek_id.as_str().as_bytes(),
-                self.secret_id,
-                &self.version.to_be_bytes(),
-            ],
-        )
+    pub(crate) fn encode_fast(&self, header: &[u8; 2]) -> AadBytes {
+        let kek_id = self.kek_id.as_str().as_bytes();
+        let mut aad = AadBytes::for_fields(5, DEK_LABEL.len() + 2 + kek_id.len() + 16 + 8);
+        aad.field(DEK_LABEL);
+        aad.field(header);
+        aad.field(kek_id);
+        aad.field(self.secret_id);
+        aad.field(&self.version.to_be_bytes());
+        aad
     }
 }

@@ -3,8 +3,8 @@
 //! What it does: key types that zeroize on drop and never print, the versioned byte formats of a
 //! sealed value and a wrapped DEK (see `docs/crypto.md`), and the associated data that binds each
 //! ciphertext to the row it belongs to. What it does not do: I/O of any kind, key storage, or
-//! choosing which KEK to use (that is `rcrt-keys`). Every primitive comes from `ring`
-//! (AES-256-GCM, HMAC-SHA-256, the OS random source) and `aws-lc-rs` (AES-256-GCM-SIV).
+//! choosing which KEK to use (that is `rcrt-keys`). Every primitive comes from `aws-lc-rs`
+//! (AES-256-GCM, AES-256-GCM-SIV) and `ring` (HMAC-SHA-256, the OS random source).
 
 mod aad;
 mod error;
@@ -21,9 +21,7 @@ pub fn seal_value(
     plaintext: &[u8],
     ctx: &ValueContext<'_>,
 ) -> Result<(Dek, SealedValue), CryptoError> {
-    let dek = Dek::generate();
-    let sealed = format::seal_value(&dek, plaintext, ctx)?;
-    Ok((dek, sealed))
+    format::seal_value(plaintext, ctx)
 }
 
 /// Opens a sealed value with its (unwrapped) DEK. Fails if either was altered or moved.

@@ -54,6 +54,68 @@ fn decrypt(
     Ok(open_value(&dek, sealed, &ctx)?.expose_secret().to_vec())
 }
 
+/// A sealed value and wrapped DEK written by the build at commit e4e336e (format 1, before the
+/// associated-data encoder and the value cipher's library changed). They must still open.
+#[test]
+fn format_1_vectors_from_an_earlier_build_still_open() {
+    let k = kek(0x42);
+    assert_eq!(k.id().as_str(), "9a2add44354f5583");
+    let sealed = SealedValue::from_stored(hex::decode(
+        "010152532de202176a909e66a6b79d90afee25035002f329ad5d87542be55477d9044df0dee7c1ad1e0b1f84b4e442234eafb2",
+    ).unwrap());
+    let wrapped = WrappedDek::from_stored(hex::decode(
+        "0103fffcd7b6d64ed4014c9b93fd22fa86b160b17c65ad4dc2e8bf03ffc1448c311a4b52fb3cab0e5629632d05abfb94f4154073a5ae2f0e89b9a5ad8419",
+    ).unwrap());
+    let id = [0x11u8; 16];
+    assert_eq!(
+        decrypt(&k, &sealed, &wrapped, &id, 7, "acme").unwrap(),
+        b"sk_live_example_value"
+    );
+    assert!(decrypt(&k, &sealed, &wrapped, &id, 8, "acme").is_err());
+    assert!(decrypt(&k, &sealed, &wrapped, &id, 7, "acmf").is_err());
+}
+
+/// The wrap's associated data is the documented length-prefixed list (docs/crypto.md), which
+/// remote KEK providers reproduce.
+#[test]
+fn wrap_associated_data_layout() {
+    let k = kek(0x42);
+    let id = [0x11u8; 16];
+    let mut expected = Vec::new();
+    for field in [
+        &b"rcrt/dek"[..],
+        &[1, 3],
+        b"9a2add44354f5583",
+        &id,
+        &7i64.to_be_bytes(),
+    ] {
+        expected.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        expected.extend_from_slice(field);
+    }
+    assert_eq!(wctx(k.id(), &id, 7).encode(&[1, 3]), expected);
+}
+
+/// Tenant names too long for the on-stack associated data take the heap path, and still bind.
+#[test]
+fn long_tenant_names_round_trip_and_bind() {
+    let k = kek(5);
+    let tenant = "t".repeat(300);
+    let ctx = ValueContext {
+        tenant: &tenant,
+        secret_id: &ID_A,
+        version: 1,
+    };
+    let (dek, sealed) = seal_value(b"v", &ctx).unwrap();
+    let wrapped = k.wrap(&dek, &wctx(k.id(), &ID_A, 1)).unwrap();
+    assert_eq!(
+        decrypt(&k, &sealed, &wrapped, &ID_A, 1, &tenant).unwrap(),
+        b"v"
+    );
+    let other = format!("{}u", "t".repeat(299));
+    assert!(decrypt(&k, &sealed, &wrapped, &ID_A, 1, &other).is_err());
+    assert!(decrypt(&k, &sealed, &wrapped, &ID_A, 1, "t").is_err());
+}
+
 #[test]
 fn round_trip() {
     let k = kek(7);
