@@ -24,72 +24,55 @@ pub struct WrapContext<'a> {
     pub version: i64,
 }
 
-/// Encoded associated data: on the stack when it fits (it always does for tenant names under
-/// about 60 bytes), so the per-operation cost is a few inlined copies, not an allocation.
-pub(crate) struct AadBytes {
+/// Room for encoded associated data on the caller's stack: it fits inline for tenant names under
+/// about 60 bytes, so the per-operation cost is a few copies, with no allocation and no move of
+/// the buffer. Longer data spills to the heap.
+pub(crate) struct AadBuf {
     inline: [u8; INLINE],
-    len: usize,
     spill: Vec<u8>,
 }
 
 const INLINE: usize = 128;
 
-impl AsRef<[u8]> for AadBytes {
-    fn as_ref(&self) -> &[u8] {
-        if self.spill.is_empty() {
-            self.inline.get(..self.len).unwrap_or_default()
-        } else {
-            &self.spill
-        }
-    }
-}
-
-impl AadBytes {
-    /// Room for fields whose lengths (without prefixes) add up to `content`.
-    #[inline(always)]
-    fn for_fields(count: usize, content: usize) -> Self {
-        let total = 4 * count + content;
+impl AadBuf {
+    pub(crate) fn new() -> Self {
         Self {
             inline: [0; INLINE],
-            len: 0,
-            spill: if total > INLINE {
-                Vec::with_capacity(total)
-            } else {
-                Vec::new()
-            },
+            spill: Vec::new(),
         }
     }
 
-    /// Appends one field, prefixed by its length as 4 big-endian bytes, so that no two field
-    /// lists encode to the same bytes. Inlined so that fixed-size fields copy without a call.
+    /// Writes `fields`, each prefixed by its length as 4 big-endian bytes so that no two field
+    /// lists encode to the same bytes, and returns the encoding.
     #[inline(always)]
-    fn field(&mut self, part: &[u8]) {
-        // Fields are short (ids, a tenant name), far below u32::MAX.
-        let prefix = (part.len() as u32).to_be_bytes();
-        if self.spill.capacity() > 0 {
-            self.spill.extend_from_slice(&prefix);
-            self.spill.extend_from_slice(part);
-        } else if let Some(out) = self.inline.get_mut(self.len..self.len + 4 + part.len()) {
-            out[..4].copy_from_slice(&prefix);
-            out[4..].copy_from_slice(part);
-            self.len += 4 + part.len();
+    fn encode(&mut self, fields: [&[u8]; 5]) -> &[u8] {
+        let total = fields.iter().map(|f| 4 + f.len()).sum::<usize>();
+        let out: &mut [u8] = if total <= INLINE {
+            &mut self.inline[..total]
+        } else {
+            self.spill.resize(total, 0);
+            &mut self.spill
+        };
+        let mut at = 0;
+        for field in fields {
+            // Fields are short (ids, a tenant name), far below u32::MAX.
+            out[at..at + 4].copy_from_slice(&(field.len() as u32).to_be_bytes());
+            out[at + 4..at + 4 + field.len()].copy_from_slice(field);
+            at += 4 + field.len();
         }
+        out
     }
 }
 
-const VALUE_LABEL: &[u8] = b"rcrt/value";
-const DEK_LABEL: &[u8] = b"rcrt/dek";
-
 impl ValueContext<'_> {
-    pub(crate) fn encode(&self, header: &[u8; 2]) -> AadBytes {
-        let tenant = self.tenant.as_bytes();
-        let mut aad = AadBytes::for_fields(5, VALUE_LABEL.len() + 2 + tenant.len() + 16 + 8);
-        aad.field(VALUE_LABEL);
-        aad.field(header);
-        aad.field(tenant);
-        aad.field(self.secret_id);
-        aad.field(&self.version.to_be_bytes());
-        aad
+    pub(crate) fn encode<'b>(&self, header: &[u8; 2], buf: &'b mut AadBuf) -> &'b [u8] {
+        buf.encode([
+            b"rcrt/value",
+            header,
+            self.tenant.as_bytes(),
+            self.secret_id,
+            &self.version.to_be_bytes(),
+        ])
     }
 }
 
@@ -98,17 +81,16 @@ impl WrapContext<'_> {
     ///
     /// Public so that KEK providers outside this crate (KMS, HSM) bind the same fields.
     pub fn encode(&self, header: &[u8; 2]) -> Vec<u8> {
-        self.encode_fast(header).as_ref().to_vec()
+        self.encode_into(header, &mut AadBuf::new()).to_vec()
     }
 
-    pub(crate) fn encode_fast(&self, header: &[u8; 2]) -> AadBytes {
-        let kek_id = self.kek_id.as_str().as_bytes();
-        let mut aad = AadBytes::for_fields(5, DEK_LABEL.len() + 2 + kek_id.len() + 16 + 8);
-        aad.field(DEK_LABEL);
-        aad.field(header);
-        aad.field(kek_id);
-        aad.field(self.secret_id);
-        aad.field(&self.version.to_be_bytes());
-        aad
+    pub(crate) fn encode_into<'b>(&self, header: &[u8; 2], buf: &'b mut AadBuf) -> &'b [u8] {
+        buf.encode([
+            b"rcrt/dek",
+            header,
+            self.kek_id.as_str().as_bytes(),
+            self.secret_id,
+            &self.version.to_be_bytes(),
+        ])
     }
 }

@@ -7,7 +7,7 @@
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, AES_256_GCM_SIV};
 use rand::RngCore;
 
-use crate::aad::{ValueContext, WrapContext};
+use crate::aad::{AadBuf, ValueContext, WrapContext};
 use crate::error::CryptoError;
 use crate::keys::{Dek, Plaintext, SecretBytes};
 
@@ -116,7 +116,7 @@ pub(crate) fn seal_value(
     let tag = gcm_key(&dek)?
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce_bytes),
-            Aad::from(ctx.encode(&VALUE_HEADER).as_ref()),
+            Aad::from(ctx.encode(&VALUE_HEADER, &mut AadBuf::new())),
             &mut out[2 + GCM_NONCE..],
         )
         .map_err(|_| CryptoError::Encrypt)?;
@@ -147,7 +147,7 @@ pub(crate) fn open_value(
     let len = key
         .open_in_place(
             nonce,
-            Aad::from(ctx.encode(&VALUE_HEADER).as_ref()),
+            Aad::from(ctx.encode(&VALUE_HEADER, &mut AadBuf::new())),
             buf.as_mut_slice(),
         )
         .map_err(|_| CryptoError::Decrypt)?
@@ -182,7 +182,7 @@ pub(crate) fn wrap_dek(
     let tag = key
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce_bytes),
-            Aad::from(ctx.encode_fast(&WRAPPED_HEADER).as_ref()),
+            Aad::from(ctx.encode_into(&WRAPPED_HEADER, &mut AadBuf::new())),
             sealed,
         )
         .map_err(|_| CryptoError::Encrypt)?;
@@ -213,7 +213,7 @@ pub(crate) fn unwrap_dek(
     let plain = key
         .open_in_place(
             nonce,
-            Aad::from(ctx.encode_fast(&WRAPPED_HEADER).as_ref()),
+            Aad::from(ctx.encode_into(&WRAPPED_HEADER, &mut AadBuf::new())),
             &mut buf.0,
         )
         .map_err(|_| CryptoError::Decrypt)?;
