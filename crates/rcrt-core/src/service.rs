@@ -210,6 +210,29 @@ impl Service {
         CoreError::NotFound
     }
 
+    /// Passes a looked-up secret through if the caller may do `needed` to it. A missing secret
+    /// is audited as a failure and a refused one as denied; both answer 404 (see `missing`).
+    async fn within_reach<T>(
+        &self,
+        ctx: &RequestContext,
+        (id, action, needed): (SecretId, AuditAction, Action),
+        reason: Option<&str>,
+        found: Option<T>,
+        scope: impl Fn(&T) -> &Scope,
+    ) -> Result<T, CoreError> {
+        match found {
+            Some(item) if authz::allows(&ctx.principal, needed, scope(&item)) => Ok(item),
+            found => {
+                let outcome = match found {
+                    Some(_) => AuditOutcome::Denied,
+                    None => AuditOutcome::Failure,
+                };
+                let reason = reason.map(str::to_owned);
+                Err(self.missing(ctx, action, Some(id), reason, outcome).await)
+            }
+        }
+    }
+
     pub(crate) fn check_value(&self, value: &str) -> Result<(), CoreError> {
         if value.len() > self.limits.max_value_bytes {
             return Err(CoreError::ValueTooLarge {
@@ -390,29 +413,16 @@ impl Service {
                 return Err(e);
             }
         };
-        let Some((meta, record)) = self.store.get_current(&ctx.principal.tenant, id).await? else {
-            return Err(self
-                .missing(
-                    ctx,
-                    AuditAction::Decrypt,
-                    Some(id),
-                    Some(reason),
-                    AuditOutcome::Failure,
-                )
-                .await);
-        };
-        if !authz::allows(&ctx.principal, Action::Decrypt, &meta.scope) {
-            // Audited as denied, answered exactly like a missing secret.
-            return Err(self
-                .missing(
-                    ctx,
-                    AuditAction::Decrypt,
-                    Some(id),
-                    Some(reason),
-                    AuditOutcome::Denied,
-                )
-                .await);
-        }
+        let found = self.store.get_current(&ctx.principal.tenant, id).await?;
+        let (meta, record) = self
+            .within_reach(
+                ctx,
+                (id, AuditAction::Decrypt, Action::Decrypt),
+                Some(&reason),
+                found,
+                |(meta, _)| &meta.scope,
+            )
+            .await?;
         let plaintext = match self.open(ctx, id, &record).await {
             Ok(p) => p,
             Err(e) => {
@@ -485,29 +495,16 @@ impl Service {
     ) -> Result<SecretMeta, CoreError> {
         self.check_value(&value)?;
         for _ in 0..UPDATE_RETRIES {
-            let Some(meta) = self.store.get_meta(&ctx.principal.tenant, id).await? else {
-                return Err(self
-                    .missing(
-                        ctx,
-                        AuditAction::Update,
-                        Some(id),
-                        None,
-                        AuditOutcome::Failure,
-                    )
-                    .await);
-            };
-            if !authz::allows(&ctx.principal, Action::Write, &meta.scope) {
-                // Out of reach: audited as denied, answered exactly like a missing secret.
-                return Err(self
-                    .missing(
-                        ctx,
-                        AuditAction::Update,
-                        Some(id),
-                        None,
-                        AuditOutcome::Denied,
-                    )
-                    .await);
-            }
+            let found = self.store.get_meta(&ctx.principal.tenant, id).await?;
+            let meta = self
+                .within_reach(
+                    ctx,
+                    (id, AuditAction::Update, Action::Write),
+                    None,
+                    found,
+                    |meta| &meta.scope,
+                )
+                .await?;
             if let Some(expected) = if_match {
                 if expected != meta.version {
                     self.audit_failure(
@@ -568,28 +565,15 @@ impl Service {
             None,
             AuditOutcome::Success,
         );
-        let Some(meta) = self.store.get_meta(&ctx.principal.tenant, id).await? else {
-            return Err(self
-                .missing(
-                    ctx,
-                    AuditAction::Delete,
-                    Some(id),
-                    None,
-                    AuditOutcome::Failure,
-                )
-                .await);
-        };
-        if !authz::allows(&ctx.principal, Action::Write, &meta.scope) {
-            return Err(self
-                .missing(
-                    ctx,
-                    AuditAction::Delete,
-                    Some(id),
-                    None,
-                    AuditOutcome::Denied,
-                )
-                .await);
-        }
+        let found = self.store.get_meta(&ctx.principal.tenant, id).await?;
+        self.within_reach(
+            ctx,
+            (id, AuditAction::Delete, Action::Write),
+            None,
+            found,
+            |meta| &meta.scope,
+        )
+        .await?;
         if self
             .store
             .delete_secret(&ctx.principal.tenant, id, audit)
