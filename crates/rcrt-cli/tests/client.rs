@@ -1,11 +1,13 @@
 //! `rcrt secrets ...` and `rcrt vault ...` against a real server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use base64::Engine;
-use rcrt_testkit::{ServerConfig, ServerProcess, TempDir};
+use rcrt_testkit::{ServerProcess, TempDir};
+
+mod common;
+use common::{rcrt_cmd, run_with_stdin, server_config};
 
 fn kek() -> String {
     let mut bytes = [0u8; 32];
@@ -15,38 +17,21 @@ fn kek() -> String {
 }
 
 fn server(dir: &TempDir, extra: &[(&str, &str)]) -> ServerProcess {
-    let mut env = vec![("LOCAL_KEK_BASE64".to_owned(), kek())];
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    ServerProcess::start(&ServerConfig {
-        binary: rcrt_testkit::server_binary(),
-        env,
-        workdir: dir.path().to_owned(),
-    })
+    let kek = kek();
+    let mut env = vec![("LOCAL_KEK_BASE64", kek.as_str())];
+    env.extend_from_slice(extra);
+    ServerProcess::start(&server_config(dir.path(), &env))
 }
 
+/// The real `rcrt` against the server at `url`, without a token unless `env` gives one.
 fn rcrt(url: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcrt"));
-    cmd.args(args)
-        .env("RCRT_URL", url)
-        .env_remove("RCRT_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_with_stdin(
+        rcrt_cmd()
+            .args(args)
+            .env("RCRT_URL", url)
+            .envs(env.iter().copied()),
+        stdin,
+    )
 }
 
 fn ok(out: &Output) -> String {

@@ -1,35 +1,17 @@
 //! `rcrt kek generate` and `rcrt kek check`, run as the real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
+mod common;
+use common::{rcrt_cmd, run_with_stdin, text};
+
+/// The real `rcrt` with no KEK variables inherited; `None` gives it an empty stdin.
 fn rcrt(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcrt"));
-    cmd.args(args)
-        .env_remove("LOCAL_KEK_BASE64")
-        .env_remove("LOCAL_KEK_BASE64_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    run_with_stdin(
+        rcrt_cmd().args(args).envs(env.iter().copied()),
+        stdin.unwrap_or_default(),
+    )
 }
 
 fn is_guide_format(kek: &str) -> bool {

@@ -8,99 +8,27 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcrt_store::{Store, StoredVersion, VersionFilter};
+use rcrt_store::Store;
 use rcrt_testkit::{ServerConfig, ServerProcess, TempDir, TempPgDb};
-use rcrt_types::SecretId;
-use serde_json::{json, Value};
+use serde_json::json;
 
-const RCRT: &str = env!("CARGO_BIN_EXE_rcrt");
+mod common;
+use common::{
+    assert_prints_no_kek, create_secrets, kek_usage, new_kek, rcrt_cmd, run_with_stdin, runtime,
+    show, snapshot, spawn_with_stdin, text, total_versions, write_file, Api, Expected, Kek,
+};
+
 /// Secrets seeded per store; every fourth also gets a second version.
 const SECRETS: usize = 300;
 
 // ---------------------------------------------------------------------------------------------
-// Binaries
-// ---------------------------------------------------------------------------------------------
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-/// A bare `rcrt` command: no inherited KEK or store variables.
-fn rcrt_cmd() -> Command {
-    let mut cmd = Command::new(RCRT);
-    for var in [
-        "LOCAL_KEK_BASE64",
-        "LOCAL_KEK_BASE64_FILE",
-        "LOCAL_KEK_BASE64_OLD",
-        "LOCAL_KEK_BASE64_OLD_FILE",
-        "DB_URL",
-        "DATABASE_URL",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
 // KEKs and the ways of passing them
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Clone)]
-struct Kek {
-    text: String,
-    id: String,
-}
-
-/// A fresh KEK from `rcrt kek generate`; its id from `rcrt kek check --stdin`.
-fn new_kek() -> Kek {
-    let out = rcrt_cmd().args(["kek", "generate"]).output().unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let kek = text(&out.stdout).trim().to_owned();
-    let mut cmd = rcrt_cmd();
-    cmd.args(["kek", "check", "--stdin"]);
-    let check = run_with_stdin(cmd, &format!("{kek}\n"));
-    assert!(check.status.success(), "{}", show(&check));
-    let id = text(&check.stdout)
-        .trim()
-        .strip_prefix("KEK OK: id ")
-        .unwrap_or_else(|| panic!("unexpected check output: {}", show(&check)))
-        .to_owned();
-    assert!(
-        text(&out.stderr).contains(&id),
-        "generate and check disagree on the id"
-    );
-    Kek { text: kek, id }
-}
 
 /// How a job gets its KEKs. None of them puts a key on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,16 +44,6 @@ enum Keys {
 }
 
 const ALL_KEYS: [Keys; 4] = [Keys::Files, Keys::Stdin, Keys::Env, Keys::EnvFiles];
-
-fn write_secret_file(path: &Path, content: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(content.as_bytes()).unwrap();
-}
 
 /// One store, its directory, and every KEK used on it (for leak checks).
 struct Bench {
@@ -150,7 +68,7 @@ impl Bench {
                 .dir
                 .path()
                 .join(format!("{what}-{}.kek", uuid::Uuid::new_v4().simple()));
-            write_secret_file(&p, &content);
+            write_file(&p, &content, 0o600);
             p
         };
         let old_lines: String = old.iter().map(|k| format!("{}\n", k.text)).collect();
@@ -191,17 +109,32 @@ impl Bench {
 
     /// Runs a job to its end; checks that no KEK appears in its output.
     fn run(&self, args: &[&str], keys: Keys, new: &Kek, old: &[&Kek]) -> Output {
-        let job = self.job(args, keys, new, old);
-        let out = run_with_stdin(job.cmd, &job.stdin);
+        let Job { mut cmd, stdin } = self.job(args, keys, new, old);
+        let out = run_with_stdin(&mut cmd, &stdin);
         self.assert_no_key(&out);
         out
     }
 
     fn assert_no_key(&self, out: &Output) {
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        for k in &self.keks {
-            assert!(!all.contains(&k.text), "a KEK was printed:\n{}", show(out));
-        }
+        assert_prints_no_kek(out, &self.keks, "a job");
+    }
+
+    /// `rcrt kek verify` must succeed with `expected` (KEK, versions) as its census, no failures.
+    fn assert_verifies(
+        &self,
+        keys: Keys,
+        new: &Kek,
+        old: &[&Kek],
+        expected: &[(&Kek, u64)],
+    ) -> Output {
+        let out = self.run(&["kek", "verify"], keys, new, old);
+        assert!(out.status.success(), "{}", show(&out));
+        let expected: BTreeMap<String, (u64, u64)> = expected
+            .iter()
+            .map(|(k, n)| (k.id.clone(), (*n, 0)))
+            .collect();
+        assert_eq!(census(&out), expected, "{}", show(&out));
+        out
     }
 }
 
@@ -270,131 +203,25 @@ fn rewrap_summary(out: &Output) -> (u64, u64, u64) {
 // The server and its API
 // ---------------------------------------------------------------------------------------------
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(server: &ServerProcess) -> Self {
-        Self {
-            base: server.base_url(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap();
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-
-    async fn create(&self, name: &str, value: &str) -> String {
-        let (status, body) = self
-            .send(
-                self.http
-                    .post(format!("{}/secrets", self.base))
-                    .header("content-type", "application/json")
-                    .body(
-                        json!({"name": name, "value": value, "scope_type": "global"}).to_string(),
-                    ),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn update(&self, id: &str, value: &str) -> i64 {
-        let (status, body) = self
-            .send(
-                self.http
-                    .put(format!("{}/secrets/{id}", self.base))
-                    .header("content-type", "application/json")
-                    .body(json!({ "value": value }).to_string()),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["version"].as_i64().unwrap()
-    }
-
-    async fn decrypt(&self, id: &str) -> (String, i64) {
-        let (status, body) = self
-            .send(
-                self.http
-                    .post(format!("{}/secrets/{id}/decrypt", self.base))
-                    .header("x-access-reason", "KEK maintenance test"),
-            )
-            .await;
-        assert_eq!(status, 200, "decrypt {id}: {body}");
-        (
-            body["value"].as_str().unwrap().to_owned(),
-            body["version"].as_i64().unwrap(),
-        )
-    }
-
-    async fn kek_status(&self) -> Value {
-        let (status, body) = self
-            .send(self.http.get(format!("{}/admin/kek/status", self.base)))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-}
-
-/// What each secret must decrypt to.
-#[derive(Debug, Clone)]
-struct Expected {
-    id: String,
-    value: String,
-    version: i64,
-}
-
 fn server_config(bench: &Bench, kek: &Kek) -> ServerConfig {
-    ServerConfig {
-        binary: rcrt_testkit::server_binary(),
-        env: vec![
-            ("LOCAL_KEK_BASE64".into(), kek.text.clone()),
-            ("DB_URL".into(), bench.db_url.clone()),
-            ("RUST_LOG".into(), "warn".into()),
+    common::server_config(
+        bench.dir.path(),
+        &[
+            ("LOCAL_KEK_BASE64", &kek.text),
+            ("DB_URL", &bench.db_url),
+            ("RUST_LOG", "warn"),
         ],
-        workdir: bench.dir.path().to_owned(),
-    }
+    )
 }
 
 /// Seeds the store through a real server running with `kek`.
 async fn seed(bench: &Bench, kek: &Kek) -> Vec<Expected> {
     let server = ServerProcess::start(&server_config(bench, kek));
-    let api = Arc::new(Api::new(&server));
-    let run = uuid::Uuid::new_v4().simple().to_string();
+    let api = Arc::new(Api::new(server.base_url()));
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..8 {
         let api = api.clone();
-        let run = run.clone();
-        tasks.spawn(async move {
-            let mut out = Vec::new();
-            for i in (worker..SECRETS).step_by(8) {
-                let first = format!("v1-{run}-{i}");
-                let id = api.create(&format!("maint/{run}/s{i}"), &first).await;
-                if i % 4 == 0 {
-                    let second = format!("v2-{run}-{i}");
-                    let version = api.update(&id, &second).await;
-                    assert_eq!(version, 2);
-                    out.push(Expected {
-                        id,
-                        value: second,
-                        version: 2,
-                    });
-                } else {
-                    out.push(Expected {
-                        id,
-                        value: first,
-                        version: 1,
-                    });
-                }
-            }
-            out
-        });
+        tasks.spawn(async move { create_secrets(&api, (worker..SECRETS).step_by(8)).await });
     }
     let mut all = Vec::new();
     while let Some(r) = tasks.join_next().await {
@@ -404,14 +231,10 @@ async fn seed(bench: &Bench, kek: &Kek) -> Vec<Expected> {
     all
 }
 
-fn total_versions(expected: &[Expected]) -> u64 {
-    expected.iter().map(|e| e.version as u64).sum()
-}
-
 /// Starts a server with `kek` alone; every secret must decrypt to its latest value.
 async fn assert_server_decrypts_all(bench: &Bench, kek: &Kek, expected: &[Expected]) {
     let server = ServerProcess::start(&server_config(bench, kek));
-    let api = Arc::new(Api::new(&server));
+    let api = Arc::new(Api::new(server.base_url()));
     let status = api.kek_status().await;
     assert_eq!(status["current_kek_id"], kek.id.as_str(), "{status}");
     assert_eq!(
@@ -423,17 +246,7 @@ async fn assert_server_decrypts_all(bench: &Bench, kek: &Kek, expected: &[Expect
     for chunk in expected.chunks(expected.len().div_ceil(8)) {
         let api = api.clone();
         let chunk = chunk.to_vec();
-        tasks.spawn(async move {
-            for e in chunk {
-                let (value, version) = api.decrypt(&e.id).await;
-                assert_eq!(
-                    (value.as_str(), version),
-                    (e.value.as_str(), e.version),
-                    "secret {}",
-                    e.id
-                );
-            }
-        });
+        tasks.spawn(async move { api.assert_decrypts(&chunk).await });
     }
     while let Some(r) = tasks.join_next().await {
         r.unwrap();
@@ -445,27 +258,8 @@ async fn assert_server_decrypts_all(bench: &Bench, kek: &Kek, expected: &[Expect
 // Store snapshots
 // ---------------------------------------------------------------------------------------------
 
-type Snapshot = BTreeMap<(SecretId, i64), StoredVersion>;
-
-async fn snapshot(store: &Arc<dyn Store>) -> Snapshot {
-    let rows = store
-        .scan_versions(&VersionFilter::All, None, 10000, true)
-        .await
-        .unwrap();
-    rows.into_iter()
-        .map(|r| ((r.secret_id, r.version), r))
-        .collect()
-}
-
 async fn versions_under(store: &Arc<dyn Store>, kek: &Kek) -> u64 {
-    store
-        .kek_usage()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|u| u.kek_id == kek.id)
-        .map(|u| u.versions as u64)
-        .sum()
+    kek_usage(store).await.get(&kek.id).copied().unwrap_or(0)
 }
 
 /// Starts `job`, lets it run about a second (until at least one batch reached `target`), then
@@ -478,13 +272,7 @@ fn interrupt(
     target: &Kek,
 ) -> u64 {
     let Job { mut cmd, stdin } = job;
-    let mut child: Child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    let mut child = spawn_with_stdin(&mut cmd, &stdin).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let deadline = Instant::now() + Duration::from_secs(20);
     while rt.block_on(versions_under(store, target)) == 0 {
@@ -526,11 +314,7 @@ enum Backend {
 }
 
 fn lifecycle(backend: Backend) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = TempDir::new();
     // Panics (fails the test) when PostgreSQL is unreachable: never skipped.
     let pg = match backend {
@@ -570,9 +354,7 @@ fn lifecycle(backend: Backend) {
     assert!(text(&dry.stdout).contains(&k2.id), "{}", show(&dry));
     assert!(text(&dry.stdout).contains("dry run: nothing written"));
     assert_eq!(rt.block_on(snapshot(&store)), seeded, "the dry run wrote");
-    let v = bench.run(&["kek", "verify"], Keys::Files, &k2, &[&k1]);
-    assert!(v.status.success(), "{}", show(&v));
-    assert_eq!(census(&v), BTreeMap::from([(k1.id.clone(), (total, 0))]));
+    let v = bench.assert_verifies(Keys::Files, &k2, &[&k1], &[(&k1, total)]);
     // A server with K2 alone refuses the store and names K1's id.
     let (status, output) = ServerProcess::run_to_exit(&server_config(&bench, &k2));
     assert!(!status.success(), "{output}");
@@ -597,35 +379,27 @@ fn lifecycle(backend: Backend) {
     }
 
     phase("inputs checked");
+    // A rate-limited job from `old` to `new`, SIGKILLed after about a second; the census must
+    // then split the versions between the two KEKs. Returns how many are under `new`.
+    let kill_half_way = |job: &[&str], keys: Keys, verify: Keys, new: &Kek, old: &Kek| {
+        let args = [job, &["--batch-size", "5", "--max-rows-per-sec", "100"][..]].concat();
+        let done = interrupt(
+            &rt,
+            &bench,
+            &store,
+            bench.job(&args, keys, new, &[old]),
+            new,
+        );
+        assert!(done > 0 && done < total, "{done} of {total}");
+        phase(&format!(
+            "{} killed after {done} of {total} versions",
+            job.join(" ")
+        ));
+        bench.assert_verifies(verify, new, &[old], &[(old, total - done), (new, done)]);
+        done
+    };
     // --- Re-wrap K1 -> K2, SIGKILLed after about a second. ---------------------------------
-    let rate_limited = [
-        "kek",
-        "rewrap",
-        "--batch-size",
-        "5",
-        "--max-rows-per-sec",
-        "100",
-    ];
-    let done = interrupt(
-        &rt,
-        &bench,
-        &store,
-        bench.job(&rate_limited, Keys::Files, &k2, &[&k1]),
-        &k2,
-    );
-    assert!(done > 0 && done < total, "{done} of {total}");
-    phase(&format!("re-wrap killed after {done} of {total} versions"));
-    let partial = bench.run(&["kek", "verify"], Keys::Stdin, &k2, &[&k1]);
-    assert!(partial.status.success(), "{}", show(&partial));
-    assert_eq!(
-        census(&partial),
-        BTreeMap::from([
-            (k1.id.clone(), (total - done, 0)),
-            (k2.id.clone(), (done, 0))
-        ]),
-        "{}",
-        show(&partial)
-    );
+    let done = kill_half_way(&["kek", "rewrap"], Keys::Files, Keys::Stdin, &k2, &k1);
     // Resume: only what is left is re-wrapped.
     let rest = bench.run(
         &["kek", "rewrap", "--batch-size", "7"],
@@ -648,9 +422,7 @@ fn lifecycle(backend: Backend) {
     );
     assert_eq!(rewrap_summary(&again), (0, 0, 0));
     // K2 alone now opens everything.
-    let v = bench.run(&["kek", "verify"], Keys::EnvFiles, &k2, &[]);
-    assert!(v.status.success(), "{}", show(&v));
-    assert_eq!(census(&v), BTreeMap::from([(k2.id.clone(), (total, 0))]));
+    let v = bench.assert_verifies(Keys::EnvFiles, &k2, &[], &[(&k2, total)]);
     assert!(text(&v.stdout).contains("OK: every version unwraps and decrypts"));
     // A re-wrap changes every wrapped DEK and keeps every sealed value (same DEKs).
     let rewrapped = rt.block_on(snapshot(&store));
@@ -672,34 +444,12 @@ fn lifecycle(backend: Backend) {
     assert_eq!(no_yes.status.code(), Some(1), "{}", show(&no_yes));
     assert!(text(&no_yes.stderr).contains("--yes"), "{}", show(&no_yes));
     assert_eq!(rt.block_on(snapshot(&store)), rewrapped);
-    let reencrypt = [
-        "secrets",
-        "reencrypt",
-        "--yes",
-        "--batch-size",
-        "5",
-        "--max-rows-per-sec",
-        "100",
-    ];
-    let done = interrupt(
-        &rt,
-        &bench,
-        &store,
-        bench.job(&reencrypt, Keys::Env, &k3, &[&k2]),
+    let done = kill_half_way(
+        &["secrets", "reencrypt", "--yes"],
+        Keys::Env,
+        Keys::Files,
         &k3,
-    );
-    assert!(done > 0 && done < total, "{done} of {total}");
-    phase(&format!(
-        "re-encryption killed after {done} of {total} versions"
-    ));
-    let partial = bench.run(&["kek", "verify"], Keys::Files, &k3, &[&k2]);
-    assert!(partial.status.success(), "{}", show(&partial));
-    assert_eq!(
-        census(&partial),
-        BTreeMap::from([
-            (k2.id.clone(), (total - done, 0)),
-            (k3.id.clone(), (done, 0))
-        ])
+        &k2,
     );
     let rest = bench.run(
         &["secrets", "reencrypt", "--yes", "--batch-size", "9"],
@@ -715,9 +465,7 @@ fn lifecycle(backend: Backend) {
         "{}",
         show(&rest)
     );
-    let v = bench.run(&["kek", "verify"], Keys::Stdin, &k3, &[]);
-    assert!(v.status.success(), "{}", show(&v));
-    assert_eq!(census(&v), BTreeMap::from([(k3.id.clone(), (total, 0))]));
+    bench.assert_verifies(Keys::Stdin, &k3, &[], &[(&k3, total)]);
     // Every version has a new wrapped DEK and a new sealed value (a fresh DEK).
     let reencrypted = rt.block_on(snapshot(&store));
     assert_eq!(
@@ -799,9 +547,10 @@ fn job_input_errors() {
         keks: vec![k.clone()],
     };
     // No store given.
-    let mut cmd = rcrt_cmd();
-    cmd.args(["kek", "verify", "--keks-stdin"]);
-    let out = run_with_stdin(cmd, &format!("{}\n", k.text));
+    let out = run_with_stdin(
+        rcrt_cmd().args(["kek", "verify", "--keks-stdin"]),
+        &format!("{}\n", k.text),
+    );
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text(&out.stderr).contains("--db-url"), "{}", show(&out));
     bench.assert_no_key(&out);
@@ -813,14 +562,15 @@ fn job_input_errors() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text(&out.stderr).contains("LOCAL_KEK_BASE64 missing"));
     // An empty stdin, and a malformed old KEK on stdin line 2 (named by line, not shown).
-    let mut cmd = rcrt_cmd();
-    cmd.args(["kek", "verify", "--keks-stdin", "--db-url", &bench.db_url]);
-    let out = run_with_stdin(cmd, "");
+    let verify_stdin = || {
+        let mut cmd = rcrt_cmd();
+        cmd.args(["kek", "verify", "--keks-stdin", "--db-url", &bench.db_url]);
+        cmd
+    };
+    let out = run_with_stdin(&mut verify_stdin(), "");
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    let mut cmd = rcrt_cmd();
-    cmd.args(["kek", "verify", "--keks-stdin", "--db-url", &bench.db_url]);
     let garbage = "bm90LWEta2V5LWF0LWFsbC1qdXN0LWdhcmJhZ2UtLS0tLQ==";
-    let out = run_with_stdin(cmd, &format!("{}\n{garbage}\n", k.text));
+    let out = run_with_stdin(&mut verify_stdin(), &format!("{}\n{garbage}\n", k.text));
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let stderr = text(&out.stderr);
     assert!(
@@ -852,11 +602,7 @@ fn job_input_errors() {
 /// scan, a few hundred milliseconds of work, one compare-and-swap commit) at once, and returns
 /// the versions whose sealed value did not change, with the job's output.
 fn reencrypt_next_to_live_server(n: usize, server_env: &[(&str, &str)]) -> (Vec<String>, Output) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = TempDir::new();
     let db_url = dir.path().join("rcrt.db").display().to_string();
     let (old, new) = (new_kek(), new_kek());
@@ -867,7 +613,7 @@ fn reencrypt_next_to_live_server(n: usize, server_env: &[(&str, &str)]) -> (Vec<
     };
     let seeded = rt.block_on(async {
         let server = ServerProcess::start(&server_config(&bench, &old));
-        let api = Arc::new(Api::new(&server));
+        let api = Arc::new(Api::new(server.base_url()));
         let mut tasks = tokio::task::JoinSet::new();
         for w in 0..8 {
             let api = api.clone();
@@ -885,15 +631,14 @@ fn reencrypt_next_to_live_server(n: usize, server_env: &[(&str, &str)]) -> (Vec<
         let store = rcrt_store::open(&bench.db_url).await.unwrap();
         snapshot(&store).await
     });
-    let mut cfg = server_config(&bench, &new);
-    cfg.env
-        .push(("LOCAL_KEK_BASE64_OLD".into(), old.text.clone()));
-    cfg.env.extend(
-        server_env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let server = ServerProcess::start(&cfg);
+    let mut env = vec![
+        ("LOCAL_KEK_BASE64", new.text.as_str()),
+        ("LOCAL_KEK_BASE64_OLD", old.text.as_str()),
+        ("DB_URL", bench.db_url.as_str()),
+        ("RUST_LOG", "warn"),
+    ];
+    env.extend_from_slice(server_env);
+    let server = ServerProcess::start(&common::server_config(bench.dir.path(), &env));
     let out = bench.run(
         &["secrets", "reencrypt", "--yes", "--batch-size", "5000"],
         Keys::Files,

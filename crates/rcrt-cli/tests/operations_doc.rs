@@ -23,20 +23,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rcrt_store::{Store, StoredVersion, VersionFilter};
 use rcrt_testkit::{free_port, http_get_status, ServerConfig, ServerProcess, TempDir};
-use rcrt_types::SecretId;
-use serde_json::{json, Value};
+use serde_json::json;
 
-const RCRT: &str = env!("CARGO_BIN_EXE_rcrt");
+mod common;
+use common::{
+    assert_prints_no_kek, create_secrets, kek_id, kek_usage, new_kek, rcrt_cmd, run_with_stdin,
+    runtime, server_config, show, snapshot, text, total_versions, write_file, Api, Expected, Kek,
+    Snapshot, RCRT,
+};
+
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 // ---------------------------------------------------------------------------------------------
@@ -48,31 +51,6 @@ fn rotation_script() -> PathBuf {
         .join("deploy/scripts/kek-rotation.sh")
         .canonicalize()
         .expect("deploy/scripts/kek-rotation.sh exists")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-fn write_file(path: &Path, content: &str, mode: u32) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .unwrap();
-    f.write_all(content.as_bytes()).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -130,50 +108,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// KEKs, the server API, seeding
+// KEKs and the store
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-struct Kek {
-    text: String,
-    id: String,
-}
-
-fn new_kek() -> Kek {
-    let out = Command::new(RCRT)
-        .args(["kek", "generate"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let kek = text(&out.stdout).trim().to_owned();
-    Kek {
-        id: kek_id(&kek),
-        text: kek,
-    }
-}
-
-fn kek_id(kek: &str) -> String {
-    let mut child = Command::new(RCRT)
-        .args(["kek", "check", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{kek}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    text(&out.stdout)
-        .trim()
-        .strip_prefix("KEK OK: id ")
-        .unwrap()
-        .to_owned()
-}
 
 fn kek_in_file(path: &Path) -> String {
     std::fs::read_to_string(path)
@@ -182,154 +118,9 @@ fn kek_in_file(path: &Path) -> String {
         .to_owned()
 }
 
-#[derive(Clone, Debug)]
-struct Expected {
-    id: String,
-    value: String,
-    version: i64,
-}
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    token: Option<String>,
-}
-
-impl Api {
-    fn new(base: String) -> Self {
-        Self {
-            base,
-            http: reqwest::Client::new(),
-            token: None,
-        }
-    }
-
-    fn with_token(base: String, token: &str) -> Self {
-        Self {
-            token: Some(token.to_owned()),
-            ..Self::new(base)
-        }
-    }
-
-    async fn json(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let req = match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        };
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap();
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-
-    async fn create(&self, name: &str, value: &str) -> String {
-        let (status, body) = self
-            .json(
-                self.http
-                    .post(format!("{}/secrets", self.base))
-                    .header("content-type", "application/json")
-                    .body(
-                        json!({"name": name, "value": value, "scope_type": "global"}).to_string(),
-                    ),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn update(&self, id: &str, value: &str) -> i64 {
-        let (status, body) = self
-            .json(
-                self.http
-                    .put(format!("{}/secrets/{id}", self.base))
-                    .header("content-type", "application/json")
-                    .body(json!({ "value": value }).to_string()),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["version"].as_i64().unwrap()
-    }
-
-    async fn kek_status(&self) -> Value {
-        let (status, body) = self
-            .json(self.http.get(format!("{}/admin/kek/status", self.base)))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    async fn assert_decrypts(&self, expected: &[Expected]) {
-        for e in expected {
-            let (status, body) = self
-                .json(
-                    self.http
-                        .post(format!("{}/secrets/{}/decrypt", self.base, e.id))
-                        .header("x-access-reason", "operations doc test"),
-                )
-                .await;
-            assert_eq!(status, 200, "decrypt {}: {body}", e.id);
-            assert_eq!(body["value"], e.value.as_str(), "secret {}", e.id);
-            assert_eq!(body["version"], e.version, "secret {}", e.id);
-        }
-    }
-}
-
-/// Creates `n` secrets (every fourth with a second version) through a server at `base`.
-async fn create_secrets(base: &str, n: usize) -> Vec<Expected> {
-    create_secrets_with(Api::new(base.to_owned()), n).await
-}
-
-async fn create_secrets_with(api: Api, n: usize) -> Vec<Expected> {
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let mut out = Vec::new();
-    for i in 0..n {
-        let first = format!("v1-{run}-{i}");
-        let id = api.create(&format!("ops/{run}/s{i}"), &first).await;
-        if i % 4 == 0 {
-            let second = format!("v2-{run}-{i}");
-            assert_eq!(api.update(&id, &second).await, 2);
-            out.push(Expected {
-                id,
-                value: second,
-                version: 2,
-            });
-        } else {
-            out.push(Expected {
-                id,
-                value: first,
-                version: 1,
-            });
-        }
-    }
-    out
-}
-
-fn total_versions(expected: &[Expected]) -> i64 {
-    expected.iter().map(|e| e.version).sum()
-}
-
-type Snapshot = BTreeMap<(SecretId, i64), StoredVersion>;
-
-async fn snapshot(db_url: &str) -> Snapshot {
-    let store = rcrt_store::open(db_url).await.unwrap();
-    store
-        .scan_versions(&VersionFilter::All, None, 10000, true)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| ((r.secret_id, r.version), r))
-        .collect()
-}
-
-async fn usage(db_url: &str) -> BTreeMap<String, i64> {
-    let store: Arc<dyn Store> = rcrt_store::open(db_url).await.unwrap();
-    store
-        .kek_usage()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| (u.kek_id, u.versions))
-        .collect()
+/// The store at `db_url`, opened afresh for each look (the blocks change it in between).
+async fn open_store(db_url: &str) -> std::sync::Arc<dyn rcrt_store::Store> {
+    rcrt_store::open(db_url).await.unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,9 +181,12 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the supervisor (not yet the service). `bin` holds `rcrt-server` and `systemctl`.
-    fn new(dir: &Path, bin: &Path, db_url: &str, env_file: &Path, extra: &[(&str, &str)]) -> Self {
+    /// Starts the supervisor and the service under it: the store `db_url`, `extra` in the
+    /// unit's environment, and an EnvironmentFile (`dir/kek.env`) naming `kek_file`.
+    /// `bin` holds `rcrt-server` and gets `systemctl`.
+    fn new(dir: &Path, bin: &Path, db_url: &str, kek_file: &Path, extra: &[(&str, &str)]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
+        let env_file = dir.join("kek.env");
         let port = free_port();
         let mut unit = format!("BIND_ADDR=127.0.0.1:{port}\nDB_URL={db_url}\nRUST_LOG=info\n");
         for (k, v) in extra {
@@ -412,18 +206,30 @@ impl Supervisor {
             .env_clear()
             .env("PATH", sandbox_path(bin))
             .env("SVC_DIR", dir)
-            .env("SVC_ENV_FILE", env_file)
+            .env("SVC_ENV_FILE", &env_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        Self {
+        let sup = Self {
             child: Some(child),
             dir: dir.to_owned(),
             bin: bin.to_owned(),
             port,
-        }
+        };
+        write_file(
+            &env_file,
+            &format!("LOCAL_KEK_BASE64_FILE={}\n", kek_file.display()),
+            0o600,
+        );
+        sup.start();
+        sup
+    }
+
+    /// The service's EnvironmentFile.
+    fn env_file(&self) -> PathBuf {
+        self.dir.join("kek.env")
     }
 
     fn url(&self) -> String {
@@ -613,25 +419,21 @@ fn parse_annotation(text: &str, line: usize) -> (String, bool, Option<String>, V
         let (k, v) = kv
             .split_once('=')
             .unwrap_or_else(|| panic!("operations.md:{line}: {kv:?} is not key=value"));
+        // `v`, which must be one of `known` (the `what`s the harness has).
+        let one_of = |known: &[&str], what: &str| {
+            assert!(
+                known.contains(&v),
+                "operations.md:{line}: unknown {what} {v}"
+            );
+            Some(v.to_owned())
+        };
         match k {
-            "setup" => {
-                assert!(
-                    FIXTURES.contains(&v),
-                    "operations.md:{line}: unknown fixture {v}"
-                );
-                setup = Some(v.to_owned());
-            }
+            "setup" => setup = one_of(FIXTURES, "fixture"),
             "runs" => {
                 assert_eq!(v, "server", "operations.md:{line}: runs=server only");
                 runs = true;
             }
-            "check" => {
-                assert!(
-                    CHECKS.contains(&v),
-                    "operations.md:{line}: unknown check {v}"
-                );
-                check = Some(v.to_owned());
-            }
+            "check" => check = one_of(CHECKS, "check"),
             "requires" => {
                 for r in v.split(',') {
                     assert!(
@@ -762,9 +564,9 @@ impl Sandbox {
             let server = ServerProcess::start(
                 &sb.server_config(&[("LOCAL_KEK_BASE64", sb.old.text.as_str())]),
             );
-            sb.expected = rt.block_on(create_secrets(&server.base_url(), 20));
+            sb.expected = rt.block_on(create_secrets(&Api::new(server.base_url()), 0..20));
             drop(server);
-            sb.seeded = rt.block_on(snapshot(&sb.db_url));
+            sb.seeded = rt.block_on(async { snapshot(&open_store(&sb.db_url).await).await });
         };
         match block.setup.as_str() {
             "kek" | "kek-gpg" => {
@@ -809,28 +611,18 @@ impl Sandbox {
                         sb.server = Some(server);
                     }
                     "systemd" => {
-                        let env_file = sb.root.path().join("svc").join("kek.env");
                         let sup = Supervisor::new(
                             &sb.root.path().join("svc"),
                             &bin,
                             &db_url,
-                            &env_file,
+                            &work.join("old-kek.txt"),
                             &[
                                 ("REWRAP_BATCH_SIZE", "5"),
                                 ("REWRAP_MAX_ROWS_PER_SEC", "20"),
                             ],
                         );
-                        write_file(
-                            &env_file,
-                            &format!(
-                                "LOCAL_KEK_BASE64_FILE={}\n",
-                                work.join("old-kek.txt").display()
-                            ),
-                            0o600,
-                        );
-                        sup.start();
                         env.insert("RCRT_URL".into(), sup.url());
-                        env.insert("RCRT_ENV_FILE".into(), env_file.display().to_string());
+                        env.insert("RCRT_ENV_FILE".into(), sup.env_file().display().to_string());
                         env.insert("SVC_DIR".into(), sup.dir.display().to_string());
                         env.insert("POLL_INTERVAL".into(), "1".into());
                         sb.supervisor = Some(sup);
@@ -841,20 +633,10 @@ impl Sandbox {
             "backups" => {
                 seed(&mut sb);
                 env.insert("DB_URL".into(), db_url.clone());
-                let mut split = Command::new(RCRT)
-                    .args(["kek", "split", "-t", "3", "-n", "5"])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                split
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(format!("{}\n", old.text).as_bytes())
-                    .unwrap();
-                let out = split.wait_with_output().unwrap();
+                let out = run_with_stdin(
+                    rcrt_cmd().args(["kek", "split", "-t", "3", "-n", "5"]),
+                    &format!("{}\n", old.text),
+                );
                 assert!(out.status.success(), "{}", show(&out));
                 for (i, share) in text(&out.stdout).lines().enumerate() {
                     write_file(
@@ -894,20 +676,9 @@ impl Sandbox {
     }
 
     fn server_config(&self, kek_env: &[(&str, &str)]) -> ServerConfig {
-        let mut env = vec![
-            ("DB_URL".to_owned(), self.db_url.clone()),
-            ("RUST_LOG".to_owned(), "warn".to_owned()),
-        ];
-        env.extend(
-            kek_env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        ServerConfig {
-            binary: rcrt_testkit::server_binary(),
-            env,
-            workdir: self.work.clone(),
-        }
+        let mut env = vec![("DB_URL", self.db_url.as_str()), ("RUST_LOG", "warn")];
+        env.extend_from_slice(kek_env);
+        server_config(&self.work, &env)
     }
 
     /// `bash -euo pipefail block.sh` in `work/`, in a process group of its own.
@@ -928,38 +699,20 @@ impl Sandbox {
     }
 
     fn assert_no_key(&self, out: &Output, what: &str) {
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        for k in &self.keks {
-            assert!(
-                !all.contains(&k.text),
-                "{what} printed a KEK:\n{}",
-                show(out)
-            );
-        }
+        assert_prints_no_kek(out, &self.keks, what);
     }
 }
 
 fn gpg_encrypt(home: &Path, plaintext: &str) -> Vec<u8> {
-    let mut child = Command::new("gpg")
-        .env("GNUPGHOME", home)
-        .args([
+    let out = run_with_stdin(
+        Command::new("gpg").env("GNUPGHOME", home).args([
             "--batch",
             "--encrypt",
             "--recipient",
             "security@company.com",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{plaintext}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ]),
+        &format!("{plaintext}\n"),
+    );
     assert!(out.status.success(), "gpg --encrypt: {}", show(&out));
     out.stdout
 }
@@ -976,22 +729,11 @@ fn gpg_decrypt(home: &Path, file: &Path) -> String {
 }
 
 fn rcrt_combine(shares: &[String], extra: &[&str]) -> String {
-    let mut child = Command::new(RCRT)
-        .args(["kek", "combine", "-t", "3"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input: String = shares.iter().map(|s| format!("{}\n", s.trim())).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        rcrt_cmd().args(["kek", "combine", "-t", "3"]).args(extra),
+        &input,
+    );
     assert!(out.status.success(), "{}", show(&out));
     text(&out.stdout).trim().to_owned()
 }
@@ -1017,22 +759,24 @@ async fn check_after(check: &str, sb: &Sandbox, out: &Output) {
             assert_ne!(id, sb.old.id);
         }
         "rewrapped" => {
+            let store = open_store(&sb.db_url).await;
             assert_eq!(
-                usage(&sb.db_url).await,
+                kek_usage(&store).await,
                 BTreeMap::from([(sb.new.id.clone(), total)]),
                 "not every version is under the new KEK"
             );
-            let after = snapshot(&sb.db_url).await;
+            let after = snapshot(&store).await;
             for (k, row) in &after {
                 assert_eq!(row.sealed_value, sb.seeded[k].sealed_value, "{k:?}");
             }
         }
         "reencrypted" => {
+            let store = open_store(&sb.db_url).await;
             assert_eq!(
-                usage(&sb.db_url).await,
+                kek_usage(&store).await,
                 BTreeMap::from([(sb.new.id.clone(), total)])
             );
-            let after = snapshot(&sb.db_url).await;
+            let after = snapshot(&store).await;
             assert_eq!(after.len(), sb.seeded.len());
             for (k, row) in &after {
                 assert_ne!(row.sealed_value, sb.seeded[k].sealed_value, "{k:?}");
@@ -1246,11 +990,7 @@ fn every_bash_block_of_operations_md_runs() {
     assert_eq!(used.len(), FIXTURES.len(), "unused fixtures: {used:?}");
     assert!(blocks.len() >= 15, "only {} bash blocks", blocks.len());
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let gpg_home: OnceLock<GpgHome> = OnceLock::new();
     let gpg = || gpg_home.get_or_init(GpgHome::new).path().to_owned();
     for block in &blocks {
@@ -1293,6 +1033,25 @@ struct ScriptRun {
 }
 
 impl ScriptRun {
+    /// A fresh SQLite store served under the systemd stand-in with a new KEK from
+    /// `old-kek.txt` (plus `unit` in the unit's environment); that KEK.
+    fn start(root: TempDir, unit: &[(&str, &str)]) -> (Self, Kek) {
+        let bin = make_bin(root.path());
+        let db_url = root.path().join("rcrt.db").display().to_string();
+        let old = new_kek();
+        let old_file = root.path().join("old-kek.txt");
+        key_file(&old_file, &old);
+        let supervisor = Supervisor::new(&root.path().join("svc"), &bin, &db_url, &old_file, unit);
+        let run = Self {
+            supervisor,
+            root,
+            bin,
+            old_file,
+            db_url,
+        };
+        (run, old)
+    }
+
     fn run(&self, new_file: &Path, extra: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(self.bin.join("kek-rotation.sh"));
         cmd.env_clear()
@@ -1335,43 +1094,16 @@ impl ScriptRun {
 
 #[test]
 fn rotation_script_rotates_a_live_server_end_to_end() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let root = TempDir::new();
-    let bin = make_bin(root.path());
-    let db_url = root.path().join("rcrt.db").display().to_string();
-    let old = new_kek();
-    let old_file = root.path().join("old-kek.txt");
-    key_file(&old_file, &old);
-    let svc = root.path().join("svc");
-    let supervisor = Supervisor::new(
-        &svc,
-        &bin,
-        &db_url,
-        &svc.join("kek.env"),
+    let rt = runtime();
+    let (run, old) = ScriptRun::start(
+        TempDir::new(),
         &[
             ("REWRAP_BATCH_SIZE", "10"),
             ("REWRAP_MAX_ROWS_PER_SEC", "100"),
         ],
     );
-    write_file(
-        &svc.join("kek.env"),
-        &format!("LOCAL_KEK_BASE64_FILE={}\n", old_file.display()),
-        0o600,
-    );
-    supervisor.start();
-    let expected = rt.block_on(create_secrets(&supervisor.url(), 120));
+    let expected = rt.block_on(create_secrets(&Api::new(run.supervisor.url()), 0..120));
     let total = total_versions(&expected);
-    let run = ScriptRun {
-        supervisor,
-        root,
-        bin,
-        old_file,
-        db_url,
-    };
     let keys_dir = run.root.path().join("keys");
     std::fs::create_dir_all(&keys_dir).unwrap();
 
@@ -1466,25 +1198,17 @@ fn rotation_script_rotates_a_live_server_end_to_end() {
     // Finally a fresh server given the new KEK alone (nothing else) decrypts everything.
     let out = run.supervisor.ctl("stop");
     assert!(out.status.success(), "{}", show(&out));
-    let server = ServerProcess::start(&ServerConfig {
-        binary: rcrt_testkit::server_binary(),
-        env: vec![
-            ("LOCAL_KEK_BASE64".into(), new.clone()),
-            ("DB_URL".into(), run.db_url.clone()),
-        ],
-        workdir: run.root.path().to_owned(),
-    });
+    let server = ServerProcess::start(&server_config(
+        run.root.path(),
+        &[("LOCAL_KEK_BASE64", &new), ("DB_URL", &run.db_url)],
+    ));
     rt.block_on(Api::new(server.base_url()).assert_decrypts(&expected));
     drop(server);
     // And a server given only the old KEK refuses the store, naming the new KEK's id.
-    let (status, output) = ServerProcess::run_to_exit(&ServerConfig {
-        binary: rcrt_testkit::server_binary(),
-        env: vec![
-            ("LOCAL_KEK_BASE64".into(), old.text.clone()),
-            ("DB_URL".into(), run.db_url.clone()),
-        ],
-        workdir: run.root.path().to_owned(),
-    });
+    let (status, output) = ServerProcess::run_to_exit(&server_config(
+        run.root.path(),
+        &[("LOCAL_KEK_BASE64", &old.text), ("DB_URL", &run.db_url)],
+    ));
     assert!(!status.success());
     assert!(output.contains(&new_id), "{output}");
 }
@@ -1528,48 +1252,26 @@ fn mint_jwt(secret: &str, roles: &[&str]) -> String {
         URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let mut child = Command::new("openssl")
-        .args(["dgst", "-sha256", "-binary", "-mac", "HMAC", "-macopt"])
-        .arg(format!("key:{secret}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("openssl (to sign the test JWT)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-binary", "-mac", "HMAC", "-macopt"])
+            .arg(format!("key:{secret}")),
+        &input,
+    );
     assert!(out.status.success(), "{}", show(&out));
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(&out.stdout))
 }
 
 #[test]
 fn rotation_script_sends_an_admin_token_with_jwt_auth() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let root = TempDir::new();
-    let bin = make_bin(root.path());
-    let db_url = root.path().join("rcrt.db").display().to_string();
-    let old = new_kek();
-    let old_file = root.path().join("old-kek.txt");
-    key_file(&old_file, &old);
     let hs_secret = uuid::Uuid::new_v4().simple().to_string();
     let secret_file = root.path().join("jwt-secret");
     write_file(&secret_file, &hs_secret, 0o600);
-    let svc = root.path().join("svc");
     let secret_path = secret_file.display().to_string();
-    let supervisor = Supervisor::new(
-        &svc,
-        &bin,
-        &db_url,
-        &svc.join("kek.env"),
+    let (run, old) = ScriptRun::start(
+        root,
         &[
             ("AUTH_MODE", "jwt"),
             ("JWT_HS256_SECRET_FILE", &secret_path),
@@ -1577,12 +1279,6 @@ fn rotation_script_sends_an_admin_token_with_jwt_auth() {
             ("JWT_AUDIENCE", "rcrt"),
         ],
     );
-    write_file(
-        &svc.join("kek.env"),
-        &format!("LOCAL_KEK_BASE64_FILE={}\n", old_file.display()),
-        0o600,
-    );
-    supervisor.start();
     let admin = mint_jwt(
         &hs_secret,
         &[
@@ -1593,18 +1289,11 @@ fn rotation_script_sends_an_admin_token_with_jwt_auth() {
         ],
     );
     let reader = mint_jwt(&hs_secret, &["secrets.read"]);
-    let expected = rt.block_on(create_secrets_with(
-        Api::with_token(supervisor.url(), &admin),
-        30,
+    let expected = rt.block_on(create_secrets(
+        &Api::with_token(run.supervisor.url(), &admin),
+        0..30,
     ));
     let total = total_versions(&expected);
-    let run = ScriptRun {
-        supervisor,
-        root,
-        bin,
-        old_file,
-        db_url,
-    };
     let token_file = |name: &str, token: &str| {
         let p = run.root.path().join(name);
         write_file(&p, &format!("{token}\n"), 0o600);
@@ -1662,24 +1351,18 @@ fn rotation_script_sends_an_admin_token_with_jwt_auth() {
 /// The start-up refusal quoted under "Cannot decrypt after restart" is what the server prints.
 #[test]
 fn documented_startup_refusal_matches_the_server() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = TempDir::new();
     let db_url = dir.path().join("rcrt.db").display().to_string();
     let (stored, configured) = (new_kek(), new_kek());
-    let config = |kek: &Kek| ServerConfig {
-        binary: rcrt_testkit::server_binary(),
-        env: vec![
-            ("LOCAL_KEK_BASE64".into(), kek.text.clone()),
-            ("DB_URL".into(), db_url.clone()),
-        ],
-        workdir: dir.path().to_owned(),
+    let config = |kek: &Kek| {
+        server_config(
+            dir.path(),
+            &[("LOCAL_KEK_BASE64", &kek.text), ("DB_URL", &db_url)],
+        )
     };
     let server = ServerProcess::start(&config(&stored));
-    let expected = rt.block_on(create_secrets(&server.base_url(), 3));
+    let expected = rt.block_on(create_secrets(&Api::new(server.base_url()), 0..3));
     drop(server);
     let (status, output) = ServerProcess::run_to_exit(&config(&configured));
     assert!(!status.success(), "{output}");

@@ -5,77 +5,27 @@
 //! print a wrong KEK with exit 0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::io::{ErrorKind, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::ErrorKind;
+use std::process::{Command, Output};
 
-const RCRT: &str = env!("CARGO_BIN_EXE_rcrt");
+mod common;
+use common::{kek_id, new_kek, rcrt_cmd, run_with_stdin, show, spawn_with_stdin, text, Kek};
+
 const INSTALL_HINT: &str = "install the Debian package ssss";
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-fn run(program: &str, args: &[&str], stdin: &str) -> Output {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_remove("LOCAL_KEK_BASE64")
-        .env_remove("LOCAL_KEK_BASE64_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+/// An `ssss-*` tool run to its end; a missing tool fails the test with the install hint.
+fn ssss(program: &str, args: &[&str], stdin: &str) -> Output {
+    match spawn_with_stdin(Command::new(program).args(args), stdin) {
+        Ok(child) => child.wait_with_output().unwrap(),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             panic!("`{program}` not found: {INSTALL_HINT}")
         }
         Err(e) => panic!("cannot run `{program}` ({e})"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn rcrt(args: &[&str], stdin: &str) -> Output {
-    run(RCRT, args, stdin)
-}
-
-struct Kek {
-    text: String,
-    id: String,
-}
-
-fn new_kek() -> Kek {
-    let out = rcrt(&["kek", "generate"], "");
-    assert!(out.status.success(), "{}", show(&out));
-    let kek = text(&out.stdout).trim().to_owned();
-    Kek {
-        id: kek_id(&kek),
-        text: kek,
     }
 }
 
-/// `rcrt kek check --stdin`'s id for a KEK.
-fn kek_id(kek: &str) -> String {
-    let out = rcrt(&["kek", "check", "--stdin"], &format!("{kek}\n"));
-    assert!(out.status.success(), "{}", show(&out));
-    text(&out.stdout)
-        .trim()
-        .strip_prefix("KEK OK: id ")
-        .unwrap()
-        .to_owned()
+fn rcrt(args: &[&str], stdin: &str) -> Output {
+    run_with_stdin(rcrt_cmd().args(args), stdin)
 }
 
 /// The id on a `KEK id: ...` stderr line.
@@ -251,7 +201,7 @@ fn split_refuses_bad_input_without_echoing_it() {
 
 /// `ssss-split`'s share lines (stdout; prompts and notes go to stderr).
 fn ssss_split(args: &[&str], secret: &str) -> Vec<String> {
-    let out = run("ssss-split", args, &format!("{secret}\n"));
+    let out = ssss("ssss-split", args, &format!("{secret}\n"));
     assert!(out.status.success(), "ssss-split: {}", show(&out));
     lines(&out)
 }
@@ -259,7 +209,7 @@ fn ssss_split(args: &[&str], secret: &str) -> Vec<String> {
 /// `ssss-combine -Q`'s result: the secret, printed on stderr.
 fn ssss_combine(args: &[&str], shares: &[&str]) -> String {
     let input: String = shares.iter().map(|s| format!("{s}\n")).collect();
-    let out = run("ssss-combine", args, &input);
+    let out = ssss("ssss-combine", args, &input);
     assert!(out.status.success(), "ssss-combine: {}", show(&out));
     text(&out.stderr).trim().to_owned()
 }
