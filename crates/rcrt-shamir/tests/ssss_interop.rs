@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::io::{ErrorKind, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::ErrorKind;
+use std::process::{Command, Output};
 
 use proptest::prelude::*;
 use rcrt_shamir::{combine, split, Mode, ShamirError, SplitOptions, MAX_SECRET_LEN};
@@ -61,26 +61,13 @@ fn random_printable(len: usize) -> String {
 }
 
 fn run_tool(program: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = match Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
+    match rcrt_testkit::spawn_with_stdin(Command::new(program).args(args), stdin) {
+        Ok(child) => child.wait_with_output().unwrap(),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             panic!("`{program}` not found: {INSTALL_HINT}")
         }
         Err(e) => panic!("cannot run `{program}` ({e}): {INSTALL_HINT}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    }
 }
 
 /// `echo -n SECRET | ssss-split -t T -n N -Q [-x] [-D]`; returns the share lines.

@@ -9,6 +9,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Spawns `cmd` with piped stdio, writes `stdin` and closes it (the child sees end of input).
+/// Only a failure to spawn is returned, so a caller can word a missing tool its own way.
+pub fn spawn_with_stdin(cmd: &mut Command, stdin: &str) -> std::io::Result<Child> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin was piped")
+        .write_all(stdin.as_bytes())
+        .expect("write the child's input");
+    Ok(child)
+}
+
 /// The PostgreSQL server tests use: `RCRT_TEST_PG_URL`, else the local default.
 pub fn pg_admin_url() -> String {
     std::env::var("RCRT_TEST_PG_URL")

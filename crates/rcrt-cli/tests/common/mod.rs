@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use rcrt_store::{Store, StoredVersion, VersionFilter};
@@ -57,22 +57,7 @@ pub fn rcrt_cmd() -> Command {
     cmd
 }
 
-/// Spawns `cmd` with piped stdio, writes `stdin` and closes it (the child sees end of input).
-/// Only a failure to spawn is returned, so a caller can word a missing tool its own way.
-pub fn spawn_with_stdin(cmd: &mut Command, stdin: &str) -> std::io::Result<Child> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    Ok(child)
-}
+pub use rcrt_testkit::spawn_with_stdin;
 
 /// Runs `cmd` to its end with `stdin` as its input.
 pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
