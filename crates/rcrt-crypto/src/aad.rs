@@ -53,6 +53,8 @@ impl AadBuf {
             self.spill.resize(total, 0);
             &mut self.spill
         };
+        // `out` is exactly `total` bytes, the sum of the same prefixes and fields written below,
+        // so no slice index can go past its end.
         let mut at = 0;
         for field in fields {
             // Fields are short (ids, a tenant name), far below u32::MAX.

@@ -113,6 +113,7 @@ pub(crate) fn seal_value(
     out.extend_from_slice(&VALUE_HEADER);
     out.extend_from_slice(&nonce_bytes);
     out.extend_from_slice(plaintext);
+    // `out` starts with the header and nonce just written, so the slice below cannot fail.
     let tag = gcm_key(&dek)?
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce_bytes),
