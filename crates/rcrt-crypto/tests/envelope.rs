@@ -218,6 +218,19 @@ proptest! {
         prop_assert_eq!(decrypt(&k, &sealed, &wrapped, &ID_A, 1, "default").unwrap(), value);
     }
 
+    /// Any tenant name, short (on-stack associated data) or long (heap), round-trips under its
+    /// own name and fails under any other.
+    #[test]
+    fn prop_tenant_binding(tenant in "\\PC{0,200}", other in "\\PC{0,200}") {
+        prop_assume!(tenant != other);
+        let k = kek(5);
+        let ctx = ValueContext { tenant: &tenant, secret_id: &ID_A, version: 3 };
+        let (dek, sealed) = seal_value(b"v", &ctx).unwrap();
+        let wrapped = k.wrap(&dek, &wctx(k.id(), &ID_A, 3)).unwrap();
+        prop_assert_eq!(decrypt(&k, &sealed, &wrapped, &ID_A, 3, &tenant).unwrap(), b"v".to_vec());
+        prop_assert!(decrypt(&k, &sealed, &wrapped, &ID_A, 3, &other).is_err());
+    }
+
     /// Flipping any bit of any byte of the sealed value (header, nonce, ciphertext, tag) fails.
     #[test]
     fn prop_flip_sealed_fails(value in proptest::collection::vec(any::<u8>(), 0..256),
