@@ -8,13 +8,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rcrt_crypto::{KekId, SealedValue, ValueContext, WrapContext, WrappedDek};
+use rcrt_crypto::{ValueContext, WrapContext};
 use rcrt_keys::KeyProvider;
 use rcrt_store::{Rewrapped, Store, StoredVersion, VersionFilter};
 use rcrt_types::{SecretId, Version};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::service::{open_stored, unwrap_stored};
 use crate::{Clock, CoreError};
 
 /// Passes over the store before a job gives up on rows that keep changing under it.
@@ -130,18 +131,16 @@ impl Maintenance {
     /// Unwraps one row's DEK with its own KEK and wraps it under the current KEK; with
     /// `reseal`, also opens the value and seals it again under a fresh DEK.
     async fn process(&self, row: &StoredVersion, mode: &Mode) -> Result<Rewrapped, ()> {
-        let old_kek = KekId::from_stored(row.kek_id.clone());
         let id = row.secret_id.as_bytes();
-        let old_ctx = WrapContext {
-            kek_id: &old_kek,
-            secret_id: id,
-            version: row.version,
-        };
-        let dek = self
-            .keys
-            .unwrap(&WrappedDek::from_stored(row.wrapped_dek.clone()), &old_ctx)
-            .await
-            .map_err(|_| ())?;
+        let dek = unwrap_stored(
+            &*self.keys,
+            &row.kek_id,
+            row.secret_id,
+            row.version,
+            &row.wrapped_dek,
+        )
+        .await
+        .map_err(|_| ())?;
         let current = self.keys.current_kek_id().clone();
         let new_ctx = WrapContext {
             kek_id: &current,
@@ -151,17 +150,19 @@ impl Maintenance {
         let (dek, resealed) = match mode {
             Mode::Rewrap => (dek, None),
             Mode::Reencrypt => {
+                let plain = open_stored(
+                    &dek,
+                    row.tenant.as_str(),
+                    row.secret_id,
+                    row.version,
+                    &row.sealed_value,
+                )
+                .map_err(|_| ())?;
                 let vctx = ValueContext {
                     tenant: row.tenant.as_str(),
                     secret_id: id,
                     version: row.version,
                 };
-                let plain = rcrt_crypto::open_value(
-                    &dek,
-                    &SealedValue::from_stored(row.sealed_value.clone()),
-                    &vctx,
-                )
-                .map_err(|_| ())?;
                 let (fresh, sealed) =
                     rcrt_crypto::seal_value(plain.expose_secret(), &vctx).map_err(|_| ())?;
                 (fresh, Some((sealed.as_bytes().to_vec(), self.clock.now())))
@@ -338,29 +339,23 @@ impl Maintenance {
     }
 
     async fn opens(&self, row: &StoredVersion) -> bool {
-        let kek = KekId::from_stored(row.kek_id.clone());
-        let id = row.secret_id.as_bytes();
-        let wctx = WrapContext {
-            kek_id: &kek,
-            secret_id: id,
-            version: row.version,
-        };
-        let Ok(dek) = self
-            .keys
-            .unwrap(&WrappedDek::from_stored(row.wrapped_dek.clone()), &wctx)
-            .await
+        let Ok(dek) = unwrap_stored(
+            &*self.keys,
+            &row.kek_id,
+            row.secret_id,
+            row.version,
+            &row.wrapped_dek,
+        )
+        .await
         else {
             return false;
         };
-        let vctx = ValueContext {
-            tenant: row.tenant.as_str(),
-            secret_id: id,
-            version: row.version,
-        };
-        rcrt_crypto::open_value(
+        open_stored(
             &dek,
-            &SealedValue::from_stored(row.sealed_value.clone()),
-            &vctx,
+            row.tenant.as_str(),
+            row.secret_id,
+            row.version,
+            &row.sealed_value,
         )
         .is_ok()
     }

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 
-use rcrt_crypto::{KekId, Plaintext, SealedValue, ValueContext, WrapContext, WrappedDek};
-use rcrt_keys::KeyProvider;
+use rcrt_crypto::{
+    CryptoError, Dek, KekId, Plaintext, SealedValue, ValueContext, WrapContext, WrappedDek,
+};
+use rcrt_keys::{KeyError, KeyProvider};
 use rcrt_store::{ListQuery, NewSecret, SecretMeta, Store, StoreError, VersionRecord, Visibility};
 use rcrt_types::{
     AuditAction, AuditEntry, AuditOutcome, Principal, Role, Scope, ScopeType, SecretId, SecretName,
@@ -33,6 +35,41 @@ pub(crate) fn check_reason(reason: Option<&str>) -> Result<String, CoreError> {
         )));
     }
     Ok(reason.to_owned())
+}
+
+/// Unwraps a stored DEK with the KEK its row names (no trial decryption). One place for the
+/// request path ([`Service`]'s decrypts) and the whole-store jobs ([`crate::maintenance`]).
+pub(crate) async fn unwrap_stored(
+    keys: &dyn KeyProvider,
+    kek_id: &str,
+    id: SecretId,
+    version: Version,
+    wrapped_dek: &[u8],
+) -> Result<Dek, KeyError> {
+    let kek_id = KekId::from_stored(kek_id);
+    let wctx = WrapContext {
+        kek_id: &kek_id,
+        secret_id: id.as_bytes(),
+        version,
+    };
+    keys.unwrap(&WrappedDek::from_stored(wrapped_dek.to_vec()), &wctx)
+        .await
+}
+
+/// Opens a stored value sealed under `dek` for (tenant, id, version).
+pub(crate) fn open_stored(
+    dek: &Dek,
+    tenant: &str,
+    id: SecretId,
+    version: Version,
+    sealed_value: &[u8],
+) -> Result<Plaintext, CryptoError> {
+    let vctx = ValueContext {
+        tenant,
+        secret_id: id.as_bytes(),
+        version,
+    };
+    rcrt_crypto::open_value(dek, &SealedValue::from_stored(sealed_value.to_vec()), &vctx)
 }
 
 /// The time source, passed in so tests can control it.
@@ -460,26 +497,21 @@ impl Service {
         id: SecretId,
         record: &VersionRecord,
     ) -> Result<Plaintext, CoreError> {
-        let kek_id = KekId::from_stored(record.kek_id.clone());
-        let wctx = WrapContext {
-            kek_id: &kek_id,
-            secret_id: id.as_bytes(),
-            version: record.version,
-        };
-        let dek = self
-            .keys
-            .unwrap(&WrappedDek::from_stored(record.wrapped_dek.clone()), &wctx)
-            .await
-            .map_err(|_| CoreError::DecryptFailed)?;
-        let vctx = ValueContext {
-            tenant: ctx.principal.tenant.as_str(),
-            secret_id: id.as_bytes(),
-            version: record.version,
-        };
-        rcrt_crypto::open_value(
+        let dek = unwrap_stored(
+            &*self.keys,
+            &record.kek_id,
+            id,
+            record.version,
+            &record.wrapped_dek,
+        )
+        .await
+        .map_err(|_| CoreError::DecryptFailed)?;
+        open_stored(
             &dek,
-            &SealedValue::from_stored(record.sealed_value.clone()),
-            &vctx,
+            ctx.principal.tenant.as_str(),
+            id,
+            record.version,
+            &record.sealed_value,
         )
         .map_err(|_| CoreError::DecryptFailed)
     }
