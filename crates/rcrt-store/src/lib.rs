@@ -57,7 +57,7 @@ pub struct SecretMeta {
 }
 
 /// One stored version: ciphertext only.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct VersionRecord {
     /// The version number.
     pub version: Version,
@@ -156,7 +156,7 @@ pub struct KekUsage {
 }
 
 /// A stored version whose DEK a maintenance job (re-wrap, re-encrypt, verify) will process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredVersion {
     /// The owning tenant (part of the sealed value's associated data).
     pub tenant: TenantId,
@@ -184,7 +184,7 @@ pub enum VersionFilter {
 }
 
 /// A new wrapping for one version, applied only if the row still holds `old_wrapped_dek`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Rewrapped {
     /// The secret.
     pub secret_id: SecretId,
@@ -198,6 +198,57 @@ pub struct Rewrapped {
     pub wrapped_dek: Vec<u8>,
     /// With re-encryption: the value sealed under a fresh DEK, and when.
     pub resealed: Option<(Vec<u8>, OffsetDateTime)>,
+}
+
+/// Stands in for a wrapped DEK or sealed value in `Debug` output: its length only, so a
+/// logged or panicking record never prints key or value material.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
+impl std::fmt::Debug for VersionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionRecord")
+            .field("version", &self.version)
+            .field("kek_id", &self.kek_id)
+            .field("wrapped_dek", &Redacted(self.wrapped_dek.len()))
+            .field("sealed_value", &Redacted(self.sealed_value.len()))
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for StoredVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredVersion")
+            .field("tenant", &self.tenant)
+            .field("secret_id", &self.secret_id)
+            .field("version", &self.version)
+            .field("kek_id", &self.kek_id)
+            .field("wrapped_dek", &Redacted(self.wrapped_dek.len()))
+            .field("sealed_value", &Redacted(self.sealed_value.len()))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Rewrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rewrapped")
+            .field("secret_id", &self.secret_id)
+            .field("version", &self.version)
+            .field("old_wrapped_dek", &Redacted(self.old_wrapped_dek.len()))
+            .field("kek_id", &self.kek_id)
+            .field("wrapped_dek", &Redacted(self.wrapped_dek.len()))
+            .field(
+                "resealed",
+                &self.resealed.as_ref().map(|(v, t)| (Redacted(v.len()), t)),
+            )
+            .finish()
+    }
 }
 
 /// The storage interface. Every method is one transaction; every write carries its audit row.
@@ -374,4 +425,37 @@ fn filter_sql(filter: &VersionFilter, p: &str) -> String {
 fn name_from_stored(name: &str) -> Result<SecretName, StoreError> {
     name.parse()
         .map_err(|_| StoreError::Corrupt("secret name".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_prints_no_key_or_value_bytes() {
+        let record = VersionRecord {
+            version: 1,
+            kek_id: "kek-1".into(),
+            wrapped_dek: vec![0xAB; 3],
+            sealed_value: vec![0xCD; 5],
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let rewrapped = Rewrapped {
+            secret_id: SecretId::from(uuid::Uuid::nil()),
+            version: 1,
+            old_wrapped_dek: vec![0xAB; 3],
+            kek_id: "kek-2".into(),
+            wrapped_dek: vec![0xEF; 4],
+            resealed: Some((vec![0xCD; 5], OffsetDateTime::UNIX_EPOCH)),
+        };
+        for text in [format!("{record:?}"), format!("{rewrapped:?}")] {
+            assert!(
+                text.contains("<3 bytes>") && text.contains("<5 bytes>"),
+                "{text}"
+            );
+            for byte in ["171", "205", "239"] {
+                assert!(!text.contains(byte), "{text}");
+            }
+        }
+    }
 }
