@@ -40,24 +40,23 @@ fn is_token(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-fn check_vault_name(name: &str) -> Result<(), CoreError> {
-    if is_token(name, 64) {
+/// `what` is 1-`max` characters of letters, digits, '_', '-' or '.' (see [`is_token`]).
+fn check_token(s: &str, max: usize, what: &str) -> Result<(), CoreError> {
+    if is_token(s, max) {
         Ok(())
     } else {
-        Err(CoreError::Invalid(
-            "vault name must be 1-64 characters of letters, digits, '_', '-' or '.'".into(),
-        ))
+        Err(CoreError::Invalid(format!(
+            "{what} must be 1-{max} characters of letters, digits, '_', '-' or '.'"
+        )))
     }
 }
 
+fn check_vault_name(name: &str) -> Result<(), CoreError> {
+    check_token(name, 64, "vault name")
+}
+
 fn check_key(key: &str) -> Result<(), CoreError> {
-    if is_token(key, 63) {
-        Ok(())
-    } else {
-        Err(CoreError::Invalid(
-            "vault keys must be 1-63 characters of letters, digits, '_', '-' or '.'".into(),
-        ))
-    }
+    check_token(key, 63, "vault keys")
 }
 
 fn workspace_scope(workspace: &str) -> Result<Scope, CoreError> {
