@@ -342,13 +342,9 @@ export class RcrtClient {
     let parsed: URL;
     try {
       parsed = new URL(options.baseUrl);
-    } catch (e) {
-      throw new RcrtError({
-        status: 0,
-        code: 'invalid_argument',
-        message: 'baseUrl is not a valid URL',
-        cause: e,
-      });
+    } catch {
+      // No cause: the URL parser's error carries the whole input, credentials and all.
+      throw invalidArgument('baseUrl is not a valid URL');
     }
     if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
       throw invalidArgument('baseUrl must be an http: or https: URL');
@@ -637,19 +633,23 @@ export class RcrtClient {
 
   async #json<T>(spec: RequestSpec): Promise<T> {
     const { status, text, requestId } = await this.#request(spec);
+    let parsed: unknown;
     try {
-      const parsed: unknown = JSON.parse(text);
-      if (typeof parsed !== 'object' || parsed === null) throw new TypeError('not an object');
-      return parsed as T;
-    } catch (e) {
+      parsed = JSON.parse(text);
+    } catch {
+      // No cause: JSON.parse's message quotes the body around the error, and the body of a
+      // decrypt or vault read holds secret values.
+      parsed = undefined;
+    }
+    if (typeof parsed !== 'object' || parsed === null) {
       throw new RcrtError({
         status,
         code: 'invalid_response',
         message: `${spec.method} response (HTTP ${status}) was not a JSON object`,
         requestId,
-        cause: e,
       });
     }
+    return parsed as T;
   }
 
   async #request(

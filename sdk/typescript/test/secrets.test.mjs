@@ -1,6 +1,7 @@
 // Secrets API against a real rcrt-server (authentication disabled, loopback).
 
 import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 
 import { RcrtClient, RcrtError, createClient } from '@rcrt/secrets';
@@ -51,12 +52,23 @@ describe('createClient', () => {
         (e) => e instanceof RcrtError && e.code === 'invalid_argument' && e.status === 0,
       );
     }
+    // The parser's error quotes the whole input: it is not kept, so credentials stay out.
+    const e = (() => {
+      try {
+        createClient({ baseUrl: 'http://user:hunter2@host:bad-port/' });
+      } catch (err) {
+        return err;
+      }
+    })();
+    assert.equal(e.code, 'invalid_argument');
+    assert.ok(!inspect(e).includes('hunter2'), inspect(e));
   });
 
   test('does not expose the token on the client object', () => {
     const c = createClient({ baseUrl: server.baseUrl, token: 'tok-should-stay-private' });
     assert.ok(!JSON.stringify(c).includes('tok-should-stay-private'));
     assert.ok(!Object.values(c).includes('tok-should-stay-private'));
+    assert.ok(!inspect(c, { showHidden: true, depth: 5 }).includes('tok-should-stay-private'));
   });
 });
 
@@ -314,6 +326,15 @@ describe('transport', () => {
     assert.ok(!e.message.includes('<html>'));
     const garbled = createClient({ baseUrl: 'http://x', fetch: fake(200, 'not json') });
     await rejectsWith(garbled.listSecrets(), 200, 'invalid_response');
+    // A broken decrypt body: JSON.parse's message would quote the value around the error.
+    const broken = createClient({
+      baseUrl: 'http://x',
+      fetch: fake(200, '{"value":"hunter2-QWERTY","v":}'),
+    });
+    const id = '01890a5d-ac96-774b-bcce-b302099a8057';
+    await rejectsWith(broken.getSecret(id, 'why'), 200, 'invalid_response');
+    const leak = await broken.getSecret(id, 'why').catch((err) => err);
+    assert.ok(!/hunter2|ERTY/.test(inspect(leak)), inspect(leak));
   });
 
   test('timeoutMs aborts a slow request with code timeout', async () => {
