@@ -31,6 +31,17 @@ pub struct VaultView {
     pub keys: Vec<String>,
 }
 
+impl VaultView {
+    fn of(vault: VaultRecord, keys: Vec<String>) -> Self {
+        Self {
+            id: vault.id,
+            name: vault.name,
+            workspace: vault.workspace,
+            keys,
+        }
+    }
+}
+
 fn is_token(s: &str, max: usize) -> bool {
     // Dots alone ("." and "..") would be rewritten by URL normalization on the way in.
     !s.is_empty()
@@ -119,12 +130,7 @@ impl Service {
             ));
         }
         match self.store.create_vault(vault.clone(), rows, audits).await {
-            Ok(()) => Ok(VaultView {
-                id: vault.id,
-                name: vault.name,
-                workspace: vault.workspace,
-                keys: secrets.into_keys().collect(),
-            }),
+            Ok(()) => Ok(VaultView::of(vault, secrets.into_keys().collect())),
             Err(StoreError::NameTaken) => Err(CoreError::NameTaken),
             Err(e) => Err(e.into()),
         }
@@ -221,12 +227,7 @@ impl Service {
             .iter()
             .map(|(m, _)| key_of(&vault, m).to_owned())
             .collect();
-        Ok(VaultView {
-            id: vault.id,
-            name: vault.name,
-            workspace: vault.workspace,
-            keys,
-        })
+        Ok(VaultView::of(vault, keys))
     }
 
     /// A vault's metadata (its keys, never its values).
@@ -311,13 +312,8 @@ impl Service {
         for _ in 0..values.len() {
             self.metrics.decrypt_ok();
         }
-        let view = VaultView {
-            id: vault.id,
-            name: vault.name,
-            workspace: vault.workspace,
-            keys: values.keys().cloned().collect(),
-        };
-        Ok((view, values))
+        let keys = values.keys().cloned().collect();
+        Ok((VaultView::of(vault, keys), values))
     }
 
     /// Adds a key to a vault, or replaces its value (a new version under a fresh DEK).
