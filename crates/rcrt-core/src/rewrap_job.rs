@@ -139,18 +139,18 @@ impl RewrapJob {
         })
     }
 
-    fn maintenance_now(&self) -> time::OffsetDateTime {
-        self.maintenance.now()
-    }
-
-    async fn renew_lease(&self) -> Result<(), CoreError> {
-        let now = self.maintenance_now();
-        if self
+    /// Takes or renews the lease; false while another replica holds it.
+    async fn try_lease(&self) -> Result<bool, CoreError> {
+        let now = self.maintenance.now();
+        Ok(self
             .maintenance
             .store()
             .try_lease(LEASE, &self.holder, now, self.settings.lease_ttl)
-            .await?
-        {
+            .await?)
+    }
+
+    async fn renew_lease(&self) -> Result<(), CoreError> {
+        if self.try_lease().await? {
             Ok(())
         } else {
             Err(CoreError::Internal("re-wrap lease lost".into()))
@@ -249,12 +249,7 @@ impl RewrapJob {
             }
             return Ok(());
         }
-        let store = self.maintenance.store();
-        let now = self.maintenance_now();
-        if !store
-            .try_lease(LEASE, &self.holder, now, self.settings.lease_ttl)
-            .await?
-        {
+        if !self.try_lease().await? {
             self.set(RewrapState::Waiting, 0);
             return Ok(());
         }
@@ -269,7 +264,11 @@ impl RewrapJob {
             .maintenance
             .rewrap(self.settings.batch_size, &pacer)
             .await;
-        let _ = store.release_lease(LEASE, &self.holder).await;
+        let _ = self
+            .maintenance
+            .store()
+            .release_lease(LEASE, &self.holder)
+            .await;
         let (progress, failures) = result?;
         tracing::info!(
             rewrapped = progress.changed,

@@ -137,16 +137,21 @@ fn insert_secret(c: &Connection, secret: &NewSecret) -> Result<(), StoreError> {
                 secret.vault.map(|v| v.to_string()),
             ])
         });
-    match inserted {
-        Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+    inserted.map_err(name_taken_or_unavailable)?;
+    insert_version(c, m.id, &secret.first)
+        .map(|_| ())
+        .map_err(unavailable)
+}
+
+/// A uniqueness (constraint) failure is a taken name; anything else, an unavailable store.
+fn name_taken_or_unavailable(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
-            Err(StoreError::NameTaken)
+            StoreError::NameTaken
         }
-        Err(e) => Err(unavailable(e)),
-        Ok(_) => insert_version(c, m.id, &secret.first)
-            .map(|_| ())
-            .map_err(unavailable),
+        e => unavailable(e),
     }
 }
 
@@ -564,15 +569,7 @@ impl Store for SqliteStore {
                     ts(vault.created_at)
                 ],
             );
-            match inserted {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(StoreError::NameTaken)
-                }
-                Err(e) => return Err(unavailable(e)),
-                Ok(_) => {}
-            }
+            inserted.map_err(name_taken_or_unavailable)?;
             for secret in &secrets {
                 insert_secret(c, secret)?;
             }
