@@ -143,7 +143,7 @@ fn insert_secret(c: &Connection, secret: &NewSecret) -> Result<(), StoreError> {
         .map_err(unavailable)
 }
 
-/// A uniqueness (constraint) failure is a taken name; anything else, an unavailable store.
+/// A constraint failure on insert means the name is taken; anything else, the store is unavailable.
 fn name_taken_or_unavailable(e: rusqlite::Error) -> StoreError {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
