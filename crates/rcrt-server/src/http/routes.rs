@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::{ApiError, AppState, REQUEST_ID};
 
-type AppResult<T> = Result<T, ApiError>;
+pub(crate) type AppResult<T> = Result<T, ApiError>;
 
 /// The authenticated caller and the request id, as the core wants them.
 pub(crate) struct Caller(pub(crate) RequestContext);
@@ -114,8 +114,14 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     })
 }
 
+/// A path parameter; one that does not extract is a 400.
+pub(crate) fn path_param<T>(p: Result<Path<T>, PathRejection>) -> AppResult<T> {
+    p.map(|Path(v)| v)
+        .map_err(|_| ApiError::invalid("invalid path"))
+}
+
 fn secret_id(path: Result<Path<String>, PathRejection>) -> AppResult<SecretId> {
-    let Path(raw) = path.map_err(|_| ApiError::invalid("invalid path"))?;
+    let raw = path_param(path)?;
     raw.parse::<SecretId>()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", e.to_string()))
 }
@@ -145,6 +151,13 @@ impl From<&SecretMeta> for SecretView {
             updated_at: fmt(m.updated_at),
         }
     }
+}
+
+/// A response carrying plaintext must not be cached anywhere on its way.
+pub(crate) fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn with_etag(status: StatusCode, meta: &SecretMeta) -> Response {
@@ -339,10 +352,9 @@ pub(crate) async fn decrypt(
     let (plaintext, version) = state.service.decrypt(&ctx, id, reason.as_deref()).await?;
     let value = std::str::from_utf8(plaintext.expose_secret())
         .map_err(|_| ApiError::from(rcrt_core::CoreError::DecryptFailed))?;
-    let mut resp = Json(DecryptView { value, version }).into_response();
-    resp.headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
-    Ok(resp)
+    Ok(no_store(
+        Json(DecryptView { value, version }).into_response(),
+    ))
 }
 
 #[derive(Deserialize)]

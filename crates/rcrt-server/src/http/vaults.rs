@@ -6,17 +6,15 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rcrt_core::vaults::VaultView;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::routes::{access_reason, json_body, Caller};
+use super::routes::{access_reason, json_body, no_store, path_param as path, AppResult, Caller};
 use super::{ApiError, AppState};
-
-type AppResult<T> = Result<T, ApiError>;
 
 #[derive(Serialize)]
 pub(crate) struct VaultJson {
@@ -56,11 +54,6 @@ pub(crate) struct WorkspaceParam {
 #[serde(deny_unknown_fields)]
 struct KeyValueBody {
     value: Zeroizing<String>,
-}
-
-fn path<T>(p: Result<Path<T>, PathRejection>) -> AppResult<T> {
-    p.map(|Path(v)| v)
-        .map_err(|_| ApiError::invalid("invalid path"))
 }
 
 fn workspace(q: Result<Query<WorkspaceParam>, QueryRejection>) -> AppResult<Option<String>> {
@@ -115,10 +108,7 @@ pub(crate) async fn values(
             .map_err(|_| ApiError::from(rcrt_core::CoreError::DecryptFailed))?;
         out.insert(key.as_str(), text);
     }
-    let mut resp = Json(out).into_response();
-    resp.headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
-    Ok(resp)
+    Ok(no_store(Json(out).into_response()))
 }
 
 pub(crate) async fn put_key(
