@@ -6,22 +6,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { RcrtError, createClient } from '@rcrt/secrets';
+import { createClient } from '@rcrt/secrets';
+import { rejectsWith } from '../test-support/assert.mjs';
 import {
   hs256Secret,
   mintHs256,
   startServer,
   writeSecretFile,
 } from '../test-support/rcrt-server.mjs';
-
-async function rejectsWith(promise, status, code) {
-  await assert.rejects(promise, (e) => {
-    assert.ok(e instanceof RcrtError, `expected RcrtError, got ${e}`);
-    assert.equal(e.status, status, `status (code ${e.code}: ${e.message})`);
-    assert.equal(e.code, code, `code (${e.message})`);
-    return true;
-  });
-}
 
 const ISSUER = 'https://idp.test.rcrt';
 const AUDIENCE = 'rcrt-secrets';

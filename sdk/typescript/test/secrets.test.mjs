@@ -5,23 +5,8 @@ import { inspect } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 
 import { RcrtClient, RcrtError, createClient } from '@rcrt/secrets';
+import { NO_SUCH_ID, rejectsWith } from '../test-support/assert.mjs';
 import { startServer } from '../test-support/rcrt-server.mjs';
-
-/** Asserts that `promise` rejects with an RcrtError of this status and code. */
-async function rejectsWith(promise, status, code) {
-  await assert.rejects(promise, (e) => {
-    assert.ok(e instanceof RcrtError, `expected RcrtError, got ${e}`);
-    assert.ok(e instanceof Error);
-    assert.equal(e.name, 'RcrtError');
-    assert.equal(e.status, status, `status (code ${e.code}: ${e.message})`);
-    assert.equal(e.code, code, `code (${e.message})`);
-    assert.equal(typeof e.message, 'string');
-    assert.ok(e.message.length > 0);
-    return true;
-  });
-}
-
-const NO_SUCH_ID = '01890a5d-ac96-774b-bcce-b302099a8057';
 
 let server;
 let client;
@@ -331,9 +316,8 @@ describe('transport', () => {
       baseUrl: 'http://x',
       fetch: fake(200, '{"value":"hunter2-QWERTY","v":}'),
     });
-    const id = '01890a5d-ac96-774b-bcce-b302099a8057';
-    await rejectsWith(broken.getSecret(id, 'why'), 200, 'invalid_response');
-    const leak = await broken.getSecret(id, 'why').catch((err) => err);
+    await rejectsWith(broken.getSecret(NO_SUCH_ID, 'why'), 200, 'invalid_response');
+    const leak = await broken.getSecret(NO_SUCH_ID, 'why').catch((err) => err);
     assert.ok(!/hunter2|ERTY/.test(inspect(leak)), inspect(leak));
   });
 

@@ -4,19 +4,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { RcrtError, createClient } from '@rcrt/secrets';
+import { createClient } from '@rcrt/secrets';
+import { NO_SUCH_ID, rejectsWith } from '../test-support/assert.mjs';
 import { startServer } from '../test-support/rcrt-server.mjs';
-
-async function rejectsWith(promise, status, code) {
-  await assert.rejects(promise, (e) => {
-    assert.ok(e instanceof RcrtError, `expected RcrtError, got ${e}`);
-    assert.equal(e.status, status, `status (code ${e.code}: ${e.message})`);
-    assert.equal(e.code, code, `code (${e.message})`);
-    return true;
-  });
-}
-
-const NO_SUCH_ID = '01890a5d-ac96-774b-bcce-b302099a8057';
 
 let server;
 let client;
