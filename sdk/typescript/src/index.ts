@@ -297,6 +297,17 @@ function segment(what: string, value: string): string {
   return encodeURIComponent(value);
 }
 
+/** The path of one key of a vault: `secrets/vaults/{idOrName}/keys/{key}`. */
+function vaultKeySegments(vaultIdOrName: string, key: string): string[] {
+  return [
+    'secrets',
+    'vaults',
+    segment('vault id or name', vaultIdOrName),
+    'keys',
+    segment('vault key', key),
+  ];
+}
+
 function randomHex(bytes: number): string {
   const buf = new Uint8Array(bytes);
   const c = (globalThis as { crypto?: { getRandomValues?: (a: Uint8Array) => Uint8Array } })
@@ -582,13 +593,7 @@ export class RcrtClient {
   async setVaultSecret(vaultIdOrName: string, key: string, value: string): Promise<Vault> {
     return this.#json<Vault>({
       method: 'PUT',
-      segments: [
-        'secrets',
-        'vaults',
-        segment('vault id or name', vaultIdOrName),
-        'keys',
-        segment('vault key', key),
-      ],
+      segments: vaultKeySegments(vaultIdOrName, key),
       body: { value },
     });
   }
@@ -604,13 +609,7 @@ export class RcrtClient {
   async deleteVaultSecret(vaultIdOrName: string, key: string): Promise<void> {
     await this.#request({
       method: 'DELETE',
-      segments: [
-        'secrets',
-        'vaults',
-        segment('vault id or name', vaultIdOrName),
-        'keys',
-        segment('vault key', key),
-      ],
+      segments: vaultKeySegments(vaultIdOrName, key),
     });
   }
 
@@ -655,7 +654,8 @@ export class RcrtClient {
   async #request(
     spec: RequestSpec,
   ): Promise<{ status: number; text: string; requestId: string | undefined }> {
-    let url = `${this.#baseUrl}/${spec.segments.join('/')}`;
+    const path = `/${spec.segments.join('/')}`;
+    let url = `${this.#baseUrl}${path}`;
     if (spec.query) {
       const params = new URLSearchParams();
       for (const [k, v] of Object.entries(spec.query)) {
@@ -664,7 +664,7 @@ export class RcrtClient {
       const qs = params.toString();
       if (qs) url += `?${qs}`;
     }
-    const route = `${spec.method} /${spec.segments.join('/')}`;
+    const route = `${spec.method} ${path}`;
 
     const headers: Record<string, string> = { accept: 'application/json', ...spec.headers };
     const token = typeof this.#token === 'function' ? await this.#token() : this.#token;
