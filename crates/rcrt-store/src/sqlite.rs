@@ -328,12 +328,17 @@ impl SqliteStore {
     }
 }
 
-fn read_version(row: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreError>> {
-    let version = row.get(0)?;
-    let kek_id = row.get(1)?;
-    let wrapped_dek = row.get(2)?;
-    let sealed_value = row.get(3)?;
-    let created_at: String = row.get(4)?;
+/// The version columns (`version, kek_id, wrapped_dek, sealed_value, created_at`) starting at
+/// column `first`.
+fn read_version(
+    row: &Row<'_>,
+    first: usize,
+) -> rusqlite::Result<Result<VersionRecord, StoreError>> {
+    let version = row.get(first)?;
+    let kek_id = row.get(first + 1)?;
+    let wrapped_dek = row.get(first + 2)?;
+    let sealed_value = row.get(first + 3)?;
+    let created_at: String = row.get(first + 4)?;
     Ok(parse_ts(&created_at).map(|created_at| VersionRecord {
         version,
         kek_id,
@@ -428,8 +433,10 @@ impl Store for SqliteStore {
                      FROM secret_versions WHERE secret_id = ?1 AND version = ?2",
                 )
                 .and_then(|mut st| {
-                    st.query_row(params![id.to_string(), meta.version], read_version)
-                        .optional()
+                    st.query_row(params![id.to_string(), meta.version], |r| {
+                        read_version(r, 0)
+                    })
+                    .optional()
                 })
                 .map_err(unavailable)?;
             let Some(record) = v else {
@@ -641,28 +648,12 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             let rows = st
                 .query_map(params![id.to_string(), tenant.as_str()], |r| {
-                    let meta = read_meta(r)?;
-                    let version: i64 = r.get(8)?;
-                    let kek_id: String = r.get(9)?;
-                    let wrapped_dek: Vec<u8> = r.get(10)?;
-                    let sealed_value: Vec<u8> = r.get(11)?;
-                    let created_at: String = r.get(12)?;
-                    Ok((meta, version, kek_id, wrapped_dek, sealed_value, created_at))
+                    Ok((read_meta(r)?, read_version(r, 8)?))
                 })
                 .map_err(unavailable)?;
             rows.map(|r| {
-                let (meta, version, kek_id, wrapped_dek, sealed_value, created_at) =
-                    r.map_err(unavailable)?;
-                Ok((
-                    meta?,
-                    VersionRecord {
-                        version,
-                        kek_id,
-                        wrapped_dek,
-                        sealed_value,
-                        created_at: parse_ts(&created_at)?,
-                    },
-                ))
+                let (meta, version) = r.map_err(unavailable)?;
+                Ok((meta?, version?))
             })
             .collect()
         })
