@@ -100,6 +100,23 @@ fn read_meta(row: &Row<'_>) -> rusqlite::Result<Result<SecretMeta, StoreError>> 
     })())
 }
 
+/// A secret's metadata, if it exists in this tenant.
+fn query_meta(
+    c: &Connection,
+    tenant: &TenantId,
+    id: SecretId,
+) -> Result<Option<SecretMeta>, StoreError> {
+    c.prepare_cached(&format!(
+        "SELECT {META_COLS} FROM secrets WHERE id = ?1 AND tenant = ?2"
+    ))
+    .and_then(|mut st| {
+        st.query_row(params![id.to_string(), tenant.as_str()], read_meta)
+            .optional()
+    })
+    .map_err(unavailable)?
+    .transpose()
+}
+
 fn insert_audit(conn: &Connection, a: &AuditEntry) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "INSERT INTO secret_access_log
@@ -393,18 +410,7 @@ impl Store for SqliteStore {
         id: SecretId,
     ) -> Result<Option<SecretMeta>, StoreError> {
         let tenant = tenant.clone();
-        self.read(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {META_COLS} FROM secrets WHERE id = ?1 AND tenant = ?2"
-            ))
-            .and_then(|mut st| {
-                st.query_row(params![id.to_string(), tenant.as_str()], read_meta)
-                    .optional()
-            })
-            .map_err(unavailable)?
-            .transpose()
-        })
-        .await
+        self.read(move |c| query_meta(c, &tenant, id)).await
     }
 
     async fn get_current(
@@ -416,17 +422,9 @@ impl Store for SqliteStore {
         self.read(move |c| {
             // One read transaction so the metadata and the version agree.
             let tx = c.unchecked_transaction().map_err(unavailable)?;
-            let meta = tx
-                .prepare_cached(&format!(
-                    "SELECT {META_COLS} FROM secrets WHERE id = ?1 AND tenant = ?2"
-                ))
-                .and_then(|mut st| {
-                    st.query_row(params![id.to_string(), tenant.as_str()], read_meta)
-                        .optional()
-                })
-                .map_err(unavailable)?
-                .transpose()?;
-            let Some(meta) = meta else { return Ok(None) };
+            let Some(meta) = query_meta(&tx, &tenant, id)? else {
+                return Ok(None);
+            };
             let v = tx
                 .prepare_cached(
                     "SELECT version, kek_id, wrapped_dek, sealed_value, created_at
