@@ -60,24 +60,28 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// A column that could not be read back as its type (schema drift or manual edits).
+fn corrupt(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
 const META_COLS: &str =
     "id, tenant, name, scope_type, scope_id, current_version, created_at, updated_at";
 
 fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
-    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
-    let id: Uuid = row.try_get(0).map_err(get)?;
-    let tenant: String = row.try_get(1).map_err(get)?;
-    let name: String = row.try_get(2).map_err(get)?;
-    let scope_type: String = row.try_get(3).map_err(get)?;
-    let scope_id: String = row.try_get(4).map_err(get)?;
+    let id: Uuid = row.try_get(0).map_err(corrupt)?;
+    let tenant: String = row.try_get(1).map_err(corrupt)?;
+    let name: String = row.try_get(2).map_err(corrupt)?;
+    let scope_type: String = row.try_get(3).map_err(corrupt)?;
+    let scope_id: String = row.try_get(4).map_err(corrupt)?;
     Ok(SecretMeta {
         id: SecretId::from(id),
         tenant: TenantId::new(tenant),
         name: name_from_stored(&name)?,
         scope: scope_from_stored(&scope_type, &scope_id)?,
-        version: row.try_get(5).map_err(get)?,
-        created_at: row.try_get(6).map_err(get)?,
-        updated_at: row.try_get(7).map_err(get)?,
+        version: row.try_get(5).map_err(corrupt)?,
+        created_at: row.try_get(6).map_err(corrupt)?,
+        updated_at: row.try_get(7).map_err(corrupt)?,
     })
 }
 
@@ -161,24 +165,22 @@ async fn insert_secret(
 }
 
 fn vault(row: &Row) -> Result<VaultRecord, StoreError> {
-    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
     Ok(VaultRecord {
-        id: VaultId::from(row.try_get::<_, Uuid>(0).map_err(get)?),
-        tenant: TenantId::new(row.try_get::<_, String>(1).map_err(get)?),
-        workspace: row.try_get(2).map_err(get)?,
-        name: row.try_get(3).map_err(get)?,
-        created_at: row.try_get(4).map_err(get)?,
+        id: VaultId::from(row.try_get::<_, Uuid>(0).map_err(corrupt)?),
+        tenant: TenantId::new(row.try_get::<_, String>(1).map_err(corrupt)?),
+        workspace: row.try_get(2).map_err(corrupt)?,
+        name: row.try_get(3).map_err(corrupt)?,
+        created_at: row.try_get(4).map_err(corrupt)?,
     })
 }
 
 fn version(row: &Row, first: usize) -> Result<VersionRecord, StoreError> {
-    let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
     Ok(VersionRecord {
-        version: row.try_get(first).map_err(get)?,
-        kek_id: row.try_get(first + 1).map_err(get)?,
-        wrapped_dek: row.try_get(first + 2).map_err(get)?,
-        sealed_value: row.try_get(first + 3).map_err(get)?,
-        created_at: row.try_get(first + 4).map_err(get)?,
+        version: row.try_get(first).map_err(corrupt)?,
+        kek_id: row.try_get(first + 1).map_err(corrupt)?,
+        wrapped_dek: row.try_get(first + 2).map_err(corrupt)?,
+        sealed_value: row.try_get(first + 3).map_err(corrupt)?,
+        created_at: row.try_get(first + 4).map_err(corrupt)?,
     })
 }
 
@@ -621,22 +623,21 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
         rows.iter()
             .map(|r| {
                 Ok(AuditRecord {
-                    id: r.try_get(0).map_err(get)?,
-                    timestamp: r.try_get(1).map_err(get)?,
-                    action: r.try_get(2).map_err(get)?,
+                    id: r.try_get(0).map_err(corrupt)?,
+                    timestamp: r.try_get(1).map_err(corrupt)?,
+                    action: r.try_get(2).map_err(corrupt)?,
                     secret_id: r
                         .try_get::<_, Option<Uuid>>(3)
-                        .map_err(get)?
+                        .map_err(corrupt)?
                         .map(SecretId::from),
-                    tenant: r.try_get(4).map_err(get)?,
-                    user_id: r.try_get(5).map_err(get)?,
-                    reason: r.try_get(6).map_err(get)?,
-                    outcome: r.try_get(7).map_err(get)?,
-                    request_id: r.try_get(8).map_err(get)?,
+                    tenant: r.try_get(4).map_err(corrupt)?,
+                    user_id: r.try_get(5).map_err(corrupt)?,
+                    reason: r.try_get(6).map_err(corrupt)?,
+                    outcome: r.try_get(7).map_err(corrupt)?,
+                    request_id: r.try_get(8).map_err(corrupt)?,
                 })
             })
             .collect()
@@ -654,12 +655,8 @@ impl Store for PgStore {
         rows.iter()
             .map(|r| {
                 Ok(KekUsage {
-                    kek_id: r
-                        .try_get(0)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    versions: r
-                        .try_get(1)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    kek_id: r.try_get(0).map_err(corrupt)?,
+                    versions: r.try_get(1).map_err(corrupt)?,
                 })
             })
             .collect()
@@ -703,16 +700,15 @@ impl Store for PgStore {
             }
         }
         .map_err(pg_err)?;
-        let get = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
         rows.iter()
             .map(|r| {
                 Ok(StoredVersion {
-                    tenant: TenantId::new(r.try_get::<_, String>(0).map_err(get)?),
-                    secret_id: SecretId::from(r.try_get::<_, Uuid>(1).map_err(get)?),
-                    version: r.try_get(2).map_err(get)?,
-                    kek_id: r.try_get(3).map_err(get)?,
-                    wrapped_dek: r.try_get(4).map_err(get)?,
-                    sealed_value: r.try_get(5).map_err(get)?,
+                    tenant: TenantId::new(r.try_get::<_, String>(0).map_err(corrupt)?),
+                    secret_id: SecretId::from(r.try_get::<_, Uuid>(1).map_err(corrupt)?),
+                    version: r.try_get(2).map_err(corrupt)?,
+                    kek_id: r.try_get(3).map_err(corrupt)?,
+                    wrapped_dek: r.try_get(4).map_err(corrupt)?,
+                    sealed_value: r.try_get(5).map_err(corrupt)?,
                 })
             })
             .collect()
@@ -794,7 +790,7 @@ impl Store for PgStore {
         c.query_opt("SELECT value FROM rcrt_state WHERE key = $1", &[&key])
             .await
             .map_err(pg_err)?
-            .map(|r| r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .map(|r| r.try_get(0).map_err(corrupt))
             .transpose()
     }
 
