@@ -36,6 +36,8 @@ esac
 
 say() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"   # free_port stop_server pg_up machine_ticks field wrk_errors
 
 for tool in wrk curl jq openssl awk; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (wrk: apt-get install -y wrk)"
@@ -47,16 +49,6 @@ esac
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rcrt-bench.XXXXXX")
 SERVER_PID=""
 PG_DB=""
-
-stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  SERVER_PID=""
-}
 
 cleanup() {
   local rc=$?
@@ -81,19 +73,9 @@ COMMANDS=()
 declare -A RATE=()
 FAILED=0
 
-free_port() {
-  local p
-  for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 30000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  return 1
-}
-
 # CPU accounting from /proc: the server's own CPU (in % of one core) and the whole machine's busy
 # share (in % of all cores) during a measurement, to see who is saturated.
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-machine_ticks() { awk '/^cpu /{busy=$2+$3+$4+$7+$8+$9; print busy, busy+$5+$6; exit}' /proc/stat; }
 CLK_TCK=$(getconf CLK_TCK)
 NCPU=$(getconf _NPROCESSORS_ONLN)
 
@@ -182,12 +164,11 @@ run_wrk() { # backend workload lua path [lua args...]
   server_alive "$backend $workload"
   local res
   res=$(grep '^RESULT ' "$log") || { cat "$log" >&2; die "no RESULT line from wrk ($backend $workload)"; }
-  get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$res"; }
   local rps p50 p99 non2xx errs
-  rps=$(get rps); non2xx=$(get non2xx)
-  p50=$(awk -v u="$(get p50_us)" 'BEGIN{printf "%.2f", u/1000}')
-  p99=$(awk -v u="$(get p99_us)" 'BEGIN{printf "%.2f", u/1000}')
-  errs=$(( $(get err_connect) + $(get err_read) + $(get err_write) + $(get err_timeout) ))
+  rps=$(field rps "$res"); non2xx=$(field non2xx "$res")
+  p50=$(awk -v u="$(field p50_us "$res")" 'BEGIN{printf "%.2f", u/1000}')
+  p99=$(awk -v u="$(field p99_us "$res")" 'BEGIN{printf "%.2f", u/1000}')
+  errs=$(wrk_errors "$res")
   if [ "$non2xx" -ne 0 ] || [ "$errs" -ne 0 ]; then
     FAILED=1
     say "WARNING: $backend $workload: $non2xx non-2xx responses, $errs socket errors"
@@ -276,11 +257,7 @@ for backend in $BACKENDS; do
       stop_server
       ;;
     postgres)
-      if ! timeout 5 psql "$PG_ADMIN_URL" -qXAtc 'select 1' >/dev/null 2>&1; then
-        say "PostgreSQL is down: starting the local cluster"
-        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
-        for _ in $(seq 1 60); do timeout 5 psql "$PG_ADMIN_URL" -qXAtc 'select 1' >/dev/null 2>&1 && break; sleep 0.5; done
-      fi
+      pg_up
       PG_DB="rcrt_bench_$(openssl rand -hex 6)"
       timeout 30 psql "$PG_ADMIN_URL" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $PG_DB" >/dev/null
       PG_URL="${PG_ADMIN_URL%/*}/$PG_DB"

@@ -52,6 +52,8 @@ esac
 
 say() { printf '[rewrap %3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"   # free_port stop_server pg_up machine_ticks field wrk_errors
 for tool in wrk curl jq openssl awk psql; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
 done
@@ -61,15 +63,6 @@ SERVER_PID=""
 POLL_PID=""
 DBS=()
 
-stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  SERVER_PID=""
-}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -86,29 +79,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-pg_up() {
-  if ! timeout 5 psql "$PG_ADMIN_URL" -qXAtc 'select 1' >/dev/null 2>&1; then
-    say "PostgreSQL is down: starting the local cluster"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
-    for _ in $(seq 1 60); do timeout 5 psql "$PG_ADMIN_URL" -qXAtc 'select 1' >/dev/null 2>&1 && break; sleep 0.5; done
-  fi
-}
 new_db() { # -> prints the URL of a fresh database
   local db="rcrt_rwb_$(openssl rand -hex 6)"
   timeout 30 psql "$PG_ADMIN_URL" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
   DBS+=("$db")
   NEW_DB_URL="${PG_ADMIN_URL%/*}/$db"
 }
-free_port() {
-  local p
-  for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 30000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  return 1
-}
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2" | head -n 1; }
-machine_ticks() { awk '/^cpu /{busy=$2+$3+$4+$7+$8+$9; print busy, busy+$5+$6; exit}' /proc/stat; }
 busy_pct() { # b0 a0 -> % busy since
   local b a; read -r b a < <(machine_ticks)
   awk -v b0="$1" -v a0="$2" -v b1="$b" -v a1="$a" 'BEGIN{printf "%.0f%%", 100*(b1-b0)/(a1-a0)}'
@@ -200,7 +176,7 @@ wrk_run() { # label -> "rps p50_ms p99_ms non2xx errors"
     -s bench/wrk/decrypt.lua "$BASE/secrets" -- "$WORK/ids" >"$log" 2>&1 || { cat "$log" >&2; die "wrk $1 failed"; }
   local res; res=$(grep '^RESULT ' "$log") || { cat "$log" >&2; die "no RESULT from wrk $1"; }
   awk -v r="$(field rps "$res")" -v a="$(field p50_us "$res")" -v b="$(field p99_us "$res")" \
-      -v n="$(field non2xx "$res")" -v e=$(( $(field err_connect "$res") + $(field err_read "$res") + $(field err_write "$res") + $(field err_timeout "$res") )) \
+      -v n="$(field non2xx "$res")" -v e="$(wrk_errors "$res")" \
       'BEGIN{printf "%.0f %.2f %.2f %d %d\n", r, a/1000, b/1000, n, e}'
 }
 poll_status() { # writes "epoch remaining state" lines every 0.5 s until completed/failed
