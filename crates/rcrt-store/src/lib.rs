@@ -5,6 +5,30 @@
 //! transactional, with its audit row in the same transaction. What it does not do: encryption
 //! (it only ever sees ciphertext) or any access rule (that is `rcrt-core`).
 
+/// The metadata columns of `secrets`, in the order the row readers expect. A macro, not a
+/// `const`, so the queries are put together by `concat!` at compile time, not per call.
+macro_rules! meta_cols {
+    () => {
+        "id, tenant, name, scope_type, scope_id, current_version, created_at, updated_at"
+    };
+}
+
+/// A secret's metadata (columns 0-7) and its current version (columns 8-12) from
+/// `secrets s JOIN secret_versions v`, followed by `$rest` (the WHERE clause).
+macro_rules! select_current {
+    ($rest:literal) => {
+        concat!(
+            "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
+                    s.created_at, s.updated_at,
+                    v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at
+             FROM secrets s
+             JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
+             ",
+            $rest
+        )
+    };
+}
+
 mod migrate;
 mod postgres;
 mod sqlite;

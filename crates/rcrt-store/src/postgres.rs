@@ -65,9 +65,6 @@ fn corrupt(e: tokio_postgres::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-const META_COLS: &str =
-    "id, tenant, name, scope_type, scope_id, current_version, created_at, updated_at";
-
 fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
     let id: Uuid = row.try_get(0).map_err(corrupt)?;
     let tenant: String = row.try_get(1).map_err(corrupt)?;
@@ -140,8 +137,10 @@ async fn insert_secret(
 ) -> Result<(), StoreError> {
     let m = &secret.meta;
     let st = c
-        .prepare_cached(&format!(
-            "INSERT INTO secrets ({META_COLS}, vault_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        .prepare_cached(concat!(
+            "INSERT INTO secrets (",
+            meta_cols!(),
+            ", vault_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .await
         .map_err(pg_err)?;
@@ -320,8 +319,10 @@ impl Store for PgStore {
     ) -> Result<Option<SecretMeta>, StoreError> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached(&format!(
-                "SELECT {META_COLS} FROM secrets WHERE id = $1 AND tenant = $2"
+            .prepare_cached(concat!(
+                "SELECT ",
+                meta_cols!(),
+                " FROM secrets WHERE id = $1 AND tenant = $2"
             ))
             .await
             .map_err(pg_err)?;
@@ -344,14 +345,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         // One statement: metadata and version agree without an explicit transaction.
         let st = c
-            .prepare_cached(
-                "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
-                        s.created_at, s.updated_at,
-                        v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at
-                 FROM secrets s
-                 JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
-                 WHERE s.id = $1 AND s.tenant = $2",
-            )
+            .prepare_cached(select_current!("WHERE s.id = $1 AND s.tenant = $2"))
             .await
             .map_err(pg_err)?;
         let Some(row) = as_tenant(
@@ -369,8 +363,10 @@ impl Store for PgStore {
     async fn list(&self, q: &ListQuery) -> Result<Vec<SecretMeta>, StoreError> {
         let c = self.tenant_client(&q.tenant).await?;
         let st = c
-            .prepare_cached(&format!(
-                "SELECT {META_COLS} FROM secrets
+            .prepare_cached(concat!(
+                "SELECT ",
+                meta_cols!(),
+                " FROM secrets
                  WHERE tenant = $1
                    AND ($2::text IS NULL OR scope_type = $2)
                    AND ($3::text IS NULL OR scope_id = $3)
@@ -413,10 +409,11 @@ impl Store for PgStore {
         // Compare-and-swap: the row lock taken by UPDATE serializes racing writers; the loser
         // sees the new current_version and gets VersionConflict (then core retries or answers 412).
         let st = tx
-            .prepare_cached(&format!(
+            .prepare_cached(concat!(
                 "UPDATE secrets SET current_version = $1, updated_at = $2
                  WHERE id = $3 AND tenant = $4 AND current_version = $5
-                 RETURNING {META_COLS}"
+                 RETURNING ",
+                meta_cols!()
             ))
             .await
             .map_err(pg_err)?;
@@ -570,12 +567,7 @@ impl Store for PgStore {
         let c = self.tenant_client(tenant).await?;
         let rows = c
             .query(
-                "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
-                        s.created_at, s.updated_at,
-                        v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at
-                 FROM secrets s
-                 JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
-                 WHERE s.vault_id = $1 AND s.tenant = $2 ORDER BY s.name",
+                select_current!("WHERE s.vault_id = $1 AND s.tenant = $2 ORDER BY s.name"),
                 &[&id.as_uuid(), &tenant.as_str()],
             )
             .await

@@ -75,9 +75,6 @@ fn open_conn(path: &str) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-const META_COLS: &str =
-    "id, tenant, name, scope_type, scope_id, current_version, created_at, updated_at";
-
 fn read_meta(row: &Row<'_>) -> rusqlite::Result<Result<SecretMeta, StoreError>> {
     let id: String = row.get(0)?;
     let tenant: String = row.get(1)?;
@@ -106,8 +103,10 @@ fn query_meta(
     tenant: &TenantId,
     id: SecretId,
 ) -> Result<Option<SecretMeta>, StoreError> {
-    c.prepare_cached(&format!(
-        "SELECT {META_COLS} FROM secrets WHERE id = ?1 AND tenant = ?2"
+    c.prepare_cached(concat!(
+        "SELECT ",
+        meta_cols!(),
+        " FROM secrets WHERE id = ?1 AND tenant = ?2"
     ))
     .and_then(|mut st| {
         st.query_row(params![id.to_string(), tenant.as_str()], read_meta)
@@ -138,8 +137,10 @@ fn insert_audit(conn: &Connection, a: &AuditEntry) -> rusqlite::Result<usize> {
 fn insert_secret(c: &Connection, secret: &NewSecret) -> Result<(), StoreError> {
     let m = &secret.meta;
     let inserted = c
-        .prepare_cached(&format!(
-            "INSERT INTO secrets ({META_COLS}, vault_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        .prepare_cached(concat!(
+            "INSERT INTO secrets (",
+            meta_cols!(),
+            ", vault_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
         ))
         .and_then(|mut st| {
             st.execute(params![
@@ -455,8 +456,10 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         self.read(move |c| {
             let mut st = c
-                .prepare_cached(&format!(
-                    "SELECT {META_COLS} FROM secrets
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    meta_cols!(),
+                    " FROM secrets
                      WHERE tenant = ?1
                        AND (?2 IS NULL OR scope_type = ?2)
                        AND (?3 IS NULL OR scope_id = ?3)
@@ -521,10 +524,14 @@ impl Store for SqliteStore {
             .map_err(unavailable)?;
             insert_version(c, id, &record).map_err(unavailable)?;
             insert_audit(c, &audit).map_err(unavailable)?;
-            c.prepare_cached(&format!("SELECT {META_COLS} FROM secrets WHERE id = ?1"))
-                .and_then(|mut st| st.query_row(params![id.to_string()], read_meta))
-                .map_err(unavailable)?
-                .map(Some)
+            c.prepare_cached(concat!(
+                "SELECT ",
+                meta_cols!(),
+                " FROM secrets WHERE id = ?1"
+            ))
+            .and_then(|mut st| st.query_row(params![id.to_string()], read_meta))
+            .map_err(unavailable)?
+            .map(Some)
         })
         .await
     }
@@ -635,14 +642,9 @@ impl Store for SqliteStore {
         let tenant = tenant.clone();
         self.read(move |c| {
             let mut st = c
-                .prepare_cached(
-                    "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
-                            s.created_at, s.updated_at,
-                            v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at
-                     FROM secrets s
-                     JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
-                     WHERE s.vault_id = ?1 AND s.tenant = ?2 ORDER BY s.name",
-                )
+                .prepare_cached(select_current!(
+                    "WHERE s.vault_id = ?1 AND s.tenant = ?2 ORDER BY s.name"
+                ))
                 .map_err(unavailable)?;
             let rows = st
                 .query_map(params![id.to_string(), tenant.as_str()], |r| {
