@@ -1369,29 +1369,31 @@ async fn check_concurrent_updates(api: Api) {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let (api, id, v) = (api.clone(), id.clone(), api.secret());
-        set.spawn(async move {
-            let r = api.update(&id, &v, Some("\"21\"")).await;
-            let code = if r.status >= 400 {
-                r.code()
-            } else {
-                String::new()
-            };
-            (r.status, code)
-        });
+        set.spawn(async move { api.update(&id, &v, Some("\"21\"")).await });
     }
+    one_wins(set, 200, (412, "version_mismatch")).await;
+    assert_eq!(api.decrypt_ok(&id).await.1, 22);
+}
+
+/// Waits for racing requests: exactly one answers `winner`, every other `loser` with its code.
+async fn one_wins(
+    mut set: tokio::task::JoinSet<Resp>,
+    winner: u16,
+    (loser, loser_code): (u16, &str),
+) {
     let mut statuses = Vec::new();
     while let Some(res) = set.join_next().await {
-        let (status, code) = res.unwrap();
-        if status == 412 {
-            assert_eq!(code, "version_mismatch");
+        let r = res.unwrap();
+        if r.status == loser {
+            assert_eq!(r.code(), loser_code);
         }
-        statuses.push(status);
+        statuses.push(r.status);
     }
     statuses.sort_unstable();
-    let mut expected = vec![200];
-    expected.extend([412; 9]);
+    let mut expected = vec![loser; statuses.len().saturating_sub(1)];
+    expected.push(winner);
+    expected.sort_unstable();
     assert_eq!(statuses, expected);
-    assert_eq!(api.decrypt_ok(&id).await.1, 22);
 }
 
 async fn check_concurrent_creates(api: Api) {
@@ -1400,31 +1402,13 @@ async fn check_concurrent_creates(api: Api) {
     for _ in 0..10 {
         let (api, name, v) = (api.clone(), name.clone(), api.secret());
         set.spawn(async move {
-            let r = api
-                .call(Method::POST, "/secrets")
+            api.call(Method::POST, "/secrets")
                 .json(&create_body(&name, &v, "workspace", Some("ws-race")))
                 .send()
-                .await;
-            let code = if r.status >= 400 {
-                r.code()
-            } else {
-                String::new()
-            };
-            (r.status, code)
+                .await
         });
     }
-    let mut statuses = Vec::new();
-    while let Some(res) = set.join_next().await {
-        let (status, code) = res.unwrap();
-        if status == 409 {
-            assert_eq!(code, "name_taken");
-        }
-        statuses.push(status);
-    }
-    statuses.sort_unstable();
-    let mut expected = vec![201];
-    expected.extend([409; 9]);
-    assert_eq!(statuses, expected);
+    one_wins(set, 201, (409, "name_taken")).await;
 }
 
 /// Decrypts racing with updates always return a matching (value, version) pair; racing deletes
