@@ -95,7 +95,11 @@ pub(crate) fn combine(threshold: u8, hex: bool) -> Result<(), String> {
     let kek_text = Zeroizing::new(if hex {
         STANDARD.encode(secret.expose())
     } else {
-        String::from_utf8(secret.expose().to_vec()).unwrap_or_default()
+        // Copy only valid UTF-8 (into the Zeroizing): on failure, FromUtf8Error would drop
+        // an unzeroized copy of the combined bytes.
+        std::str::from_utf8(secret.expose())
+            .map(str::to_owned)
+            .unwrap_or_default()
     });
     let kek = parse_kek(&kek_text, "the combined shares").map_err(|_| {
         "the combined shares do not form a valid KEK: check that the shares come from one split, \
