@@ -422,6 +422,17 @@ mod tests {
         assert_eq!(secret.expose(), &[0x41]);
     }
 
+    /// The (index, value) points of share lines, for interpolation.
+    fn share_points(field: &Field, lines: &[String]) -> Vec<(u8, Elem)> {
+        lines
+            .iter()
+            .map(|l| {
+                let s = share::parse(l, 0).unwrap();
+                (s.index, field.read_be(&s.value))
+            })
+            .collect()
+    }
+
     #[test]
     fn interpolation_reproduces_every_share() {
         for len in [1usize, 7, 8, 9, 32, 44, 128] {
@@ -435,13 +446,7 @@ mod tests {
             let lines = split_with(&secret, &opts, counter_fill(len as u8)).unwrap();
             assert!(lines[0].starts_with("01-") && lines[11].starts_with("12-"));
             let field = Field::new(8 * len).unwrap();
-            let points: Vec<(u8, Elem)> = lines[3..7]
-                .iter()
-                .map(|l| {
-                    let s = share::parse(l, 0).unwrap();
-                    (s.index, field.read_be(&s.value))
-                })
-                .collect();
+            let points = share_points(&field, &lines[3..7]);
             for (i, line) in lines.iter().enumerate() {
                 let index = (i + 1) as u8;
                 let y = interpolate_at(&field, &points, u32::from(index)).unwrap();
@@ -517,13 +522,7 @@ mod tests {
             assert_eq!(lines.len(), usize::from(n));
             let first = share::parse(&lines[0], 0).unwrap();
             let field = Field::new(4 * first.hex_len).unwrap();
-            let points: Vec<(u8, Elem)> = lines[..t]
-                .iter()
-                .map(|l| {
-                    let s = share::parse(l, 0).unwrap();
-                    (s.index, field.read_be(&s.value))
-                })
-                .collect();
+            let points = share_points(&field, &lines[..t]);
             for (i, line) in lines.iter().enumerate() {
                 let index = u8::try_from(i + 1).unwrap();
                 let y = interpolate_at(&field, &points, u32::from(index)).unwrap();
