@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
@@ -24,7 +23,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rcrt-server");
+mod common;
+use common::{server_config, Backend};
+
 const JSON: &str = "application/json";
 /// The server's default MAX_VALUE_BYTES.
 const MAX_VALUE: usize = 65536;
@@ -65,12 +66,6 @@ fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 // Backends and server processes
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 /// A working directory, an optional PostgreSQL database and at most one running server.
 /// Field order is drop order: the server dies before its database and directory go.
 struct Env {
@@ -82,34 +77,16 @@ struct Env {
 
 impl Env {
     async fn new(backend: Backend) -> Self {
-        let pg = match backend {
-            Backend::Sqlite => None,
-            // Panics (fails the test) when PostgreSQL is unreachable: never silently skipped.
-            Backend::Postgres => Some(TempPgDb::create().await),
-        };
         Self {
             server: None,
-            pg,
+            pg: backend.database().await,
             dir: TempDir::new(),
             backend,
         }
     }
 
     fn config(&self, extra: &[(&str, &str)]) -> ServerConfig {
-        let mut env: Vec<(String, String)> = Vec::new();
-        if let Some(pg) = &self.pg {
-            env.push(("DB_URL".into(), pg.url().to_owned()));
-        }
-        env.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        ServerConfig {
-            binary: PathBuf::from(BIN),
-            env,
-            workdir: self.dir.path().to_owned(),
-        }
+        server_config(self.pg.as_ref(), &self.dir, extra)
     }
 
     /// Starts a server (stopping any previous one); returns its base URL.

@@ -13,7 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,7 +26,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rcrt-server");
+mod common;
+use common::{server_config, Backend};
+
 /// Requests in flight when seeding or verifying many secrets.
 const IN_FLIGHT: usize = 12;
 
@@ -57,12 +58,6 @@ fn random_below(n: usize) -> usize {
 // Servers
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 /// A working directory (SQLite's `rcrt.db` lives there) and, for PostgreSQL, a database.
 /// Declare servers after the `Env` so they are killed before the database is dropped.
 struct Env {
@@ -72,32 +67,14 @@ struct Env {
 
 impl Env {
     async fn new(backend: Backend) -> Self {
-        let pg = match backend {
-            Backend::Sqlite => None,
-            // Panics when PostgreSQL is unreachable: a PostgreSQL test never silently skips.
-            Backend::Postgres => Some(TempPgDb::create().await),
-        };
         Self {
-            pg,
+            pg: backend.database().await,
             dir: TempDir::new(),
         }
     }
 
     fn config(&self, extra: &[(&str, &str)]) -> ServerConfig {
-        let mut env: Vec<(String, String)> = Vec::new();
-        if let Some(pg) = &self.pg {
-            env.push(("DB_URL".into(), pg.url().to_owned()));
-        }
-        env.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        ServerConfig {
-            binary: PathBuf::from(BIN),
-            env,
-            workdir: self.dir.path().to_owned(),
-        }
+        server_config(self.pg.as_ref(), &self.dir, extra)
     }
 
     /// Starts a server and waits until it is healthy (the testkit blocks, so leave the runtime).

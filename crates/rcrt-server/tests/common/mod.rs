@@ -1,0 +1,44 @@
+//! What the e2e and rotation suites share: the backend a test runs on, and how a server of this
+//! crate's binary is configured in a test's directory and database.
+
+use std::path::PathBuf;
+
+use rcrt_testkit::{ServerConfig, TempDir, TempPgDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rcrt-server");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// A fresh PostgreSQL database for `Postgres`; none for `Sqlite` (its `rcrt.db` lives in the
+    /// working directory). Panics (fails the test) when PostgreSQL is unreachable: a PostgreSQL
+    /// test never silently skips.
+    pub async fn database(self) -> Option<TempPgDb> {
+        match self {
+            Self::Sqlite => None,
+            Self::Postgres => Some(TempPgDb::create().await),
+        }
+    }
+}
+
+/// The server binary in `dir`, on `pg` when given, with `extra` as its environment.
+pub fn server_config(pg: Option<&TempPgDb>, dir: &TempDir, extra: &[(&str, &str)]) -> ServerConfig {
+    let mut env: Vec<(String, String)> = Vec::new();
+    if let Some(pg) = pg {
+        env.push(("DB_URL".into(), pg.url().to_owned()));
+    }
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    ServerConfig {
+        binary: PathBuf::from(BIN),
+        env,
+        workdir: dir.path().to_owned(),
+    }
+}
