@@ -70,6 +70,10 @@ fn check_key(key: &str) -> Result<(), CoreError> {
     check_token(key, 63, "vault keys")
 }
 
+fn too_many_keys() -> CoreError {
+    CoreError::Invalid(format!("a vault holds at most {MAX_VAULT_KEYS} keys"))
+}
+
 fn workspace_scope(workspace: &str) -> Result<Scope, CoreError> {
     Scope::new(ScopeType::Workspace, Some(workspace)).map_err(|e| CoreError::Invalid(e.to_string()))
 }
@@ -94,9 +98,7 @@ impl Service {
         let scope = workspace_scope(workspace)?;
         check_vault_name(name)?;
         if secrets.len() > MAX_VAULT_KEYS {
-            return Err(CoreError::Invalid(format!(
-                "a vault holds at most {MAX_VAULT_KEYS} keys"
-            )));
+            return Err(too_many_keys());
         }
         for (key, value) in &secrets {
             check_key(key)?;
@@ -334,9 +336,7 @@ impl Service {
             }
             None => {
                 if members.len() >= MAX_VAULT_KEYS {
-                    return Err(CoreError::Invalid(format!(
-                        "a vault holds at most {MAX_VAULT_KEYS} keys"
-                    )));
+                    return Err(too_many_keys());
                 }
                 let scope = workspace_scope(&vault.workspace)?;
                 let secret = self
