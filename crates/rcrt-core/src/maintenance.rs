@@ -129,7 +129,7 @@ impl Maintenance {
     }
 
     /// Unwraps one row's DEK with its own KEK and wraps it under the current KEK; with
-    /// `reseal`, also opens the value and seals it again under a fresh DEK.
+    /// `Mode::Reencrypt`, also opens the value and seals it again under a fresh DEK.
     async fn process(&self, row: &StoredVersion, mode: &Mode) -> Result<Rewrapped, ()> {
         let id = row.secret_id.as_bytes();
         let dek = unwrap_stored(
