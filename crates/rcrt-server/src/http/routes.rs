@@ -103,8 +103,10 @@ pub(crate) fn json_body<T: DeserializeOwned>(
         ));
     }
     serde_json::from_slice(&body).map_err(|e| {
-        // serde_json's message names the field and position; a string value is never quoted in
-        // it because every string field here accepts any string.
+        // serde_json's message names the field and position. A string value is never quoted in
+        // it (every string field here accepts any string); a value of the wrong type, e.g. a
+        // number given as `value`, can be, but only back to the caller who sent it: 4xx
+        // messages are not logged.
         let what = if e.is_syntax() || e.is_eof() {
             "request body is not valid JSON".to_owned()
         } else {
