@@ -5,11 +5,19 @@
 //! | list, read metadata | `secrets.read` | yes | `W` in `workspaces`, or admin | `A` = `sub`, or admin |
 //! | decrypt (secrets and vaults) | `secrets.decrypt` | yes | same | same |
 //! | create, update, delete | `secrets.write` | admin only | same | same |
-//! | KEK status and re-wrap | `secrets.admin` | | | |
+//! | KEK status and re-wrap | `rcrt.operator` | | | |
+//!
+//! `secrets.admin` is the tenant's administrator: every scope and every token of its tenant.
+//! `rcrt.operator` acts on the whole deployment (the KEK is shared by every tenant), so it is a
+//! role of its own that no tenant administrator has unless given it.
+//!
+//! Tokens ([`may_mint`], [`may_revoke`]): minting needs `secrets.admin` or `tokens.create` and
+//! never escalates; revoking needs `secrets.admin`, or a token the caller minted or acts as.
 //!
 //! Everything is inside the caller's tenant; another tenant's secrets do not exist for it.
 
-use rcrt_types::{Principal, Role, Scope, ScopeType};
+use rcrt_types::{Principal, Role, Roles, Scope, ScopeType};
+use time::OffsetDateTime;
 
 /// What the caller wants to do with a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +65,51 @@ pub fn allows(p: &Principal, action: Action, scope: &Scope) -> bool {
         && !p.roles.has(Role::Admin))
 }
 
-/// True if `p` may use the KEK and audit endpoints.
+/// True if `p` is its tenant's administrator (every scope and token of the tenant).
 pub fn is_admin(p: &Principal) -> bool {
     p.roles.has(Role::Admin)
+}
+
+/// True if `p` may use the deployment-wide KEK endpoints.
+pub fn is_operator(p: &Principal) -> bool {
+    p.roles.has(Role::Operator)
+}
+
+/// Whether `caller` may mint a token acting as `principal` with `roles` and `workspaces`,
+/// expiring at `expires_at`, in its own tenant; the refusal says which rule it broke.
+///
+/// No escalation: the roles are a subset of the caller's; a non-administrator mints only for
+/// itself and only within its own workspaces; no token outlives the credential minting it.
+pub fn may_mint(
+    caller: &Principal,
+    principal: &str,
+    roles: Roles,
+    workspaces: &[String],
+    expires_at: OffsetDateTime,
+) -> Result<(), &'static str> {
+    let admin = is_admin(caller);
+    if !admin && !caller.roles.has(Role::TokensCreate) {
+        return Err("minting tokens needs secrets.admin or tokens.create");
+    }
+    if !roles.is_subset_of(caller.roles) {
+        return Err("a token's roles must be a subset of the caller's roles");
+    }
+    if !admin && principal != caller.user_id {
+        return Err("only secrets.admin mints tokens for another principal");
+    }
+    if !admin && !workspaces.iter().all(|w| caller.workspaces.contains(w)) {
+        return Err("a token's workspaces must be a subset of the caller's workspaces");
+    }
+    if caller.expires_at.is_some_and(|e| expires_at > e) {
+        return Err("a token cannot outlive the credential that mints it");
+    }
+    Ok(())
+}
+
+/// True if `caller` may revoke a token of its tenant minted by `created_by`, acting as
+/// `principal`.
+pub fn may_revoke(caller: &Principal, created_by: &str, principal: &str) -> bool {
+    is_admin(caller) || created_by == caller.user_id || principal == caller.user_id
 }
 
 #[cfg(test)]
@@ -74,6 +124,7 @@ mod tests {
             tenant: TenantId::new("t1"),
             roles: roles.iter().copied().collect::<Roles>(),
             workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
+            expires_at: None,
         }
     }
 
@@ -117,5 +168,71 @@ mod tests {
             "admin still needs decrypt"
         );
         assert!(is_admin(&admin) && !is_admin(&writer));
+        assert!(!is_operator(&admin), "a tenant admin is no operator");
+        assert!(is_operator(&principal(&[Role::Operator], &[])));
+    }
+
+    fn roles(r: &[Role]) -> Roles {
+        r.iter().copied().collect()
+    }
+
+    #[test]
+    fn minting_never_escalates() {
+        let soon = OffsetDateTime::UNIX_EPOCH + time::Duration::days(1);
+        let ws = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // A plain reader may not mint at all.
+        let reader = principal(&[Role::Read], &["w1"]);
+        assert!(may_mint(&reader, "agent-1", roles(&[Role::Read]), &[], soon).is_err());
+
+        let minter = principal(
+            &[Role::Read, Role::Decrypt, Role::TokensCreate],
+            &["w1", "w2"],
+        );
+        let ok = |r: &[Role], w: &[&str], who: &str| may_mint(&minter, who, roles(r), &ws(w), soon);
+        assert_eq!(ok(&[Role::Read], &["w1"], "agent-1"), Ok(()));
+        assert_eq!(
+            ok(&[Role::Read, Role::TokensCreate], &["w1", "w2"], "agent-1"),
+            Ok(())
+        );
+        assert!(ok(&[Role::Write], &[], "agent-1").is_err(), "role it lacks");
+        assert!(
+            ok(&[Role::Admin], &[], "agent-1").is_err(),
+            "admin it lacks"
+        );
+        assert!(
+            ok(&[Role::Operator], &[], "agent-1").is_err(),
+            "operator it lacks"
+        );
+        assert!(
+            ok(&[Role::Read], &["w3"], "agent-1").is_err(),
+            "workspace it lacks"
+        );
+        assert!(
+            ok(&[Role::Read], &[], "agent-2").is_err(),
+            "another principal"
+        );
+
+        // A credential that expires caps its children.
+        let mut short = minter.clone();
+        short.expires_at = Some(soon);
+        let later = soon + time::Duration::seconds(1);
+        assert!(may_mint(&short, "agent-1", roles(&[Role::Read]), &[], soon).is_ok());
+        assert!(may_mint(&short, "agent-1", roles(&[Role::Read]), &[], later).is_err());
+
+        // A tenant admin mints for anyone, in any workspace, but only with roles it has.
+        let admin = principal(&[Role::Admin, Role::Read], &[]);
+        assert!(may_mint(&admin, "svc", roles(&[Role::Read]), &ws(&["w9"]), soon).is_ok());
+        assert!(may_mint(&admin, "svc", roles(&[Role::Admin]), &[], soon).is_ok());
+        assert!(may_mint(&admin, "svc", roles(&[Role::Decrypt]), &[], soon).is_err());
+        assert!(may_mint(&admin, "svc", roles(&[Role::Operator]), &[], soon).is_err());
+    }
+
+    #[test]
+    fn revoking() {
+        let me = principal(&[Role::Read], &[]);
+        assert!(may_revoke(&me, "agent-1", "ci-job"), "one it minted");
+        assert!(may_revoke(&me, "admin", "agent-1"), "one acting as it");
+        assert!(!may_revoke(&me, "admin", "someone"));
+        assert!(may_revoke(&principal(&[Role::Admin], &[]), "x", "y"));
     }
 }

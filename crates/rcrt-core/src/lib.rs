@@ -11,6 +11,7 @@ pub mod maintenance;
 mod metrics;
 pub mod rewrap_job;
 mod service;
+pub mod tokens;
 pub mod vaults;
 
 pub use error::CoreError;

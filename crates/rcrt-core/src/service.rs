@@ -140,6 +140,7 @@ pub struct Service {
     pub(crate) clock: Arc<dyn Clock>,
     limits: Limits,
     pub(crate) metrics: Metrics,
+    pub(crate) tokens: crate::tokens::TokenCache,
 }
 
 impl Service {
@@ -156,7 +157,13 @@ impl Service {
             clock,
             limits,
             metrics: Metrics::default(),
+            tokens: Default::default(),
         }
+    }
+
+    /// Now, by the service's clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
     }
 
     /// The counters for `/metrics`.
@@ -209,6 +216,7 @@ impl Service {
             timestamp: self.clock.now(),
             action,
             secret_id,
+            token_id: None,
             tenant: ctx.principal.tenant.clone(),
             user_id: ctx.principal.user_id.clone(),
             reason,

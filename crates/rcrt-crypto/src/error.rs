@@ -14,4 +14,7 @@ pub enum CryptoError {
     /// The AEAD refused to seal (cannot happen for in-range inputs; kept rather than panic).
     #[error("encryption failed")]
     Encrypt,
+    /// The OS random source failed.
+    #[error("the OS random source failed")]
+    Random,
 }

@@ -116,7 +116,7 @@ impl Kek {
         let mut bytes = Zeroizing::new([0u8; 32]);
         SystemRandom::new()
             .fill(bytes.as_mut())
-            .map_err(|_| CryptoError::Encrypt)?;
+            .map_err(|_| CryptoError::Random)?;
         Ok(Self::from_bytes(bytes))
     }
 

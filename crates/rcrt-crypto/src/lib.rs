@@ -10,11 +10,13 @@ mod aad;
 mod error;
 mod format;
 mod keys;
+mod token;
 
 pub use aad::{ValueContext, WrapContext};
 pub use error::CryptoError;
 pub use format::{SealedValue, WrappedDek, FORMAT_VERSION};
 pub use keys::{Dek, Kek, KekId, Plaintext, KEK_LEN};
+pub use token::{ServiceToken, TokenFormatError, TokenHash, TOKEN_LEN, TOKEN_PREFIX};
 
 /// Seals `plaintext` under a fresh DEK. Returns the DEK (to be wrapped) and the sealed value.
 pub fn seal_value(

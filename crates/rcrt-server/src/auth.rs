@@ -1,4 +1,8 @@
-//! Authentication: turns `Authorization: Bearer <JWT>` into a [`Principal`].
+//! Authentication: turns a request's credential into a [`Principal`].
+//!
+//! The credential comes from `Authorization: Bearer <credential>` or `X-API-Key: <credential>`.
+//! A service token (`rcrt_...`) is checked by `rcrt_core` against its stored hash; anything
+//! else is taken for a JWT.
 //!
 //! The algorithm is pinned by the key, never taken from the token: an RSA key verifies RS256
 //! only, a P-256 key ES256, an Ed25519 key EdDSA, an HS256 secret HS256. `alg: none` and RS/HS
@@ -10,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use rcrt_core::tokens::TokenAuthError;
+use rcrt_core::Service;
 use rcrt_types::{Principal, Role, TenantId};
 use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
@@ -20,12 +26,23 @@ const LEEWAY_SECS: u64 = 30;
 /// A JWKS is fetched again for an unknown `kid` at most this often.
 const JWKS_REFETCH: Duration = Duration::from_secs(10);
 
-/// Why a request was not authenticated. The client sees one generic 401; this goes to the log.
+/// Why a request was not authenticated. The client sees one generic 401 (or a 503 when the
+/// store could not be asked); this goes to the log.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// No `Authorization: Bearer` header.
-    #[error("missing bearer token")]
+    /// No `Authorization: Bearer` or `X-API-Key` header.
+    #[error("missing credential")]
     Missing,
+    /// A credential of a kind this server does not accept (a token with tokens off, a JWT
+    /// with JWTs off).
+    #[error("credential kind not accepted here")]
+    NotAccepted,
+    /// A service token failed its check.
+    #[error("service token refused: {0}")]
+    Token(#[source] TokenAuthError),
+    /// The token store could not be asked.
+    #[error("token store unavailable")]
+    Unavailable,
     /// The token failed a check (signature, algorithm, claims, time).
     #[error("invalid token: {0}")]
     Invalid(String),
@@ -83,6 +100,7 @@ pub struct JwtVerifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
     owner_id: String,
     #[serde(default)]
     roles: Vec<String>,
@@ -267,34 +285,82 @@ impl JwtVerifier {
             tenant: TenantId::new(c.owner_id),
             roles: c.roles.iter().filter_map(|r| Role::parse(r)).collect(),
             workspaces: c.workspaces,
+            expires_at: time::OffsetDateTime::from_unix_timestamp(c.exp).ok(),
         })
     }
 }
 
 /// How the server authenticates requests.
-pub enum Authenticator {
-    /// Everyone is [`Principal::anonymous`].
-    Disabled,
-    /// Bearer JWTs.
-    Jwt(Arc<JwtVerifier>),
+pub struct Authenticator {
+    /// JWTs, if accepted.
+    pub jwt: Option<Arc<JwtVerifier>>,
+    /// Service tokens accepted.
+    pub tokens: bool,
+}
+
+/// The credential a request presents: `Authorization: Bearer <c>` (scheme in any case), else
+/// `X-API-Key: <c>`. `Ok(None)` when there is none.
+pub fn credential<'a>(authorization: Option<&'a str>, api_key: Option<&'a str>) -> Option<&'a str> {
+    let bearer = authorization.and_then(|h| {
+        let (scheme, rest) = h.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    bearer
+        .or_else(|| api_key.map(str::trim))
+        .filter(|c| !c.is_empty())
 }
 
 impl Authenticator {
-    /// The principal for a request's `Authorization` header value.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
-        match self {
-            Self::Disabled => Ok(Principal::anonymous()),
-            Self::Jwt(v) => {
-                let token = authorization
-                    .and_then(|h| {
-                        h.strip_prefix("Bearer ")
-                            .or_else(|| h.strip_prefix("bearer "))
-                    })
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .ok_or(AuthError::Missing)?;
-                v.verify(token).await
-            }
+    /// Every request is [`Principal::anonymous`].
+    pub const DISABLED: Self = Self {
+        jwt: None,
+        tokens: false,
+    };
+
+    /// The principal for a request's credential (see [`credential`]).
+    pub async fn authenticate(
+        &self,
+        service: &Service,
+        credential: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        if self.jwt.is_none() && !self.tokens {
+            return Ok(Principal::anonymous());
         }
+        let credential = credential.ok_or(AuthError::Missing)?;
+        if credential.starts_with(rcrt_crypto::TOKEN_PREFIX) {
+            if !self.tokens {
+                return Err(AuthError::NotAccepted);
+            }
+            return service
+                .authenticate_token(credential)
+                .await
+                .map_err(|e| match e {
+                    TokenAuthError::Unavailable(_) => AuthError::Unavailable,
+                    other => AuthError::Token(other),
+                });
+        }
+        match &self.jwt {
+            Some(v) => v.verify(credential).await,
+            None => Err(AuthError::NotAccepted),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credential;
+
+    #[test]
+    fn where_the_credential_comes_from() {
+        assert_eq!(credential(Some("Bearer abc"), None), Some("abc"));
+        assert_eq!(credential(Some("bearer abc"), None), Some("abc"));
+        assert_eq!(credential(Some("BEARER  abc "), None), Some("abc"));
+        assert_eq!(credential(None, Some("abc")), Some("abc"));
+        assert_eq!(credential(Some("Bearer abc"), Some("xyz")), Some("abc"));
+        assert_eq!(credential(Some("Basic abc"), None), None);
+        assert_eq!(credential(Some("Basic abc"), Some("xyz")), Some("xyz"));
+        assert_eq!(credential(Some("Bearer "), None), None);
+        assert_eq!(credential(None, Some("  ")), None);
+        assert_eq!(credential(None, None), None);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::auth::KeySource;
 use rcrt_core::rewrap_job::RewrapSettings;
@@ -16,31 +16,45 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8081";
 /// The default embedded database, in the working directory.
 pub const DEFAULT_DB: &str = "rcrt.db";
 
-/// How requests are authenticated.
-pub enum AuthMode {
-    /// No authentication: every request acts as `anonymous` in the `default` tenant.
-    Disabled,
-    /// Bearer JWTs from one issuer for one audience.
-    Jwt {
-        /// Required `iss`.
-        issuer: String,
-        /// Required `aud`.
-        audience: String,
-        /// Where the verification keys come from.
-        keys: KeySource,
-    },
+/// How requests are authenticated: by JWTs, by service tokens, by both, or (neither) not at all.
+#[derive(Debug)]
+pub struct AuthMode {
+    /// Bearer JWTs from one issuer for one audience, if accepted.
+    pub jwt: Option<JwtSettings>,
+    /// Service tokens (`rcrt_...`) accepted.
+    pub tokens: bool,
 }
 
-impl std::fmt::Debug for AuthMode {
+impl AuthMode {
+    /// No authentication: every request acts as `anonymous` in the `default` tenant.
+    pub const DISABLED: Self = Self {
+        jwt: None,
+        tokens: false,
+    };
+
+    /// True when no credential is checked.
+    pub fn is_disabled(&self) -> bool {
+        self.jwt.is_none() && !self.tokens
+    }
+}
+
+/// Where JWTs come from and how they are checked.
+pub struct JwtSettings {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Where the verification keys come from.
+    pub keys: KeySource,
+}
+
+impl std::fmt::Debug for JwtSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Disabled => f.write_str("Disabled"),
-            Self::Jwt {
-                issuer, audience, ..
-            } => {
-                write!(f, "Jwt {{ issuer: {issuer:?}, audience: {audience:?} }}")
-            }
-        }
+        write!(
+            f,
+            "JwtSettings {{ issuer: {:?}, audience: {:?} }}",
+            self.issuer, self.audience
+        )
     }
 }
 
@@ -55,9 +69,6 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-    /// A non-loopback bind without an explicit authentication choice.
-    #[error("BIND_ADDR {0} is not a loopback address: set AUTH_MODE explicitly (AUTH_MODE=disabled exposes every secret to anyone who can reach the port)")]
-    ExposedWithoutAuth(SocketAddr),
     /// `.env` exists but could not be read or parsed.
     #[error(
         ".env could not be parsed ({0}); the line's content is not shown because it may hold a key"
@@ -81,6 +92,19 @@ pub struct Config {
     pub log_filter: String,
     /// The background re-wrap.
     pub rewrap: RewrapSettings,
+    /// A token that must exist as the bootstrap admin token (`BOOTSTRAP_ADMIN_TOKEN_FILE`).
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Where a server in token mode with an empty token table writes the admin token it
+    /// creates (`BOOTSTRAP_TOKEN_OUTPUT_FILE`).
+    pub bootstrap_token_output: PathBuf,
+}
+
+impl Config {
+    /// True when anyone who can reach a non-loopback port gets every secret: allowed because an
+    /// operator said so, and warned about at start.
+    pub fn exposed_without_auth(&self) -> bool {
+        self.auth.is_disabled() && !self.bind.ip().is_loopback()
+    }
 }
 
 type EnvFn = Box<dyn Fn(&str) -> Option<String>>;
@@ -151,47 +175,64 @@ impl Config {
             var: "BIND_ADDR",
             reason: "must be host:port with an IP address, e.g. 127.0.0.1:8081".into(),
         })?;
-        let auth = match plain("AUTH_MODE").as_deref() {
-            None => {
-                if !bind.ip().is_loopback() {
-                    return Err(ConfigError::ExposedWithoutAuth(bind));
-                }
-                AuthMode::Disabled
-            }
-            Some("disabled") => AuthMode::Disabled,
-            Some("jwt") => {
-                let required = |var: &'static str| {
-                    plain(var).ok_or(ConfigError::Invalid {
-                        var,
-                        reason: "is required with AUTH_MODE=jwt".into(),
-                    })
-                };
-                let sources = [
-                    plain("JWT_JWKS_URL").map(KeySource::JwksUrl),
-                    plain("JWT_PUBLIC_KEY_FILE").map(|p| KeySource::PublicKeyFile(p.into())),
-                    plain("JWT_HS256_SECRET_FILE").map(|p| KeySource::Hs256SecretFile(p.into())),
-                ];
-                let mut given = sources.into_iter().flatten();
-                let keys = match (given.next(), given.next()) {
-                    (Some(k), None) => k,
-                    _ => {
-                        return Err(ConfigError::Invalid {
-                            var: "AUTH_MODE",
-                            reason: "jwt needs exactly one of JWT_JWKS_URL, JWT_PUBLIC_KEY_FILE, JWT_HS256_SECRET_FILE".into(),
-                        })
-                    }
-                };
-                AuthMode::Jwt {
-                    issuer: required("JWT_ISSUER")?,
-                    audience: required("JWT_AUDIENCE")?,
-                    keys,
-                }
-            }
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    var: "AUTH_MODE",
-                    reason: "supported values: disabled, jwt".into(),
+        let jwt_settings = || -> Result<JwtSettings, ConfigError> {
+            let required = |var: &'static str| {
+                plain(var).ok_or(ConfigError::Invalid {
+                    var,
+                    reason: "is required when AUTH_MODE includes jwt".into(),
                 })
+            };
+            let sources = [
+                plain("JWT_JWKS_URL").map(KeySource::JwksUrl),
+                plain("JWT_PUBLIC_KEY_FILE").map(|p| KeySource::PublicKeyFile(p.into())),
+                plain("JWT_HS256_SECRET_FILE").map(|p| KeySource::Hs256SecretFile(p.into())),
+            ];
+            let mut given = sources.into_iter().flatten();
+            let keys = match (given.next(), given.next()) {
+                (Some(k), None) => k,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "AUTH_MODE",
+                        reason: "jwt needs exactly one of JWT_JWKS_URL, JWT_PUBLIC_KEY_FILE, JWT_HS256_SECRET_FILE".into(),
+                    })
+                }
+            };
+            Ok(JwtSettings {
+                issuer: required("JWT_ISSUER")?,
+                audience: required("JWT_AUDIENCE")?,
+                keys,
+            })
+        };
+        let auth = match plain("AUTH_MODE").as_deref() {
+            // Unset: the guide's development flow on loopback; tokens anywhere else.
+            None if bind.ip().is_loopback() => AuthMode::DISABLED,
+            None => AuthMode {
+                jwt: None,
+                tokens: true,
+            },
+            Some(text) => {
+                let mut mode = AuthMode::DISABLED;
+                let mut disabled = false;
+                for part in text.split(',').map(str::trim) {
+                    match part {
+                        "disabled" => disabled = true,
+                        "jwt" if mode.jwt.is_none() => mode.jwt = Some(jwt_settings()?),
+                        "token" => mode.tokens = true,
+                        _ => {
+                            return Err(ConfigError::Invalid {
+                                var: "AUTH_MODE",
+                                reason: "supported values: disabled, jwt, token, jwt,token".into(),
+                            })
+                        }
+                    }
+                }
+                if disabled && !mode.is_disabled() {
+                    return Err(ConfigError::Invalid {
+                        var: "AUTH_MODE",
+                        reason: "disabled cannot be combined with jwt or token".into(),
+                    });
+                }
+                mode
             }
         };
         let db_url = match (plain("DB_URL"), plain("DATABASE_URL")) {
@@ -245,8 +286,14 @@ impl Config {
             },
             ..defaults
         };
+        let bootstrap_token_file = plain("BOOTSTRAP_ADMIN_TOKEN_FILE").map(PathBuf::from);
+        let bootstrap_token_output = plain("BOOTSTRAP_TOKEN_OUTPUT_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| default_bootstrap_output(&db_url));
         Ok(Self {
             rewrap,
+            bootstrap_token_file,
+            bootstrap_token_output,
             bind,
             db_url,
             auth,
@@ -255,6 +302,21 @@ impl Config {
             log_filter: plain("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
         })
     }
+}
+
+/// `bootstrap-token` next to the SQLite database; in the working directory for PostgreSQL.
+fn default_bootstrap_output(db_url: &str) -> PathBuf {
+    const NAME: &str = "bootstrap-token";
+    if db_url.starts_with("postgres://") || db_url.starts_with("postgresql://") {
+        return PathBuf::from(NAME);
+    }
+    let path = db_url
+        .strip_prefix("sqlite://")
+        .or_else(|| db_url.strip_prefix("sqlite:"))
+        .unwrap_or(db_url);
+    Path::new(path)
+        .parent()
+        .map_or_else(|| PathBuf::from(NAME), |dir| dir.join(NAME))
 }
 
 #[cfg(test)]
@@ -267,20 +329,73 @@ mod tests {
         let c = Config::from_lookup(&Lookup::from_pairs(&[])).unwrap();
         assert_eq!(c.bind.to_string(), DEFAULT_BIND);
         assert_eq!(c.db_url, "rcrt.db");
-        assert!(matches!(c.auth, AuthMode::Disabled));
+        assert!(c.auth.is_disabled());
         assert_eq!(c.max_value_bytes, 65536);
+        assert_eq!(c.bootstrap_token_output, PathBuf::from("bootstrap-token"));
+        assert!(c.bootstrap_token_file.is_none());
     }
 
     #[test]
-    fn non_loopback_needs_explicit_auth() {
-        let err = Config::from_lookup(&Lookup::from_pairs(&[("BIND_ADDR", "0.0.0.0:8081")]));
-        assert!(matches!(err, Err(ConfigError::ExposedWithoutAuth(_))));
-        let ok = Config::from_lookup(&Lookup::from_pairs(&[
-            ("BIND_ADDR", "0.0.0.0:8081"),
-            ("AUTH_MODE", "disabled"),
-        ]));
-        assert!(ok.is_ok());
-        assert!(Config::from_lookup(&Lookup::from_pairs(&[("AUTH_MODE", "magic")])).is_err());
+    fn bootstrap_output_sits_beside_the_sqlite_file() {
+        let out = |db: &str| {
+            Config::from_lookup(&Lookup::from_pairs(&[("DB_URL", db)]))
+                .unwrap()
+                .bootstrap_token_output
+        };
+        assert_eq!(out("/data/rcrt.db"), PathBuf::from("/data/bootstrap-token"));
+        assert_eq!(out("sqlite:/d/x.db"), PathBuf::from("/d/bootstrap-token"));
+        assert_eq!(out("postgres://u@h/db"), PathBuf::from("bootstrap-token"));
+        let c = Config::from_lookup(&Lookup::from_pairs(&[(
+            "BOOTSTRAP_TOKEN_OUTPUT_FILE",
+            "/run/t",
+        )]))
+        .unwrap();
+        assert_eq!(c.bootstrap_token_output, PathBuf::from("/run/t"));
+    }
+
+    #[test]
+    fn auth_modes() {
+        let cfg = |pairs: &[(&str, &str)]| Config::from_lookup(&Lookup::from_pairs(pairs));
+        // Unset: disabled on loopback, tokens on any other address.
+        for addr in ["0.0.0.0:8081", "[::]:8081", "10.1.2.3:8081"] {
+            let c = cfg(&[("BIND_ADDR", addr)]).unwrap();
+            assert!(c.auth.tokens && c.auth.jwt.is_none(), "{addr}");
+            assert!(!c.exposed_without_auth());
+        }
+        for addr in ["127.0.0.1:8081", "[::1]:8081"] {
+            assert!(
+                cfg(&[("BIND_ADDR", addr)]).unwrap().auth.is_disabled(),
+                "{addr}"
+            );
+        }
+        // Disabled off loopback starts, flagged for the start-up warning.
+        let c = cfg(&[("BIND_ADDR", "0.0.0.0:8081"), ("AUTH_MODE", "disabled")]).unwrap();
+        assert!(c.auth.is_disabled() && c.exposed_without_auth());
+        let c = cfg(&[("AUTH_MODE", "token")]).unwrap();
+        assert!(c.auth.tokens && c.auth.jwt.is_none());
+        let jwt_env = [
+            ("JWT_ISSUER", "https://idp"),
+            ("JWT_AUDIENCE", "rcrt"),
+            ("JWT_JWKS_URL", "http://127.0.0.1:1/jwks"),
+        ];
+        for both in ["jwt,token", "token,jwt", " jwt , token "] {
+            let mut pairs = vec![("AUTH_MODE", both)];
+            pairs.extend_from_slice(&jwt_env);
+            let c = cfg(&pairs).unwrap();
+            assert!(c.auth.tokens && c.auth.jwt.is_some(), "{both}");
+        }
+        // jwt,token still needs the JWT settings.
+        assert!(cfg(&[("AUTH_MODE", "jwt,token")]).is_err());
+        for bad in ["magic", "disabled,token", "jwt;token", "", "token,"] {
+            let mut pairs = vec![("AUTH_MODE", bad)];
+            pairs.extend_from_slice(&jwt_env);
+            // An empty value counts as unset (loopback: disabled).
+            if bad.is_empty() {
+                assert!(cfg(&pairs).unwrap().auth.is_disabled());
+            } else {
+                assert!(cfg(&pairs).is_err(), "{bad}");
+            }
+        }
         // jwt needs an issuer, an audience and exactly one key source.
         assert!(Config::from_lookup(&Lookup::from_pairs(&[("AUTH_MODE", "jwt")])).is_err());
         let jwt = |extra: &[(&'static str, &'static str)]| {

@@ -4,6 +4,7 @@
 //! routes can be tested without a socket.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod http;
 
@@ -33,6 +34,9 @@ pub enum StartupError {
     /// The JWT settings could not be used.
     #[error("JWT configuration: {0}")]
     Auth(#[from] auth::JwtConfigError),
+    /// The bootstrap admin token could not be set up.
+    #[error("bootstrap token: {0}")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -62,18 +66,27 @@ pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
         Arc::new(Maintenance::new(store, keys, clock)),
         config.rewrap,
     );
-    let auth = match &config.auth {
-        AuthMode::Disabled => Authenticator::Disabled,
-        AuthMode::Jwt {
-            issuer,
-            audience,
-            keys,
-        } => Authenticator::Jwt(Arc::new(JwtVerifier::new(
-            issuer.clone(),
-            audience.clone(),
-            keys.clone(),
-        )?)),
+    let AuthMode { jwt, tokens } = &config.auth;
+    let auth = Authenticator {
+        jwt: match jwt {
+            Some(j) => Some(Arc::new(JwtVerifier::new(
+                j.issuer.clone(),
+                j.audience.clone(),
+                j.keys.clone(),
+            )?)),
+            None => None,
+        },
+        tokens: *tokens,
     };
+    if *tokens || config.bootstrap_token_file.is_some() {
+        bootstrap::run(
+            &service,
+            config.bootstrap_token_file.as_deref(),
+            &config.bootstrap_token_output,
+            *tokens && jwt.is_none(),
+        )
+        .await?;
+    }
     Ok(http::AppState {
         service,
         rewrap,
@@ -91,11 +104,18 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             addr: config.bind,
             error,
         })?;
+    if config.exposed_without_auth() {
+        tracing::warn!(
+            addr = %config.bind,
+            "AUTH_MODE=disabled on a non-loopback address: ANYONE WHO CAN REACH THIS PORT CAN READ, CHANGE AND DELETE EVERY SECRET. Use AUTH_MODE=token (the default off loopback) unless something else in front authenticates every request"
+        );
+    }
     state.rewrap.spawn();
     let app = http::app(state, config.max_value_bytes);
     tracing::info!(
         addr = %config.bind,
         kek_id = %kek_id,
+        auth = %auth_label(&config.auth),
         store = if config.db_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
         "rcrt-server listening"
     );
@@ -106,6 +126,15 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             addr: config.bind,
             error,
         })
+}
+
+fn auth_label(mode: &AuthMode) -> &'static str {
+    match (mode.jwt.is_some(), mode.tokens) {
+        (false, false) => "disabled",
+        (true, false) => "jwt",
+        (false, true) => "token",
+        (true, true) => "jwt,token",
+    }
 }
 
 async fn shutdown_signal() {

@@ -34,7 +34,10 @@ mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
-use rcrt_types::{AuditEntry, Scope, ScopeType, SecretId, SecretName, TenantId, VaultId, Version};
+use rcrt_types::{
+    AuditEntry, Role, Roles, Scope, ScopeType, SecretId, SecretName, TenantId, TokenId, VaultId,
+    Version,
+};
 use time::OffsetDateTime;
 
 pub use postgres::PgStore;
@@ -158,6 +161,8 @@ pub struct AuditRecord {
     pub action: String,
     /// Which secret.
     pub secret_id: Option<SecretId>,
+    /// Which service token (token actions).
+    pub token_id: Option<TokenId>,
     /// Whose.
     pub tenant: String,
     /// Who.
@@ -168,6 +173,83 @@ pub struct AuditRecord {
     pub outcome: String,
     /// The request id.
     pub request_id: String,
+}
+
+/// A service token as stored: its metadata and the verifier of its secret, never the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The public id.
+    pub id: TokenId,
+    /// The tenant it acts in.
+    pub tenant: TenantId,
+    /// A label for people.
+    pub name: String,
+    /// The principal it acts as (the audit log's `user_id`, the owner of `agent` scopes).
+    pub principal: String,
+    /// Its roles.
+    pub roles: Roles,
+    /// Its workspaces.
+    pub workspaces: Vec<String>,
+    /// SHA-256 verifier of the secret (`rcrt_crypto::TokenHash`).
+    pub secret_hash: [u8; 32],
+    /// Who minted it (a principal id, or `bootstrap`).
+    pub created_by: String,
+    /// When it was minted.
+    pub created_at: OffsetDateTime,
+    /// When it stops working; `None`: never (bootstrap tokens).
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("principal", &self.principal)
+            .field("roles", &self.roles)
+            .field("workspaces", &self.workspaces)
+            .field("secret_hash", &Redacted(self.secret_hash.len()))
+            .field("created_by", &self.created_by)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish()
+    }
+}
+
+/// A page request for [`Store::list_tokens`].
+#[derive(Debug, Clone)]
+pub struct TokenQuery {
+    /// Only this tenant's tokens.
+    pub tenant: TenantId,
+    /// Only tokens this principal minted or acts as; `None` for all of the tenant's (admins).
+    pub related_to: Option<String>,
+    /// Only ids after this one.
+    pub after: Option<TokenId>,
+    /// At most this many rows.
+    pub limit: u32,
+}
+
+/// Role names as stored.
+fn roles_to_stored(roles: Roles) -> Vec<String> {
+    roles.iter().map(|r| r.as_str().to_owned()).collect()
+}
+
+/// Stored role names back to a set; an unknown name is corruption, not something to drop.
+fn roles_from_stored(names: &[String]) -> Result<Roles, StoreError> {
+    names
+        .iter()
+        .map(|n| Role::parse(n).ok_or_else(|| StoreError::Corrupt(format!("role {n:?}"))))
+        .collect()
+}
+
+fn hash_from_stored(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("token hash length".into()))
 }
 
 /// How many secret versions each KEK id wraps.
@@ -390,6 +472,45 @@ pub trait Store: Send + Sync + 'static {
     /// Applies new wrappings in one transaction; each row changes only if it still holds its
     /// `old_wrapped_dek` (a concurrent re-wrap or delete wins). Returns how many rows changed.
     async fn replace_wrapped(&self, rows: Vec<Rewrapped>) -> Result<u64, StoreError>;
+
+    /// Inserts a minted token with its audit row.
+    async fn create_token(&self, token: TokenRecord, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// Inserts `token` unless a token with its id exists (replicas racing on one bootstrap
+    /// file insert it once), writing `audit` only if it inserted. Returns the row stored under
+    /// the id afterwards, which the caller compares with its own.
+    async fn ensure_token(
+        &self,
+        token: TokenRecord,
+        audit: AuditEntry,
+    ) -> Result<TokenRecord, StoreError>;
+
+    /// Inserts `token` (and `audit`) only if the store holds no token at all, atomically across
+    /// replicas; true if it did.
+    async fn create_first_token(
+        &self,
+        token: TokenRecord,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// True if the store holds any token at all (revoked and expired ones included).
+    async fn has_tokens(&self) -> Result<bool, StoreError>;
+
+    /// A token by id, in any tenant (authentication happens before the tenant is known).
+    async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// One page of a tenant's tokens, ordered by id.
+    async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Marks a token of `tenant` revoked at `at` (the first revocation time is kept) and writes
+    /// `audit`; `false` if the tenant has no such token (the audit row is written either way).
+    async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        id: TokenId,
+        at: OffsetDateTime,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError>;
 
     /// Takes or renews the lease `name` for `holder` until `now + ttl`; false if another holder
     /// has an unexpired lease.

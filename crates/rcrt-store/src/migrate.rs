@@ -5,6 +5,7 @@
 pub(crate) const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_vaults.sql")),
+    (3, include_str!("../migrations/sqlite/0003_tokens.sql")),
 ];
 
 /// (version, SQL) for PostgreSQL.
@@ -14,6 +15,7 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/postgres/0002_vaults_rls.sql"),
     ),
+    (3, include_str!("../migrations/postgres/0003_tokens.sql")),
 ];
 
 /// The table that records applied migrations (same DDL on both databases).

@@ -4,20 +4,22 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use rcrt_types::{AuditEntry, SecretId, TenantId, VaultId};
+use rcrt_types::{AuditEntry, SecretId, TenantId, TokenId, VaultId};
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use crate::{
-    filter_sql, migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
-    NewSecret, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, VaultRecord, VersionFilter,
-    VersionRecord,
+    filter_sql, hash_from_stored, migrate, name_from_stored, roles_from_stored, roles_to_stored,
+    scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret, Rewrapped, SecretMeta, Store,
+    StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord, VersionFilter, VersionRecord,
 };
 
 /// Arbitrary constant naming the advisory lock that serializes migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x0072_6372_746d_6967; // "rcrtmig"
+/// The advisory lock that makes "create the first token" atomic across replicas.
+const FIRST_TOKEN_LOCK: i64 = 0x0072_6372_7474_6f6b; // "rcrttok"
 
 /// Makes the session act as `rcrt_app` for one tenant (see `tenant_client`).
 const SET_TENANT: &str =
@@ -83,14 +85,15 @@ fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
 }
 
 const INSERT_AUDIT: &str = "INSERT INTO secret_access_log
-    (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id, token_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// An audit row's fields in `INSERT_AUDIT`'s parameter order.
 struct AuditRow<'a> {
     a: &'a AuditEntry,
     action: &'static str,
     secret_id: Option<Uuid>,
+    token_id: Option<Uuid>,
     tenant: &'a str,
     outcome: &'static str,
 }
@@ -101,12 +104,13 @@ impl<'a> AuditRow<'a> {
             a,
             action: a.action.as_str(),
             secret_id: a.secret_id.map(|s| s.as_uuid()),
+            token_id: a.token_id.map(|t| t.as_uuid()),
             tenant: a.tenant.as_str(),
             outcome: a.outcome.as_str(),
         }
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
         [
             &self.a.timestamp,
             &self.action,
@@ -116,8 +120,81 @@ impl<'a> AuditRow<'a> {
             &self.a.reason,
             &self.outcome,
             &self.a.request_id,
+            &self.token_id,
         ]
     }
+}
+
+const TOKEN_COLS: &str = "id, tenant, name, principal, roles, workspaces, secret_hash, created_by,
+    created_at, expires_at, revoked_at";
+
+fn token(row: &Row) -> Result<TokenRecord, StoreError> {
+    let roles: Vec<String> = row.try_get(4).map_err(corrupt)?;
+    let hash: Vec<u8> = row.try_get(6).map_err(corrupt)?;
+    Ok(TokenRecord {
+        id: TokenId::from(row.try_get::<_, Uuid>(0).map_err(corrupt)?),
+        tenant: TenantId::new(row.try_get::<_, String>(1).map_err(corrupt)?),
+        name: row.try_get(2).map_err(corrupt)?,
+        principal: row.try_get(3).map_err(corrupt)?,
+        roles: roles_from_stored(&roles)?,
+        workspaces: row.try_get(5).map_err(corrupt)?,
+        secret_hash: hash_from_stored(&hash)?,
+        created_by: row.try_get(7).map_err(corrupt)?,
+        created_at: row.try_get(8).map_err(corrupt)?,
+        expires_at: row.try_get(9).map_err(corrupt)?,
+        revoked_at: row.try_get(10).map_err(corrupt)?,
+    })
+}
+
+async fn insert_token(
+    c: &impl deadpool_postgres::GenericClient,
+    t: &TokenRecord,
+) -> Result<(), StoreError> {
+    let st = c
+        .prepare_cached(
+            "INSERT INTO auth_tokens (id, tenant, name, principal, roles, workspaces, secret_hash,
+                 created_by, created_at, expires_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .await
+        .map_err(pg_err)?;
+    c.execute(
+        &st,
+        &[
+            &t.id.as_uuid(),
+            &t.tenant.as_str(),
+            &t.name,
+            &t.principal,
+            &roles_to_stored(t.roles),
+            &t.workspaces,
+            &&t.secret_hash[..],
+            &t.created_by,
+            &t.created_at,
+            &t.expires_at,
+            &t.revoked_at,
+        ],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+async fn query_token(
+    c: &impl deadpool_postgres::GenericClient,
+    id: TokenId,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let st = c
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLS} FROM auth_tokens WHERE id = $1"
+        ))
+        .await
+        .map_err(pg_err)?;
+    c.query_opt(&st, &[&id.as_uuid()])
+        .await
+        .map_err(pg_err)?
+        .as_ref()
+        .map(token)
+        .transpose()
 }
 
 async fn insert_audit(
@@ -608,7 +685,8 @@ impl Store for PgStore {
         let c = self.owner_client().await?;
         let rows = c
             .query(
-                "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id
+                "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
+                        token_id
                  FROM secret_access_log WHERE ($1::uuid IS NULL OR secret_id = $1)
                  ORDER BY id DESC LIMIT $2",
                 &[&secret_id.map(|s| s.as_uuid()), &i64::from(limit)],
@@ -630,6 +708,10 @@ impl Store for PgStore {
                     reason: r.try_get(6).map_err(corrupt)?,
                     outcome: r.try_get(7).map_err(corrupt)?,
                     request_id: r.try_get(8).map_err(corrupt)?,
+                    token_id: r
+                        .try_get::<_, Option<Uuid>>(9)
+                        .map_err(corrupt)?
+                        .map(TokenId::from),
                 })
             })
             .collect()
@@ -744,6 +826,145 @@ impl Store for PgStore {
         )
         .await
         .map_err(pg_err)
+    }
+
+    async fn create_token(&self, token: TokenRecord, audit: AuditEntry) -> Result<(), StoreError> {
+        let mut c = self.tenant_client(&token.tenant).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        insert_token(&tx, &token).await?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn ensure_token(
+        &self,
+        token: TokenRecord,
+        audit: AuditEntry,
+    ) -> Result<TokenRecord, StoreError> {
+        let mut c = self.owner_client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // ON CONFLICT: replicas racing on one bootstrap file insert it exactly once.
+        let st = tx
+            .prepare_cached(&format!(
+                "INSERT INTO auth_tokens ({TOKEN_COLS})
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+                 ON CONFLICT (id) DO NOTHING"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let inserted = tx
+            .execute(
+                &st,
+                &[
+                    &token.id.as_uuid(),
+                    &token.tenant.as_str(),
+                    &token.name,
+                    &token.principal,
+                    &roles_to_stored(token.roles),
+                    &token.workspaces,
+                    &&token.secret_hash[..],
+                    &token.created_by,
+                    &token.created_at,
+                    &token.expires_at,
+                    &token.revoked_at,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        if inserted == 1 {
+            insert_audit(&tx, &audit).await?;
+        }
+        let stored = query_token(&tx, token.id).await?;
+        tx.commit().await.map_err(pg_err)?;
+        stored.ok_or_else(|| StoreError::Corrupt("bootstrap token vanished".into()))
+    }
+
+    async fn create_first_token(
+        &self,
+        token: TokenRecord,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.owner_client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FIRST_TOKEN_LOCK])
+            .await
+            .map_err(pg_err)?;
+        let any: bool = tx
+            .query_one("SELECT EXISTS (SELECT 1 FROM auth_tokens)", &[])
+            .await
+            .map_err(pg_err)?
+            .try_get(0)
+            .map_err(corrupt)?;
+        if any {
+            return Ok(false);
+        }
+        insert_token(&tx, &token).await?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(true)
+    }
+
+    async fn has_tokens(&self) -> Result<bool, StoreError> {
+        let c = self.owner_client().await?;
+        c.query_one("SELECT EXISTS (SELECT 1 FROM auth_tokens)", &[])
+            .await
+            .map_err(pg_err)?
+            .try_get(0)
+            .map_err(corrupt)
+    }
+
+    async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let c = self.owner_client().await?;
+        query_token(&c, id).await
+    }
+
+    async fn list_tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        let c = self.tenant_client(&q.tenant).await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLS} FROM auth_tokens
+                 WHERE tenant = $1
+                   AND ($2::text IS NULL OR created_by = $2 OR principal = $2)
+                   AND ($3::uuid IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &q.tenant.as_str(),
+                    &q.related_to,
+                    &q.after.map(|a| a.as_uuid()),
+                    &i64::from(q.limit),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(token).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        id: TokenId,
+        at: OffsetDateTime,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.tenant_client(tenant).await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let n = tx
+            .execute(
+                "UPDATE auth_tokens SET revoked_at = COALESCE(revoked_at, $1)
+                 WHERE id = $2 AND tenant = $3",
+                &[&at, &id.as_uuid(), &tenant.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+        insert_audit(&tx, &audit).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n > 0)
     }
 
     async fn try_lease(

@@ -12,11 +12,11 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::oneshot;
 
 use crate::{
-    filter_sql, migrate, name_from_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
-    NewSecret, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, VaultRecord, VersionFilter,
-    VersionRecord,
+    filter_sql, hash_from_stored, migrate, name_from_stored, roles_from_stored, roles_to_stored,
+    scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret, Rewrapped, SecretMeta, Store,
+    StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord, VersionFilter, VersionRecord,
 };
-use rcrt_types::{AuditEntry, SecretId, TenantId, VaultId};
+use rcrt_types::{AuditEntry, SecretId, TenantId, TokenId, VaultId};
 
 const TS_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
@@ -119,13 +119,14 @@ fn query_meta(
 fn insert_audit(conn: &Connection, a: &AuditEntry) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "INSERT INTO secret_access_log
-         (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (timestamp, action, secret_id, token_id, tenant, user_id, reason, outcome, request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         ts(a.timestamp),
         a.action.as_str(),
         a.secret_id.map(|s| s.to_string()),
+        a.token_id.map(|t| t.to_string()),
         a.tenant.as_str(),
         a.user_id,
         a.reason,
@@ -369,11 +370,13 @@ fn read_version(
 fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> {
     let timestamp: String = r.get(1)?;
     let secret_id: Option<String> = r.get(3)?;
+    let token_id: Option<String> = r.get(9)?;
     let record = AuditRecord {
         id: r.get(0)?,
         timestamp: OffsetDateTime::UNIX_EPOCH,
         action: r.get(2)?,
         secret_id: None,
+        token_id: None,
         tenant: r.get(4)?,
         user_id: r.get(5)?,
         reason: r.get(6)?,
@@ -384,9 +387,87 @@ fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> 
         Ok(AuditRecord {
             timestamp: parse_ts(&timestamp)?,
             secret_id: secret_id.as_deref().map(parse_id).transpose()?,
+            token_id: token_id.as_deref().map(parse_token_id).transpose()?,
             ..record
         })
     })())
+}
+
+fn parse_token_id(s: &str) -> Result<TokenId, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("token id {s:?}")))
+}
+
+const TOKEN_COLS: &str = "id, tenant, name, principal, roles, workspaces, secret_hash, created_by,
+    created_at, expires_at, revoked_at";
+
+fn read_token(r: &Row<'_>) -> rusqlite::Result<Result<TokenRecord, StoreError>> {
+    let id: String = r.get(0)?;
+    let tenant: String = r.get(1)?;
+    let name: String = r.get(2)?;
+    let principal: String = r.get(3)?;
+    let roles: String = r.get(4)?;
+    let workspaces: String = r.get(5)?;
+    let hash: Vec<u8> = r.get(6)?;
+    let created_by: String = r.get(7)?;
+    let created_at: String = r.get(8)?;
+    let expires_at: Option<String> = r.get(9)?;
+    let revoked_at: Option<String> = r.get(10)?;
+    Ok((|| {
+        let json = |text: &str| {
+            serde_json::from_str::<Vec<String>>(text)
+                .map_err(|_| StoreError::Corrupt("token roles or workspaces".into()))
+        };
+        Ok(TokenRecord {
+            id: parse_token_id(&id)?,
+            tenant: TenantId::new(tenant),
+            name,
+            principal,
+            roles: roles_from_stored(&json(&roles)?)?,
+            workspaces: json(&workspaces)?,
+            secret_hash: hash_from_stored(&hash)?,
+            created_by,
+            created_at: parse_ts(&created_at)?,
+            expires_at: expires_at.as_deref().map(parse_ts).transpose()?,
+            revoked_at: revoked_at.as_deref().map(parse_ts).transpose()?,
+        })
+    })())
+}
+
+fn insert_token(c: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
+    let json = |v: &[String]| serde_json::to_string(v).map_err(unavailable);
+    let (roles, workspaces) = (json(&roles_to_stored(t.roles))?, json(&t.workspaces)?);
+    c.prepare_cached(
+        "INSERT INTO auth_tokens (id, tenant, name, principal, roles, workspaces, secret_hash,
+             created_by, created_at, expires_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            t.id.to_string(),
+            t.tenant.as_str(),
+            t.name,
+            t.principal,
+            roles,
+            workspaces,
+            &t.secret_hash[..],
+            t.created_by,
+            ts(t.created_at),
+            t.expires_at.map(ts),
+            t.revoked_at.map(ts),
+        ])
+    })
+    .map(|_| ())
+    .map_err(name_taken_or_unavailable)
+}
+
+fn query_token(c: &Connection, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+    c.prepare_cached(&format!(
+        "SELECT {TOKEN_COLS} FROM auth_tokens WHERE id = ?1"
+    ))
+    .and_then(|mut st| st.query_row(params![id.to_string()], read_token).optional())
+    .map_err(unavailable)?
+    .transpose()
 }
 
 #[async_trait]
@@ -696,7 +777,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id
+                    "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
+                            token_id
                      FROM secret_access_log WHERE (?1 IS NULL OR secret_id = ?1)
                      ORDER BY id DESC LIMIT ?2",
                 )
@@ -819,6 +901,117 @@ impl Store for SqliteStore {
                     .map_err(unavailable)? as u64;
             }
             Ok(changed)
+        })
+        .await
+    }
+
+    async fn create_token(&self, token: TokenRecord, audit: AuditEntry) -> Result<(), StoreError> {
+        self.write(move |c| {
+            insert_token(c, &token)?;
+            insert_audit(c, &audit).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ensure_token(
+        &self,
+        token: TokenRecord,
+        audit: AuditEntry,
+    ) -> Result<TokenRecord, StoreError> {
+        self.write(move |c| {
+            if let Some(existing) = query_token(c, token.id)? {
+                return Ok(existing);
+            }
+            insert_token(c, &token)?;
+            insert_audit(c, &audit).map_err(unavailable)?;
+            Ok(token)
+        })
+        .await
+    }
+
+    async fn create_first_token(
+        &self,
+        token: TokenRecord,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        // The single writer runs this check and insert with no other write between them.
+        self.write(move |c| {
+            let any: bool = c
+                .query_row("SELECT EXISTS (SELECT 1 FROM auth_tokens)", [], |r| {
+                    r.get(0)
+                })
+                .map_err(unavailable)?;
+            if any {
+                return Ok(false);
+            }
+            insert_token(c, &token)?;
+            insert_audit(c, &audit).map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn has_tokens(&self) -> Result<bool, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT EXISTS (SELECT 1 FROM auth_tokens)", [], |r| {
+                r.get(0)
+            })
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        self.read(move |c| query_token(c, id)).await
+    }
+
+    async fn list_tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLS} FROM auth_tokens
+                     WHERE tenant = ?1
+                       AND (?2 IS NULL OR created_by = ?2 OR principal = ?2)
+                       AND (?3 IS NULL OR id > ?3)
+                     ORDER BY id LIMIT ?4"
+                ))
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map(
+                    params![
+                        q.tenant.as_str(),
+                        q.related_to,
+                        q.after.map(|a| a.to_string()),
+                        q.limit
+                    ],
+                    read_token,
+                )
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)?).collect()
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        id: TokenId,
+        at: OffsetDateTime,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let tenant = tenant.clone();
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE auth_tokens SET revoked_at = COALESCE(revoked_at, ?1)
+                     WHERE id = ?2 AND tenant = ?3",
+                )
+                .and_then(|mut st| st.execute(params![ts(at), id.to_string(), tenant.as_str()]))
+                .map_err(unavailable)?;
+            insert_audit(c, &audit).map_err(unavailable)?;
+            Ok(n > 0)
         })
         .await
     }

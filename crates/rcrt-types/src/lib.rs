@@ -32,6 +32,9 @@ pub enum ParseError {
     /// The secret name is empty, too long, or has characters outside the allowed set.
     #[error("name must be 1-128 characters of letters, digits, '-', '_', '.' or '/'")]
     SecretName,
+    /// The token id is not a UUID.
+    #[error("token id must be a UUID")]
+    TokenId,
 }
 
 /// A secret's identifier: a UUIDv7, so ids sort by creation time (used for pagination).
@@ -122,6 +125,51 @@ impl FromStr for VaultId {
 }
 
 impl fmt::Display for VaultId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A service token's identifier: the public half of a token, shown in listings and audit rows.
+/// All 16 bytes are random (an id reveals nothing, not even when it was minted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenId(Uuid);
+
+impl TokenId {
+    /// The id as a UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+
+    /// The id's 16 bytes (as embedded in the token string).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl From<Uuid> for TokenId {
+    fn from(value: Uuid) -> Self {
+        Self(value)
+    }
+}
+
+impl From<[u8; 16]> for TokenId {
+    fn from(value: [u8; 16]) -> Self {
+        Self(Uuid::from_bytes(value))
+    }
+}
+
+impl FromStr for TokenId {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::try_parse(s)
+            .map(Self)
+            .map_err(|_| ParseError::TokenId)
+    }
+}
+
+impl fmt::Display for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)
     }
@@ -281,7 +329,7 @@ impl TenantId {
 /// A secret version number, starting at 1 and increasing by one per update.
 pub type Version = i64;
 
-/// A role a principal may hold (the `roles` claim of a token).
+/// A role a principal may hold (the `roles` claim of a JWT, or a service token's roles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// `secrets.read`: list and read metadata.
@@ -290,13 +338,26 @@ pub enum Role {
     Decrypt,
     /// `secrets.write`: create, update, delete.
     Write,
-    /// `secrets.admin`: KEK and audit endpoints, global writes, every scope of the tenant.
+    /// `secrets.admin`: the tenant's administrator: every scope of the tenant, global writes,
+    /// every token of the tenant.
     Admin,
+    /// `tokens.create`: mint service tokens no broader than the caller, for the caller itself.
+    TokensCreate,
+    /// `rcrt.operator`: deployment-wide KEK operations (`/admin/kek/*`), which act on every
+    /// tenant. No tenant administrator has it unless given explicitly.
+    Operator,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 4] = [Role::Read, Role::Decrypt, Role::Write, Role::Admin];
+    pub const ALL: [Role; 6] = [
+        Role::Read,
+        Role::Decrypt,
+        Role::Write,
+        Role::Admin,
+        Role::TokensCreate,
+        Role::Operator,
+    ];
 
     /// The claim spelling.
     pub fn as_str(&self) -> &'static str {
@@ -305,10 +366,13 @@ impl Role {
             Self::Decrypt => "secrets.decrypt",
             Self::Write => "secrets.write",
             Self::Admin => "secrets.admin",
+            Self::TokensCreate => "tokens.create",
+            Self::Operator => "rcrt.operator",
         }
     }
 
-    /// Parses a claim value; unknown roles are `None` (ignored, not an error).
+    /// Parses a claim value; unknown roles are `None` (a JWT's are ignored, a token request's
+    /// refused).
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
@@ -319,6 +383,8 @@ impl Role {
             Self::Decrypt => 2,
             Self::Write => 4,
             Self::Admin => 8,
+            Self::TokensCreate => 16,
+            Self::Operator => 32,
         }
     }
 }
@@ -336,6 +402,21 @@ impl Roles {
     /// True if the set holds `role`.
     pub fn has(&self, role: Role) -> bool {
         self.0 & role.bit() != 0
+    }
+
+    /// True if every role of `self` is in `other`.
+    pub fn is_subset_of(&self, other: Roles) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// True if the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The roles in the set, in [`Role::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = Role> + '_ {
+        Role::ALL.into_iter().filter(|r| self.has(*r))
     }
 }
 
@@ -357,6 +438,8 @@ pub struct Principal {
     pub roles: Roles,
     /// The workspaces it belongs to.
     pub workspaces: Vec<String>,
+    /// When its credential stops being valid (a token's expiry or a JWT's `exp`), if ever.
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 impl Principal {
@@ -367,6 +450,7 @@ impl Principal {
             tenant: TenantId::default_tenant(),
             roles: Roles::all(),
             workspaces: Vec::new(),
+            expires_at: None,
         }
     }
 }
@@ -383,6 +467,10 @@ pub enum AuditAction {
     Delete,
     /// A secret's value was decrypted and released.
     Decrypt,
+    /// A service token was minted.
+    TokenCreate,
+    /// A service token was revoked.
+    TokenRevoke,
 }
 
 impl AuditAction {
@@ -393,6 +481,8 @@ impl AuditAction {
             Self::Update => "update",
             Self::Delete => "delete",
             Self::Decrypt => "decrypt",
+            Self::TokenCreate => "token_create",
+            Self::TokenRevoke => "token_revoke",
         }
     }
 }
@@ -429,6 +519,8 @@ pub struct AuditEntry {
     pub action: AuditAction,
     /// Which secret (none when the request named no existing secret).
     pub secret_id: Option<SecretId>,
+    /// Which service token (token actions only).
+    pub token_id: Option<TokenId>,
     /// The tenant whose secret it is.
     pub tenant: TenantId,
     /// Who did it.

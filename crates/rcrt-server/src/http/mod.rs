@@ -3,6 +3,7 @@
 
 mod error;
 mod routes;
+mod tokens;
 mod vaults;
 
 use std::sync::Arc;
@@ -41,7 +42,7 @@ pub fn body_limit(max_value_bytes: usize) -> usize {
 
 /// The router with every layer, ready to serve.
 pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
-    // Everything under /secrets and /admin needs an authenticated caller.
+    // Everything under /secrets, /auth and /admin needs an authenticated caller.
     let protected = Router::new()
         .route("/secrets", post(routes::create).get(routes::list))
         .route(
@@ -61,6 +62,8 @@ pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
             axum::routing::put(vaults::put_key).delete(vaults::delete_key),
         )
         .route("/secrets/vault/{vault}", get(vaults::values))
+        .route("/auth/tokens", post(tokens::create).get(tokens::list))
+        .route("/auth/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/admin/kek/status", get(routes::kek_status))
         .route("/admin/kek/rewrap", post(routes::kek_rewrap))
         .route_layer(axum::middleware::from_fn_with_state(

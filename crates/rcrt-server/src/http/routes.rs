@@ -21,6 +21,9 @@ use super::{ApiError, AppState, REQUEST_ID};
 
 pub(crate) type AppResult<T> = Result<T, ApiError>;
 
+/// The alternative credential header (the original RCRT's API keys).
+const X_API_KEY: &str = "x-api-key";
+
 /// The authenticated caller and the request id, as the core wants them.
 pub(crate) struct Caller(pub(crate) RequestContext);
 
@@ -53,14 +56,20 @@ pub(crate) async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match state.auth.authenticate(header).await {
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let presented = crate::auth::credential(header(AUTHORIZATION.as_str()), header(X_API_KEY));
+    let outcome = state.auth.authenticate(&state.service, presented).await;
+    match outcome {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
+        }
+        Err(crate::auth::AuthError::Unavailable) => {
+            ApiError::from(rcrt_core::CoreError::Unavailable(
+                rcrt_store::StoreError::Unavailable("token lookup".into()),
+            ))
+            .into_response()
         }
         Err(e) => {
             tracing::info!(reason = %e, "request not authenticated");
@@ -458,12 +467,12 @@ async fn kek_status_view(state: &AppState) -> AppResult<KekStatusView> {
     })
 }
 
-fn require_admin(ctx: &RequestContext) -> AppResult<()> {
-    if rcrt_core::authz::is_admin(&ctx.principal) {
+fn require_operator(ctx: &RequestContext) -> AppResult<()> {
+    if rcrt_core::authz::is_operator(&ctx.principal) {
         Ok(())
     } else {
         Err(ApiError::from(rcrt_core::CoreError::Forbidden(
-            "KEK administration needs secrets.admin",
+            "KEK administration needs rcrt.operator",
         )))
     }
 }
@@ -472,7 +481,7 @@ pub(crate) async fn kek_status(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
 ) -> AppResult<Json<KekStatusView>> {
-    require_admin(&ctx)?;
+    require_operator(&ctx)?;
     Ok(Json(kek_status_view(&state).await?))
 }
 
@@ -480,7 +489,7 @@ pub(crate) async fn kek_rewrap(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
 ) -> AppResult<(StatusCode, Json<KekStatusView>)> {
-    require_admin(&ctx)?;
+    require_operator(&ctx)?;
     state.rewrap.trigger();
     Ok((StatusCode::ACCEPTED, Json(kek_status_view(&state).await?)))
 }

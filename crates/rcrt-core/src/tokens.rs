@@ -1,0 +1,466 @@
+//! Service tokens: minted by the service for services, agents, CI jobs and people.
+//!
+//! A token carries the same tenant, roles and workspaces as a JWT and goes through the same
+//! [`crate::authz`] rules. Only a hash of its secret is stored. Minting never escalates: the new
+//! token's roles are a subset of the caller's, its workspaces within the caller's reach, its
+//! principal the caller's own unless the caller is the tenant's administrator, and it expires no
+//! later than the caller's credential.
+//!
+//! Verified tokens are cached in memory for [`TOKEN_CACHE_TTL`], so a request costs no database
+//! round trip; a revocation therefore reaches other replicas within that bound (this replica at
+//! once), and an expiry is checked on every request against the clock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcrt_crypto::{ServiceToken, TokenHash};
+use rcrt_store::{StoreError, TokenQuery, TokenRecord};
+use rcrt_types::{
+    AuditAction, AuditEntry, AuditOutcome, Principal, Role, Roles, Scope, ScopeType, TenantId,
+    TokenId,
+};
+use zeroize::Zeroizing;
+
+use crate::authz;
+use crate::service::{RequestContext, Service};
+use crate::CoreError;
+
+/// How long a verified (or unknown) token id is answered from memory. A revocation made on
+/// another replica takes effect here within this bound.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// A token's lifetime when the request names none.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest lifetime a minted token may have.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+/// The principal and name of the bootstrap admin token.
+pub const BOOTSTRAP_PRINCIPAL: &str = "bootstrap-admin";
+/// Most workspaces on one token.
+const MAX_WORKSPACES: usize = 256;
+/// Most entries in the verification cache; beyond it, stale entries go, then all.
+const CACHE_CAPACITY: usize = 10_000;
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+
+/// A token to mint, as the caller asked for it.
+#[derive(Debug, Clone)]
+pub struct MintToken {
+    /// A label for people (1-128 printable characters).
+    pub name: String,
+    /// The principal it acts as; the caller's own when `None`.
+    pub principal: Option<String>,
+    /// Its roles (at least one).
+    pub roles: Roles,
+    /// Its workspaces.
+    pub workspaces: Vec<String>,
+    /// Its lifetime; [`DEFAULT_TOKEN_TTL`] when `None`.
+    pub ttl: Option<Duration>,
+}
+
+/// A freshly minted token: the token string (shown once) and what was stored.
+pub struct MintedToken {
+    /// `rcrt_...`, zeroized on drop.
+    pub token: Zeroizing<String>,
+    /// The stored metadata.
+    pub record: TokenRecord,
+}
+
+/// One page of token metadata.
+#[derive(Debug)]
+pub struct TokenPage {
+    /// The tokens on this page.
+    pub items: Vec<TokenRecord>,
+    /// Pass as `cursor` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Why a presented token was not accepted. Every case but `Unavailable` is one 401 to the
+/// client; the variant goes to the log only.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenAuthError {
+    /// Not in the token format.
+    #[error("malformed token")]
+    Malformed,
+    /// No token has this id (or its secret does not match).
+    #[error("unknown token or wrong secret")]
+    Unknown,
+    /// The token was revoked.
+    #[error("revoked token")]
+    Revoked,
+    /// The token expired.
+    #[error("expired token")]
+    Expired,
+    /// The store could not be asked (a 503, never a 401).
+    #[error("store unavailable")]
+    Unavailable(#[source] StoreError),
+}
+
+/// How the bootstrap admin token stands after start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapState {
+    /// It exists and works.
+    Active,
+    /// It exists but an operator revoked it; it stays revoked.
+    Revoked,
+}
+
+/// Verified tokens by id (`None`: no such token), with when they were read.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    entries: Mutex<HashMap<TokenId, (Option<Arc<TokenRecord>>, Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, id: TokenId) -> Option<Option<Arc<TokenRecord>>> {
+        let entries = self.entries.lock().ok()?;
+        let (record, at) = entries.get(&id)?;
+        (at.elapsed() < TOKEN_CACHE_TTL).then(|| record.clone())
+    }
+
+    fn put(&self, id: TokenId, record: Option<Arc<TokenRecord>>) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= CACHE_CAPACITY {
+            entries.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+            if entries.len() >= CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(id, (record, Instant::now()));
+    }
+
+    fn forget(&self, id: TokenId) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(&id);
+        }
+    }
+}
+
+/// 1-`max` characters, none of them a control character.
+fn check_text(s: &str, max: usize, what: &str) -> Result<(), CoreError> {
+    if s.is_empty() || s.chars().count() > max || s.chars().any(char::is_control) {
+        return Err(CoreError::Invalid(format!(
+            "{what} must be 1-{max} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The principal a token record acts as.
+fn principal_of(record: &TokenRecord) -> Principal {
+    Principal {
+        user_id: record.principal.clone(),
+        tenant: record.tenant.clone(),
+        roles: record.roles,
+        workspaces: record.workspaces.clone(),
+        expires_at: record.expires_at,
+    }
+}
+
+impl Service {
+    fn token_audit(
+        &self,
+        ctx: &RequestContext,
+        action: AuditAction,
+        token_id: Option<TokenId>,
+        outcome: AuditOutcome,
+    ) -> AuditEntry {
+        AuditEntry {
+            token_id,
+            ..self.audit(ctx, action, None, None, outcome)
+        }
+    }
+
+    async fn token_denied(
+        &self,
+        ctx: &RequestContext,
+        action: AuditAction,
+        token_id: Option<TokenId>,
+        outcome: AuditOutcome,
+    ) {
+        let entry = self.token_audit(ctx, action, token_id, outcome);
+        if let Err(e) = self.store.append_audit(entry).await {
+            tracing::error!(error = %e, request_id = %ctx.request_id, "could not write audit row");
+        }
+    }
+
+    /// Mints a token no broader than the caller (see the module docs). The token string is in
+    /// the answer only; the store keeps its hash.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn mint_token(
+        &self,
+        ctx: &RequestContext,
+        req: MintToken,
+    ) -> Result<MintedToken, CoreError> {
+        check_text(&req.name, 128, "name")?;
+        if let Some(p) = &req.principal {
+            check_text(p, 256, "principal")?;
+        }
+        if req.roles.is_empty() {
+            return Err(CoreError::Invalid(
+                "roles must name at least one role".into(),
+            ));
+        }
+        if req.workspaces.len() > MAX_WORKSPACES {
+            return Err(CoreError::Invalid(format!(
+                "at most {MAX_WORKSPACES} workspaces"
+            )));
+        }
+        for w in &req.workspaces {
+            Scope::new(ScopeType::Workspace, Some(w))
+                .map_err(|e| CoreError::Invalid(format!("workspaces: {e}")))?;
+        }
+        let ttl = req.ttl.unwrap_or(DEFAULT_TOKEN_TTL);
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(CoreError::Invalid(format!(
+                "ttl must be between 1 second and {} days",
+                MAX_TOKEN_TTL.as_secs() / 86_400
+            )));
+        }
+        let now = self.clock.now();
+        let expires_at = now + ttl;
+        let principal = req
+            .principal
+            .unwrap_or_else(|| ctx.principal.user_id.clone());
+        if let Err(why) = authz::may_mint(
+            &ctx.principal,
+            &principal,
+            req.roles,
+            &req.workspaces,
+            expires_at,
+        ) {
+            self.token_denied(ctx, AuditAction::TokenCreate, None, AuditOutcome::Denied)
+                .await;
+            return Err(CoreError::Forbidden(why));
+        }
+        let token = ServiceToken::generate().map_err(|e| CoreError::Internal(e.to_string()))?;
+        let id = TokenId::from(token.id());
+        let record = TokenRecord {
+            id,
+            tenant: ctx.principal.tenant.clone(),
+            name: req.name,
+            principal,
+            roles: req.roles,
+            workspaces: req.workspaces,
+            secret_hash: *token.hash().as_bytes(),
+            created_by: ctx.principal.user_id.clone(),
+            created_at: now,
+            expires_at: Some(expires_at),
+            revoked_at: None,
+        };
+        let audit = self.token_audit(
+            ctx,
+            AuditAction::TokenCreate,
+            Some(id),
+            AuditOutcome::Success,
+        );
+        self.store.create_token(record.clone(), audit).await?;
+        // An id looked up before it existed may sit in the cache as unknown.
+        self.tokens.forget(id);
+        Ok(MintedToken {
+            token: token.expose_secret(),
+            record,
+        })
+    }
+
+    /// One page of the tenant's tokens (an administrator), or of the tokens the caller minted
+    /// or acts as (anyone else). Never the secret or its hash.
+    pub async fn list_tokens(
+        &self,
+        ctx: &RequestContext,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<TokenPage, CoreError> {
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(CoreError::Invalid(format!(
+                "limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+        let after = cursor
+            .map(|c| {
+                c.parse::<TokenId>()
+                    .map_err(|_| CoreError::Invalid("cursor is not valid".into()))
+            })
+            .transpose()?;
+        let mut items = self
+            .store
+            .list_tokens(&TokenQuery {
+                tenant: ctx.principal.tenant.clone(),
+                related_to: (!authz::is_admin(&ctx.principal))
+                    .then(|| ctx.principal.user_id.clone()),
+                after,
+                limit: limit + 1,
+            })
+            .await?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|t| t.id.to_string())
+        } else {
+            None
+        };
+        Ok(TokenPage { items, next_cursor })
+    }
+
+    /// Revokes a token of the caller's tenant: any (an administrator), or one the caller minted
+    /// or acts as. Anything else answers 404, like a missing token. Revoking twice is fine.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn revoke_token(&self, ctx: &RequestContext, id: TokenId) -> Result<(), CoreError> {
+        let found = self
+            .store
+            .find_token(id)
+            .await?
+            .filter(|t| t.tenant == ctx.principal.tenant);
+        let Some(record) = found else {
+            self.token_denied(
+                ctx,
+                AuditAction::TokenRevoke,
+                Some(id),
+                AuditOutcome::Failure,
+            )
+            .await;
+            return Err(CoreError::NotFound);
+        };
+        if !authz::may_revoke(&ctx.principal, &record.created_by, &record.principal) {
+            self.token_denied(
+                ctx,
+                AuditAction::TokenRevoke,
+                Some(id),
+                AuditOutcome::Denied,
+            )
+            .await;
+            return Err(CoreError::NotFound);
+        }
+        let audit = self.token_audit(
+            ctx,
+            AuditAction::TokenRevoke,
+            Some(id),
+            AuditOutcome::Success,
+        );
+        let revoked = self
+            .store
+            .revoke_token(&ctx.principal.tenant, id, self.clock.now(), audit)
+            .await?;
+        self.tokens.forget(id);
+        if revoked {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound)
+        }
+    }
+
+    /// The principal a presented token acts as. Unknown, wrong, revoked and expired tokens are
+    /// told apart only in the error's variant (for the log), never to the client.
+    pub async fn authenticate_token(&self, presented: &str) -> Result<Principal, TokenAuthError> {
+        let token = ServiceToken::parse(presented).map_err(|_| TokenAuthError::Malformed)?;
+        let id = TokenId::from(token.id());
+        let record = match self.tokens.get(id) {
+            Some(cached) => cached,
+            None => {
+                let fresh = self
+                    .store
+                    .find_token(id)
+                    .await
+                    .map_err(TokenAuthError::Unavailable)?
+                    .map(Arc::new);
+                self.tokens.put(id, fresh.clone());
+                fresh
+            }
+        };
+        let record = record.ok_or(TokenAuthError::Unknown)?;
+        let stored = TokenHash::from_stored(&record.secret_hash).ok_or(TokenAuthError::Unknown)?;
+        if !token.matches(&stored) {
+            return Err(TokenAuthError::Unknown);
+        }
+        if record.revoked_at.is_some() {
+            return Err(TokenAuthError::Revoked);
+        }
+        if record.expires_at.is_some_and(|e| e <= self.clock.now()) {
+            return Err(TokenAuthError::Expired);
+        }
+        Ok(principal_of(&record))
+    }
+
+    fn bootstrap_record(&self, token: &ServiceToken) -> TokenRecord {
+        TokenRecord {
+            id: TokenId::from(token.id()),
+            tenant: TenantId::default_tenant(),
+            name: BOOTSTRAP_PRINCIPAL.to_owned(),
+            principal: BOOTSTRAP_PRINCIPAL.to_owned(),
+            roles: Roles::all(),
+            workspaces: Vec::new(),
+            secret_hash: *token.hash().as_bytes(),
+            created_by: "bootstrap".to_owned(),
+            created_at: self.clock.now(),
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
+    fn bootstrap_audit(&self, id: TokenId) -> AuditEntry {
+        AuditEntry {
+            timestamp: self.clock.now(),
+            action: AuditAction::TokenCreate,
+            secret_id: None,
+            token_id: Some(id),
+            tenant: TenantId::default_tenant(),
+            user_id: "bootstrap".to_owned(),
+            reason: None,
+            outcome: AuditOutcome::Success,
+            request_id: "startup".to_owned(),
+        }
+    }
+
+    /// Makes sure `token` exists as an admin token (every role, `rcrt.operator` included) of
+    /// tenant `default`; idempotent across restarts and replicas. A token with the same id but
+    /// another secret is an error; a revoked one stays revoked.
+    pub async fn ensure_bootstrap_token(
+        &self,
+        token: &ServiceToken,
+    ) -> Result<BootstrapState, CoreError> {
+        let record = self.bootstrap_record(token);
+        let audit = self.bootstrap_audit(record.id);
+        let stored = self.store.ensure_token(record, audit).await?;
+        let hash = TokenHash::from_stored(&stored.secret_hash);
+        if !hash.is_some_and(|h| token.matches(&h)) {
+            return Err(CoreError::Invalid(
+                "a different token with the bootstrap token's id exists; generate a new bootstrap token".into(),
+            ));
+        }
+        Ok(if stored.revoked_at.is_some() {
+            BootstrapState::Revoked
+        } else {
+            BootstrapState::Active
+        })
+    }
+
+    /// True if the store holds any token at all.
+    pub async fn has_tokens(&self) -> Result<bool, CoreError> {
+        Ok(self.store.has_tokens().await?)
+    }
+
+    /// Stores `token` as the bootstrap admin token only if the store holds no token at all
+    /// (atomically across replicas); true if it did.
+    pub async fn create_first_token(&self, token: &ServiceToken) -> Result<bool, CoreError> {
+        let record = self.bootstrap_record(token);
+        let audit = self.bootstrap_audit(record.id);
+        Ok(self.store.create_first_token(record, audit).await?)
+    }
+}
+
+/// The role names of a set, for answers.
+pub fn role_names(roles: Roles) -> Vec<&'static str> {
+    roles.iter().map(|r| Role::as_str(&r)).collect()
+}
+
+/// `revoked`, `expired` or `active`, at `now`.
+pub fn token_status(record: &TokenRecord, now: time::OffsetDateTime) -> &'static str {
+    if record.revoked_at.is_some() {
+        "revoked"
+    } else if record.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
