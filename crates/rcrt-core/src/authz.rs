@@ -79,7 +79,8 @@ pub fn is_operator(p: &Principal) -> bool {
 /// expiring at `expires_at`, in its own tenant; the refusal says which rule it broke.
 ///
 /// No escalation: the roles are a subset of the caller's; a non-administrator mints only for
-/// itself and only within its own workspaces; no token outlives the credential minting it.
+/// itself and only within its own workspaces; no token outlives the service token minting it
+/// (a JWT caller has no such limit: see `Principal::expires_at`).
 pub fn may_mint(
     caller: &Principal,
     principal: &str,
@@ -101,7 +102,7 @@ pub fn may_mint(
         return Err("a token's workspaces must be a subset of the caller's workspaces");
     }
     if caller.expires_at.is_some_and(|e| expires_at > e) {
-        return Err("a token cannot outlive the credential that mints it");
+        return Err("a token cannot outlive the token that mints it");
     }
     Ok(())
 }

@@ -20,6 +20,9 @@ pub enum CoreError {
     /// No such secret (or not visible to the caller).
     #[error("secret not found")]
     NotFound,
+    /// No such token in the caller's tenant (or not one the caller may manage).
+    #[error("token not found")]
+    TokenNotFound,
     /// The name is already used in this scope.
     #[error("a secret with this name already exists in this scope")]
     NameTaken,

@@ -4,7 +4,7 @@
 //! [`crate::authz`] rules. Only a hash of its secret is stored. Minting never escalates: the new
 //! token's roles are a subset of the caller's, its workspaces within the caller's reach, its
 //! principal the caller's own unless the caller is the tenant's administrator, and it expires no
-//! later than the caller's credential.
+//! later than the service token that mints it.
 //!
 //! Verified tokens are cached in memory for [`TOKEN_CACHE_TTL`], so a request costs no database
 //! round trip; a revocation therefore reaches other replicas within that bound (this replica at
@@ -53,7 +53,8 @@ pub struct MintToken {
     pub roles: Roles,
     /// Its workspaces.
     pub workspaces: Vec<String>,
-    /// Its lifetime; [`DEFAULT_TOKEN_TTL`] when `None`.
+    /// Its lifetime; when `None`, [`DEFAULT_TOKEN_TTL`] or what remains of the caller's own,
+    /// whichever is shorter.
     pub ttl: Option<Duration>,
 }
 
@@ -211,14 +212,22 @@ impl Service {
             Scope::new(ScopeType::Workspace, Some(w))
                 .map_err(|e| CoreError::Invalid(format!("workspaces: {e}")))?;
         }
-        let ttl = req.ttl.unwrap_or(DEFAULT_TOKEN_TTL);
+        let now = self.clock.now();
+        // Without a ttl the default, shortened to the caller's own lifetime if that is shorter;
+        // an explicit ttl beyond it is refused below.
+        let ttl = req.ttl.unwrap_or_else(|| {
+            let remaining = ctx
+                .principal
+                .expires_at
+                .map(|e| Duration::try_from(e - now).unwrap_or(Duration::ZERO));
+            remaining.map_or(DEFAULT_TOKEN_TTL, |r| r.min(DEFAULT_TOKEN_TTL))
+        });
         if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
             return Err(CoreError::Invalid(format!(
                 "ttl must be between 1 second and {} days",
                 MAX_TOKEN_TTL.as_secs() / 86_400
             )));
         }
-        let now = self.clock.now();
         let expires_at = now + ttl;
         let principal = req
             .principal
@@ -320,7 +329,7 @@ impl Service {
                 AuditOutcome::Failure,
             )
             .await;
-            return Err(CoreError::NotFound);
+            return Err(CoreError::TokenNotFound);
         };
         if !authz::may_revoke(&ctx.principal, &record.created_by, &record.principal) {
             self.token_denied(
@@ -330,7 +339,7 @@ impl Service {
                 AuditOutcome::Denied,
             )
             .await;
-            return Err(CoreError::NotFound);
+            return Err(CoreError::TokenNotFound);
         }
         let audit = self.token_audit(
             ctx,
@@ -346,7 +355,7 @@ impl Service {
         if revoked {
             Ok(())
         } else {
-            Err(CoreError::NotFound)
+            Err(CoreError::TokenNotFound)
         }
     }
 

@@ -10,6 +10,10 @@
 //! 3. Tenant and workspace isolation probes on SQLite and PostgreSQL, with audit checks.
 //! 4. The audit row of a successful decrypt names the token's `sub` and `owner_id`.
 //!
+//! 2-4 run twice: with JWTs, and with service tokens minted (by a JWT tenant administrator) for
+//! the same principals, roles and workspaces on a `AUTH_MODE=jwt,token` server, since a token
+//! must go through exactly the rules a JWT does.
+//!
 //! Keys are generated at test time with the `openssl` CLI into temporary directories.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -796,6 +800,8 @@ enum Role {
     Decrypt,
     Write,
     Admin,
+    TokensCreate,
+    Operator,
 }
 
 impl Role {
@@ -805,6 +811,8 @@ impl Role {
             Self::Decrypt => "secrets.decrypt",
             Self::Write => "secrets.write",
             Self::Admin => "secrets.admin",
+            Self::TokensCreate => "tokens.create",
+            Self::Operator => "rcrt.operator",
         }
     }
 }
@@ -870,7 +878,7 @@ impl Target {
 /// | list, read metadata             | `secrets.read`    | yes        | W in `workspaces`, or admin | A = `sub`, or admin    |
 /// | decrypt (secrets and vaults)    | `secrets.decrypt` | yes        | same                        | same                   |
 /// | create, update, delete          | `secrets.write`   | admin only | same                        | same                   |
-/// | KEK status and re-wrap          | `secrets.admin`   |            |                             |                        |
+/// | KEK status and re-wrap          | `rcrt.operator`   |            |                             |                        |
 ///
 /// Every action needs its own role (admin does not imply read, decrypt or write; decrypt does
 /// not imply read); `secrets.admin` widens the reach to every scope of the tenant and allows
@@ -920,7 +928,7 @@ fn listed_item_visible(roles: &[Role], sub: &str, item: &Value) -> bool {
     allowed(roles, Act::Read, target)
 }
 
-const ROLE_SETS: [(&str, &[Role]); 6] = [
+const ROLE_SETS: [(&str, &[Role]); 8] = [
     ("read", &[Role::Read]),
     ("decrypt", &[Role::Decrypt]),
     ("write", &[Role::Write]),
@@ -933,29 +941,75 @@ const ROLE_SETS: [(&str, &[Role]); 6] = [
         "admin-read-decrypt-write",
         &[Role::Admin, Role::Read, Role::Decrypt, Role::Write],
     ),
+    ("operator", &[Role::Operator]),
+    ("read-tokens", &[Role::Read, Role::TokensCreate]),
 ];
 const MATRIX_TENANT: &str = "tenant-matrix";
+
+/// How the principals of a matrix authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cred {
+    /// A JWT with the principal's claims.
+    Jwt,
+    /// A service token minted for the principal (same sub, tenant, roles, workspaces) by a JWT
+    /// administrator of its tenant.
+    Token,
+}
 
 struct MatrixEnv {
     _dir: rcrt_testkit::TempDir,
     srv: Server,
     signer: Signer,
+    cred: Cred,
+    minted: tokio::sync::Mutex<BTreeMap<(String, String), String>>,
 }
 
 impl MatrixEnv {
-    async fn start(backend: Backend) -> Self {
+    async fn start(backend: Backend, cred: Cred) -> Self {
         let dir = rcrt_testkit::TempDir::new();
         let key = KeyPair::generate(dir.path(), "rsa", KeyKind::Rsa);
-        let srv = Server::start(backend, KeySource::PublicKeyFile(key.public_path.clone())).await;
+        let keys = KeySource::PublicKeyFile(key.public_path.clone());
+        let srv = match cred {
+            Cred::Jwt => Server::start(backend, keys).await,
+            Cred::Token => Server::start_with(backend, keys, "jwt,token").await,
+        };
         Self {
             signer: key.signer(),
             srv,
             _dir: dir,
+            cred,
+            minted: Default::default(),
         }
     }
 
-    fn api(&self, who: &Who) -> Api<'_> {
-        self.srv.as_token(&self.signer.sign(&who.claims()))
+    async fn api(&self, who: &Who) -> Api<'_> {
+        let jwt = self.signer.sign(&who.claims());
+        if self.cred == Cred::Jwt {
+            return self.srv.as_token(&jwt);
+        }
+        let key = (who.owner.clone(), who.sub.clone());
+        let mut minted = self.minted.lock().await;
+        if let Some(t) = minted.get(&key) {
+            return self.srv.as_token(t);
+        }
+        let minter = Who::new("token-minter", &who.owner, &ALL_ROLES, &[]);
+        let body = json!({
+            "name": format!("matrix {}", who.sub),
+            "principal": who.sub,
+            "roles": who.roles,
+            "workspaces": who.workspaces,
+            "ttl": "1h",
+        });
+        let r = self
+            .srv
+            .as_token(&self.signer.sign(&minter.claims()))
+            .post("/auth/tokens", &body)
+            .await
+            .expect(201);
+        let token = r.json()["token"].as_str().unwrap().to_owned();
+        assert!(token.starts_with("rcrt_"), "{}", r.ctx());
+        minted.insert(key, token.clone());
+        self.srv.as_token(&token)
     }
 }
 
@@ -995,12 +1049,11 @@ async fn seed_matrix(seeder: &Api<'_>, prefix: &str) -> BTreeMap<(usize, Target)
 }
 
 /// Role sets × scopes × list / metadata / decrypt / create, vault metadata / values / key put /
-/// key delete / create in a member and a non-member workspace, and the admin endpoints.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authz_matrix() {
-    let env = MatrixEnv::start(Backend::Sqlite).await;
+/// key delete / create in a member and a non-member workspace, the KEK endpoints and tokens.
+async fn authz_matrix(cred: Cred) {
+    let env = MatrixEnv::start(Backend::Sqlite, cred).await;
     let seeder_who = Who::new("seeder", MATRIX_TENANT, &ALL_ROLES, &[]);
-    let seeder = env.api(&seeder_who);
+    let seeder = env.api(&seeder_who).await;
     let seeds = seed_matrix(&seeder, "m").await;
 
     // Two vaults: in W (members) and W2 (nobody's); key D<i> is for role set i to delete.
@@ -1023,7 +1076,7 @@ async fn authz_matrix() {
     let mut expected_decrypt_audit: Vec<(String, String, &str)> = Vec::new();
     for (i, (label, roles)) in ROLE_SETS.iter().enumerate() {
         let who = principal(i, label, roles);
-        let api = env.api(&who);
+        let api = env.api(&who).await;
         let cell = |t: Target, op: &str| format!("{label} × {} × {op}", t.short());
         let missing = api.get(&Uuid::new_v4().to_string()).await.json();
 
@@ -1153,19 +1206,59 @@ async fn authz_matrix() {
             checks.status(cell(t, "vault create"), &r, on_create(201, ok));
         }
 
-        // Admin endpoints.
-        let admin = roles.contains(&Role::Admin);
+        // KEK endpoints: the deployment's operator only, never a tenant admin as such.
+        let operator = roles.contains(&Role::Operator);
         let r = api.kek_status().await;
         checks.status(
             format!("{label} × GET /admin/kek/status"),
             &r,
-            on_create(200, admin),
+            on_create(200, operator),
         );
         let r = api.kek_rewrap().await;
         checks.status(
             format!("{label} × POST /admin/kek/rewrap"),
             &r,
-            on_create(202, admin),
+            on_create(202, operator),
+        );
+
+        // Tokens: minting one with its own roles needs secrets.admin or tokens.create; one
+        // with a role it lacks is refused to everyone; the listing never shows a secret.
+        let may_mint = roles.contains(&Role::Admin) || roles.contains(&Role::TokensCreate);
+        let own: Vec<&str> = roles.iter().map(|r| r.claim()).collect();
+        let r = api
+            .post(
+                "/auth/tokens",
+                &json!({"name": format!("own {label}"), "roles": own, "ttl": 600}),
+            )
+            .await;
+        checks.status(
+            format!("{label} × mint own roles"),
+            &r,
+            on_create(201, may_mint),
+        );
+        let lacking = [
+            Role::Read,
+            Role::Decrypt,
+            Role::Write,
+            Role::Admin,
+            Role::Operator,
+        ]
+        .into_iter()
+        .find(|r| !roles.contains(r))
+        .map(Role::claim)
+        .unwrap_or("rcrt.operator");
+        let r = api
+            .post(
+                "/auth/tokens",
+                &json!({"name": "broader", "roles": [lacking], "ttl": 600}),
+            )
+            .await;
+        checks.status(format!("{label} × mint {lacking}"), &r, 403);
+        let r = api.get_path("/auth/tokens").await;
+        checks.status(format!("{label} × list tokens"), &r, 200);
+        checks.that(
+            format!("{label} × token listing carries no token"),
+            !r.text.contains("rcrt_") && r.json()["items"].is_array(),
         );
     }
 
@@ -1223,21 +1316,33 @@ async fn authz_matrix() {
             }),
         );
     }
-    eprintln!("authz matrix: {} checks passed", checks.passed());
+    eprintln!("authz matrix ({cred:?}): {} checks passed", checks.passed());
     checks.finish("authz matrix");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authz_matrix_jwt() {
+    authz_matrix(Cred::Jwt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authz_matrix_token() {
+    authz_matrix(Cred::Token).await;
 }
 
 /// Update and delete of existing secrets across the same matrix: allowed → 200 / 204,
 /// otherwise 404 and the secret untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authz_matrix_update_delete() {
-    let env = MatrixEnv::start(Backend::Sqlite).await;
-    let seeder = env.api(&Who::new("seeder", MATRIX_TENANT, &ALL_ROLES, &[]));
+    let env = MatrixEnv::start(Backend::Sqlite, Cred::Token).await;
+    let seeder = env
+        .api(&Who::new("seeder", MATRIX_TENANT, &ALL_ROLES, &[]))
+        .await;
     let updates = seed_matrix(&seeder, "u").await;
     let deletes = seed_matrix(&seeder, "d").await;
     let mut checks = Checks::default();
     for (i, (label, roles)) in ROLE_SETS.iter().enumerate() {
-        let api = env.api(&principal(i, label, roles));
+        let api = env.api(&principal(i, label, roles)).await;
         for t in TARGETS {
             let ok = allowed(roles, Act::Write, t);
             let cell = |op: &str| format!("{label} × {} × {op}", t.short());
@@ -1384,10 +1489,10 @@ fn audit_has(audit: &[AuditRow], f: impl Fn(&AuditRow) -> bool) -> bool {
     audit.iter().any(f)
 }
 
-async fn tenant_isolation(backend: Backend) {
-    let env = MatrixEnv::start(backend).await;
+async fn tenant_isolation(backend: Backend, cred: Cred) {
+    let env = MatrixEnv::start(backend, cred).await;
     let a_who = Who::new("alice@a", "tenant-a", &ALL_ROLES, &[MEMBER_WS]);
-    let a = env.api(&a_who);
+    let a = env.api(&a_who).await;
     let s = seed_tenant_a(&a, &a_who.sub).await;
     let mut checks = Checks::default();
 
@@ -1408,7 +1513,7 @@ async fn tenant_isolation(backend: Backend) {
     );
     let reason = format!("cross-tenant probe {}", uniq());
     for (name, who) in [("B", &b_who), ("B2 (A's sub, tenant B)", &b2_who)] {
-        let p = env.api(who);
+        let p = env.api(who).await;
         for filter in [
             String::new(),
             format!("&scope_type=workspace&scope_id={MEMBER_WS}"),
@@ -1442,7 +1547,7 @@ async fn tenant_isolation(backend: Backend) {
     }
 
     // B's own secret and vault with A's names live side by side with A's.
-    let b = env.api(&b_who);
+    let b = env.api(&b_who).await;
     let b_value = format!("b-{}", uniq());
     let r = b.create("db-password", &b_value, "global", None).await;
     checks.status("B creates a secret with A's name", &r, 201);
@@ -1538,7 +1643,10 @@ async fn tenant_isolation(backend: Backend) {
     let misattributed: Vec<&AuditRow> = audit
         .iter()
         .filter(|r| {
+            // The matrix's token minter (Cred::Token) minted A's token in tenant A.
+            let setup = r.user_id == "token-minter" && r.action == "token_create";
             r.tenant == "tenant-a"
+                && !setup
                 && (r.user_id != "alice@a" || r.reason.as_deref() == Some(reason.as_str()))
         })
         .collect();
@@ -1551,23 +1659,24 @@ async fn tenant_isolation(backend: Backend) {
         "tenant isolation {backend:?}: {} checks passed",
         checks.passed()
     );
-    checks.finish(&format!("tenant isolation ({backend:?})"));
+    checks.finish(&format!("tenant isolation ({backend:?}, {cred:?})"));
+}
+
+// Each backend runs each isolation suite once, JWTs on one and service tokens on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_isolation_sqlite_jwt() {
+    tenant_isolation(Backend::Sqlite, Cred::Jwt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenant_isolation_sqlite() {
-    tenant_isolation(Backend::Sqlite).await;
+async fn tenant_isolation_postgres_token() {
+    tenant_isolation(Backend::Postgres, Cred::Token).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenant_isolation_postgres() {
-    tenant_isolation(Backend::Postgres).await;
-}
-
-async fn workspace_isolation(backend: Backend) {
-    let env = MatrixEnv::start(backend).await;
+async fn workspace_isolation(backend: Backend, cred: Cred) {
+    let env = MatrixEnv::start(backend, cred).await;
     let a_who = Who::new("alice@a", "tenant-a", &ALL_ROLES, &[MEMBER_WS]);
-    let a = env.api(&a_who);
+    let a = env.api(&a_who).await;
     let s = seed_tenant_a(&a, &a_who.sub).await;
     // Two more workspace secrets for the write probes.
     let upd_value = format!("a-upd-{}", uniq());
@@ -1586,7 +1695,7 @@ async fn workspace_isolation(backend: Backend) {
         &["secrets.read", "secrets.decrypt", "secrets.write"],
         &["W-other"],
     );
-    let o = env.api(&o_who);
+    let o = env.api(&o_who).await;
     let mut checks = Checks::default();
     // The token works: its own workspace and the tenant's global secrets are reachable.
     let r = o
@@ -1704,15 +1813,15 @@ async fn workspace_isolation(backend: Backend) {
         "workspace isolation {backend:?}: {} checks passed",
         checks.passed()
     );
-    checks.finish(&format!("workspace isolation ({backend:?})"));
+    checks.finish(&format!("workspace isolation ({backend:?}, {cred:?})"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workspace_isolation_sqlite() {
-    workspace_isolation(Backend::Sqlite).await;
+async fn workspace_isolation_sqlite_token() {
+    workspace_isolation(Backend::Sqlite, Cred::Token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workspace_isolation_postgres() {
-    workspace_isolation(Backend::Postgres).await;
+async fn workspace_isolation_postgres_jwt() {
+    workspace_isolation(Backend::Postgres, Cred::Jwt).await;
 }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use rcrt_store::{
-    ListQuery, NewSecret, Rewrapped, SecretMeta, Store, StoreError, VaultRecord, VersionFilter,
-    VersionRecord,
+    ListQuery, NewSecret, Rewrapped, SecretMeta, Store, StoreError, TokenQuery, TokenRecord,
+    VaultRecord, VersionFilter, VersionRecord,
 };
 use rcrt_types::{
-    AuditAction, AuditEntry, AuditOutcome, Scope, ScopeType, SecretId, TenantId, VaultId,
+    AuditAction, AuditEntry, AuditOutcome, Role, Roles, Scope, ScopeType, SecretId, TenantId,
+    TokenId, VaultId,
 };
 use time::OffsetDateTime;
 
@@ -22,6 +23,7 @@ fn audit(action: AuditAction, id: Option<SecretId>, tenant: &TenantId) -> AuditE
         timestamp: now(),
         action,
         secret_id: id,
+        token_id: None,
         tenant: tenant.clone(),
         user_id: "tester".into(),
         reason: Some("because".into()),
@@ -541,6 +543,190 @@ async fn vaults(s: Arc<dyn Store>) {
     assert!(!s.delete_vault(&t, vault.id, vec![]).await.unwrap());
 }
 
+fn token(tenant: &TenantId, name: &str, created_by: &str) -> TokenRecord {
+    TokenRecord {
+        id: TokenId::from(*uuid::Uuid::new_v4().as_bytes()),
+        tenant: tenant.clone(),
+        name: name.into(),
+        principal: format!("{name}-principal"),
+        roles: [Role::Read, Role::TokensCreate].into_iter().collect(),
+        workspaces: vec!["w1".into(), "w 2".into()],
+        secret_hash: [name.len() as u8; 32],
+        created_by: created_by.into(),
+        created_at: now(),
+        expires_at: Some(now() + time::Duration::days(1)),
+        revoked_at: None,
+    }
+}
+
+fn token_audit(action: AuditAction, id: TokenId, tenant: &TenantId) -> AuditEntry {
+    AuditEntry {
+        token_id: Some(id),
+        ..audit(action, None, tenant)
+    }
+}
+
+async fn tokens(s: Arc<dyn Store>) {
+    let t = TenantId::default_tenant();
+    let other = TenantId::new("t2");
+    assert!(!s.has_tokens().await.unwrap());
+    // The first token goes in only while there is none, once.
+    let first = TokenRecord {
+        expires_at: None,
+        roles: Roles::all(),
+        workspaces: vec![],
+        ..token(&t, "boot", "bootstrap")
+    };
+    assert!(s
+        .create_first_token(
+            first.clone(),
+            token_audit(AuditAction::TokenCreate, first.id, &t)
+        )
+        .await
+        .unwrap());
+    let second = token(&t, "boot2", "bootstrap");
+    assert!(!s
+        .create_first_token(
+            second.clone(),
+            token_audit(AuditAction::TokenCreate, second.id, &t)
+        )
+        .await
+        .unwrap());
+    assert!(s.find_token(second.id).await.unwrap().is_none());
+    assert!(s.has_tokens().await.unwrap());
+    assert_eq!(s.find_token(first.id).await.unwrap().as_ref(), Some(&first));
+
+    // ensure_token: inserts once, then returns what is stored (not the caller's copy).
+    let boot = token(&t, "ensure", "bootstrap");
+    let stored = s
+        .ensure_token(
+            boot.clone(),
+            token_audit(AuditAction::TokenCreate, boot.id, &t),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, boot);
+    let impostor = TokenRecord {
+        secret_hash: [0xEE; 32],
+        ..boot.clone()
+    };
+    let stored = s
+        .ensure_token(impostor, token_audit(AuditAction::TokenCreate, boot.id, &t))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.secret_hash, boot.secret_hash,
+        "the first insert wins"
+    );
+
+    // Minted tokens in two tenants; a duplicate id is refused.
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        let by = if i % 2 == 0 { "alice" } else { "bob" };
+        let r = token(&t, &format!("tok{i}"), by);
+        s.create_token(r.clone(), token_audit(AuditAction::TokenCreate, r.id, &t))
+            .await
+            .unwrap();
+        mine.push(r);
+    }
+    let theirs = token(&other, "theirs", "alice");
+    s.create_token(
+        theirs.clone(),
+        token_audit(AuditAction::TokenCreate, theirs.id, &other),
+    )
+    .await
+    .unwrap();
+    assert!(s
+        .create_token(
+            mine[0].clone(),
+            token_audit(AuditAction::TokenCreate, mine[0].id, &t)
+        )
+        .await
+        .is_err());
+    // find_token crosses tenants (authentication does not know the tenant yet).
+    assert_eq!(
+        s.find_token(theirs.id).await.unwrap().as_ref(),
+        Some(&theirs)
+    );
+
+    // Listing: the tenant's only, in id order, paged; related_to filters by creator/principal.
+    let page = |related_to: Option<&str>, after: Option<TokenId>, limit: u32| TokenQuery {
+        tenant: t.clone(),
+        related_to: related_to.map(str::to_owned),
+        after,
+        limit,
+    };
+    let all = s.list_tokens(&page(None, None, 100)).await.unwrap();
+    assert_eq!(all.len(), 7, "{all:?}");
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(all.iter().all(|r| r.tenant == t));
+    let first2 = s.list_tokens(&page(None, None, 2)).await.unwrap();
+    let rest = s
+        .list_tokens(&page(None, Some(first2[1].id), 100))
+        .await
+        .unwrap();
+    assert_eq!(first2.len() + rest.len(), 7);
+    let alices = s
+        .list_tokens(&page(Some("alice"), None, 100))
+        .await
+        .unwrap();
+    assert_eq!(alices.len(), 3);
+    let by_principal = s
+        .list_tokens(&page(Some("tok1-principal"), None, 100))
+        .await
+        .unwrap();
+    assert_eq!(by_principal, vec![mine[1].clone()]);
+
+    // Revoking: in the tenant only; the first revocation time is kept; audited either way.
+    let at = now();
+    assert!(s
+        .revoke_token(
+            &t,
+            mine[0].id,
+            at,
+            token_audit(AuditAction::TokenRevoke, mine[0].id, &t)
+        )
+        .await
+        .unwrap());
+    let later = at + time::Duration::seconds(5);
+    assert!(s
+        .revoke_token(
+            &t,
+            mine[0].id,
+            later,
+            token_audit(AuditAction::TokenRevoke, mine[0].id, &t)
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        s.find_token(mine[0].id).await.unwrap().unwrap().revoked_at,
+        Some(at)
+    );
+    assert!(!s
+        .revoke_token(
+            &t,
+            theirs.id,
+            at,
+            token_audit(AuditAction::TokenRevoke, theirs.id, &t)
+        )
+        .await
+        .unwrap());
+    assert!(s
+        .find_token(theirs.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    let rows = s.list_audit(None, 100).await.unwrap();
+    let revokes: Vec<_> = rows.iter().filter(|r| r.action == "token_revoke").collect();
+    assert_eq!(revokes.len(), 3);
+    assert!(revokes.iter().any(|r| r.token_id == Some(theirs.id)));
+    // One create row per inserted token: first, ensure (once), five minted, theirs.
+    let creates = rows.iter().filter(|r| r.action == "token_create").count();
+    assert_eq!(creates, 8);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -579,6 +765,7 @@ suite!(
     scan_and_replace_wrapped,
     leases_and_state,
     vaults,
+    tokens,
 );
 
 /// Row-level security: a connection acting as rcrt_app sees only the tenant it has set, even
@@ -592,6 +779,11 @@ async fn postgres_row_level_security_isolates_tenants() {
     let sa = create(&store, &a, "A1", Scope::global()).await.meta.id;
     create(&store, &b, "B1", Scope::global()).await;
     create(&store, &b, "B2", Scope::global()).await;
+    let ta = token(&a, "ta", "x");
+    store
+        .create_token(ta.clone(), token_audit(AuditAction::TokenCreate, ta.id, &a))
+        .await
+        .unwrap();
     let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -609,6 +801,15 @@ async fn postgres_row_level_security_isolates_tenants() {
     assert_eq!(count("SELECT count(*) FROM secrets").await, 2);
     assert_eq!(count("SELECT count(*) FROM secret_versions").await, 2);
     assert_eq!(count("SELECT count(*) FROM secret_access_log").await, 2);
+    assert_eq!(count("SELECT count(*) FROM auth_tokens").await, 0);
+    assert_eq!(
+        client
+            .execute("UPDATE auth_tokens SET revoked_at = now()", &[])
+            .await
+            .unwrap(),
+        0,
+        "tenant-b must not revoke tenant-a's token"
+    );
     let row = client
         .query_opt("SELECT name FROM secrets WHERE id = $1", &[&sa.as_uuid()])
         .await
@@ -644,6 +845,13 @@ async fn postgres_row_level_security_isolates_tenants() {
     assert!(store.get_meta(&a, sa).await.unwrap().is_some());
     assert!(store.get_meta(&b, sa).await.unwrap().is_none());
     assert_eq!(store.kek_usage().await.unwrap()[0].versions, 3);
+    assert!(store
+        .find_token(ta.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
 }
 
 #[tokio::test]

@@ -207,15 +207,21 @@ fn command(cfg: &ServerConfig, log: &Path) -> Command {
 }
 
 impl ServerProcess {
-    /// Starts the server on a free port and waits until `/health` answers (up to 30 s).
-    /// Panics with the server's output if it exits or never becomes healthy.
+    /// Starts the server on a free loopback port and waits until `/health` answers (up to
+    /// 30 s). Panics with the server's output if it exits or never becomes healthy.
     pub fn start(cfg: &ServerConfig) -> Self {
+        Self::start_on(cfg, "127.0.0.1")
+    }
+
+    /// [`ServerProcess::start`] with `BIND_ADDR` on `host` (an IPv4 address; `0.0.0.0` for a
+    /// non-loopback bind that is still reached through 127.0.0.1).
+    pub fn start_on(cfg: &ServerConfig, host: &str) -> Self {
         let port = free_port();
         let log = cfg
             .workdir
             .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
         let mut cmd = command(cfg, &log);
-        cmd.env("BIND_ADDR", format!("127.0.0.1:{port}"));
+        cmd.env("BIND_ADDR", format!("{host}:{port}"));
         let child = cmd.spawn().expect("spawn rcrt-server");
         let mut server = Self { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -438,7 +438,8 @@ pub struct Principal {
     pub roles: Roles,
     /// The workspaces it belongs to.
     pub workspaces: Vec<String>,
-    /// When its credential stops being valid (a token's expiry or a JWT's `exp`), if ever.
+    /// When its authority ends: a service token's expiry. `None` for a JWT (its `exp` ends a
+    /// session; the identity provider issues the next) and for tokens that never expire.
     pub expires_at: Option<OffsetDateTime>,
 }
 

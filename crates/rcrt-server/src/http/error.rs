@@ -60,7 +60,7 @@ impl From<CoreError> for ApiError {
             CoreError::Invalid(_) => (S::BAD_REQUEST, "invalid_request"),
             CoreError::ReasonRequired => (S::BAD_REQUEST, "reason_required"),
             CoreError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
-            CoreError::NotFound => (S::NOT_FOUND, "not_found"),
+            CoreError::NotFound | CoreError::TokenNotFound => (S::NOT_FOUND, "not_found"),
             CoreError::NameTaken => (S::CONFLICT, "name_taken"),
             CoreError::VersionMismatch { .. } => (S::PRECONDITION_FAILED, "version_mismatch"),
             CoreError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large"),

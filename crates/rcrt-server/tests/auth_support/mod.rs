@@ -257,11 +257,13 @@ impl Who {
     }
 }
 
-pub const ALL_ROLES: [&str; 4] = [
+pub const ALL_ROLES: [&str; 6] = [
     "secrets.admin",
     "secrets.read",
     "secrets.decrypt",
     "secrets.write",
+    "tokens.create",
+    "rcrt.operator",
 ];
 
 /// `{"alg":"none"}` (plus `kid` if given), the payload, and an empty (or the given) signature.
@@ -383,6 +385,11 @@ pub struct AuditRow {
 
 impl Server {
     pub async fn start(backend: Backend, keys: KeySource) -> Self {
+        Self::start_with(backend, keys, "jwt").await
+    }
+
+    /// A server with `AUTH_MODE=auth_mode` (`jwt` or `jwt,token`).
+    pub async fn start_with(backend: Backend, keys: KeySource, auth_mode: &str) -> Self {
         let dir = TempDir::new();
         let pg = match backend {
             Backend::Sqlite => None,
@@ -401,7 +408,7 @@ impl Server {
             KeySource::Hs256SecretFile(p) => ("JWT_HS256_SECRET_FILE", p.display().to_string()),
         };
         let env: Vec<(String, String)> = [
-            ("AUTH_MODE", "jwt".to_owned()),
+            ("AUTH_MODE", auth_mode.to_owned()),
             ("JWT_ISSUER", ISSUER.to_owned()),
             ("JWT_AUDIENCE", AUDIENCE.to_owned()),
             (var, value),
@@ -759,6 +766,14 @@ impl Api<'_> {
             None,
         )
         .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get_path(&self, path: &str) -> Resp {
+        self.call(Method::GET, path, None).await
     }
 
     pub async fn kek_status(&self) -> Resp {
