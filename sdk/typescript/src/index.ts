@@ -126,6 +126,108 @@ export interface VaultLookupOptions {
   workspace?: string | undefined;
 }
 
+/**
+ * A role a credential (JWT or service token) can carry:
+ *
+ * - `secrets.read`: list secrets, read metadata and vault metadata.
+ * - `secrets.decrypt`: read values (`getSecret`, `getSecretsFromVault`).
+ * - `secrets.write`: create, update and delete secrets and vaults.
+ * - `secrets.admin`: the tenant's administrator (every workspace, global secrets, every token).
+ * - `tokens.create`: mint service tokens no broader than the caller.
+ * - `rcrt.operator`: the deployment-wide KEK endpoints.
+ */
+export type Role =
+  | 'secrets.read'
+  | 'secrets.decrypt'
+  | 'secrets.write'
+  | 'secrets.admin'
+  | 'tokens.create'
+  | 'rcrt.operator'
+  | (string & {});
+
+/** Whether a service token is usable: `active`, or no longer (`expired`, `revoked`). */
+export type TokenStatus = 'active' | 'expired' | 'revoked';
+
+/**
+ * A service token's metadata, exactly as the service returns it. It never contains the token
+ * itself (the service keeps only a hash of it).
+ */
+export interface TokenMetadata {
+  /** The token's id (a UUID; the token's `rcrt_<32 hex>` part is the same 16 bytes). */
+  id: string;
+  /** The label given at creation. */
+  name: string;
+  /** The tenant the token belongs to (the tenant of the credential that minted it). */
+  tenant: string;
+  /** The principal the token acts as (written to the audit log's `user_id`). */
+  principal: string;
+  /** The token's roles. */
+  roles: Role[];
+  /** The workspaces the token may use (admins reach every workspace regardless). */
+  workspaces: string[];
+  /** The principal that minted the token. */
+  created_by: string;
+  /** When the token was minted (RFC 3339). */
+  created_at: string;
+  /** When the token stops working (RFC 3339); `null` for a token that never expires. */
+  expires_at: string | null;
+  /** When the token was revoked (RFC 3339); `null` while it is not revoked. */
+  revoked_at: string | null;
+  /** `active`, `expired` or `revoked`, as of the request. */
+  status: TokenStatus;
+}
+
+/**
+ * A freshly minted service token: the token itself, shown this once, and its metadata.
+ * Store `token` as a secret (never log it); the service cannot show it again.
+ */
+export interface CreatedToken extends TokenMetadata {
+  /** The token, `rcrt_<32 hex>_<64 hex>`. Pass it as `token` to {@link createClient}. */
+  token: string;
+}
+
+/** The input of {@link RcrtClient.createToken}. */
+export interface CreateTokenInput {
+  /** A label for people: 1-128 characters, no control characters. */
+  name: string;
+  /**
+   * The token's roles (at least one), a subset of the caller's: minting never escalates
+   * (403 `forbidden` otherwise).
+   */
+  roles: Role[];
+  /**
+   * The workspaces the token may use; within the caller's own unless the caller has
+   * `secrets.admin`. None by default.
+   */
+  workspaces?: string[] | undefined;
+  /**
+   * The lifetime: seconds (`3600`) or a duration such as `'30d'`, `'12h'`, `'90m'`. Defaults to
+   * 30 days; at most 366 days, and never beyond the expiry of the caller's own credential.
+   */
+  ttl?: string | number | undefined;
+  /**
+   * The principal the token acts as; the caller's own by default. Only `secrets.admin` callers
+   * may name another.
+   */
+  principal?: string | undefined;
+}
+
+/** Paging for {@link RcrtClient.listTokens}. */
+export interface ListTokensQuery {
+  /** Page size (the service's default applies when omitted; it must be at least 1). */
+  limit?: number | undefined;
+  /** The `next_cursor` of the previous page. */
+  cursor?: string | undefined;
+}
+
+/** One page of service token metadata. */
+export interface TokenPage {
+  /** The tokens on this page, ordered by id. */
+  items: TokenMetadata[];
+  /** Pass as `cursor` to get the next page; `null` on the last page. */
+  next_cursor: string | null;
+}
+
 /** The response object the SDK needs from a `fetch` implementation. */
 export interface FetchResponseLike {
   /** The HTTP status. */
@@ -156,7 +258,10 @@ export type FetchLike = (url: string, init: FetchInitLike) => Promise<FetchRespo
 
 /**
  * A bearer token, or a function returning one (called before every request, so it can refresh
- * short-lived tokens). Return `undefined` or an empty string to send no `Authorization` header.
+ * short-lived tokens). Either kind the service accepts works: a JWT from an identity provider or
+ * a service token (`rcrt_...`); the SDK never decodes it. Whitespace around it (e.g. the line
+ * break of a token file) is removed. Return `undefined` or an empty string to send no
+ * `Authorization` header.
  */
 export type TokenSource = string | (() => string | undefined | Promise<string | undefined>);
 
@@ -168,8 +273,9 @@ export interface ClientOptions {
    */
   baseUrl: string;
   /**
-   * A bearer JWT, sent as `Authorization: Bearer <token>`. Needed when the service runs with
-   * `AUTH_MODE=jwt`; not needed when authentication is disabled.
+   * A JWT or a service token (`rcrt_...`), sent as `Authorization: Bearer <token>`. Needed when
+   * the service runs with `AUTH_MODE=jwt`, `token` or `jwt,token`; not needed when
+   * authentication is disabled.
    */
   token?: TokenSource | undefined;
   /** The `fetch` to use. Defaults to `globalThis.fetch`. */
@@ -627,10 +733,86 @@ export class RcrtClient {
   }
 
   // ---------------------------------------------------------------------------------------
+  // Service tokens
+  // ---------------------------------------------------------------------------------------
+
+  /**
+   * Mints a service token (`POST /auth/tokens`), no broader than the caller's credential: its
+   * roles a subset of the caller's, its workspaces within the caller's, its principal the
+   * caller's own unless the caller has `secrets.admin`, and its expiry no later than the
+   * caller's.
+   *
+   * The token is in the answer only: the service keeps a hash of it and cannot show it again.
+   * Store it as a secret and never log it.
+   *
+   * @param input - Name, roles, and optionally workspaces, lifetime and principal.
+   * @returns The token and its metadata.
+   * @throws {@link RcrtError} `forbidden` (403) without `tokens.create` or `secrets.admin`, or
+   *   when the token would be broader than the caller; `invalid_request` (400) for a bad name,
+   *   role, workspace or ttl.
+   */
+  async createToken(input: CreateTokenInput): Promise<CreatedToken> {
+    if (!isObject(input)) throw invalidArgument('createToken needs { name, roles }');
+    const body: Record<string, unknown> = { name: input.name, roles: input.roles };
+    if (input.workspaces !== undefined) body.workspaces = input.workspaces;
+    if (input.ttl !== undefined) body.ttl = input.ttl;
+    if (input.principal !== undefined) body.principal = input.principal;
+    return this.#json<CreatedToken>(
+      { method: 'POST', segments: ['auth', 'tokens'], body },
+      (v) => typeof v.token === 'string' && v.token !== '',
+    );
+  }
+
+  /**
+   * Lists service token metadata, one page at a time (`GET /auth/tokens`): every token of the
+   * tenant for a `secrets.admin` caller, otherwise the tokens the caller minted or acts as.
+   * Never the tokens themselves.
+   *
+   * @param query - Optional page size and cursor.
+   * @returns One page; follow `next_cursor` until it is `null` for the rest.
+   * @throws {@link RcrtError} `invalid_request` (400) for a bad limit or cursor.
+   */
+  async listTokens(query: ListTokensQuery = {}): Promise<TokenPage> {
+    return this.#json<TokenPage>({
+      method: 'GET',
+      segments: ['auth', 'tokens'],
+      query: { limit: query.limit, cursor: query.cursor },
+    });
+  }
+
+  /**
+   * Revokes a service token (`DELETE /auth/tokens/{id}`); requests made with it fail with 401
+   * from then on. A `secrets.admin` caller may revoke any token of the tenant, anyone else the
+   * tokens they minted or act as. Revoking a revoked token succeeds.
+   *
+   * @param id - The token's id (from {@link CreatedToken.id} or {@link listTokens}), not the
+   *   token itself.
+   * @throws {@link RcrtError} `not_found` (404) for an unknown token or one the caller may not
+   *   revoke, `invalid_id` (400) for a malformed id.
+   */
+  async revokeToken(id: string): Promise<void> {
+    if (typeof id === 'string' && id.trim().startsWith('rcrt_')) {
+      // Refused before it reaches a URL (and so a proxy's log, or an error message).
+      throw invalidArgument("revokeToken takes the token's id, not the token itself");
+    }
+    await this.#request({
+      method: 'DELETE',
+      segments: ['auth', 'tokens', segment('token id', id)],
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Transport
   // ---------------------------------------------------------------------------------------
 
-  async #json<T>(spec: RequestSpec): Promise<T> {
+  /**
+   * Sends `spec` and parses the answer as a JSON object; `expected`, if given, must hold for
+   * it. The body is never quoted in an error: it may hold secret values or a minted token.
+   */
+  async #json<T>(
+    spec: RequestSpec,
+    expected?: (body: Record<string, unknown>) => boolean,
+  ): Promise<T> {
     const { status, text, requestId } = await this.#request(spec);
     let parsed: unknown;
     try {
@@ -645,6 +827,14 @@ export class RcrtClient {
         status,
         code: 'invalid_response',
         message: `${spec.method} response (HTTP ${status}) was not a JSON object`,
+        requestId,
+      });
+    }
+    if (expected && !(isObject(parsed) && expected(parsed))) {
+      throw new RcrtError({
+        status,
+        code: 'invalid_response',
+        message: `${spec.method} response (HTTP ${status}) lacked the expected fields`,
         requestId,
       });
     }
@@ -667,7 +857,10 @@ export class RcrtClient {
     const route = `${spec.method} ${path}`;
 
     const headers: Record<string, string> = { accept: 'application/json', ...spec.headers };
-    const token = typeof this.#token === 'function' ? await this.#token() : this.#token;
+    const raw = typeof this.#token === 'function' ? await this.#token() : this.#token;
+    // Neither a JWT nor a service token contains whitespace: what surrounds one is the line
+    // break of a token file, which would otherwise make the header invalid.
+    const token = typeof raw === 'string' ? raw.trim() : raw;
     if (token) {
       if (!HEADER_SAFE.test(token)) throw invalidArgument('token must be printable ASCII');
       headers.authorization = `Bearer ${token}`;
@@ -728,8 +921,8 @@ export class RcrtClient {
 /**
  * Creates a client for an RCRT Secrets service.
  *
- * @param options - `baseUrl` (required), `token` when the service runs with `AUTH_MODE=jwt`,
- *   an optional `fetch` implementation and an optional `timeoutMs`.
+ * @param options - `baseUrl` (required), `token` (a JWT or service token) when the service
+ *   authenticates callers, an optional `fetch` implementation and an optional `timeoutMs`.
  * @returns The client.
  * @throws {@link RcrtError} `invalid_argument` for a missing or malformed `baseUrl`.
  *

@@ -44,19 +44,27 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /**
  * Starts rcrt-server and waits until GET /health answers.
  *
- * @param {{ env?: Record<string,string>, dir?: string }} [options] extra environment (e.g.
- *   AUTH_MODE=jwt ...) and an existing working directory to use.
+ * @param {{ env?: Record<string,string>, dir?: string, bootstrapAdminToken?: string }} [options]
+ *   extra environment (e.g. AUTH_MODE=jwt ...), an existing working directory to use, and a
+ *   service token (see serviceToken()) to write to `<dir>/bootstrap-admin.token` (mode 0600)
+ *   and pass as BOOTSTRAP_ADMIN_TOKEN_FILE; AUTH_MODE then defaults to `token`.
  * @returns {Promise<{ baseUrl: string, dir: string, logs: () => string, stop: () => Promise<void> }>}
  */
 export async function startServer(options = {}) {
   const bin = serverBinary();
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'rcrt-sdk-test-')));
+  let env = options.env ?? {};
+  if (options.bootstrapAdminToken !== undefined) {
+    const file = join(dir, 'bootstrap-admin.token');
+    await writeFile(file, `${options.bootstrapAdminToken}\n`, { mode: 0o600 });
+    env = { AUTH_MODE: 'token', BOOTSTRAP_ADMIN_TOKEN_FILE: file, ...env };
+  }
   let lastError;
   // A port found free can be taken before the server binds it: try a few.
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     try {
-      const server = await launch(bin, dir, port, options.env ?? {});
+      const server = await launch(bin, dir, port, env);
       return {
         ...server,
         dir,
@@ -133,6 +141,11 @@ async function launch(bin, dir, port, extraEnv) {
       clearTimeout(timer);
     },
   };
+}
+
+/** A new service token in the server's format: `rcrt_<32 lowercase hex>_<64 lowercase hex>`. */
+export function serviceToken() {
+  return `rcrt_${randomBytes(16).toString('hex')}_${randomBytes(32).toString('hex')}`;
 }
 
 /**
