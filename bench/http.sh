@@ -6,6 +6,8 @@
 # Usage: bench/http.sh
 # Knobs (environment): DURATION=10 (seconds per measurement) THREADS=2 CONNS=32 SEED=1000
 #   BACKENDS="sqlite postgres"  PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres
+#   AUTH_ROUNDS=0 (N > 0: after the suite, N alternating rounds of decrypt with AUTH_MODE=disabled
+#     and with AUTH_MODE=token on the same database and KEK, and their ratio)
 #   SKIP_BUILD=1 (use the existing release binary)
 #   BENCH_REV=<commit> (build a clean `git archive` export of that commit instead of the working
 #     tree, still into the default target dir; the working tree is shared with other sessions)
@@ -25,9 +27,10 @@ THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
 SEED=${SEED:-1000}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
+AUTH_ROUNDS=${AUTH_ROUNDS:-0}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-CMDLINE="DURATION=$DURATION THREADS=$THREADS CONNS=$CONNS SEED=$SEED BACKENDS=\"$BACKENDS\"${BENCH_REV:+ BENCH_REV=$BENCH_REV} bench/http.sh"
+CMDLINE="DURATION=$DURATION THREADS=$THREADS CONNS=$CONNS SEED=$SEED BACKENDS=\"$BACKENDS\" AUTH_ROUNDS=$AUTH_ROUNDS${BENCH_REV:+ BENCH_REV=$BENCH_REV} bench/http.sh"
 
 case "$PG_ADMIN_URL" in
   postgres://*@127.0.0.1:*/*|postgres://127.0.0.1:*/*) ;;
@@ -95,14 +98,23 @@ cpu_end() { # prints "server_cpu_pct machine_busy_pct"
                printf "%s %.0f%%\n", sc, 100 * (b1 - b0) / (a1 - a0) }'
 }
 
-start_server() { # name db_url
-  local name=$1 db_url=$2 kek
+start_server() { # name db_url [disabled|token]
+  local name=$1 db_url=$2 auth=${3:-disabled} kek
   PORT=$(free_port) || die "no free loopback port"
-  kek=$(openssl rand -base64 32)
   mkdir -p "$WORK/$name"
-  # A clean environment: only what the server needs (no DATABASE_URL, AUTH_MODE, .env, ...).
+  # One KEK per backend, so a restart in the other auth mode serves the same secrets.
+  [ -f "$WORK/$name/kek" ] || (umask 077 && openssl rand -base64 32 >"$WORK/$name/kek")
+  kek=$(cat "$WORK/$name/kek")
+  local auth_env=()
+  export RCRT_BENCH_TOKEN=""
+  if [ "$auth" = token ]; then
+    [ -f "$WORK/$name/token" ] || (umask 077 && echo "rcrt_$(openssl rand -hex 16)_$(openssl rand -hex 32)" >"$WORK/$name/token")
+    auth_env=(AUTH_MODE=token BOOTSTRAP_ADMIN_TOKEN_FILE="$WORK/$name/token")
+    RCRT_BENCH_TOKEN=$(cat "$WORK/$name/token")
+  fi
+  # A clean environment: only what the server needs (no DATABASE_URL, .env, ...).
   ( cd "$WORK/$name" && exec env -i PATH="$PATH" LOCAL_KEK_BASE64="$kek" RUST_LOG=warn \
-      DB_URL="$db_url" BIND_ADDR="127.0.0.1:$PORT" "$BIN" ) >"$WORK/$name/server.log" 2>&1 &
+      DB_URL="$db_url" BIND_ADDR="127.0.0.1:$PORT" "${auth_env[@]}" "$BIN" ) >>"$WORK/$name/server.log" 2>&1 &
   SERVER_PID=$!
   BASE="http://127.0.0.1:$PORT"
   for _ in $(seq 1 150); do
@@ -125,6 +137,7 @@ seed() { # name -> $WORK/name/ids (SEED ids), through the HTTP API, 16 requests 
       [ "$i" -lt "$SEED" ] && printf 'next\n'
     done
   } >"$dir/seed.curlrc"
+  [ -z "${RCRT_BENCH_TOKEN:-}" ] || die "seed with AUTH_MODE=disabled"
   timeout 300 curl --no-progress-meter --parallel --parallel-max 16 -K "$dir/seed.curlrc" \
     >"$dir/seed.log" 2>&1 || { cat "$dir/seed.log" >&2; die "seeding $name failed"; }
   cat "$dir"/seed/*.json | jq -r 'select(.id != null) | .id' >"$dir/ids"
@@ -185,6 +198,28 @@ run_http_suite() { # backend
   run_wrk "$backend" "health" health.lua /health
   run_wrk "$backend" "create" create.lua /secrets "b$(openssl rand -hex 4)"
   run_wrk "$backend" "decrypt" decrypt.lua /secrets "$WORK/$backend/ids"
+}
+
+# AUTH_ROUNDS alternating rounds of decrypt without and with token authentication, each on a
+# freshly started server over the same database and KEK (start with the server stopped).
+run_auth_rounds() { # backend db_url
+  local backend=$1 url=$2 round
+  [ "$AUTH_ROUNDS" -gt 0 ] || return 0
+  for round in $(seq 1 "$AUTH_ROUNDS"); do
+    for auth in disabled token; do
+      start_server "$backend" "$url" "$auth"
+      run_wrk "$backend" "decrypt-$auth-$round" decrypt.lua /secrets "$WORK/$backend/ids"
+      stop_server
+    done
+  done
+  export RCRT_BENCH_TOKEN=""
+}
+
+# The median of the AUTH_ROUNDS rates of backend/decrypt-<auth>-<round>.
+median_rate() { # backend auth
+  local round
+  for round in $(seq 1 "$AUTH_ROUNDS"); do echo "${RATE[$1/decrypt-$2-$round]}"; done \
+    | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
 
 run_pgbench() { # workload sqlfile db_url
@@ -255,6 +290,7 @@ for backend in $BACKENDS; do
       start_server sqlite rcrt.db   # the default file name, in a fresh temporary directory
       run_http_suite sqlite
       stop_server
+      run_auth_rounds sqlite rcrt.db
       ;;
     postgres)
       pg_up
@@ -266,6 +302,7 @@ for backend in $BACKENDS; do
       run_http_suite postgres
       # pgbench gets the machine to itself, like wrk had: stop the server first.
       stop_server
+      run_auth_rounds postgres "$PG_URL"
       timeout 30 psql "$PG_URL" -qX -v ON_ERROR_STOP=1 -f bench/pgbench/seed.sql \
         -c "\\copy bench_ids (id) from '$WORK/postgres/ids'" -c 'ANALYZE' >/dev/null
       run_pgbench pgbench_decrypt_tx decrypt_tx.sql "$PG_URL"
@@ -299,6 +336,11 @@ done
   for b in $BACKENDS; do
     echo "| $b create / $b /health | $(ratio "$b/create" "$b/health") |"
     echo "| $b decrypt / $b /health | $(ratio "$b/decrypt" "$b/health") |"
+    if [ "$AUTH_ROUNDS" -gt 0 ]; then
+      RATE["$b/decrypt-token-median"]=$(median_rate "$b" token)
+      RATE["$b/decrypt-disabled-median"]=$(median_rate "$b" disabled)
+      echo "| $b decrypt with a service token / without authentication (medians of $AUTH_ROUNDS alternating rounds; target >= 95%) | $(ratio "$b/decrypt-token-median" "$b/decrypt-disabled-median") |"
+    fi
   done
   case " $BACKENDS " in *" postgres "*)
     echo "| postgres HTTP decrypt / pgbench decrypt_tx tps (target >= 70%) | $(ratio postgres/decrypt postgres/pgbench_decrypt_tx) |"

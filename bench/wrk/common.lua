@@ -3,6 +3,17 @@
 -- sets `non2xx = 0`) and prints the one "RESULT ..." line that bench/http.sh and
 -- bench/rewrap.sh parse.
 
+-- With RCRT_BENCH_TOKEN set (a service token), every request carries it as a bearer token.
+local bench_token = os.getenv("RCRT_BENCH_TOKEN")
+
+-- Adds the Authorization header to `headers` when RCRT_BENCH_TOKEN is set; returns `headers`.
+function with_auth(headers)
+  if bench_token ~= nil and bench_token ~= "" then
+    headers["Authorization"] = "Bearer " .. bench_token
+  end
+  return headers
+end
+
 local threads = {}
 local next_tid = 0
 

@@ -8,7 +8,7 @@ package.path = (debug.getinfo(1, "S").source:match("^@(.-)[^/]*$") or "") .. "?.
 require("common")
 
 local prefix, counter, value
-local headers = { ["Content-Type"] = "application/json" }
+local headers = with_auth({ ["Content-Type"] = "application/json" })
 
 function init(args)
   prefix = (args[1] or "bench") .. "-t" .. tostring(tid)

@@ -12,7 +12,7 @@ local reqs, n, i
 function init(args)
   non2xx = 0
   local f = assert(io.open(args[1], "r"), "cannot open ids file " .. tostring(args[1]))
-  local headers = { ["Content-Type"] = "application/json" }
+  local headers = with_auth({ ["Content-Type"] = "application/json" })
   reqs = {}
   for id in f:lines() do
     if id ~= "" then

@@ -31,8 +31,9 @@
 #                   (systemd, Kubernetes) writes the values or the file paths where the service
 #                   reads them (EnvironmentFile=, a Secret) and then restarts it.
 # Optional:
-#   RCRT_TOKEN_FILE file holding a bearer token (JWT) with the secrets.admin role, for a service
-#                   with AUTH_MODE=jwt (sent from a private header file, never on a command line)
+#   RCRT_TOKEN_FILE file holding a bearer token (a JWT or a service token) with the rcrt.operator
+#                   role, for a service with authentication on (sent from a private header file,
+#                   never on a command line)
 #   DB_URL          the store (postgres://... or a SQLite path) for the `rcrt kek verify` step
 #   FINALIZE        1: restart with the new KEK alone at the end (default 0: print how to)
 #   RCRT_BIN        the rcrt CLI (default: rcrt on PATH)
@@ -155,7 +156,7 @@ code=$(curl -sS --max-time 10 "${auth[@]}" -o /dev/null -w '%{http_code}' \
   "$RCRT_URL/admin/kek/status" 2>/dev/null || true)
 case $code in
   2??) ;;
-  401 | 403) die "the admin API refused GET /admin/kek/status (HTTP $code): set RCRT_TOKEN_FILE to a file holding a token with the secrets.admin role" ;;
+  401 | 403) die "the admin API refused GET /admin/kek/status (HTTP $code): set RCRT_TOKEN_FILE to a file holding a token with the rcrt.operator role" ;;
   000 | "") die "cannot reach $RCRT_URL: is the service running at RCRT_URL?" ;;
   *) die "GET $RCRT_URL/admin/kek/status answered HTTP $code" ;;
 esac

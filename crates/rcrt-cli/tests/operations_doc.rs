@@ -1286,9 +1286,12 @@ fn rotation_script_sends_an_admin_token_with_jwt_auth() {
             "secrets.write",
             "secrets.read",
             "secrets.decrypt",
+            "rcrt.operator",
         ],
     );
     let reader = mint_jwt(&hs_secret, &["secrets.read"]);
+    // A tenant administrator is no operator: the KEK endpoints refuse it too.
+    let tenant_admin = mint_jwt(&hs_secret, &["secrets.admin", "secrets.read"]);
     let expected = rt.block_on(create_secrets(
         &Api::with_token(run.supervisor.url(), &admin),
         0..30,
@@ -1299,16 +1302,21 @@ fn rotation_script_sends_an_admin_token_with_jwt_auth() {
         write_file(&p, &format!("{token}\n"), 0o600);
         p.display().to_string()
     };
-    let (admin_file, reader_file) = (
+    let (admin_file, reader_file, tenant_admin_file) = (
         token_file("admin.jwt", &admin),
         token_file("reader.jwt", &reader),
+        token_file("tenant-admin.jwt", &tenant_admin),
     );
     let new_file = run.root.path().join("kek-new.txt");
 
-    // Without a token, and with one lacking secrets.admin: refused before anything changes.
+    // Without a token, and with one lacking rcrt.operator: refused before anything changes.
     for (extra, code) in [
         (vec![], "HTTP 401"),
         (vec![("RCRT_TOKEN_FILE", reader_file.as_str())], "HTTP 403"),
+        (
+            vec![("RCRT_TOKEN_FILE", tenant_admin_file.as_str())],
+            "HTTP 403",
+        ),
     ] {
         let out = run.run(&new_file, &extra);
         assert_eq!(out.status.code(), Some(1), "{}", show(&out));

@@ -287,6 +287,13 @@ impl Config {
             ..defaults
         };
         let bootstrap_token_file = plain("BOOTSTRAP_ADMIN_TOKEN_FILE").map(PathBuf::from);
+        if bootstrap_token_file.is_some() && !auth.tokens {
+            return Err(ConfigError::Invalid {
+                var: "BOOTSTRAP_ADMIN_TOKEN_FILE",
+                reason: "needs AUTH_MODE=token or jwt,token (this server would not accept the token)"
+                    .into(),
+            });
+        }
         let bootstrap_token_output = plain("BOOTSTRAP_TOKEN_OUTPUT_FILE")
             .map(PathBuf::from)
             .unwrap_or_else(|| default_bootstrap_output(&db_url));
@@ -384,6 +391,13 @@ mod tests {
             let c = cfg(&pairs).unwrap();
             assert!(c.auth.tokens && c.auth.jwt.is_some(), "{both}");
         }
+        // A bootstrap token on a server that accepts no token is a mistake.
+        assert!(cfg(&[("BOOTSTRAP_ADMIN_TOKEN_FILE", "/t")]).is_err());
+        let mut pairs = vec![("AUTH_MODE", "jwt"), ("BOOTSTRAP_ADMIN_TOKEN_FILE", "/t")];
+        pairs.extend_from_slice(&jwt_env);
+        assert!(cfg(&pairs).is_err());
+        let c = cfg(&[("AUTH_MODE", "token"), ("BOOTSTRAP_ADMIN_TOKEN_FILE", "/t")]).unwrap();
+        assert_eq!(c.bootstrap_token_file, Some(PathBuf::from("/t")));
         // jwt,token still needs the JWT settings.
         assert!(cfg(&[("AUTH_MODE", "jwt,token")]).is_err());
         for bad in ["magic", "disabled,token", "jwt;token", "", "token,"] {

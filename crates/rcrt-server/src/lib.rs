@@ -78,7 +78,7 @@ pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
         },
         tokens: *tokens,
     };
-    if *tokens || config.bootstrap_token_file.is_some() {
+    if *tokens {
         bootstrap::run(
             &service,
             config.bootstrap_token_file.as_deref(),
