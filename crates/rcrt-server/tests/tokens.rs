@@ -932,3 +932,56 @@ async fn non_loopback_defaults_to_tokens_and_disabled_there_warns() {
     );
     assert!(!dir.path().join("bootstrap-token").exists());
 }
+
+/// The guide's "Example Production Setup Script", verbatim (`tests/data/`, copied from the
+/// guide) except for its log file, which goes to the test's directory instead of `/var/log`,
+/// against a server started with the defaults: loopback, port 8081, authentication disabled.
+/// Its KEK source is HashiCorp Vault (a `vault` stand-in on PATH prints the KEK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guides_setup_script_passes_against_a_default_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let kek = gen_kek();
+    let server = ServerProcess::start_at(
+        &server_config(None, &dir, &[("LOCAL_KEK_BASE64", &kek)]),
+        "127.0.0.1",
+        8081,
+    );
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let vault = bin.join("vault");
+    std::fs::write(&vault, format!("#!/bin/sh\necho '{kek}'\n")).unwrap();
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let log = dir.path().join("rcrt-setup.log");
+    let script = include_str!("data/guide-setup-rcrt-secrets.sh")
+        .replace("/var/log/rcrt-setup.log", log.to_str().unwrap());
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("ENVIRONMENT", "production")
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("RCRT secrets service is operational"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&kek) && !stderr.contains(&kek));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("Production secrets service initialized"));
+    // It cleaned up its test secret.
+    let c = Client::new(server.base_url());
+    let r = c
+        .req(Method::GET, "/secrets", Header::None, None)
+        .await
+        .expect(200);
+    assert_eq!(r.json()["items"], json!([]), "{}", r.ctx());
+}

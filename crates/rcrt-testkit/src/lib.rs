@@ -216,7 +216,12 @@ impl ServerProcess {
     /// [`ServerProcess::start`] with `BIND_ADDR` on `host` (an IPv4 address; `0.0.0.0` for a
     /// non-loopback bind that is still reached through 127.0.0.1).
     pub fn start_on(cfg: &ServerConfig, host: &str) -> Self {
-        let port = free_port();
+        Self::start_at(cfg, host, free_port())
+    }
+
+    /// [`ServerProcess::start`] on a given `host` and `port` (e.g. the default 8081 for a
+    /// script that has it written in).
+    pub fn start_at(cfg: &ServerConfig, host: &str, port: u16) -> Self {
         let log = cfg
             .workdir
             .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
