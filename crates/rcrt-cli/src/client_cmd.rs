@@ -1,4 +1,5 @@
-//! Client commands: `rcrt secrets create|list|get|update|delete`, `rcrt vault create|get`.
+//! Client commands: `rcrt secrets create|list|get|update|delete`, `rcrt vault create|get`
+//! (`rcrt token ...` lives in `token.rs` and uses [`run`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,7 +20,8 @@ pub(crate) enum VaultFormat {
     Json,
 }
 
-fn run<T>(
+/// Runs `f` with a client of the server `server` names, on a runtime of its own.
+pub(crate) fn run<T>(
     server: &ServerArgs,
     f: impl AsyncFnOnce(Client) -> Result<T, rcrt_client::ClientError>,
 ) -> Result<T, String> {
@@ -33,7 +35,8 @@ fn run<T>(
         .map_err(|e| e.to_string())
 }
 
-fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+/// Prints `value` as pretty JSON on stdout.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     println!(
         "{}",
         serde_json::to_string_pretty(value).map_err(|e| e.to_string())?

@@ -78,15 +78,37 @@ pub(crate) fn server(
         .or_else(|| env("RCRT_URL").map(|v| v.to_string()))
         .unwrap_or_else(|| "http://127.0.0.1:8081".to_owned());
     let token = match &args.token_file {
-        Some(path) => Some(Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .trim()
-                .to_owned(),
-        )),
-        None => env("RCRT_TOKEN"),
+        Some(path) => Some(token_file(path)?),
+        None => env("RCRT_TOKEN").map(|t| Zeroizing::new(t.trim().to_owned())),
     };
     Ok((url, token))
+}
+
+/// A token (JWT or service token) from a file; surrounding whitespace is dropped. Warns on
+/// stderr when every user may read the file. Errors name the file, never its content.
+fn token_file(path: &std::path::Path) -> Result<Zeroizing<String>, String> {
+    let raw = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    let token = Zeroizing::new(raw.trim().to_owned());
+    if token.is_empty() {
+        return Err(format!("token file {} is empty", path.display()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o004 != 0 {
+                eprintln!(
+                    "rcrt: warning: token file {} is readable by every user (mode {mode:04o}); run `chmod 600` on it",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(token)
 }
 
 /// A secret value from `--value-file` or stdin; one trailing newline (from `echo`) is dropped.

@@ -1,13 +1,15 @@
 //! `rcrt`: the RCRT Secrets operator CLI.
 //!
-//! Key material is read only from the environment, files, or stdin, never from arguments, and is
-//! printed only by the commands whose job is to print a key (`kek generate`, `kek combine`).
+//! Key material and tokens are read only from the environment, files, or stdin, never from
+//! arguments, and are printed only by the commands whose job is to print them (`kek generate`,
+//! `kek combine`, `token generate`, `token create`).
 //! Exit codes: 0 success, 1 rejected input or a failed check, 2 usage error.
 
 mod client_cmd;
 mod input;
 mod kek;
 mod maintenance;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,16 +34,20 @@ enum Command {
     /// Vaults: named sets of secrets in a workspace (through the HTTP API).
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Service tokens (`rcrt_...`): generate offline; create, list, revoke (through the HTTP API).
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// The server for client commands: `--url`, else RCRT_URL, else http://127.0.0.1:8081.
-/// The token: `--token-file`, else RCRT_TOKEN (none when the server runs without auth).
+/// The token: `--token-file`, else RCRT_TOKEN (none when the server runs without auth). A JWT or
+/// an `rcrt_...` service token; either is sent as `Authorization: Bearer`.
 #[derive(clap::Args, Clone)]
 pub(crate) struct ServerArgs {
-    /// The server's base URL.
+    /// The server's base URL [default: RCRT_URL, else http://127.0.0.1:8081].
     #[arg(long)]
     url: Option<String>,
-    /// A file holding the bearer token.
+    /// A file holding your token (a JWT or an rcrt_ service token) [default: RCRT_TOKEN].
     #[arg(long)]
     token_file: Option<PathBuf>,
 }
@@ -167,6 +173,67 @@ enum VaultCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = client_cmd::VaultFormat::Env)]
         format: client_cmd::VaultFormat,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new service token and nothing else (offline; no server needed).
+    ///
+    /// The token (`rcrt_<32 hex id>_<64 hex secret>`) and a newline go to stdout, e.g. into the
+    /// file BOOTSTRAP_ADMIN_TOKEN_FILE names (a Docker or Kubernetes secret, mode 0600).
+    Generate,
+    /// Mint a service token no broader than yours; print it once.
+    ///
+    /// Needs secrets.admin or tokens.create. The roles and workspaces must be within yours and
+    /// the token cannot outlive your own (else 403 forbidden). Text format: the token alone on
+    /// stdout (`> ci.token` captures it), a one-line summary (id, expiry) on stderr.
+    #[command(
+        after_help = "Roles: secrets.read, secrets.decrypt, secrets.write, secrets.admin, \
+tokens.create, rcrt.operator.\n\nExample:\n  rcrt token create ci --role secrets.read,secrets.decrypt \
+--workspace w1 --ttl 30d > ci.token"
+    )]
+    Create {
+        /// A label for people (e.g. ci-deploy).
+        name: String,
+        /// A role to grant; repeat the flag or separate roles with commas.
+        #[arg(long = "role", required = true, value_name = "ROLE")]
+        roles: Vec<String>,
+        /// A workspace the token may reach; repeat the flag or separate with commas.
+        #[arg(long = "workspace", value_name = "WORKSPACE")]
+        workspaces: Vec<String>,
+        /// Lifetime: seconds, or a duration such as 30d, 12h, "1h 30m" [server default: 30d;
+        /// at most 366d, and not beyond your own token's expiry].
+        #[arg(long)]
+        ttl: Option<String>,
+        /// The principal it acts as [default: yours; another needs secrets.admin].
+        #[arg(long)]
+        principal: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = token::CreateFormat::Text)]
+        format: token::CreateFormat,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List tokens' metadata, all pages (never a token itself).
+    ///
+    /// With secrets.admin: every token of your tenant; otherwise those you created or act as.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = token::ListFormat::Table)]
+        format: token::ListFormat,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Revoke a token by its id (from `rcrt token list`); it stops working at once.
+    ///
+    /// With secrets.admin: any token of your tenant; otherwise one you created or act as.
+    /// Revoking is permanent; revoking twice is fine.
+    Revoke {
+        /// The token's id.
+        id: String,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -300,6 +367,28 @@ fn main() -> ExitCode {
             format,
             server,
         }) => client_cmd::vault_get(&server, &vault, &reason, workspace.as_deref(), format),
+        Command::Token(TokenCommand::Generate) => token::generate(),
+        Command::Token(TokenCommand::Create {
+            name,
+            roles,
+            workspaces,
+            ttl,
+            principal,
+            format,
+            server,
+        }) => token::create(
+            &server,
+            token::CreateArgs {
+                name,
+                roles,
+                workspaces,
+                ttl,
+                principal,
+                format,
+            },
+        ),
+        Command::Token(TokenCommand::List { format, server }) => token::list(&server, format),
+        Command::Token(TokenCommand::Revoke { id, server }) => token::revoke(&server, &id),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

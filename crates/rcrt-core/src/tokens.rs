@@ -105,10 +105,13 @@ pub enum BootstrapState {
     Revoked,
 }
 
-/// Verified tokens by id (`None`: no such token), with when they were read.
+/// A looked-up token (`None`: no such token) and when it was read.
+type CacheEntry = (Option<Arc<TokenRecord>>, Instant);
+
+/// Verified tokens by id.
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    entries: Mutex<HashMap<TokenId, (Option<Arc<TokenRecord>>, Instant)>>,
+    entries: Mutex<HashMap<TokenId, CacheEntry>>,
 }
 
 impl TokenCache {

@@ -290,8 +290,9 @@ impl Config {
         if bootstrap_token_file.is_some() && !auth.tokens {
             return Err(ConfigError::Invalid {
                 var: "BOOTSTRAP_ADMIN_TOKEN_FILE",
-                reason: "needs AUTH_MODE=token or jwt,token (this server would not accept the token)"
-                    .into(),
+                reason:
+                    "needs AUTH_MODE=token or jwt,token (this server would not accept the token)"
+                        .into(),
             });
         }
         let bootstrap_token_output = plain("BOOTSTRAP_TOKEN_OUTPUT_FILE")

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use rcrt_testkit::{free_port, ServerConfig, ServerProcess, TempDir, TempPgDb};
+use rcrt_testkit::{ServerConfig, ServerProcess, TempDir, TempPgDb};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
