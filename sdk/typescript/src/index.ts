@@ -202,7 +202,8 @@ export interface CreateTokenInput {
   workspaces?: string[] | undefined;
   /**
    * The lifetime: seconds (`3600`) or a duration such as `'30d'`, `'12h'`, `'90m'`. Defaults to
-   * 30 days; at most 366 days, and never beyond the expiry of the caller's own credential.
+   * 30 days (or what remains of the caller's service token, if less); at most 366 days, and
+   * never beyond the expiry of the caller's own service token.
    */
   ttl?: string | number | undefined;
   /**
@@ -739,8 +740,8 @@ export class RcrtClient {
   /**
    * Mints a service token (`POST /auth/tokens`), no broader than the caller's credential: its
    * roles a subset of the caller's, its workspaces within the caller's, its principal the
-   * caller's own unless the caller has `secrets.admin`, and its expiry no later than the
-   * caller's.
+   * caller's own unless the caller has `secrets.admin`, and its expiry no later than that of the
+   * service token the caller uses (a JWT caller has no such limit).
    *
    * The token is in the answer only: the service keeps a hash of it and cannot show it again.
    * Store it as a secret and never log it.
