@@ -193,11 +193,17 @@ impl RewrapJob {
     }
 
     fn snapshot(&self, remaining: u64) -> RewrapStatus {
-        let (state, failed) = self
+        let (mut state, mut failed) = self
             .state
             .lock()
             .map(|s| *s)
             .unwrap_or((RewrapState::Failed, 0));
+        // A failed pass whose work is nonetheless done (the store failed after the last batch
+        // committed, another replica finished, the refused rows were deleted) has completed:
+        // say so now rather than at the next pass.
+        if state == RewrapState::Failed && remaining == 0 {
+            (state, failed) = (RewrapState::Completed, 0);
+        }
         RewrapStatus {
             state,
             remaining,
@@ -214,12 +220,19 @@ impl RewrapJob {
 
     async fn run_forever(self: Arc<Self>) {
         let mut triggered = self.settings.auto_start;
+        // A pass the store cut short is taken up again at the next poll, started by hand or
+        // not: the store coming back is enough.
+        let mut interrupted = false;
         loop {
             if triggered {
-                if let Err(e) = self.pass().await {
-                    tracing::error!(error = %e, "background re-wrap stopped");
-                    self.set(RewrapState::Failed, 0);
-                }
+                interrupted = match self.pass().await {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::error!(error = %e, "background re-wrap stopped; retrying at the next poll");
+                        self.set(RewrapState::Failed, 0);
+                        true
+                    }
+                };
             }
             let waiting = self
                 .state
@@ -229,7 +242,7 @@ impl RewrapJob {
             tokio::select! {
                 _ = self.wake.notified() => triggered = true,
                 _ = tokio::time::sleep(self.settings.poll) => {
-                    triggered = self.settings.auto_start || waiting;
+                    triggered = self.settings.auto_start || waiting || interrupted;
                 }
             }
         }
@@ -239,10 +252,16 @@ impl RewrapJob {
     async fn pass(&self) -> Result<(), CoreError> {
         if self.maintenance.remaining().await? == 0 {
             // Whoever did the work (this replica or another), it is done now.
+            // A failed pass is done as well, now that nothing remains.
             let was_busy = self
                 .state
                 .lock()
-                .map(|s| matches!(s.0, RewrapState::Running | RewrapState::Waiting))
+                .map(|s| {
+                    matches!(
+                        s.0,
+                        RewrapState::Running | RewrapState::Waiting | RewrapState::Failed
+                    )
+                })
                 .unwrap_or(false);
             if was_busy {
                 self.set(RewrapState::Completed, 0);

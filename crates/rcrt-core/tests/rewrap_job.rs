@@ -1,0 +1,137 @@
+//! The background re-wrap's status after a database blip, over a real SQLite store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcrt_core::maintenance::Maintenance;
+use rcrt_core::rewrap_job::{RewrapJob, RewrapSettings, RewrapState, RewrapStatus};
+use rcrt_core::{CreateSecret, Limits, RequestContext, Service, SystemClock};
+use rcrt_crypto::Kek;
+use rcrt_keys::LocalKeyring;
+use rcrt_store::{SqliteStore, Store};
+use rcrt_types::{Principal, Scope};
+use zeroize::Zeroizing;
+
+fn kek(b: u8) -> Kek {
+    Kek::from_bytes(Zeroizing::new([b; 32]))
+}
+
+async fn wait_for(job: &RewrapJob, what: &str, ok: impl Fn(&RewrapStatus) -> bool) -> RewrapStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = job.status().await.unwrap();
+        if ok(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The store fails once, right after the last batch committed (renewing the lease): nothing is
+/// left to do, so the status must say `completed`, not stay at `failed`; and with work left, the
+/// job resumes by itself once the store answers again, even when it was started by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_blip_does_not_leave_the_status_at_failed() {
+    let dir = rcrt_testkit::TempDir::new();
+    let path = dir.path().join("s.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).await.unwrap());
+    let svc = Service::new(
+        store.clone(),
+        Arc::new(LocalKeyring::new(kek(1), vec![])),
+        Arc::new(SystemClock),
+        Limits::default(),
+    );
+    let ctx = RequestContext {
+        principal: Principal::anonymous(),
+        request_id: "r1".into(),
+    };
+    for i in 0..5 {
+        svc.create(
+            &ctx,
+            CreateSecret {
+                name: format!("S{i}").parse().unwrap(),
+                scope: Scope::global(),
+                value: Zeroizing::new("v".into()),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let job_over = |store: Arc<dyn Store>| {
+        RewrapJob::new(
+            Arc::new(Maintenance::new(
+                store,
+                Arc::new(LocalKeyring::new(kek(2), vec![kek(1)])),
+                Arc::new(SystemClock),
+            )),
+            RewrapSettings {
+                batch_size: 1000,
+                max_rows_per_sec: 0,
+                auto_start: false,
+                poll: Duration::from_millis(50),
+                lease_ttl: Duration::from_secs(30),
+            },
+        )
+    };
+
+    // 1. Every row is re-wrapped in the first batch; renewing the lease afterwards fails.
+    conn.execute_batch(
+        "CREATE TRIGGER blip BEFORE UPDATE ON rcrt_leases BEGIN SELECT RAISE(ABORT, 'blip'); END;",
+    )
+    .unwrap();
+    let job = job_over(store.clone());
+    let handle = job.spawn();
+    job.trigger();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Maintenance::new(
+        store.clone(),
+        Arc::new(LocalKeyring::new(kek(2), vec![kek(1)])),
+        Arc::new(SystemClock),
+    )
+    .remaining()
+    .await
+    .unwrap()
+        > 0
+    {
+        assert!(Instant::now() < deadline, "the batch never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give the job time to hit the failing renewal and to poll again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.execute_batch("DROP TRIGGER blip").unwrap();
+    let status = job.status().await.unwrap();
+    assert_eq!(
+        (status.state, status.remaining, status.failed),
+        (RewrapState::Completed, 0, 0),
+        "{status:?}"
+    );
+    assert_eq!(status.rewrapped_total, 5);
+    handle.abort();
+
+    // 2. With work left, a failing batch leaves `failed`; the job resumes by itself once the
+    // store answers, although it was started by hand (auto_start off).
+    svc.update(
+        &ctx,
+        svc.list(&ctx, None, None, None, None).await.unwrap().items[0].id,
+        Zeroizing::new("v2".into()),
+        None,
+    )
+    .await
+    .unwrap(); // a version under KEK 1 (the service still writes with it)
+    conn.execute_batch(
+        "CREATE TRIGGER blip BEFORE UPDATE ON secret_versions BEGIN SELECT RAISE(ABORT, 'blip'); END;",
+    )
+    .unwrap();
+    let job = job_over(store.clone());
+    let handle = job.spawn();
+    job.trigger();
+    let failed = wait_for(&job, "failed", |s| s.state == RewrapState::Failed).await;
+    assert_eq!(failed.remaining, 1, "{failed:?}");
+    conn.execute_batch("DROP TRIGGER blip").unwrap();
+    let done = wait_for(&job, "completed", |s| s.state == RewrapState::Completed).await;
+    assert_eq!((done.remaining, done.failed), (0, 0), "{done:?}");
+    handle.abort();
+}
