@@ -23,7 +23,8 @@ const DEFAULT_PAGE: u32 = 100;
 /// Retries of an update that lost a race (without If-Match) before giving up with 503.
 const UPDATE_RETRIES: usize = 32;
 
-/// A decrypt's reason: required, trimmed, at most 1024 characters.
+/// A decrypt's reason: required, trimmed, at most 1024 characters, no control characters (a
+/// NUL would make PostgreSQL refuse the audit row; a newline would forge lines in exports).
 pub(crate) fn check_reason(reason: Option<&str>) -> Result<String, CoreError> {
     let reason = reason.map(str::trim).unwrap_or_default();
     if reason.is_empty() {
@@ -34,7 +35,24 @@ pub(crate) fn check_reason(reason: Option<&str>) -> Result<String, CoreError> {
             "reason must be at most {MAX_REASON_CHARS} characters"
         )));
     }
+    if reason.chars().any(char::is_control) {
+        return Err(CoreError::Invalid(
+            "reason must not contain control characters".into(),
+        ));
+    }
     Ok(reason.to_owned())
+}
+
+/// The caller's fields that go into every audit row (its user id and tenant, from a token or a
+/// JWT) must be storable as they are: no control characters.
+pub(crate) fn check_caller(ctx: &RequestContext) -> Result<(), CoreError> {
+    let p = &ctx.principal;
+    if p.user_id.chars().any(char::is_control) || p.tenant.as_str().chars().any(char::is_control) {
+        return Err(CoreError::Invalid(
+            "the caller's principal or tenant contains control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Unwraps a stored DEK with the KEK its row names (no trial decryption). One place for the
@@ -225,7 +243,34 @@ impl Service {
         }
     }
 
-    /// Writes a failure row; a failure to write it is logged, the original error still returned.
+    /// Writes the row of a refused or failed operation and returns `error` for the caller, or,
+    /// when the row cannot be written, [`CoreError::Unavailable`] instead: fail closed, so no
+    /// access attempt (a probe included) goes unrecorded, and the caller learns nothing from it.
+    pub(crate) async fn fail(
+        &self,
+        ctx: &RequestContext,
+        (action, secret_id): (AuditAction, Option<SecretId>),
+        reason: Option<String>,
+        outcome: AuditOutcome,
+        error: CoreError,
+    ) -> CoreError {
+        self.write_failure(self.audit(ctx, action, secret_id, reason, outcome))
+            .await
+            .err()
+            .unwrap_or(error)
+    }
+
+    /// Writes a failure row; an error if it could not be written (see [`Service::fail`]).
+    pub(crate) async fn write_failure(&self, entry: AuditEntry) -> Result<(), CoreError> {
+        let request_id = entry.request_id.clone();
+        self.store.append_audit(entry).await.map_err(|e| {
+            tracing::error!(error = %e, request_id = %request_id, "could not write the audit row of a refused or failed request; answering 503");
+            CoreError::Unavailable(e)
+        })
+    }
+
+    /// Writes a failure row; a failure to write it is only logged. Prefer [`Service::fail`],
+    /// which fails closed.
     pub(crate) async fn audit_failure(
         &self,
         ctx: &RequestContext,
@@ -234,14 +279,13 @@ impl Service {
         reason: Option<String>,
         outcome: AuditOutcome,
     ) {
-        let entry = self.audit(ctx, action, secret_id, reason, outcome);
-        if let Err(e) = self.store.append_audit(entry).await {
-            tracing::error!(error = %e, request_id = %ctx.request_id, "could not write audit row");
-        }
+        let _ = self
+            .write_failure(self.audit(ctx, action, secret_id, reason, outcome))
+            .await;
     }
 
     /// Audits a refused or missing access and answers it as a missing secret, so callers
-    /// cannot tell the two apart.
+    /// cannot tell the two apart (or 503 if the row cannot be written).
     pub(crate) async fn missing(
         &self,
         ctx: &RequestContext,
@@ -250,9 +294,14 @@ impl Service {
         reason: Option<String>,
         outcome: AuditOutcome,
     ) -> CoreError {
-        self.audit_failure(ctx, action, secret_id, reason, outcome)
-            .await;
-        CoreError::NotFound
+        self.fail(
+            ctx,
+            (action, secret_id),
+            reason,
+            outcome,
+            CoreError::NotFound,
+        )
+        .await
     }
 
     /// Passes a looked-up secret through if the caller may do `needed` to it. A missing secret
@@ -265,6 +314,7 @@ impl Service {
         found: Option<T>,
         scope: impl Fn(&T) -> &Scope,
     ) -> Result<T, CoreError> {
+        check_caller(ctx)?;
         match found {
             Some(item) if authz::allows(&ctx.principal, needed, scope(&item)) => Ok(item),
             found => {
@@ -329,10 +379,17 @@ impl Service {
         ctx: &RequestContext,
         req: CreateSecret,
     ) -> Result<SecretMeta, CoreError> {
+        check_caller(ctx)?;
         if !authz::allows(&ctx.principal, Action::Write, &req.scope) {
-            self.audit_failure(ctx, AuditAction::Create, None, None, AuditOutcome::Denied)
-                .await;
-            return Err(CoreError::Forbidden("creating secrets in this scope"));
+            return Err(self
+                .fail(
+                    ctx,
+                    (AuditAction::Create, None),
+                    None,
+                    AuditOutcome::Denied,
+                    CoreError::Forbidden("creating secrets in this scope"),
+                )
+                .await);
         }
         self.check_value(&req.value)?;
         let id = SecretId::new();
@@ -366,11 +423,15 @@ impl Service {
             .await
         {
             Ok(()) => Ok(meta),
-            Err(StoreError::NameTaken) => {
-                self.audit_failure(ctx, AuditAction::Create, None, None, AuditOutcome::Failure)
-                    .await;
-                Err(CoreError::NameTaken)
-            }
+            Err(StoreError::NameTaken) => Err(self
+                .fail(
+                    ctx,
+                    (AuditAction::Create, None),
+                    None,
+                    AuditOutcome::Failure,
+                    CoreError::NameTaken,
+                )
+                .await),
             Err(e) => Err(e.into()),
         }
     }
@@ -444,18 +505,20 @@ impl Service {
         id: SecretId,
         reason: Option<&str>,
     ) -> Result<(Plaintext, Version), CoreError> {
+        check_caller(ctx)?;
         let reason = match check_reason(reason) {
             Ok(r) => r,
             Err(e) => {
-                self.audit_failure(
-                    ctx,
-                    AuditAction::Decrypt,
-                    Some(id),
-                    None,
-                    AuditOutcome::Failure,
-                )
-                .await;
-                return Err(e);
+                // The row records the attempt, not the refused reason.
+                return Err(self
+                    .fail(
+                        ctx,
+                        (AuditAction::Decrypt, Some(id)),
+                        None,
+                        AuditOutcome::Failure,
+                        e,
+                    )
+                    .await);
             }
         };
         let found = self.store.get_current(&ctx.principal.tenant, id).await?;
@@ -473,15 +536,15 @@ impl Service {
             Err(e) => {
                 self.metrics.decrypt_failed();
                 tracing::error!(secret_id = %id, kek_id = %record.kek_id, "stored secret failed to decrypt");
-                self.audit_failure(
-                    ctx,
-                    AuditAction::Decrypt,
-                    Some(id),
-                    Some(reason),
-                    AuditOutcome::Failure,
-                )
-                .await;
-                return Err(e);
+                return Err(self
+                    .fail(
+                        ctx,
+                        (AuditAction::Decrypt, Some(id)),
+                        Some(reason),
+                        AuditOutcome::Failure,
+                        e,
+                    )
+                    .await);
             }
         };
         // Fail closed: no durable audit row, no plaintext.

@@ -23,7 +23,7 @@ use rcrt_types::{
 use zeroize::Zeroizing;
 
 use crate::authz;
-use crate::service::{RequestContext, Service};
+use crate::service::{check_caller, RequestContext, Service};
 use crate::CoreError;
 
 /// How long a verified (or unknown) token id is answered from memory. A revocation made on
@@ -176,17 +176,19 @@ impl Service {
         }
     }
 
+    /// Writes the row of a refused token operation and returns `error`, or 503 if the row
+    /// cannot be written (see [`Service::fail`]).
     async fn token_denied(
         &self,
         ctx: &RequestContext,
-        action: AuditAction,
-        token_id: Option<TokenId>,
+        (action, token_id): (AuditAction, Option<TokenId>),
         outcome: AuditOutcome,
-    ) {
-        let entry = self.token_audit(ctx, action, token_id, outcome);
-        if let Err(e) = self.store.append_audit(entry).await {
-            tracing::error!(error = %e, request_id = %ctx.request_id, "could not write audit row");
-        }
+        error: CoreError,
+    ) -> CoreError {
+        self.write_failure(self.token_audit(ctx, action, token_id, outcome))
+            .await
+            .err()
+            .unwrap_or(error)
     }
 
     /// Mints a token no broader than the caller (see the module docs). The token string is in
@@ -197,6 +199,7 @@ impl Service {
         ctx: &RequestContext,
         req: MintToken,
     ) -> Result<MintedToken, CoreError> {
+        check_caller(ctx)?;
         check_text(&req.name, 128, "name")?;
         if let Some(p) = &req.principal {
             check_text(p, 256, "principal")?;
@@ -242,9 +245,14 @@ impl Service {
             &req.workspaces,
             expires_at,
         ) {
-            self.token_denied(ctx, AuditAction::TokenCreate, None, AuditOutcome::Denied)
-                .await;
-            return Err(CoreError::Forbidden(why));
+            return Err(self
+                .token_denied(
+                    ctx,
+                    (AuditAction::TokenCreate, None),
+                    AuditOutcome::Denied,
+                    CoreError::Forbidden(why),
+                )
+                .await);
         }
         let token = ServiceToken::generate().map_err(|e| CoreError::Internal(e.to_string()))?;
         let id = TokenId::from(token.id());
@@ -319,30 +327,31 @@ impl Service {
     /// or acts as. Anything else answers 404, like a missing token. Revoking twice is fine.
     #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
     pub async fn revoke_token(&self, ctx: &RequestContext, id: TokenId) -> Result<(), CoreError> {
+        check_caller(ctx)?;
         let found = self
             .store
             .find_token(id)
             .await?
             .filter(|t| t.tenant == ctx.principal.tenant);
         let Some(record) = found else {
-            self.token_denied(
-                ctx,
-                AuditAction::TokenRevoke,
-                Some(id),
-                AuditOutcome::Failure,
-            )
-            .await;
-            return Err(CoreError::TokenNotFound);
+            return Err(self
+                .token_denied(
+                    ctx,
+                    (AuditAction::TokenRevoke, Some(id)),
+                    AuditOutcome::Failure,
+                    CoreError::TokenNotFound,
+                )
+                .await);
         };
         if !authz::may_revoke(&ctx.principal, &record.created_by, &record.principal) {
-            self.token_denied(
-                ctx,
-                AuditAction::TokenRevoke,
-                Some(id),
-                AuditOutcome::Denied,
-            )
-            .await;
-            return Err(CoreError::TokenNotFound);
+            return Err(self
+                .token_denied(
+                    ctx,
+                    (AuditAction::TokenRevoke, Some(id)),
+                    AuditOutcome::Denied,
+                    CoreError::TokenNotFound,
+                )
+                .await);
         }
         let audit = self.token_audit(
             ctx,

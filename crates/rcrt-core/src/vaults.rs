@@ -12,7 +12,7 @@ use rcrt_types::{AuditAction, AuditOutcome, Scope, ScopeType, SecretId, VaultId}
 use zeroize::Zeroizing;
 
 use crate::authz::{self, Action};
-use crate::service::{check_reason, RequestContext, Service};
+use crate::service::{check_caller, check_reason, RequestContext, Service};
 use crate::CoreError;
 
 /// Most keys in one vault.
@@ -95,6 +95,7 @@ impl Service {
         name: &str,
         secrets: BTreeMap<String, Zeroizing<String>>,
     ) -> Result<VaultView, CoreError> {
+        check_caller(ctx)?;
         let scope = workspace_scope(workspace)?;
         check_vault_name(name)?;
         if secrets.len() > MAX_VAULT_KEYS {
@@ -105,9 +106,15 @@ impl Service {
             self.check_value(value)?;
         }
         if !authz::allows(&ctx.principal, Action::Write, &scope) {
-            self.audit_failure(ctx, AuditAction::Create, None, None, AuditOutcome::Denied)
-                .await;
-            return Err(CoreError::Forbidden("creating vaults in this workspace"));
+            return Err(self
+                .fail(
+                    ctx,
+                    (AuditAction::Create, None),
+                    None,
+                    AuditOutcome::Denied,
+                    CoreError::Forbidden("creating vaults in this workspace"),
+                )
+                .await);
         }
         let vault = VaultRecord {
             id: VaultId::new(),
@@ -245,7 +252,9 @@ impl Service {
         self.view(ctx, vault).await
     }
 
-    /// Every value of a vault, each read audited with `reason` before any is returned.
+    /// Every value of a vault, each read audited with `reason` before any is returned. Every
+    /// read leaves a row: one per key, or, for an empty vault, one without a secret id; a read
+    /// without a valid reason, or refused, leaves a failure or denied row without a secret id.
     #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
     pub async fn vault_values(
         &self,
@@ -254,7 +263,21 @@ impl Service {
         workspace: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(VaultView, BTreeMap<String, Plaintext>), CoreError> {
-        let reason = check_reason(reason)?;
+        check_caller(ctx)?;
+        let reason = match check_reason(reason) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(self
+                    .fail(
+                        ctx,
+                        (AuditAction::Decrypt, None),
+                        None,
+                        AuditOutcome::Failure,
+                        e,
+                    )
+                    .await)
+            }
+        };
         let vault = match self
             .resolve_vault(ctx, id_or_name, workspace, Action::Decrypt)
             .await
@@ -294,17 +317,27 @@ impl Service {
                 }
                 Err(e) => {
                     self.metrics.decrypt_failed();
-                    self.audit_failure(
-                        ctx,
-                        AuditAction::Decrypt,
-                        Some(meta.id),
-                        Some(reason),
-                        AuditOutcome::Failure,
-                    )
-                    .await;
-                    return Err(e);
+                    return Err(self
+                        .fail(
+                            ctx,
+                            (AuditAction::Decrypt, Some(meta.id)),
+                            Some(reason),
+                            AuditOutcome::Failure,
+                            e,
+                        )
+                        .await);
                 }
             }
+        }
+        if audits.is_empty() {
+            // An empty vault was read all the same: record who asked, and why.
+            audits.push(self.audit(
+                ctx,
+                AuditAction::Decrypt,
+                None,
+                Some(reason),
+                AuditOutcome::Success,
+            ));
         }
         // Fail closed: every read's audit row is durable before any value leaves.
         self.store
@@ -327,6 +360,7 @@ impl Service {
         key: &str,
         value: Zeroizing<String>,
     ) -> Result<VaultView, CoreError> {
+        check_caller(ctx)?;
         check_key(key)?;
         self.check_value(&value)?;
         let (vault, members) = self.writable_vault(ctx, id_or_name, workspace).await?;

@@ -7,7 +7,7 @@ use rcrt_core::{CoreError, CreateSecret, Limits, RequestContext, Service, System
 use rcrt_crypto::Kek;
 use rcrt_keys::LocalKeyring;
 use rcrt_store::{SqliteStore, Store};
-use rcrt_types::{Principal, Scope};
+use rcrt_types::{Principal, Role, Scope, ScopeType, TenantId};
 use zeroize::Zeroizing;
 
 fn ctx() -> RequestContext {
@@ -167,4 +167,216 @@ async fn tampered_ciphertext_is_a_counted_decrypt_failure() {
         Err(CoreError::DecryptFailed)
     ));
     assert_eq!(svc.metrics().decrypt_failures_total(), 1);
+}
+
+fn fail_audit_inserts(conn: &rusqlite::Connection) {
+    conn.execute_batch(
+        "CREATE TRIGGER fail_audit BEFORE INSERT ON secret_access_log
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+}
+
+/// A caller with decrypt rights in workspace `other` only.
+fn outsider() -> RequestContext {
+    RequestContext {
+        principal: Principal {
+            user_id: "outsider".into(),
+            workspaces: vec!["other".into()],
+            roles: [Role::Read, Role::Decrypt, Role::Write]
+                .into_iter()
+                .collect(),
+            ..Principal::anonymous()
+        },
+        request_id: "r2".into(),
+    }
+}
+
+#[tokio::test]
+async fn control_characters_in_audited_fields_are_refused() {
+    let dir = rcrt_testkit::TempDir::new();
+    let (store, svc) = setup(&dir, LocalKeyring::new(kek(1), vec![])).await;
+    let m = svc.create(&ctx(), create_req("A", "v1")).await.unwrap();
+    for bad in [
+        "a\0b",
+        "line\nforged",
+        "esc\u{1b}[31m",
+        "tab\there",
+        "del\u{7f}",
+    ] {
+        let err = svc.decrypt(&ctx(), m.id, Some(bad)).await.unwrap_err();
+        assert!(
+            matches!(&err, CoreError::Invalid(msg) if msg.contains("control characters")),
+            "{bad:?}: {err:?}"
+        );
+    }
+    // Each refusal is audited, without the refused reason.
+    let rows = store.list_audit(Some(m.id), 100).await.unwrap();
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|r| r.action == "decrypt" && r.outcome == "failure")
+        .collect();
+    assert_eq!(refused.len(), 5);
+    assert!(refused.iter().all(|r| r.reason.is_none()));
+    // The same rule for vault reads.
+    let mut secrets = std::collections::BTreeMap::new();
+    secrets.insert("K".to_owned(), Zeroizing::new("v".to_owned()));
+    svc.create_vault(&ctx(), "ws", "v", secrets).await.unwrap();
+    assert!(matches!(
+        svc.vault_values(&ctx(), "v", None, Some("a\0b")).await,
+        Err(CoreError::Invalid(_))
+    ));
+    // A principal or tenant with control characters (from a JWT's sub or owner_id) is refused
+    // before anything is written.
+    for principal in [
+        Principal {
+            user_id: "evil\0".into(),
+            ..Principal::anonymous()
+        },
+        Principal {
+            tenant: TenantId::new("t\nx"),
+            ..Principal::anonymous()
+        },
+    ] {
+        let c = RequestContext {
+            principal,
+            request_id: "r3".into(),
+        };
+        assert!(matches!(
+            svc.decrypt(&c, m.id, Some("why")).await,
+            Err(CoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            svc.create(&c, create_req("B", "v")).await,
+            Err(CoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            svc.update(&c, m.id, Zeroizing::new("v".into()), None).await,
+            Err(CoreError::Invalid(_))
+        ));
+    }
+}
+
+/// A refused or failed access whose audit row cannot be written fails too (503, nothing else
+/// said): a probe leaves a row or gets nothing.
+#[tokio::test]
+async fn refused_and_failed_accesses_fail_closed_without_an_audit_row() {
+    let dir = rcrt_testkit::TempDir::new();
+    let (store, svc) = setup(&dir, LocalKeyring::new(kek(1), vec![])).await;
+    let ws = CreateSecret {
+        name: "W".parse().unwrap(),
+        scope: Scope::new(ScopeType::Workspace, Some("mine")).unwrap(),
+        value: Zeroizing::new("v".into()),
+    };
+    let m = svc.create(&ctx(), ws).await.unwrap();
+    let mut secrets = std::collections::BTreeMap::new();
+    secrets.insert("K".to_owned(), Zeroizing::new("v".to_owned()));
+    svc.create_vault(&ctx(), "mine", "v", secrets)
+        .await
+        .unwrap();
+    // With rows written: a denied decrypt answers 404 and leaves a denied row.
+    assert!(matches!(
+        svc.decrypt(&outsider(), m.id, Some("probe")).await,
+        Err(CoreError::NotFound)
+    ));
+    let rows = store.list_audit(Some(m.id), 10).await.unwrap();
+    assert_eq!(
+        (rows[0].outcome.as_str(), rows[0].user_id.as_str()),
+        ("denied", "outsider")
+    );
+
+    let conn = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
+    fail_audit_inserts(&conn);
+    let unavailable = |r: Result<_, CoreError>, what: &str| match r {
+        Err(CoreError::Unavailable(_)) => {}
+        Err(other) => panic!("{what}: {other:?}"),
+        Ok(_) => panic!("{what}: succeeded"),
+    };
+    unavailable(
+        svc.decrypt(&outsider(), m.id, Some("probe"))
+            .await
+            .map(|_| ()),
+        "denied decrypt",
+    );
+    unavailable(
+        svc.decrypt(&ctx(), rcrt_types::SecretId::new(), Some("probe"))
+            .await
+            .map(|_| ()),
+        "missing secret",
+    );
+    unavailable(
+        svc.decrypt(&ctx(), m.id, None).await.map(|_| ()),
+        "no reason",
+    );
+    unavailable(
+        svc.decrypt(&ctx(), m.id, Some("a\0b")).await.map(|_| ()),
+        "bad reason",
+    );
+    unavailable(
+        svc.create(&outsider(), create_req("G", "v"))
+            .await
+            .map(|_| ()),
+        "denied create",
+    );
+    unavailable(svc.delete(&outsider(), m.id).await, "denied delete");
+    unavailable(
+        svc.vault_values(&outsider(), "v", None, Some("probe"))
+            .await
+            .map(|_| ()),
+        "denied vault read",
+    );
+    unavailable(
+        svc.vault_values(&ctx(), "v", None, None).await.map(|_| ()),
+        "vault read without a reason",
+    );
+    conn.execute_batch("DROP TRIGGER fail_audit").unwrap();
+    // Once the store writes again, the same requests get their ordinary answers.
+    assert!(matches!(
+        svc.decrypt(&outsider(), m.id, Some("probe")).await,
+        Err(CoreError::NotFound)
+    ));
+    assert!(matches!(
+        svc.decrypt(&ctx(), m.id, None).await,
+        Err(CoreError::ReasonRequired)
+    ));
+}
+
+/// Reading an empty vault, and a vault read without a reason, leave a row.
+#[tokio::test]
+async fn every_vault_read_leaves_an_audit_row() {
+    let dir = rcrt_testkit::TempDir::new();
+    let (store, svc) = setup(&dir, LocalKeyring::new(kek(1), vec![])).await;
+    let vault = svc
+        .create_vault(&ctx(), "ws", "empty", Default::default())
+        .await
+        .unwrap();
+    let (_, values) = svc
+        .vault_values(&ctx(), &vault.id.to_string(), None, Some("boot"))
+        .await
+        .unwrap();
+    assert!(values.is_empty());
+    let rows = store.list_audit(None, 10).await.unwrap();
+    assert_eq!(
+        (
+            rows[0].action.as_str(),
+            rows[0].outcome.as_str(),
+            rows[0].reason.as_deref(),
+            rows[0].secret_id
+        ),
+        ("decrypt", "success", Some("boot"), None)
+    );
+    assert!(matches!(
+        svc.vault_values(&ctx(), "empty", None, None).await,
+        Err(CoreError::ReasonRequired)
+    ));
+    let rows = store.list_audit(None, 10).await.unwrap();
+    assert_eq!(
+        (
+            rows[0].action.as_str(),
+            rows[0].outcome.as_str(),
+            rows[0].reason.as_deref(),
+            rows[0].request_id.as_str()
+        ),
+        ("decrypt", "failure", None, "r1")
+    );
 }
