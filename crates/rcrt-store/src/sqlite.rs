@@ -1,15 +1,26 @@
 //! SQLite: one writer thread that commits concurrent requests' writes together (group commit,
-//! `synchronous=FULL`, so each caller waits for its own row to be durable) and a small pool of
-//! reader connections (WAL lets them run beside the writer).
+//! `synchronous=FULL`, so each caller waits for its own row to be durable) and a bounded pool of
+//! reader connections (WAL lets them run beside the writer; a read waits for a free connection
+//! rather than opening another).
+//!
+//! The WAL stays small: the writer truncates it (`wal_checkpoint(TRUNCATE)`) after every write
+//! that removed key material (before that write is acknowledged, so a deleted secret's wrapped DEK
+//! and sealed value leave no copy in `-wal`) and whenever it grows past [`WAL_LIMIT_BYTES`];
+//! reads hold their snapshot only while their statement runs. The database file is created 0600,
+//! and SQLite gives `-wal` and `-shm` the database file's mode.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::{
     filter_sql, hash_from_stored, migrate, name_from_stored, roles_from_stored, roles_to_stored,
@@ -22,17 +33,42 @@ const TS_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 /// Writes committed together at most.
 const MAX_BATCH: usize = 256;
-/// Idle reader connections kept.
+/// Reader connections at most: a read waits for a free one rather than opening more.
 const READ_POOL: usize = 8;
+/// The WAL size past which the writer checkpoints and truncates it; also its
+/// `journal_size_limit` (what a reset WAL is trimmed back to).
+const WAL_LIMIT_BYTES: u64 = 8 * 1024 * 1024;
+/// How long an idle writer waits before retrying a checkpoint that readers kept from finishing.
+const CHECKPOINT_RETRY: Duration = Duration::from_millis(500);
+/// Arms (visible scopes) a listing merges at most; past that it filters one index scan instead
+/// (SQLite allows 500 arms in a compound SELECT).
+const MAX_LIST_ARMS: usize = 64;
 
 type Completion = Box<dyn FnOnce(Option<String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Ran + Send>;
+
+/// What a write job tells the writer thread.
+struct Ran {
+    /// Keep the job's savepoint (false rolls back only this job).
+    ok: bool,
+    /// The job removed or replaced key material: truncate the WAL before answering.
+    shreds: bool,
+    /// Answers the caller once the batch's commit is known.
+    done: Completion,
+}
+
+/// The bounded reader pool.
+struct Readers {
+    path: String,
+    idle: Mutex<Vec<Connection>>,
+    /// One permit per connection that may exist; a read holds one while it runs.
+    permits: Arc<Semaphore>,
+}
 
 /// The embedded store: one SQLite file in WAL mode.
 pub struct SqliteStore {
-    path: String,
     writer: mpsc::SyncSender<Job>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: Arc<Readers>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -63,16 +99,72 @@ fn parse_id(s: &str) -> Result<SecretId, StoreError> {
 fn open_conn(path: &str) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(unavailable)?;
     // secure_delete overwrites deleted content, so crypto-shredded rows leave no ciphertext in
-    // free pages; FULL makes each commit durable before the caller is answered.
-    conn.execute_batch(
+    // free pages; FULL makes each commit durable before the caller is answered;
+    // journal_size_limit trims the WAL file back whenever it is reset.
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
          PRAGMA foreign_keys=ON;
          PRAGMA secure_delete=ON;
-         PRAGMA busy_timeout=5000;",
-    )
+         PRAGMA journal_size_limit={WAL_LIMIT_BYTES};
+         PRAGMA busy_timeout=5000;"
+    ))
     .map_err(unavailable)?;
     Ok(conn)
+}
+
+/// Creates the database file with mode 0600 if it does not exist yet (SQLite then creates `-wal`
+/// and `-shm` with the database file's mode); warns if an existing one is open to other users.
+fn create_private(path: &str) -> Result<(), StoreError> {
+    if path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+                if let Some(mode) = mode.ok().filter(|m| m & 0o077 != 0) {
+                    tracing::warn!(
+                        path,
+                        mode = format!("{mode:o}"),
+                        "the SQLite database is open to other users; chmod 600 it and its -wal and -shm files"
+                    );
+                }
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Copies the WAL into the database and truncates it to zero bytes. False if readers kept it from
+/// finishing (they still use older snapshots); the writer then retries.
+fn truncate_wal(conn: &Connection) -> bool {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(0) => true,
+        Ok(_) => {
+            tracing::warn!("SQLite WAL checkpoint blocked by readers; will retry");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SQLite WAL checkpoint failed; will retry");
+            false
+        }
+    }
+}
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 fn read_meta(row: &Row<'_>) -> rusqlite::Result<Result<SecretMeta, StoreError>> {
@@ -114,6 +206,85 @@ fn query_meta(
     })
     .map_err(unavailable)?
     .transpose()
+}
+
+/// The statement and parameters of one listing page (`None` when the query can match nothing):
+/// `?1` tenant, `?2` the cursor, `?3` the limit, then each arm's scope values.
+///
+/// Every arm reads its rows in id order from an index (migration 0004) and stops at the page's
+/// end; a non-admin's visible scopes (global, each workspace, its agent scope) are one arm each,
+/// merged by `UNION ALL ... ORDER BY id` without a sort. So a page costs the same whatever the
+/// table's size. Past [`MAX_LIST_ARMS`] visible scopes the visibility becomes a filter on one
+/// id-ordered scan (still no sort, but it skips rows the caller may not see).
+fn list_statement(q: &ListQuery) -> Option<(String, Vec<Value>)> {
+    let mut values = vec![
+        Value::Text(q.tenant.as_str().to_owned()),
+        q.after.map_or(Value::Null, |a| Value::Text(a.to_string())),
+        Value::Integer(i64::from(q.limit)),
+    ];
+    let wanted_type = q.scope_type.map(|t| t.as_str());
+    // (scope type, scope id) per arm; `None` leaves that column open.
+    let mut arms: Vec<(Option<&str>, Option<String>)> = Vec::new();
+    let mut visible_filter = None;
+    match &q.visible_to {
+        None => arms.push((wanted_type, q.scope_id.clone())),
+        Some(v) => {
+            let workspaces: BTreeSet<&String> = v.workspaces.iter().collect();
+            if workspaces.len() + 2 > MAX_LIST_ARMS {
+                arms.push((wanted_type, q.scope_id.clone()));
+                visible_filter = Some(v);
+            } else {
+                let visible = std::iter::once(("global", String::new()))
+                    .chain(workspaces.into_iter().map(|w| ("workspace", w.clone())))
+                    .chain(std::iter::once(("agent", v.agent.clone())));
+                for (scope_type, scope_id) in visible {
+                    if wanted_type.is_some_and(|t| t != scope_type)
+                        || q.scope_id.as_ref().is_some_and(|id| *id != scope_id)
+                    {
+                        continue;
+                    }
+                    arms.push((Some(scope_type), Some(scope_id)));
+                }
+            }
+        }
+    }
+    if arms.is_empty() {
+        return None;
+    }
+    let mut selects = Vec::with_capacity(arms.len());
+    for (scope_type, scope_id) in arms {
+        let mut sql =
+            concat!("SELECT ", meta_cols!(), " FROM secrets WHERE tenant = ?1").to_owned();
+        if let Some(t) = scope_type {
+            values.push(Value::Text(t.to_owned()));
+            sql.push_str(&format!(" AND scope_type = ?{}", values.len()));
+        }
+        if let Some(id) = scope_id {
+            values.push(Value::Text(id));
+            sql.push_str(&format!(" AND scope_id = ?{}", values.len()));
+        }
+        if q.after.is_some() {
+            sql.push_str(" AND id > ?2");
+        }
+        if let Some(v) = visible_filter {
+            // A list of strings always serializes; "[]" (fewer rows) if it ever did not.
+            let workspaces =
+                serde_json::to_string(&v.workspaces).unwrap_or_else(|_| "[]".to_owned());
+            values.push(Value::Text(workspaces));
+            values.push(Value::Text(v.agent.clone()));
+            let (w, a) = (values.len() - 1, values.len());
+            sql.push_str(&format!(
+                " AND (scope_type = 'global'
+                       OR (scope_type = 'workspace' AND scope_id IN (SELECT value FROM json_each(?{w})))
+                       OR (scope_type = 'agent' AND scope_id = ?{a}))"
+            ));
+        }
+        selects.push(sql);
+    }
+    Some((
+        format!("{} ORDER BY id LIMIT ?3", selects.join(" UNION ALL ")),
+        values,
+    ))
 }
 
 fn insert_audit(conn: &Connection, a: &AuditEntry) -> rusqlite::Result<usize> {
@@ -209,8 +380,25 @@ fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlit
     ])
 }
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
+fn writer_loop(conn: Connection, wal: PathBuf, jobs: mpsc::Receiver<Job>) {
+    // A checkpoint that readers kept from finishing: retried after each batch and when idle.
+    let mut checkpoint_due = false;
+    loop {
+        let first = if checkpoint_due {
+            match jobs.recv_timeout(CHECKPOINT_RETRY) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    checkpoint_due = !truncate_wal(&conn);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -227,20 +415,31 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
             continue;
         }
         let mut completions = Vec::with_capacity(batch.len());
+        let mut shreds = false;
         for job in batch {
             // Each job in its own savepoint: a failing job (a name conflict) undoes only itself.
             let _ = conn.execute_batch("SAVEPOINT job");
-            let (ok, done) = job(&conn);
-            let end = if ok {
+            let ran = job(&conn);
+            let end = if ran.ok {
                 "RELEASE job"
             } else {
                 "ROLLBACK TO job; RELEASE job"
             };
+            shreds |= ran.ok && ran.shreds;
             let _ = conn.execute_batch(end);
-            completions.push(done);
+            completions.push(ran.done);
         }
         match conn.execute_batch("COMMIT") {
-            Ok(()) => completions.into_iter().for_each(|done| done(None)),
+            Ok(()) => {
+                // Removed key material leaves the WAL before its removal is acknowledged.
+                if shreds {
+                    checkpoint_due = !truncate_wal(&conn);
+                }
+                completions.into_iter().for_each(|done| done(None));
+                if !shreds && (checkpoint_due || file_len(&wal) > WAL_LIMIT_BYTES) {
+                    checkpoint_due = !truncate_wal(&conn);
+                }
+            }
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 tracing::error!(error = %e, "SQLite COMMIT failed");
@@ -254,10 +453,16 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
 }
 
 impl SqliteStore {
+    /// Reader connections at most (besides the writer's one).
+    pub const READ_POOL: usize = READ_POOL;
+    /// The WAL size past which the writer checkpoints and truncates the WAL.
+    pub const WAL_LIMIT_BYTES: u64 = WAL_LIMIT_BYTES;
+
     /// Opens (creating if needed) the database file, applies migrations, starts the writer.
     pub async fn open(path: &str) -> Result<Self, StoreError> {
         let path = path.to_owned();
         let (conn, path) = tokio::task::spawn_blocking(move || {
+            create_private(&path)?;
             let conn = open_conn(&path)?;
             conn.execute_batch(migrate::LEDGER).map_err(unavailable)?;
             for (version, sql) in migrate::SQLITE {
@@ -280,24 +485,67 @@ impl SqliteStore {
                     tx.commit().map_err(unavailable)?;
                 }
             }
+            // A crash may have left removed rows' pages in the WAL: fold it in and truncate it.
+            if !truncate_wal(&conn) {
+                tracing::warn!("SQLite WAL not truncated at open (another process reads it?)");
+            }
             Ok::<_, StoreError>((conn, path))
         })
         .await
         .map_err(unavailable)??;
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+        let wal = PathBuf::from(format!("{path}-wal"));
         std::thread::Builder::new()
             .name("rcrt-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, wal, rx))
             .map_err(unavailable)?;
         Ok(Self {
-            path,
             writer: tx,
-            readers: Arc::new(Mutex::new(Vec::new())),
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(READ_POOL)),
+            }),
         })
+    }
+
+    /// `EXPLAIN QUERY PLAN` of the statement [`Store::list`] runs for `q`, one line per step
+    /// (empty when `q` can match nothing). For tests and diagnostics.
+    pub async fn list_plan(&self, q: &ListQuery) -> Result<Vec<String>, StoreError> {
+        let Some((sql, values)) = list_statement(q) else {
+            return Ok(Vec::new());
+        };
+        self.read(move |c| {
+            let mut st = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map(params_from_iter(values), |r| r.get::<_, String>(3))
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)).collect()
+        })
+        .await
     }
 
     async fn write<T: Send + 'static>(
         &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_job(false, f).await
+    }
+
+    /// A write that removes or replaces key material: the writer truncates the WAL before
+    /// answering, so no copy of the old bytes stays in `-wal`.
+    async fn write_shredding<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_job(true, f).await
+    }
+
+    async fn write_job<T: Send + 'static>(
+        &self,
+        shreds: bool,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -310,7 +558,7 @@ impl SqliteStore {
                     None => result,
                 });
             });
-            (ok, done)
+            Ran { ok, shreds, done }
         });
         let writer = self.writer.clone();
         // The channel is bounded: a full queue blocks, so send off the async workers.
@@ -327,18 +575,25 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let readers = self.readers.clone();
-        let path = self.path.clone();
+        // At most READ_POOL reads run (and READ_POOL connections exist); the rest wait here.
+        let permit = readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(unavailable)?;
         tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().ok().and_then(|mut p| p.pop());
+            let _permit = permit;
+            let pooled = readers.idle.lock().ok().and_then(|mut p| p.pop());
             let conn = match pooled {
                 Some(c) => c,
-                None => open_conn(&path)?,
+                None => open_conn(&readers.path)?,
             };
+            // `f` runs its statements to the end, so no read transaction outlives it to pin the
+            // WAL against checkpoints.
             let result = f(&conn);
-            if let Ok(mut pool) = readers.lock() {
-                if pool.len() < READ_POOL {
-                    pool.push(conn);
-                }
+            if let Ok(mut idle) = readers.idle.lock() {
+                idle.push(conn);
             }
             result
         })
@@ -528,43 +783,13 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, q: &ListQuery) -> Result<Vec<SecretMeta>, StoreError> {
-        let q = q.clone();
-        let workspaces_json = q
-            .visible_to
-            .as_ref()
-            .map(|v| serde_json::to_string(&v.workspaces))
-            .transpose()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let Some((sql, values)) = list_statement(q) else {
+            return Ok(Vec::new());
+        };
         self.read(move |c| {
-            let mut st = c
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    meta_cols!(),
-                    " FROM secrets
-                     WHERE tenant = ?1
-                       AND (?2 IS NULL OR scope_type = ?2)
-                       AND (?3 IS NULL OR scope_id = ?3)
-                       AND (?4 IS NULL OR id > ?4)
-                       AND (?6 IS NULL
-                            OR scope_type = 'global'
-                            OR (scope_type = 'workspace' AND scope_id IN (SELECT value FROM json_each(?6)))
-                            OR (scope_type = 'agent' AND scope_id = ?7))
-                     ORDER BY id LIMIT ?5"
-                ))
-                .map_err(unavailable)?;
+            let mut st = c.prepare_cached(&sql).map_err(unavailable)?;
             let rows = st
-                .query_map(
-                    params![
-                        q.tenant.as_str(),
-                        q.scope_type.map(|t| t.as_str()),
-                        q.scope_id,
-                        q.after.map(|a| a.to_string()),
-                        q.limit,
-                        workspaces_json,
-                        q.visible_to.as_ref().map(|v| v.agent.clone()),
-                    ],
-                    read_meta,
-                )
+                .query_map(params_from_iter(values), read_meta)
                 .map_err(unavailable)?;
             rows.map(|r| r.map_err(unavailable)?).collect()
         })
@@ -624,7 +849,7 @@ impl Store for SqliteStore {
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
         let tenant = tenant.clone();
-        self.write(move |c| {
+        self.write_shredding(move |c| {
             let n = c
                 .prepare_cached("DELETE FROM secrets WHERE id = ?1 AND tenant = ?2")
                 .and_then(|mut st| st.execute(params![id.to_string(), tenant.as_str()]))
@@ -748,7 +973,7 @@ impl Store for SqliteStore {
         audits: Vec<AuditEntry>,
     ) -> Result<bool, StoreError> {
         let tenant = tenant.clone();
-        self.write(move |c| {
+        self.write_shredding(move |c| {
             // Secrets first (their versions cascade), then the vault.
             c.execute(
                 "DELETE FROM secrets WHERE vault_id = ?1 AND tenant = ?2",
@@ -872,7 +1097,8 @@ impl Store for SqliteStore {
     }
 
     async fn replace_wrapped(&self, rows: Vec<Rewrapped>) -> Result<u64, StoreError> {
-        self.write(move |c| {
+        // The old wrapped DEKs (and, on re-encryption, sealed values) must not stay in the WAL.
+        self.write_shredding(move |c| {
             let mut st = c
                 .prepare_cached(
                     "UPDATE secret_versions
