@@ -1,4 +1,7 @@
 //! `rcrt kek rewrap | verify` and `rcrt secrets reencrypt`: offline jobs on a store.
+//!
+//! Each job that runs (a dry run does not) leaves one summary row in the store's audit log:
+//! who ran it (the OS user and host), which KEK ids, how many versions, and the outcome.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use rcrt_core::maintenance::{BatchHook, Census, Failure, Maintenance, Progress};
 use rcrt_core::{CoreError, SystemClock};
 use rcrt_crypto::KekId;
 use rcrt_keys::KeyProvider;
+use rcrt_types::AuditAction;
 
 use crate::input::{db_url, keyring};
 use crate::{DbArgs, KekArgs};
@@ -73,6 +77,65 @@ async fn open(keks: &KekArgs, db: &DbArgs) -> Result<(Maintenance, KekId), Strin
     ))
 }
 
+/// Who runs this job, for its audit row: `user@host`, from the OS (the real uid's account name
+/// and the host name), not from anything the environment could claim.
+fn operator() -> String {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid-{uid}"), |u| u.name);
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    format!("{user}@{host}")
+}
+
+/// `id (n versions), ...` for the KEK ids of a store or a census.
+fn kek_list<'a>(usage: impl Iterator<Item = (&'a str, u64)>) -> String {
+    let list: Vec<String> = usage.map(|(id, n)| format!("{id} ({n})")).collect();
+    if list.is_empty() {
+        "none".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// KEK ids and version counts of the store, except `except`.
+async fn usage_text(job: &Maintenance, except: Option<&KekId>) -> Result<String, String> {
+    let usage = job.store().kek_usage().await.map_err(|e| e.to_string())?;
+    Ok(kek_list(
+        usage
+            .iter()
+            .filter(|u| except.is_none_or(|k| k.as_str() != u.kek_id))
+            .map(|u| (u.kek_id.as_str(), u.versions.max(0) as u64)),
+    ))
+}
+
+/// Writes the job's summary row after `outcome`; the job fails if the row cannot be written.
+async fn audited(
+    job: &Maintenance,
+    action: AuditAction,
+    outcome: Result<String, (String, String)>,
+) -> Result<(), String> {
+    let (summary, result) = match outcome {
+        Ok(summary) => (summary, Ok(())),
+        Err((summary, error)) => (summary, Err(error)),
+    };
+    if let Err(e) = job
+        .record(action, &operator(), summary, result.is_ok())
+        .await
+    {
+        let e = format!("could not write the job's audit row: {e}");
+        return Err(match result {
+            Ok(()) => e,
+            Err(first) => format!("{first}; {e}"),
+        });
+    }
+    result
+}
+
 fn report_failures(failures: &[Failure]) {
     for f in failures {
         eprintln!(
@@ -91,24 +154,38 @@ pub(crate) fn rewrap(keks: &KekArgs, db: &DbArgs, dry_run: bool) -> Result<(), S
             println!("dry run: nothing written");
             return Ok(());
         }
+        let from = usage_text(&job, Some(&current)).await?;
+        let head = format!("rcrt kek rewrap to KEK {current} from {from}");
         let bar = bar(remaining, "re-wrapping", db);
-        let (progress, failures) = job
-            .rewrap(db.batch_size, &bar)
-            .await
-            .map_err(|e| e.to_string())?;
+        let outcome = match job.rewrap(db.batch_size, &bar).await {
+            Err(e) => Err((format!("{head}: stopped early"), e.to_string())),
+            Ok((progress, failures)) => {
+                bar.pb.finish_and_clear();
+                let left = job
+                    .remaining()
+                    .await
+                    .map_or_else(|_| "unknown".to_owned(), |n| n.to_string());
+                println!(
+                    "re-wrapped {} versions; {} failed; {left} remain",
+                    progress.changed, progress.failed,
+                );
+                report_failures(&failures);
+                let summary = format!(
+                    "{head}: {} re-wrapped, {} failed, {left} remain",
+                    progress.changed, progress.failed
+                );
+                if failures.is_empty() {
+                    Ok(summary)
+                } else {
+                    Err((
+                        summary,
+                        "some versions could not be unwrapped with the given KEKs".into(),
+                    ))
+                }
+            }
+        };
         bar.pb.finish_and_clear();
-        println!(
-            "re-wrapped {} versions; {} failed; {} remain",
-            progress.changed,
-            progress.failed,
-            job.remaining().await.map_err(|e| e.to_string())?
-        );
-        report_failures(&failures);
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err("some versions could not be unwrapped with the given KEKs".into())
-        }
+        audited(&job, AuditAction::KekRewrap, outcome).await
     })
 }
 
@@ -121,22 +198,37 @@ pub(crate) fn reencrypt(keks: &KekArgs, db: &DbArgs, yes: bool) -> Result<(), St
     runtime()?.block_on(async {
         let (job, current) = open(keks, db).await?;
         let total = total_versions(&job).await?;
-        let bar = bar(total, "re-encrypting", db);
-        let (progress, failures) = job
-            .reencrypt(db.batch_size, &bar)
-            .await
-            .map_err(|e| e.to_string())?;
-        bar.pb.finish_and_clear();
-        println!(
-            "re-encrypted {} versions under fresh DEKs and KEK {}; {} failed",
-            progress.changed, current, progress.failed
+        let head = format!(
+            "rcrt secrets reencrypt under fresh DEKs and KEK {current}, from {}",
+            usage_text(&job, None).await?
         );
-        report_failures(&failures);
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err("some versions could not be re-encrypted; run again after fixing the KEKs".into())
-        }
+        let bar = bar(total, "re-encrypting", db);
+        let outcome = match job.reencrypt(db.batch_size, &bar).await {
+            Err(e) => Err((format!("{head}: stopped early"), e.to_string())),
+            Ok((progress, failures)) => {
+                bar.pb.finish_and_clear();
+                println!(
+                    "re-encrypted {} versions under fresh DEKs and KEK {}; {} failed",
+                    progress.changed, current, progress.failed
+                );
+                report_failures(&failures);
+                let summary = format!(
+                    "{head}: {} re-encrypted, {} failed",
+                    progress.changed, progress.failed
+                );
+                if failures.is_empty() {
+                    Ok(summary)
+                } else {
+                    Err((
+                        summary,
+                        "some versions could not be re-encrypted; run again after fixing the KEKs"
+                            .into(),
+                    ))
+                }
+            }
+        };
+        bar.pb.finish_and_clear();
+        audited(&job, AuditAction::Reencrypt, outcome).await
     })
 }
 
@@ -165,18 +257,30 @@ pub(crate) fn verify(keks: &KekArgs, db: &DbArgs) -> Result<(), String> {
         let (job, _) = open(keks, db).await?;
         let total = total_versions(&job).await?;
         let bar = bar(total, "verifying", db);
-        let census = job
-            .verify(db.batch_size, &bar)
-            .await
-            .map_err(|e| e.to_string())?;
+        let outcome = match job.verify(db.batch_size, &bar).await {
+            Err(e) => Err(("rcrt kek verify: stopped early".to_owned(), e.to_string())),
+            Ok(census) => {
+                bar.pb.finish_and_clear();
+                print_census(&census);
+                report_failures(&census.examples);
+                let failed: u64 = census.failures.values().sum();
+                let summary = format!(
+                    "rcrt kek verify: {} versions under {}; {failed} failed",
+                    census.versions.values().sum::<u64>(),
+                    kek_list(census.versions.iter().map(|(k, n)| (k.as_str(), *n))),
+                );
+                if census.is_clean() {
+                    println!("OK: every version unwraps and decrypts with the given KEKs");
+                    Ok(summary)
+                } else {
+                    Err((
+                        summary,
+                        "some versions do not decrypt with the given KEKs".into(),
+                    ))
+                }
+            }
+        };
         bar.pb.finish_and_clear();
-        print_census(&census);
-        report_failures(&census.examples);
-        if census.is_clean() {
-            println!("OK: every version unwraps and decrypts with the given KEKs");
-            Ok(())
-        } else {
-            Err("some versions do not decrypt with the given KEKs".into())
-        }
+        audited(&job, AuditAction::KekVerify, outcome).await
     })
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rcrt_crypto::{ValueContext, WrapContext};
 use rcrt_keys::KeyProvider;
 use rcrt_store::{Rewrapped, Store, StoredVersion, VersionFilter};
-use rcrt_types::{SecretId, Version};
+use rcrt_types::{AuditAction, AuditEntry, AuditOutcome, SecretId, TenantId, Version};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -113,6 +113,38 @@ impl Maintenance {
     /// Now, from the job's clock.
     pub fn now(&self) -> OffsetDateTime {
         self.clock.now()
+    }
+
+    /// Writes the summary row of an offline job run by `operator` (the OS user and host) to
+    /// the audit log: `action`, `summary` in the reason column (KEK ids and counts, never key
+    /// material), and whether it succeeded. The row has no secret id and the `default` tenant:
+    /// the job spans every tenant.
+    pub async fn record(
+        &self,
+        action: AuditAction,
+        operator: &str,
+        summary: String,
+        success: bool,
+    ) -> Result<(), CoreError> {
+        let entry = AuditEntry {
+            timestamp: self.clock.now(),
+            action,
+            secret_id: None,
+            token_id: None,
+            tenant: TenantId::default_tenant(),
+            user_id: operator.to_owned(),
+            reason: Some(summary),
+            outcome: if success {
+                AuditOutcome::Success
+            } else {
+                AuditOutcome::Failure
+            },
+            request_id: format!("offline-{}", uuid::Uuid::new_v4()),
+        };
+        self.store
+            .append_audit(entry)
+            .await
+            .map_err(CoreError::Unavailable)
     }
 
     /// Versions not yet under the current KEK.

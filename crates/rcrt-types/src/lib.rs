@@ -472,6 +472,14 @@ pub enum AuditAction {
     TokenCreate,
     /// A service token was revoked.
     TokenRevoke,
+    /// An offline `rcrt kek verify` unwrapped every DEK and opened every value (one summary
+    /// row: who ran it, which KEK ids, how many versions, the outcome).
+    KekVerify,
+    /// An offline `rcrt kek rewrap` re-wrapped DEKs under a new KEK (one summary row).
+    KekRewrap,
+    /// An offline `rcrt secrets reencrypt` decrypted and sealed again every value (one
+    /// summary row).
+    Reencrypt,
 }
 
 impl AuditAction {
@@ -484,6 +492,9 @@ impl AuditAction {
             Self::Decrypt => "decrypt",
             Self::TokenCreate => "token_create",
             Self::TokenRevoke => "token_revoke",
+            Self::KekVerify => "kek_verify",
+            Self::KekRewrap => "kek_rewrap",
+            Self::Reencrypt => "reencrypt",
         }
     }
 }
