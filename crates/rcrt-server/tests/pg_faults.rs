@@ -11,7 +11,7 @@
 #[allow(dead_code)]
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -140,4 +140,165 @@ async fn no_parameters_in_logs_at_debug() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_parameters_in_logs_when_the_filter_names_the_client() {
     log_leak_check("debug,tokio_postgres::query=trace,tokio_postgres[]=trace").await;
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that can be frozen: while frozen it accepts
+/// connections and reads what either side sends but forwards nothing, which is what a
+/// SIGSTOPped PostgreSQL looks like to its clients (the kernel still accepts and acknowledges).
+struct FreezableProxy {
+    port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezableProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let watch = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, watch.subscribe()));
+                tokio::spawn(pump(sr, cw, watch.subscribe()));
+            }
+        });
+        Self { port, frozen }
+    }
+
+    fn set_frozen(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+}
+
+/// Copies `from` to `to`, holding every chunk while the proxy is frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `url` with its host:port replaced by 127.0.0.1:`port`; also returns the old host:port.
+fn via_proxy(url: &str, port: u16) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    let (user, hostport) = authority.rsplit_once('@').unwrap();
+    let hostport = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:5432")
+    };
+    (
+        format!("{scheme}://{user}@127.0.0.1:{port}/{path}"),
+        hostport,
+    )
+}
+
+async fn timed_request(rb: reqwest::RequestBuilder) -> (Duration, u16, Value) {
+    let t = Instant::now();
+    let r = rb.timeout(Duration::from_secs(15)).send().await;
+    let elapsed = t.elapsed();
+    match r {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (elapsed, status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (elapsed, 0, json!({ "client_error": e.to_string() })),
+    }
+}
+
+/// The fault run: PostgreSQL frozen under requests, then thawed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_database_gives_503_within_bounds_and_recovers() {
+    let db = TempPgDb::create().await;
+    // Migrate the database directly, so the server's start-up is quick either way.
+    drop(rcrt_store::PgStore::connect(db.url()).await.unwrap());
+    let (_, upstream) = via_proxy(db.url(), 0);
+    let proxy = FreezableProxy::start(upstream).await;
+    let (proxied, _) = via_proxy(db.url(), proxy.port);
+    let dir = TempDir::new();
+    let kek = gen_kek();
+    let mut cfg = server_config(None, &dir, &[("LOCAL_KEK_BASE64", &kek)]);
+    cfg.env.push(("DB_URL".into(), proxied));
+    let server = ServerProcess::start(&cfg);
+    let base = server.base_url();
+    let http = reqwest::Client::new();
+    let (status, created) = post(
+        &base,
+        "/secrets",
+        json!({"name": "FROZEN", "value": "v1", "scope_type": "global"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let decrypt = || {
+        http.post(format!("{base}/secrets/{id}/decrypt"))
+            .json(&json!({"reason": "fault run"}))
+    };
+    assert_eq!(timed_request(decrypt()).await.1, 200);
+
+    proxy.set_frozen(true);
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        calls.push(tokio::spawn(timed_request(decrypt())));
+    }
+    calls.push(tokio::spawn(timed_request(
+        http.post(format!("{base}/secrets"))
+            .json(&json!({"name": "WHILE-FROZEN", "value": "v", "scope_type": "global"})),
+    )));
+    let ready = tokio::spawn(timed_request(http.get(format!("{base}/ready"))));
+    let health = timed_request(http.get(format!("{base}/health"))).await;
+    assert_eq!(health.1, 200, "/health while frozen: {health:?}");
+    let (t, status, body) = ready.await.unwrap();
+    assert_eq!(status, 503, "/ready while frozen: {body}");
+    assert!(t < Duration::from_secs(1), "/ready took {t:?} while frozen");
+    for c in calls {
+        let (t, status, body) = c.await.unwrap();
+        assert_eq!(status, 503, "while frozen: {body}");
+        assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+        assert!(
+            t <= Duration::from_secs(5),
+            "a request took {t:?} while frozen"
+        );
+    }
+    // Later requests (the pool's connections all wait on the frozen server) are bounded too.
+    let (t, status, _) = timed_request(decrypt()).await;
+    assert_eq!(status, 503);
+    assert!(t <= Duration::from_secs(5), "a later request took {t:?}");
+
+    proxy.set_frozen(false);
+    let thawed = Instant::now();
+    loop {
+        let ready = timed_request(http.get(format!("{base}/ready"))).await.1;
+        let dec = timed_request(decrypt()).await.1;
+        if ready == 200 && dec == 200 {
+            break;
+        }
+        assert!(
+            thawed.elapsed() < Duration::from_secs(10),
+            "not recovered 10 s after the thaw: /ready {ready}, decrypt {dec}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("recovered {:?} after the thaw", thawed.elapsed());
+    assert!(!server.output().contains("panicked"));
 }

@@ -40,7 +40,7 @@ use rcrt_types::{
 };
 use time::OffsetDateTime;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, PgTimeouts};
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed.

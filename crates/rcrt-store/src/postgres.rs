@@ -2,6 +2,8 @@
 //! Several `rcrt-server` replicas may share one database: migrations take an advisory lock and
 //! version writes compare-and-swap on `current_version`.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rcrt_types::{AuditEntry, SecretId, TenantId, TokenId, VaultId};
@@ -20,6 +22,8 @@ use crate::{
 const MIGRATION_LOCK: i64 = 0x0072_6372_746d_6967; // "rcrtmig"
 /// The advisory lock that makes "create the first token" atomic across replicas.
 const FIRST_TOKEN_LOCK: i64 = 0x0072_6372_7474_6f6b; // "rcrttok"
+/// How long sent data may stay unacknowledged before the kernel drops a connection.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Makes the session act as `rcrt_app` for one tenant (see `tenant_client`).
 const SET_TENANT: &str =
@@ -40,9 +44,39 @@ async fn as_tenant<T>(
     Ok(out)
 }
 
+/// How long the store waits for PostgreSQL before it gives up with
+/// [`StoreError::Unavailable`]: a frozen or unreachable server then costs a request a bounded
+/// time instead of hanging it (and every request behind it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgTimeouts {
+    /// One store operation as a whole: waiting for a pooled connection, opening one, and its
+    /// statements. Also set as the server's `statement_timeout`, so the server stops work the
+    /// store no longer waits for.
+    pub operation: Duration,
+    /// The readiness probe ([`Store::ping`], behind `/ready`).
+    pub ping: Duration,
+    /// Opening one connection (TCP connect, TLS, start-up); also the longest wait for a free
+    /// pooled connection.
+    pub connect: Duration,
+    /// Migrations at start-up (they may wait for another replica's migration).
+    pub migrate: Duration,
+}
+
+impl Default for PgTimeouts {
+    fn default() -> Self {
+        Self {
+            operation: Duration::from_secs(4),
+            ping: Duration::from_millis(800),
+            connect: Duration::from_secs(2),
+            migrate: Duration::from_secs(60),
+        }
+    }
+}
+
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    timeouts: PgTimeouts,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -290,11 +324,30 @@ async fn insert_version(
 }
 
 impl PgStore {
-    /// Connects, checks the server answers, and applies pending migrations.
+    /// Connects, checks the server answers, and applies pending migrations, with the default
+    /// [`PgTimeouts`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pg_config: tokio_postgres::Config = url
+        Self::connect_with(url, PgTimeouts::default()).await
+    }
+
+    /// [`PgStore::connect`] with given timeouts.
+    pub async fn connect_with(url: &str, timeouts: PgTimeouts) -> Result<Self, StoreError> {
+        let mut pg_config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+        if pg_config.get_connect_timeout().is_none() {
+            pg_config.connect_timeout(timeouts.connect);
+        }
+        if pg_config.get_tcp_user_timeout().is_none() {
+            // A server that stops acknowledging (network gone) drops the connection rather
+            // than leaving it in the pool to time out every operation that picks it.
+            pg_config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        let options = pg_config.get_options().unwrap_or_default();
+        if !options.contains("statement_timeout") {
+            let ms = timeouts.operation.as_millis();
+            pg_config.options(format!("{options} -c statement_timeout={ms}").trim_start());
+        }
         let manager = Manager::from_config(
             pg_config,
             NoTls,
@@ -304,11 +357,30 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(32)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(timeouts.connect))
+            .create_timeout(Some(timeouts.connect))
+            .recycle_timeout(Some(timeouts.connect))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let store = Self { pool };
-        store.migrate().await?;
+        let store = Self { pool, timeouts };
+        store.bounded(timeouts.migrate, store.migrate()).await?;
         Ok(store)
+    }
+
+    /// Runs one store operation, giving up after `limit`. The operation's connection goes back
+    /// to the pool: a frozen server's answer is discarded when it comes; a dead one is dropped
+    /// by the TCP user timeout.
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "PostgreSQL did not answer within {limit:?}"
+            )))
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -343,6 +415,10 @@ impl PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
+        // Migrations are bounded by `PgTimeouts::migrate`, not the per-statement timeout.
+        tx.batch_execute("SET LOCAL statement_timeout = 0")
+            .await
+            .map_err(pg_err)?;
         // Replicas starting together: one migrates, the others wait here, then find it done.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -373,20 +449,26 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute("SELECT 1", &[])
-            .await
-            .map(|_| ())
-            .map_err(pg_err)
+        self.bounded(self.timeouts.ping, async {
+            self.client()
+                .await?
+                .execute("SELECT 1", &[])
+                .await
+                .map(|_| ())
+                .map_err(pg_err)
+        })
+        .await
     }
 
     async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError> {
-        let mut c = self.tenant_client(&secret.meta.tenant).await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        insert_secret(&tx, &secret).await?;
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg_err)
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(&secret.meta.tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            insert_secret(&tx, &secret).await?;
+            insert_audit(&tx, &audit).await?;
+            tx.commit().await.map_err(pg_err)
+        })
+        .await
     }
 
     async fn get_meta(
@@ -394,24 +476,27 @@ impl Store for PgStore {
         tenant: &TenantId,
         id: SecretId,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(concat!(
-                "SELECT ",
-                meta_cols!(),
-                " FROM secrets WHERE id = $1 AND tenant = $2"
-            ))
-            .await
-            .map_err(pg_err)?;
-        as_tenant(
-            &c,
-            tenant,
-            c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
-        )
-        .await?
-        .as_ref()
-        .map(meta)
-        .transpose()
+        self.bounded(self.timeouts.operation, async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    meta_cols!(),
+                    " FROM secrets WHERE id = $1 AND tenant = $2"
+                ))
+                .await
+                .map_err(pg_err)?;
+            as_tenant(
+                &c,
+                tenant,
+                c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
+            )
+            .await?
+            .as_ref()
+            .map(meta)
+            .transpose()
+        })
+        .await
     }
 
     async fn get_current(
@@ -419,59 +504,65 @@ impl Store for PgStore {
         tenant: &TenantId,
         id: SecretId,
     ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
-        let c = self.client().await?;
-        // One statement: metadata and version agree without an explicit transaction.
-        let st = c
-            .prepare_cached(select_current!("WHERE s.id = $1 AND s.tenant = $2"))
-            .await
-            .map_err(pg_err)?;
-        let Some(row) = as_tenant(
-            &c,
-            tenant,
-            c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
-        )
-        .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some((meta(&row)?, version(&row, 8)?)))
+        self.bounded(self.timeouts.operation, async {
+            let c = self.client().await?;
+            // One statement: metadata and version agree without an explicit transaction.
+            let st = c
+                .prepare_cached(select_current!("WHERE s.id = $1 AND s.tenant = $2"))
+                .await
+                .map_err(pg_err)?;
+            let Some(row) = as_tenant(
+                &c,
+                tenant,
+                c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some((meta(&row)?, version(&row, 8)?)))
+        })
+        .await
     }
 
     async fn list(&self, q: &ListQuery) -> Result<Vec<SecretMeta>, StoreError> {
-        let c = self.tenant_client(&q.tenant).await?;
-        let st = c
-            .prepare_cached(concat!(
-                "SELECT ",
-                meta_cols!(),
-                " FROM secrets
-                 WHERE tenant = $1
-                   AND ($2::text IS NULL OR scope_type = $2)
-                   AND ($3::text IS NULL OR scope_id = $3)
-                   AND ($4::uuid IS NULL OR id > $4)
-                   AND ($6::text[] IS NULL
-                        OR scope_type = 'global'
-                        OR (scope_type = 'workspace' AND scope_id = ANY($6))
-                        OR (scope_type = 'agent' AND scope_id = $7))
-                 ORDER BY id LIMIT $5"
-            ))
-            .await
-            .map_err(pg_err)?;
-        let rows = c
-            .query(
-                &st,
-                &[
-                    &q.tenant.as_str(),
-                    &q.scope_type.map(|t| t.as_str()),
-                    &q.scope_id,
-                    &q.after.map(|a| a.as_uuid()),
-                    &i64::from(q.limit),
-                    &q.visible_to.as_ref().map(|v| v.workspaces.clone()),
-                    &q.visible_to.as_ref().map(|v| v.agent.clone()),
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        rows.iter().map(meta).collect()
+        self.bounded(self.timeouts.operation, async {
+            let c = self.tenant_client(&q.tenant).await?;
+            let st = c
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    meta_cols!(),
+                    " FROM secrets
+                     WHERE tenant = $1
+                       AND ($2::text IS NULL OR scope_type = $2)
+                       AND ($3::text IS NULL OR scope_id = $3)
+                       AND ($4::uuid IS NULL OR id > $4)
+                       AND ($6::text[] IS NULL
+                            OR scope_type = 'global'
+                            OR (scope_type = 'workspace' AND scope_id = ANY($6))
+                            OR (scope_type = 'agent' AND scope_id = $7))
+                     ORDER BY id LIMIT $5"
+                ))
+                .await
+                .map_err(pg_err)?;
+            let rows = c
+                .query(
+                    &st,
+                    &[
+                        &q.tenant.as_str(),
+                        &q.scope_type.map(|t| t.as_str()),
+                        &q.scope_id,
+                        &q.after.map(|a| a.as_uuid()),
+                        &i64::from(q.limit),
+                        &q.visible_to.as_ref().map(|v| v.workspaces.clone()),
+                        &q.visible_to.as_ref().map(|v| v.agent.clone()),
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            rows.iter().map(meta).collect()
+        })
+        .await
     }
 
     async fn add_version(
@@ -481,50 +572,53 @@ impl Store for PgStore {
         record: VersionRecord,
         audit: AuditEntry,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        let mut c = self.tenant_client(tenant).await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        // Compare-and-swap: the row lock taken by UPDATE serializes racing writers; the loser
-        // sees the new current_version and gets VersionConflict (then core retries or answers 412).
-        let st = tx
-            .prepare_cached(concat!(
-                "UPDATE secrets SET current_version = $1, updated_at = $2
-                 WHERE id = $3 AND tenant = $4 AND current_version = $5
-                 RETURNING ",
-                meta_cols!()
-            ))
-            .await
-            .map_err(pg_err)?;
-        let updated = tx
-            .query_opt(
-                &st,
-                &[
-                    &record.version,
-                    &record.created_at,
-                    &id.as_uuid(),
-                    &tenant.as_str(),
-                    &(record.version - 1),
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        let Some(row) = updated else {
-            let exists = tx
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            // Compare-and-swap: the row lock taken by UPDATE serializes racing writers; the loser
+            // sees the new current_version and gets VersionConflict (then core retries or answers 412).
+            let st = tx
+                .prepare_cached(concat!(
+                    "UPDATE secrets SET current_version = $1, updated_at = $2
+                     WHERE id = $3 AND tenant = $4 AND current_version = $5
+                     RETURNING ",
+                    meta_cols!()
+                ))
+                .await
+                .map_err(pg_err)?;
+            let updated = tx
                 .query_opt(
-                    "SELECT 1 FROM secrets WHERE id = $1 AND tenant = $2",
-                    &[&id.as_uuid(), &tenant.as_str()],
+                    &st,
+                    &[
+                        &record.version,
+                        &record.created_at,
+                        &id.as_uuid(),
+                        &tenant.as_str(),
+                        &(record.version - 1),
+                    ],
                 )
                 .await
                 .map_err(pg_err)?;
-            return match exists {
-                Some(_) => Err(StoreError::VersionConflict),
-                None => Ok(None),
+            let Some(row) = updated else {
+                let exists = tx
+                    .query_opt(
+                        "SELECT 1 FROM secrets WHERE id = $1 AND tenant = $2",
+                        &[&id.as_uuid(), &tenant.as_str()],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                return match exists {
+                    Some(_) => Err(StoreError::VersionConflict),
+                    None => Ok(None),
+                };
             };
-        };
-        insert_version(&tx, id, &record).await?;
-        insert_audit(&tx, &audit).await?;
-        let m = meta(&row)?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(Some(m))
+            insert_version(&tx, id, &record).await?;
+            insert_audit(&tx, &audit).await?;
+            let m = meta(&row)?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(Some(m))
+        })
+        .await
     }
 
     async fn delete_secret(
@@ -533,43 +627,49 @@ impl Store for PgStore {
         id: SecretId,
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut c = self.tenant_client(tenant).await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        let n = tx
-            .execute(
-                "DELETE FROM secrets WHERE id = $1 AND tenant = $2",
-                &[&id.as_uuid(), &tenant.as_str()],
-            )
-            .await
-            .map_err(pg_err)?;
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(n > 0)
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM secrets WHERE id = $1 AND tenant = $2",
+                    &[&id.as_uuid(), &tenant.as_str()],
+                )
+                .await
+                .map_err(pg_err)?;
+            insert_audit(&tx, &audit).await?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(n > 0)
+        })
+        .await
     }
 
     async fn append_audits(&self, audits: Vec<AuditEntry>) -> Result<(), StoreError> {
-        let Some(first) = audits.first() else {
-            return Ok(());
-        };
-        if audits.len() == 1 {
-            // The decrypt path's audit row: tenant setting and insert in one round trip.
-            let c = self.client().await?;
-            let st = c.prepare_cached(INSERT_AUDIT).await.map_err(pg_err)?;
-            let row = AuditRow::new(first);
-            return as_tenant(&c, &first.tenant, c.execute(&st, &row.params()))
-                .await
-                .map(|_| ());
-        }
-        let mut c = if audits.iter().all(|a| a.tenant == first.tenant) {
-            self.tenant_client(&first.tenant).await?
-        } else {
-            self.owner_client().await?
-        };
-        let tx = c.transaction().await.map_err(pg_err)?;
-        for a in &audits {
-            insert_audit(&tx, a).await?;
-        }
-        tx.commit().await.map_err(pg_err)
+        self.bounded(self.timeouts.operation, async {
+            let Some(first) = audits.first() else {
+                return Ok(());
+            };
+            if audits.len() == 1 {
+                // The decrypt path's audit row: tenant setting and insert in one round trip.
+                let c = self.client().await?;
+                let st = c.prepare_cached(INSERT_AUDIT).await.map_err(pg_err)?;
+                let row = AuditRow::new(first);
+                return as_tenant(&c, &first.tenant, c.execute(&st, &row.params()))
+                    .await
+                    .map(|_| ());
+            }
+            let mut c = if audits.iter().all(|a| a.tenant == first.tenant) {
+                self.tenant_client(&first.tenant).await?
+            } else {
+                self.owner_client().await?
+            };
+            let tx = c.transaction().await.map_err(pg_err)?;
+            for a in &audits {
+                insert_audit(&tx, a).await?;
+            }
+            tx.commit().await.map_err(pg_err)
+        })
+        .await
     }
 
     async fn create_vault(
@@ -578,27 +678,30 @@ impl Store for PgStore {
         secrets: Vec<NewSecret>,
         audits: Vec<AuditEntry>,
     ) -> Result<(), StoreError> {
-        let mut c = self.tenant_client(&vault.tenant).await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        tx.execute(
-            "INSERT INTO vaults (id, tenant, workspace, name, created_at) VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &vault.id.as_uuid(),
-                &vault.tenant.as_str(),
-                &vault.workspace,
-                &vault.name,
-                &vault.created_at,
-            ],
-        )
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(&vault.tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO vaults (id, tenant, workspace, name, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &vault.id.as_uuid(),
+                    &vault.tenant.as_str(),
+                    &vault.workspace,
+                    &vault.name,
+                    &vault.created_at,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+            for secret in &secrets {
+                insert_secret(&tx, secret).await?;
+            }
+            for a in &audits {
+                insert_audit(&tx, a).await?;
+            }
+            tx.commit().await.map_err(pg_err)
+        })
         .await
-        .map_err(pg_err)?;
-        for secret in &secrets {
-            insert_secret(&tx, secret).await?;
-        }
-        for a in &audits {
-            insert_audit(&tx, a).await?;
-        }
-        tx.commit().await.map_err(pg_err)
     }
 
     async fn get_vault(
@@ -606,16 +709,19 @@ impl Store for PgStore {
         tenant: &TenantId,
         id: VaultId,
     ) -> Result<Option<VaultRecord>, StoreError> {
-        let c = self.tenant_client(tenant).await?;
-        c.query_opt(
-            "SELECT id, tenant, workspace, name, created_at FROM vaults WHERE id = $1 AND tenant = $2",
-            &[&id.as_uuid(), &tenant.as_str()],
-        )
+        self.bounded(self.timeouts.operation, async {
+            let c = self.tenant_client(tenant).await?;
+            c.query_opt(
+                "SELECT id, tenant, workspace, name, created_at FROM vaults WHERE id = $1 AND tenant = $2",
+                &[&id.as_uuid(), &tenant.as_str()],
+            )
+            .await
+            .map_err(pg_err)?
+            .as_ref()
+            .map(vault)
+            .transpose()
+        })
         .await
-        .map_err(pg_err)?
-        .as_ref()
-        .map(vault)
-        .transpose()
     }
 
     async fn find_vaults(
@@ -623,17 +729,20 @@ impl Store for PgStore {
         tenant: &TenantId,
         name: &str,
     ) -> Result<Vec<VaultRecord>, StoreError> {
-        let c = self.tenant_client(tenant).await?;
-        c.query(
-            "SELECT id, tenant, workspace, name, created_at FROM vaults
-             WHERE tenant = $1 AND name = $2 ORDER BY workspace",
-            &[&tenant.as_str(), &name],
-        )
+        self.bounded(self.timeouts.operation, async {
+            let c = self.tenant_client(tenant).await?;
+            c.query(
+                "SELECT id, tenant, workspace, name, created_at FROM vaults
+                 WHERE tenant = $1 AND name = $2 ORDER BY workspace",
+                &[&tenant.as_str(), &name],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(vault)
+            .collect()
+        })
         .await
-        .map_err(pg_err)?
-        .iter()
-        .map(vault)
-        .collect()
     }
 
     async fn vault_secrets(
@@ -641,17 +750,20 @@ impl Store for PgStore {
         tenant: &TenantId,
         id: VaultId,
     ) -> Result<Vec<(SecretMeta, VersionRecord)>, StoreError> {
-        let c = self.tenant_client(tenant).await?;
-        let rows = c
-            .query(
-                select_current!("WHERE s.vault_id = $1 AND s.tenant = $2 ORDER BY s.name"),
-                &[&id.as_uuid(), &tenant.as_str()],
-            )
-            .await
-            .map_err(pg_err)?;
-        rows.iter()
-            .map(|r| Ok((meta(r)?, version(r, 8)?)))
-            .collect()
+        self.bounded(self.timeouts.operation, async {
+            let c = self.tenant_client(tenant).await?;
+            let rows = c
+                .query(
+                    select_current!("WHERE s.vault_id = $1 AND s.tenant = $2 ORDER BY s.name"),
+                    &[&id.as_uuid(), &tenant.as_str()],
+                )
+                .await
+                .map_err(pg_err)?;
+            rows.iter()
+                .map(|r| Ok((meta(r)?, version(r, 8)?)))
+                .collect()
+        })
+        .await
     }
 
     async fn delete_vault(
@@ -660,21 +772,24 @@ impl Store for PgStore {
         id: VaultId,
         audits: Vec<AuditEntry>,
     ) -> Result<bool, StoreError> {
-        let mut c = self.tenant_client(tenant).await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        // The vault's secrets go with it (ON DELETE CASCADE), and their versions with them.
-        let n = tx
-            .execute(
-                "DELETE FROM vaults WHERE id = $1 AND tenant = $2",
-                &[&id.as_uuid(), &tenant.as_str()],
-            )
-            .await
-            .map_err(pg_err)?;
-        for a in &audits {
-            insert_audit(&tx, a).await?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(n > 0)
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            // The vault's secrets go with it (ON DELETE CASCADE), and their versions with them.
+            let n = tx
+                .execute(
+                    "DELETE FROM vaults WHERE id = $1 AND tenant = $2",
+                    &[&id.as_uuid(), &tenant.as_str()],
+                )
+                .await
+                .map_err(pg_err)?;
+            for a in &audits {
+                insert_audit(&tx, a).await?;
+            }
+            tx.commit().await.map_err(pg_err)?;
+            Ok(n > 0)
+        })
+        .await
     }
 
     async fn list_audit(
@@ -682,58 +797,64 @@ impl Store for PgStore {
         secret_id: Option<SecretId>,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let c = self.owner_client().await?;
-        let rows = c
-            .query(
-                "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
-                        token_id
-                 FROM secret_access_log WHERE ($1::uuid IS NULL OR secret_id = $1)
-                 ORDER BY id DESC LIMIT $2",
-                &[&secret_id.map(|s| s.as_uuid()), &i64::from(limit)],
-            )
-            .await
-            .map_err(pg_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: r.try_get(0).map_err(corrupt)?,
-                    timestamp: r.try_get(1).map_err(corrupt)?,
-                    action: r.try_get(2).map_err(corrupt)?,
-                    secret_id: r
-                        .try_get::<_, Option<Uuid>>(3)
-                        .map_err(corrupt)?
-                        .map(SecretId::from),
-                    tenant: r.try_get(4).map_err(corrupt)?,
-                    user_id: r.try_get(5).map_err(corrupt)?,
-                    reason: r.try_get(6).map_err(corrupt)?,
-                    outcome: r.try_get(7).map_err(corrupt)?,
-                    request_id: r.try_get(8).map_err(corrupt)?,
-                    token_id: r
-                        .try_get::<_, Option<Uuid>>(9)
-                        .map_err(corrupt)?
-                        .map(TokenId::from),
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            let rows = c
+                .query(
+                    "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
+                            token_id
+                     FROM secret_access_log WHERE ($1::uuid IS NULL OR secret_id = $1)
+                     ORDER BY id DESC LIMIT $2",
+                    &[&secret_id.map(|s| s.as_uuid()), &i64::from(limit)],
+                )
+                .await
+                .map_err(pg_err)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditRecord {
+                        id: r.try_get(0).map_err(corrupt)?,
+                        timestamp: r.try_get(1).map_err(corrupt)?,
+                        action: r.try_get(2).map_err(corrupt)?,
+                        secret_id: r
+                            .try_get::<_, Option<Uuid>>(3)
+                            .map_err(corrupt)?
+                            .map(SecretId::from),
+                        tenant: r.try_get(4).map_err(corrupt)?,
+                        user_id: r.try_get(5).map_err(corrupt)?,
+                        reason: r.try_get(6).map_err(corrupt)?,
+                        outcome: r.try_get(7).map_err(corrupt)?,
+                        request_id: r.try_get(8).map_err(corrupt)?,
+                        token_id: r
+                            .try_get::<_, Option<Uuid>>(9)
+                            .map_err(corrupt)?
+                            .map(TokenId::from),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 
     async fn kek_usage(&self) -> Result<Vec<KekUsage>, StoreError> {
-        let c = self.owner_client().await?;
-        let rows = c
-            .query(
-                "SELECT kek_id, COUNT(*) FROM secret_versions GROUP BY kek_id ORDER BY kek_id",
-                &[],
-            )
-            .await
-            .map_err(pg_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(KekUsage {
-                    kek_id: r.try_get(0).map_err(corrupt)?,
-                    versions: r.try_get(1).map_err(corrupt)?,
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            let rows = c
+                .query(
+                    "SELECT kek_id, COUNT(*) FROM secret_versions GROUP BY kek_id ORDER BY kek_id",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(KekUsage {
+                        kek_id: r.try_get(0).map_err(corrupt)?,
+                        versions: r.try_get(1).map_err(corrupt)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
     async fn scan_versions(
         &self,
@@ -742,98 +863,107 @@ impl Store for PgStore {
         limit: u32,
         with_values: bool,
     ) -> Result<Vec<StoredVersion>, StoreError> {
-        let c = self.owner_client().await?;
-        let (cast, text, time) = match filter {
-            VersionFilter::NotUnderKek(k) => ("$1::text", Some(k.clone()), None),
-            VersionFilter::SealedBefore(t) => ("$1::timestamptz", None, Some(*t)),
-            VersionFilter::All => ("$1::text", None, None),
-        };
-        let sql = format!(
-            "SELECT s.tenant, v.secret_id, v.version, v.kek_id, v.wrapped_dek,
-                    CASE WHEN $5 THEN v.sealed_value ELSE '\\x'::bytea END
-             FROM secret_versions v JOIN secrets s ON s.id = v.secret_id
-             WHERE {} AND ($2::uuid IS NULL OR (v.secret_id, v.version) > ($2, $3))
-             ORDER BY v.secret_id, v.version LIMIT $4",
-            filter_sql(filter, cast)
-        );
-        let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
-        let after_id = after.map(|a| a.0.as_uuid());
-        let after_version = after.map_or(0, |a| a.1);
-        let limit = i64::from(limit);
-        let rows = match time {
-            Some(t) => {
-                c.query(&st, &[&t, &after_id, &after_version, &limit, &with_values])
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            let (cast, text, time) = match filter {
+                VersionFilter::NotUnderKek(k) => ("$1::text", Some(k.clone()), None),
+                VersionFilter::SealedBefore(t) => ("$1::timestamptz", None, Some(*t)),
+                VersionFilter::All => ("$1::text", None, None),
+            };
+            let sql = format!(
+                "SELECT s.tenant, v.secret_id, v.version, v.kek_id, v.wrapped_dek,
+                        CASE WHEN $5 THEN v.sealed_value ELSE '\\x'::bytea END
+                 FROM secret_versions v JOIN secrets s ON s.id = v.secret_id
+                 WHERE {} AND ($2::uuid IS NULL OR (v.secret_id, v.version) > ($2, $3))
+                 ORDER BY v.secret_id, v.version LIMIT $4",
+                filter_sql(filter, cast)
+            );
+            let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
+            let after_id = after.map(|a| a.0.as_uuid());
+            let after_version = after.map_or(0, |a| a.1);
+            let limit = i64::from(limit);
+            let rows = match time {
+                Some(t) => {
+                    c.query(&st, &[&t, &after_id, &after_version, &limit, &with_values])
+                        .await
+                }
+                None => {
+                    c.query(
+                        &st,
+                        &[&text, &after_id, &after_version, &limit, &with_values],
+                    )
                     .await
+                }
             }
-            None => {
-                c.query(
-                    &st,
-                    &[&text, &after_id, &after_version, &limit, &with_values],
-                )
-                .await
-            }
-        }
-        .map_err(pg_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredVersion {
-                    tenant: TenantId::new(r.try_get::<_, String>(0).map_err(corrupt)?),
-                    secret_id: SecretId::from(r.try_get::<_, Uuid>(1).map_err(corrupt)?),
-                    version: r.try_get(2).map_err(corrupt)?,
-                    kek_id: r.try_get(3).map_err(corrupt)?,
-                    wrapped_dek: r.try_get(4).map_err(corrupt)?,
-                    sealed_value: r.try_get(5).map_err(corrupt)?,
+            .map_err(pg_err)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(StoredVersion {
+                        tenant: TenantId::new(r.try_get::<_, String>(0).map_err(corrupt)?),
+                        secret_id: SecretId::from(r.try_get::<_, Uuid>(1).map_err(corrupt)?),
+                        version: r.try_get(2).map_err(corrupt)?,
+                        kek_id: r.try_get(3).map_err(corrupt)?,
+                        wrapped_dek: r.try_get(4).map_err(corrupt)?,
+                        sealed_value: r.try_get(5).map_err(corrupt)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 
     async fn replace_wrapped(&self, rows: Vec<Rewrapped>) -> Result<u64, StoreError> {
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let c = self.owner_client().await?;
-        // One statement for the whole batch: arrays in, compare-and-swap on the old wrapped DEK.
-        let st = c
-            .prepare_cached(
-                "UPDATE secret_versions AS v
-                 SET kek_id = u.kek_id, wrapped_dek = u.w,
-                     sealed_value = COALESCE(u.sv, v.sealed_value),
-                     sealed_at = COALESCE(u.sa, v.sealed_at)
-                 FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::text[], $5::bytea[],
-                             $6::bytea[], $7::timestamptz[])
-                      AS u(id, ver, old_w, kek_id, w, sv, sa)
-                 WHERE v.secret_id = u.id AND v.version = u.ver AND v.wrapped_dek = u.old_w",
+        self.bounded(self.timeouts.operation, async {
+            if rows.is_empty() {
+                return Ok(0);
+            }
+            let c = self.owner_client().await?;
+            // One statement for the whole batch: arrays in, compare-and-swap on the old wrapped DEK.
+            let st = c
+                .prepare_cached(
+                    "UPDATE secret_versions AS v
+                     SET kek_id = u.kek_id, wrapped_dek = u.w,
+                         sealed_value = COALESCE(u.sv, v.sealed_value),
+                         sealed_at = COALESCE(u.sa, v.sealed_at)
+                     FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::text[], $5::bytea[],
+                                 $6::bytea[], $7::timestamptz[])
+                          AS u(id, ver, old_w, kek_id, w, sv, sa)
+                     WHERE v.secret_id = u.id AND v.version = u.ver AND v.wrapped_dek = u.old_w",
+                )
+                .await
+                .map_err(pg_err)?;
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.secret_id.as_uuid()).collect();
+            let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+            let olds: Vec<&[u8]> = rows.iter().map(|r| r.old_wrapped_dek.as_slice()).collect();
+            let keks: Vec<&str> = rows.iter().map(|r| r.kek_id.as_str()).collect();
+            let news: Vec<&[u8]> = rows.iter().map(|r| r.wrapped_dek.as_slice()).collect();
+            let sealed: Vec<Option<&[u8]>> = rows
+                .iter()
+                .map(|r| r.resealed.as_ref().map(|(v, _)| v.as_slice()))
+                .collect();
+            let sealed_at: Vec<Option<OffsetDateTime>> = rows
+                .iter()
+                .map(|r| r.resealed.as_ref().map(|(_, t)| *t))
+                .collect();
+            c.execute(
+                &st,
+                &[&ids, &versions, &olds, &keks, &news, &sealed, &sealed_at],
             )
             .await
-            .map_err(pg_err)?;
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.secret_id.as_uuid()).collect();
-        let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
-        let olds: Vec<&[u8]> = rows.iter().map(|r| r.old_wrapped_dek.as_slice()).collect();
-        let keks: Vec<&str> = rows.iter().map(|r| r.kek_id.as_str()).collect();
-        let news: Vec<&[u8]> = rows.iter().map(|r| r.wrapped_dek.as_slice()).collect();
-        let sealed: Vec<Option<&[u8]>> = rows
-            .iter()
-            .map(|r| r.resealed.as_ref().map(|(v, _)| v.as_slice()))
-            .collect();
-        let sealed_at: Vec<Option<OffsetDateTime>> = rows
-            .iter()
-            .map(|r| r.resealed.as_ref().map(|(_, t)| *t))
-            .collect();
-        c.execute(
-            &st,
-            &[&ids, &versions, &olds, &keks, &news, &sealed, &sealed_at],
-        )
+            .map_err(pg_err)
+        })
         .await
-        .map_err(pg_err)
     }
 
     async fn create_token(&self, token: TokenRecord, audit: AuditEntry) -> Result<(), StoreError> {
-        let mut c = self.tenant_client(&token.tenant).await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        insert_token(&tx, &token).await?;
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg_err)
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(&token.tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            insert_token(&tx, &token).await?;
+            insert_audit(&tx, &audit).await?;
+            tx.commit().await.map_err(pg_err)
+        })
+        .await
     }
 
     async fn ensure_token(
@@ -841,42 +971,45 @@ impl Store for PgStore {
         token: TokenRecord,
         audit: AuditEntry,
     ) -> Result<TokenRecord, StoreError> {
-        let mut c = self.owner_client().await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        // ON CONFLICT: replicas racing on one bootstrap file insert it exactly once.
-        let st = tx
-            .prepare_cached(&format!(
-                "INSERT INTO auth_tokens ({TOKEN_COLS})
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
-                 ON CONFLICT (id) DO NOTHING"
-            ))
-            .await
-            .map_err(pg_err)?;
-        let inserted = tx
-            .execute(
-                &st,
-                &[
-                    &token.id.as_uuid(),
-                    &token.tenant.as_str(),
-                    &token.name,
-                    &token.principal,
-                    &roles_to_stored(token.roles),
-                    &token.workspaces,
-                    &&token.secret_hash[..],
-                    &token.created_by,
-                    &token.created_at,
-                    &token.expires_at,
-                    &token.revoked_at,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        if inserted == 1 {
-            insert_audit(&tx, &audit).await?;
-        }
-        let stored = query_token(&tx, token.id).await?;
-        tx.commit().await.map_err(pg_err)?;
-        stored.ok_or_else(|| StoreError::Corrupt("bootstrap token vanished".into()))
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.owner_client().await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            // ON CONFLICT: replicas racing on one bootstrap file insert it exactly once.
+            let st = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO auth_tokens ({TOKEN_COLS})
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+                     ON CONFLICT (id) DO NOTHING"
+                ))
+                .await
+                .map_err(pg_err)?;
+            let inserted = tx
+                .execute(
+                    &st,
+                    &[
+                        &token.id.as_uuid(),
+                        &token.tenant.as_str(),
+                        &token.name,
+                        &token.principal,
+                        &roles_to_stored(token.roles),
+                        &token.workspaces,
+                        &&token.secret_hash[..],
+                        &token.created_by,
+                        &token.created_at,
+                        &token.expires_at,
+                        &token.revoked_at,
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            if inserted == 1 {
+                insert_audit(&tx, &audit).await?;
+            }
+            let stored = query_token(&tx, token.id).await?;
+            tx.commit().await.map_err(pg_err)?;
+            stored.ok_or_else(|| StoreError::Corrupt("bootstrap token vanished".into()))
+        })
+        .await
     }
 
     async fn create_first_token(
@@ -884,65 +1017,77 @@ impl Store for PgStore {
         token: TokenRecord,
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut c = self.owner_client().await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FIRST_TOKEN_LOCK])
-            .await
-            .map_err(pg_err)?;
-        let any: bool = tx
-            .query_one("SELECT EXISTS (SELECT 1 FROM auth_tokens)", &[])
-            .await
-            .map_err(pg_err)?
-            .try_get(0)
-            .map_err(corrupt)?;
-        if any {
-            return Ok(false);
-        }
-        insert_token(&tx, &token).await?;
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(true)
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.owner_client().await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FIRST_TOKEN_LOCK])
+                .await
+                .map_err(pg_err)?;
+            let any: bool = tx
+                .query_one("SELECT EXISTS (SELECT 1 FROM auth_tokens)", &[])
+                .await
+                .map_err(pg_err)?
+                .try_get(0)
+                .map_err(corrupt)?;
+            if any {
+                return Ok(false);
+            }
+            insert_token(&tx, &token).await?;
+            insert_audit(&tx, &audit).await?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn has_tokens(&self) -> Result<bool, StoreError> {
-        let c = self.owner_client().await?;
-        c.query_one("SELECT EXISTS (SELECT 1 FROM auth_tokens)", &[])
-            .await
-            .map_err(pg_err)?
-            .try_get(0)
-            .map_err(corrupt)
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            c.query_one("SELECT EXISTS (SELECT 1 FROM auth_tokens)", &[])
+                .await
+                .map_err(pg_err)?
+                .try_get(0)
+                .map_err(corrupt)
+        })
+        .await
     }
 
     async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        let c = self.owner_client().await?;
-        query_token(&c, id).await
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            query_token(&c, id).await
+        })
+        .await
     }
 
     async fn list_tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
-        let c = self.tenant_client(&q.tenant).await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {TOKEN_COLS} FROM auth_tokens
-                 WHERE tenant = $1
-                   AND ($2::text IS NULL OR created_by = $2 OR principal = $2)
-                   AND ($3::uuid IS NULL OR id > $3)
-                 ORDER BY id LIMIT $4"
-            ))
-            .await
-            .map_err(pg_err)?;
-        let rows = c
-            .query(
-                &st,
-                &[
-                    &q.tenant.as_str(),
-                    &q.related_to,
-                    &q.after.map(|a| a.as_uuid()),
-                    &i64::from(q.limit),
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        rows.iter().map(token).collect()
+        self.bounded(self.timeouts.operation, async {
+            let c = self.tenant_client(&q.tenant).await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLS} FROM auth_tokens
+                     WHERE tenant = $1
+                       AND ($2::text IS NULL OR created_by = $2 OR principal = $2)
+                       AND ($3::uuid IS NULL OR id > $3)
+                     ORDER BY id LIMIT $4"
+                ))
+                .await
+                .map_err(pg_err)?;
+            let rows = c
+                .query(
+                    &st,
+                    &[
+                        &q.tenant.as_str(),
+                        &q.related_to,
+                        &q.after.map(|a| a.as_uuid()),
+                        &i64::from(q.limit),
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            rows.iter().map(token).collect()
+        })
+        .await
     }
 
     async fn revoke_token(
@@ -952,19 +1097,22 @@ impl Store for PgStore {
         at: OffsetDateTime,
         audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut c = self.tenant_client(tenant).await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        let n = tx
-            .execute(
-                "UPDATE auth_tokens SET revoked_at = COALESCE(revoked_at, $1)
-                 WHERE id = $2 AND tenant = $3",
-                &[&at, &id.as_uuid(), &tenant.as_str()],
-            )
-            .await
-            .map_err(pg_err)?;
-        insert_audit(&tx, &audit).await?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(n > 0)
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let n = tx
+                .execute(
+                    "UPDATE auth_tokens SET revoked_at = COALESCE(revoked_at, $1)
+                     WHERE id = $2 AND tenant = $3",
+                    &[&at, &id.as_uuid(), &tenant.as_str()],
+                )
+                .await
+                .map_err(pg_err)?;
+            insert_audit(&tx, &audit).await?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(n > 0)
+        })
+        .await
     }
 
     async fn try_lease(
@@ -974,56 +1122,68 @@ impl Store for PgStore {
         now: OffsetDateTime,
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let c = self.owner_client().await?;
-        let expires = now + ttl;
-        c.execute(
-            "INSERT INTO rcrt_leases (name, holder, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-             WHERE rcrt_leases.holder = excluded.holder OR rcrt_leases.expires_at < $4",
-            &[&name, &holder, &expires, &now],
-        )
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            let expires = now + ttl;
+            c.execute(
+                "INSERT INTO rcrt_leases (name, holder, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE rcrt_leases.holder = excluded.holder OR rcrt_leases.expires_at < $4",
+                &[&name, &holder, &expires, &now],
+            )
+            .await
+            .map(|n| n == 1)
+            .map_err(pg_err)
+        })
         .await
-        .map(|n| n == 1)
-        .map_err(pg_err)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let c = self.owner_client().await?;
-        c.execute(
-            "DELETE FROM rcrt_leases WHERE name = $1 AND holder = $2",
-            &[&name, &holder],
-        )
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            c.execute(
+                "DELETE FROM rcrt_leases WHERE name = $1 AND holder = $2",
+                &[&name, &holder],
+            )
+            .await
+            .map(|_| ())
+            .map_err(pg_err)
+        })
         .await
-        .map(|_| ())
-        .map_err(pg_err)
     }
 
     async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let c = self.owner_client().await?;
-        c.query_opt("SELECT value FROM rcrt_state WHERE key = $1", &[&key])
-            .await
-            .map_err(pg_err)?
-            .map(|r| r.try_get(0).map_err(corrupt))
-            .transpose()
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            c.query_opt("SELECT value FROM rcrt_state WHERE key = $1", &[&key])
+                .await
+                .map_err(pg_err)?
+                .map(|r| r.try_get(0).map_err(corrupt))
+                .transpose()
+        })
+        .await
     }
 
     async fn set_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
-        let c = self.owner_client().await?;
-        match value {
-            Some(v) => {
-                c.execute(
-                    "INSERT INTO rcrt_state (key, value) VALUES ($1, $2)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    &[&key, &v],
-                )
-                .await
-            }
-            None => {
-                c.execute("DELETE FROM rcrt_state WHERE key = $1", &[&key])
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            match value {
+                Some(v) => {
+                    c.execute(
+                        "INSERT INTO rcrt_state (key, value) VALUES ($1, $2)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        &[&key, &v],
+                    )
                     .await
+                }
+                None => {
+                    c.execute("DELETE FROM rcrt_state WHERE key = $1", &[&key])
+                        .await
+                }
             }
-        }
-        .map(|_| ())
-        .map_err(pg_err)
+            .map(|_| ())
+            .map_err(pg_err)
+        })
+        .await
     }
 }
