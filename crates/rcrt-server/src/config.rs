@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::auth::KeySource;
 use rcrt_core::rewrap_job::RewrapSettings;
@@ -97,6 +98,41 @@ pub struct Config {
     /// Where a server in token mode with an empty token table writes the admin token it
     /// creates (`BOOTSTRAP_TOKEN_OUTPUT_FILE`).
     pub bootstrap_token_output: PathBuf,
+    /// Connection timeouts and limits, and the Host names served without authentication.
+    pub http: HttpSettings,
+}
+
+/// How connections are served: timeouts against slow and idle clients, a cap on open
+/// connections, and the `Host` names a server without authentication answers.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Time to receive a request's head, counted from the connection's opening or the end of
+    /// the previous response: also how long an idle keep-alive connection is kept
+    /// (`HTTP_HEADER_TIMEOUT`).
+    pub header_timeout: Duration,
+    /// Time to receive a whole request body, from the request's head on (`HTTP_BODY_TIMEOUT`).
+    pub body_timeout: Duration,
+    /// A response write that makes no progress for this long (the client does not read)
+    /// closes the connection (`HTTP_WRITE_TIMEOUT`).
+    pub write_timeout: Duration,
+    /// Connections served at once; past it the server stops accepting until one closes
+    /// (`HTTP_MAX_CONNECTIONS`). Lowered at start to fit the open-file limit.
+    pub max_connections: usize,
+    /// Host names (no port) served besides the loopback ones when authentication is
+    /// disabled (`ALLOWED_HOSTS`), lower case.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            allowed_hosts: Vec::new(),
+        }
+    }
 }
 
 impl Config {
@@ -298,7 +334,54 @@ impl Config {
         let bootstrap_token_output = plain("BOOTSTRAP_TOKEN_OUTPUT_FILE")
             .map(PathBuf::from)
             .unwrap_or_else(|| default_bootstrap_output(&db_url));
+        let duration = |var: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match plain(var) {
+                None => Ok(default),
+                Some(v) => humantime::parse_duration(&v)
+                    .ok()
+                    .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(3600))
+                    .ok_or(ConfigError::Invalid {
+                        var,
+                        reason: "must be a duration from 100ms to 1h, e.g. 10s or 500ms".into(),
+                    }),
+            }
+        };
+        let http_defaults = HttpSettings::default();
+        let http = HttpSettings {
+            header_timeout: duration("HTTP_HEADER_TIMEOUT", http_defaults.header_timeout)?,
+            body_timeout: duration("HTTP_BODY_TIMEOUT", http_defaults.body_timeout)?,
+            write_timeout: duration("HTTP_WRITE_TIMEOUT", http_defaults.write_timeout)?,
+            max_connections: number(
+                "HTTP_MAX_CONNECTIONS",
+                u32::try_from(http_defaults.max_connections).unwrap_or(u32::MAX),
+                1,
+            )? as usize,
+            allowed_hosts: match plain("ALLOWED_HOSTS") {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .map(|h| {
+                        let name = h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+                        let ipv6 = h
+                            .strip_prefix('[')
+                            .and_then(|i| i.strip_suffix(']'))
+                            .is_some_and(|i| i.parse::<std::net::Ipv6Addr>().is_ok());
+                        if name || ipv6 {
+                            Ok(h)
+                        } else {
+                            Err(ConfigError::Invalid {
+                                var: "ALLOWED_HOSTS",
+                                reason: "must be host names, IPv4 addresses or [IPv6] addresses without ports, separated by commas".into(),
+                            })
+                        }
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+        };
         Ok(Self {
+            http,
             rewrap,
             bootstrap_token_file,
             bootstrap_token_output,
@@ -429,6 +512,50 @@ mod tests {
             ("JWT_PUBLIC_KEY_FILE", "/k.pem")
         ])
         .is_err());
+    }
+
+    #[test]
+    fn http_settings() {
+        let cfg = |pairs: &[(&str, &str)]| Config::from_lookup(&Lookup::from_pairs(pairs));
+        let d = cfg(&[]).unwrap().http;
+        assert_eq!(d.header_timeout, Duration::from_secs(10));
+        assert_eq!(d.body_timeout, Duration::from_secs(30));
+        assert_eq!(d.write_timeout, Duration::from_secs(30));
+        assert_eq!(d.max_connections, 10_000);
+        assert!(d.allowed_hosts.is_empty());
+        let c = cfg(&[
+            ("HTTP_HEADER_TIMEOUT", "500ms"),
+            ("HTTP_BODY_TIMEOUT", "1m"),
+            ("HTTP_WRITE_TIMEOUT", "2s"),
+            ("HTTP_MAX_CONNECTIONS", "50"),
+            (
+                "ALLOWED_HOSTS",
+                " RCRT.internal , secrets.example.com,[fd00::1],",
+            ),
+        ])
+        .unwrap()
+        .http;
+        assert_eq!(c.header_timeout, Duration::from_millis(500));
+        assert_eq!(c.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.write_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_connections, 50);
+        assert_eq!(
+            c.allowed_hosts,
+            ["rcrt.internal", "secrets.example.com", "[fd00::1]"]
+        );
+        for (var, bad) in [
+            ("HTTP_HEADER_TIMEOUT", "0s"),
+            ("HTTP_HEADER_TIMEOUT", "10"),
+            ("HTTP_BODY_TIMEOUT", "2h"),
+            ("HTTP_WRITE_TIMEOUT", "soon"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("ALLOWED_HOSTS", "evil.example:8081/x"),
+            ("ALLOWED_HOSTS", "a b"),
+            ("ALLOWED_HOSTS", "rcrt.internal:8081"),
+        ] {
+            let err = cfg(&[(var, bad)]).err().unwrap().to_string();
+            assert!(err.starts_with(var), "{var}={bad}: {err}");
+        }
     }
 
     #[test]

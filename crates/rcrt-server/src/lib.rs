@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod http;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -98,12 +99,11 @@ pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let state = Arc::new(build(&config).await?);
     let kek_id = state.service.keys().current_kek_id().clone();
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .map_err(|error| StartupError::Bind {
-            addr: config.bind,
-            error,
-        })?;
+    let max_connections = serve::connection_cap(config.http.max_connections);
+    let listener = serve::bind(config.bind).map_err(|error| StartupError::Bind {
+        addr: config.bind,
+        error,
+    })?;
     if config.exposed_without_auth() {
         tracing::warn!(
             addr = %config.bind,
@@ -111,21 +111,34 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         );
     }
     state.rewrap.spawn();
-    let app = http::app(state, config.max_value_bytes);
+    let app = http::app(
+        state,
+        http::AppOptions {
+            max_value_bytes: config.max_value_bytes,
+            body_timeout: config.http.body_timeout,
+            // Without authentication, a DNS-rebinding page must not reach the API.
+            host_policy: config.auth.is_disabled().then(|| http::guard::HostPolicy {
+                allowed: config.http.allowed_hosts.clone().into(),
+            }),
+        },
+    );
     tracing::info!(
         addr = %config.bind,
         kek_id = %kek_id,
         auth = %auth_label(&config.auth),
         store = if config.db_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
+        max_connections,
         "rcrt-server listening"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|error| StartupError::Bind {
-            addr: config.bind,
-            error,
-        })
+    serve::serve(
+        listener,
+        app,
+        &config.http,
+        max_connections,
+        shutdown_signal(),
+    )
+    .await;
+    Ok(())
 }
 
 fn auth_label(mode: &AuthMode) -> &'static str {

@@ -43,6 +43,24 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     }
 
+    /// 413: the body is over the limit.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is too large",
+        )
+    }
+
+    /// 408: the body did not arrive within `HTTP_BODY_TIMEOUT`.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )
+    }
+
     /// 405 for a known path with the wrong method.
     pub fn method_not_allowed() -> Self {
         Self::new(
@@ -73,7 +91,8 @@ impl From<CoreError> for ApiError {
         };
         let message = if status.is_server_error() {
             // The detail goes to the log (with the request id from the trace span), not the client.
-            tracing::error!(error = %e, "request failed");
+            // Escaped: a store error may quote what a request carried.
+            tracing::error!(error = %e.to_string().escape_debug(), "request failed");
             match status {
                 S::SERVICE_UNAVAILABLE => "the secret store is unavailable; retry later".to_owned(),
                 _ if code == "decrypt_failed" => "the secret could not be decrypted".to_owned(),

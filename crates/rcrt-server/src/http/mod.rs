@@ -2,11 +2,13 @@
 //! [`rcrt_core::Service`], map the result.
 
 mod error;
+pub mod guard;
 mod routes;
 mod tokens;
 mod vaults;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::Authenticator;
 use axum::extract::DefaultBodyLimit;
@@ -16,12 +18,13 @@ use axum::Router;
 use rcrt_core::rewrap_job::RewrapJob;
 use rcrt_core::Service;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+use guard::{BodyLimits, ClientRequestId, HostPolicy, RequestId};
 
-/// The request id header, set on every request and echoed on every response.
+/// The request id header: our id for the request on every response (a caller's own id comes
+/// back as `X-Client-Request-Id`).
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What handlers share.
@@ -40,8 +43,19 @@ pub fn body_limit(max_value_bytes: usize) -> usize {
     max_value_bytes.saturating_mul(6).saturating_add(16 * 1024)
 }
 
+/// What the router takes from the configuration.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    /// Largest secret value in bytes (the body limit follows from it).
+    pub max_value_bytes: usize,
+    /// Time to receive a whole request body.
+    pub body_timeout: Duration,
+    /// `Some` when authentication is disabled: only these `Host` names are served.
+    pub host_policy: Option<HostPolicy>,
+}
+
 /// The router with every layer, ready to serve.
-pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
+pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
     // Everything under /secrets, /auth and /admin needs an authenticated caller.
     let protected = Router::new()
         .route("/secrets", post(routes::create).get(routes::list))
@@ -70,7 +84,7 @@ pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
             state.clone(),
             routes::authenticate,
         ));
-    Router::new()
+    let router = Router::new()
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))
@@ -78,20 +92,43 @@ pub fn app(state: Arc<AppState>, max_value_bytes: usize) -> Router {
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
-        .layer(DefaultBodyLimit::max(body_limit(max_value_bytes)))
+        .layer(DefaultBodyLimit::max(body_limit(opts.max_value_bytes)))
         .layer(CatchPanicLayer::custom(routes::panic_response))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        // Spans carry method, path and request id only: never headers or bodies.
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimits {
+                max_bytes: body_limit(opts.max_value_bytes),
+                timeout: opts.body_timeout,
+            },
+            guard::body_limits,
+        ));
+    let router = match opts.host_policy {
+        Some(policy) => router.layer(axum::middleware::from_fn_with_state(
+            policy,
+            guard::host_check,
+        )),
+        None => router,
+    };
+    router
+        // Spans carry method, path and the request ids only: never other headers or bodies.
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let id = req
-                    .headers()
-                    .get(REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            })
-            .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+                    let client_id = req
+                        .extensions()
+                        .get::<ClientRequestId>()
+                        .and_then(|c| c.0.clone());
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = %id.as_deref().unwrap_or("-"),
+                        client_request_id = %client_id.as_deref().unwrap_or("-"),
+                    )
+                })
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(guard::request_ids))
 }

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroizing;
 
-use super::{ApiError, AppState, REQUEST_ID};
+use super::guard::RequestId;
+use super::{ApiError, AppState};
 
 pub(crate) type AppResult<T> = Result<T, ApiError>;
 
@@ -37,12 +38,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Principal>()
             .cloned()
             .ok_or_else(ApiError::unauthorized)?;
+        // Ours, set by `guard::request_ids` on every request; never the caller's.
         let request_id = parts
-            .headers
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
+            .extensions
+            .get::<RequestId>()
+            .map_or_else(|| "-".to_owned(), |r| r.0.to_string());
         Ok(Caller(RequestContext {
             principal,
             request_id,
@@ -85,11 +85,9 @@ pub(crate) fn json_body<T: DeserializeOwned>(
 ) -> AppResult<T> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body is too large",
-            )
+            ApiError::payload_too_large()
+        } else if super::guard::is_body_timeout(&rejection) {
+            ApiError::request_timeout()
         } else {
             ApiError::invalid("request body could not be read")
         }
@@ -111,18 +109,43 @@ pub(crate) fn json_body<T: DeserializeOwned>(
             "send the body as Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        // serde_json's message names the field and position. A string value is never quoted in
-        // it (every string field here accepts any string); a value of the wrong type, e.g. a
-        // number given as `value`, can be, but only back to the caller who sent it: 4xx
-        // messages are not logged.
-        let what = if e.is_syntax() || e.is_eof() {
-            "request body is not valid JSON".to_owned()
-        } else {
-            format!("request body has the wrong shape: {e}")
-        };
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", what)
-    })
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e.path(), e.inner()))?;
+    // Trailing characters after the document.
+    de.end().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "request body is not valid JSON",
+        )
+    })?;
+    Ok(value)
+}
+
+/// Fields that carry secret values: `value` (secrets, vault keys) and `secrets` (a new vault's
+/// values).
+const SECRET_FIELDS: [&str; 2] = ["value", "secrets"];
+
+/// The 400 for a body that did not deserialize. serde's message names the field and quotes
+/// what it found when the type is wrong (``invalid type: integer `987654321` ``): for the
+/// fields that carry secret values that detail is dropped, so a value sent with the wrong type
+/// never comes back in an error (which clients log). Other fields keep serde's message.
+fn json_error(path: &serde_path_to_error::Path, e: &serde_json::Error) -> ApiError {
+    use serde_path_to_error::Segment;
+    let what = if e.is_syntax() || e.is_eof() || e.is_io() {
+        "request body is not valid JSON".to_owned()
+    } else {
+        match path.iter().next() {
+            Some(Segment::Map { key }) if key == "value" => "`value` must be a string".to_owned(),
+            Some(Segment::Map { key }) if SECRET_FIELDS.contains(&key.as_str()) => {
+                format!("`{key}` must be an object whose values are strings")
+            }
+            None => format!("request body has the wrong shape: {e}"),
+            Some(_) => format!("request body has the wrong shape: `{path}`: {e}"),
+        }
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", what)
 }
 
 /// A path parameter; one that does not extract is a 400.
