@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rcrt_crypto::{
@@ -20,7 +21,8 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
 const MAX_REASON_CHARS: usize = 1024;
 const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
-/// Retries of an update that lost a race (without If-Match) before giving up with 503.
+/// Retries of an update that lost a race (without If-Match) to another replica before giving up
+/// with 503. Updates on one replica queue (see [`UpdateQueue`]) and never race each other.
 const UPDATE_RETRIES: usize = 32;
 
 /// A decrypt's reason: required, trimmed, at most 1024 characters, no control characters (a
@@ -159,6 +161,7 @@ pub struct Service {
     limits: Limits,
     pub(crate) metrics: Metrics,
     pub(crate) tokens: crate::tokens::TokenCache,
+    updates: UpdateQueue,
 }
 
 impl Service {
@@ -176,6 +179,7 @@ impl Service {
             limits,
             metrics: Metrics::default(),
             tokens: Default::default(),
+            updates: UpdateQueue::default(),
         }
     }
 
@@ -597,6 +601,9 @@ impl Service {
         if_match: Option<Version>,
     ) -> Result<SecretMeta, CoreError> {
         self.check_value(&value)?;
+        // Updates of this secret on this replica run one at a time, so they never race each
+        // other; the store's compare-and-swap still decides between replicas.
+        let _turn = self.updates.turn(id).await;
         for _ in 0..UPDATE_RETRIES {
             let found = self.store.get_meta(&ctx.principal.tenant, id).await?;
             let meta = self
@@ -652,6 +659,12 @@ impl Service {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Not an outage: other replicas kept winning the compare-and-swap.
+        tracing::warn!(
+            secret_id = %id,
+            attempts = UPDATE_RETRIES,
+            "update gave up: every attempt lost the race to a concurrent update from another replica (contention, not a store outage)"
+        );
         Err(CoreError::Unavailable(StoreError::Unavailable(
             "too many concurrent updates of one secret".into(),
         )))
@@ -686,5 +699,102 @@ impl Service {
         } else {
             Err(CoreError::NotFound)
         }
+    }
+}
+
+/// Queues this replica's updates of each secret: one runs at a time per secret, the rest wait
+/// their turn in order (tokio's mutex is fair), instead of racing and retrying. An entry lives
+/// only while someone holds or awaits it.
+#[derive(Default)]
+struct UpdateQueue {
+    secrets: std::sync::Mutex<HashMap<SecretId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// One update's turn on a secret; the next waiting update goes when this is dropped.
+struct UpdateTurn<'a> {
+    queue: &'a UpdateQueue,
+    id: SecretId,
+    _held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl UpdateQueue {
+    async fn turn(&self, id: SecretId) -> UpdateTurn<'_> {
+        let lock = self
+            .secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id)
+            .or_default()
+            .clone();
+        // Made before the wait, so an update cancelled while waiting still tidies the entry.
+        let mut turn = UpdateTurn {
+            queue: self,
+            id,
+            _held: None,
+        };
+        turn._held = Some(lock.lock_owned().await);
+        turn
+    }
+}
+
+impl Drop for UpdateTurn<'_> {
+    fn drop(&mut self) {
+        let mut secrets = self
+            .queue
+            .secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Clones are taken only under this map lock, so the count cannot grow meanwhile: two
+        // means the map's and this turn's own, so nobody waits and the entry can go.
+        if secrets
+            .get(&self.id)
+            .is_some_and(|lock| Arc::strong_count(lock) <= 2)
+        {
+            secrets.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod update_queue_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::UpdateQueue;
+    use rcrt_types::SecretId;
+
+    fn entries(q: &UpdateQueue) -> usize {
+        q.secrets.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn turns_queue_and_leave_no_entry_behind() {
+        let q = UpdateQueue::default();
+        let id = SecretId::new();
+        let first = q.turn(id).await;
+        // A second update waits for the first.
+        let mut second = Box::pin(q.turn(id));
+        assert!(futures_poll_once(second.as_mut()).await.is_none());
+        drop(first);
+        drop(second.await);
+        assert_eq!(entries(&q), 0);
+        // An update cancelled while waiting tidies up too.
+        let held = q.turn(id).await;
+        let mut waiting = Box::pin(q.turn(id));
+        assert!(futures_poll_once(waiting.as_mut()).await.is_none());
+        drop(held);
+        drop(waiting);
+        assert_eq!(entries(&q), 0);
+    }
+
+    /// Polls a future once: `Some` if it finished.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }
