@@ -14,7 +14,9 @@ use crate::{ServerArgs, ValueArgs};
 /// How `rcrt vault get` prints values.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub(crate) enum VaultFormat {
-    /// KEY=value lines (values with newlines or quotes are JSON-quoted).
+    /// `KEY='value'` lines, safe to `source` in a POSIX shell: every value single-quoted (a
+    /// quote inside as `'\''`), so nothing in it is expanded or run; a key that is not a shell
+    /// variable name, or a value with a NUL byte, is refused (use `--format json`).
     Env,
     /// One JSON object.
     Json,
@@ -169,23 +171,63 @@ pub(crate) fn vault_get(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let text = Zeroizing::new(match format {
-        VaultFormat::Json => serde_json::to_string_pretty(&plain).map_err(|e| e.to_string())?,
-        VaultFormat::Env => {
-            let mut s = String::new();
-            for (k, v) in &plain {
-                let needs_quotes = v.contains(['\n', '"', '\\', ' ', '#']);
-                let v = if needs_quotes {
-                    serde_json::to_string(v).map_err(|e| e.to_string())?
-                } else {
-                    (*v).to_owned()
-                };
-                s.push_str(&format!("{k}={v}\n"));
-            }
-            s.trim_end().to_owned()
+        VaultFormat::Env => shell_lines(&plain)?,
+        VaultFormat::Json => {
+            let mut json = serde_json::to_string_pretty(&plain).map_err(|e| e.to_string())?;
+            json.push('\n');
+            json
         }
     });
-    println!("{}", text.as_str());
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())
+}
+
+/// True for a POSIX shell variable name: a letter or `_`, then letters, digits or `_`.
+fn is_shell_name(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `value` in POSIX single quotes: nothing inside is special to the shell but the quote itself,
+/// written as `'\''` (close, escaped quote, reopen).
+fn single_quote(value: &str, out: &mut String) {
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+}
+
+/// `KEY='value'` lines for `--format env` (see [`VaultFormat::Env`]).
+fn shell_lines(values: &BTreeMap<&str, &str>) -> Result<String, String> {
+    let mut s = String::new();
+    for (k, v) in values {
+        if !is_shell_name(k) {
+            return Err(format!(
+                "vault key {k:?} is not a shell variable name (letters, digits and '_', not \
+                 starting with a digit), so --format env cannot print it; use --format json"
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!(
+                "the value of {k} holds a NUL byte, which a shell variable cannot; use --format json"
+            ));
+        }
+        s.push_str(k);
+        s.push('=');
+        single_quote(v, &mut s);
+        s.push('\n');
+    }
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -200,5 +242,30 @@ mod tests {
         assert_eq!(m["DB_URL"].as_str(), "postgres://x");
         assert_eq!(m["EMPTY"].as_str(), "");
         assert!(parse_env("novalue").is_err());
+    }
+
+    #[test]
+    fn env_output_is_single_quoted() {
+        let values: BTreeMap<&str, &str> = [
+            ("A", "plain"),
+            ("B", "it's"),
+            ("C", ""),
+            ("_D1", "$(x) `y` \"z\" \\n"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            shell_lines(&values).unwrap(),
+            "A='plain'\nB='it'\\''s'\nC=''\n_D1='$(x) `y` \"z\" \\n'\n"
+        );
+        for key in ["1A", "A-B", "A.B", "", "Ä"] {
+            let one: BTreeMap<&str, &str> = [(key, "v")].into_iter().collect();
+            assert!(
+                shell_lines(&one).unwrap_err().contains("--format json"),
+                "{key}"
+            );
+        }
+        let nul: BTreeMap<&str, &str> = [("A", "a\0b")].into_iter().collect();
+        assert!(shell_lines(&nul).is_err());
     }
 }

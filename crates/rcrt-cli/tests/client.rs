@@ -197,7 +197,10 @@ fn vault_commands_and_tokens() {
         "",
         &auth,
     ));
-    assert_eq!(env_out, "API_KEY=secret-value\nDB_URL=postgres://u@h/db\n");
+    assert_eq!(
+        env_out,
+        "API_KEY='secret-value'\nDB_URL='postgres://u@h/db'\n"
+    );
     let json_out: serde_json::Value = serde_json::from_str(&ok(&rcrt(
         &url,
         &[
@@ -222,4 +225,114 @@ fn vault_commands_and_tokens() {
         &auth,
     );
     assert!(String::from_utf8_lossy(&outside.stderr).contains("forbidden"));
+}
+
+/// `rcrt vault get --format env` output sourced by `sh`: hostile values come back byte for byte
+/// and nothing in them runs; a key that is not a shell name is refused.
+#[test]
+fn vault_env_output_is_shell_safe() {
+    let dir = TempDir::new();
+    let srv = server(&dir, &[]);
+    let url = srv.base_url();
+    let d = dir.path().display().to_string();
+    let hostile: Vec<(&str, String)> = vec![
+        ("SUBST", format!("$(touch {d}/pwned-subst)")),
+        ("BACKTICK", format!("`touch {d}/pwned-backtick`")),
+        ("SEMI", format!("x; touch {d}/pwned-semi")),
+        ("QUOTES", "it's \"quoted\" '' \\' end'".to_owned()),
+        ("NEWLINES", format!("line1\ntouch {d}/pwned-newline\n\n")),
+        ("VARS", "$HOME ${HOME} $0 \\$x \\\\ \\n".to_owned()),
+        ("EMPTY", String::new()),
+        ("SPACES", "  lead and trail  ".to_owned()),
+        ("GLOB", "* ? [a-z] ~ # !".to_owned()),
+        ("UNICODE", "p\u{e4}ssw\u{f6}rd \u{2603}".to_owned()),
+    ];
+    let secrets: serde_json::Map<String, serde_json::Value> = hostile
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.as_str())))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let create = |name: &str, secrets: serde_json::Value| {
+        let status = rt.block_on(async {
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .post(format!("{url}/secrets/vaults"))
+                .json(&serde_json::json!({"workspace": "w", "name": name, "secrets": secrets}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert_eq!(status, 201);
+    };
+    create("hostile", serde_json::Value::Object(secrets));
+
+    let out = ok(&rcrt(
+        &url,
+        &["vault", "get", "hostile", "--reason", "shell test"],
+        "",
+        &[],
+    ));
+    let env_file = dir.path().join("vault.env");
+    std::fs::write(&env_file, &out).unwrap();
+    // Source it, then print every variable NUL-terminated.
+    let names: Vec<&str> = hostile.iter().map(|(k, _)| *k).collect();
+    let printf_args: String = names.iter().map(|k| format!(" \"${k}\"")).collect();
+    let script = format!(". '{}' && printf '%s\\0'{printf_args}", env_file.display());
+    let sourced = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        sourced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sourced.stderr)
+    );
+    let got: Vec<String> = String::from_utf8(sourced.stdout)
+        .unwrap()
+        .split_terminator('\0')
+        .map(str::to_owned)
+        .collect();
+    let want: Vec<String> = hostile.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(got, want, "values must round-trip through sh\n{out}");
+    let pwned: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pwned"))
+        .collect();
+    assert!(pwned.is_empty(), "sourcing ran a command: {pwned:?}\n{out}");
+
+    // Keys that are not shell names cannot be printed as env lines (JSON still works).
+    create("dashed", serde_json::json!({"MY-KEY": "v", "OK": "w"}));
+    let refused = rcrt(
+        &url,
+        &["vault", "get", "dashed", "--reason", "shell test"],
+        "",
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(refused.stdout.is_empty(), "nothing printed");
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("\"MY-KEY\" is not a shell variable name"));
+    let json = ok(&rcrt(
+        &url,
+        &[
+            "vault",
+            "get",
+            "dashed",
+            "--reason",
+            "shell test",
+            "--format",
+            "json",
+        ],
+        "",
+        &[],
+    ));
+    assert!(json.contains("\"MY-KEY\": \"v\""), "{json}");
 }
