@@ -332,6 +332,7 @@ fn hostile_request(rng: &mut StdRng, n: usize) -> (String, Vec<u8>) {
                 "/secrets/vault/%2F%2F?workspace=%ff".to_owned(),
                 "/secrets/00000000-0000-7000-8000-000000000000/decrypt/extra".to_owned(),
                 "*".to_owned(),
+                "/secrets/\u{9b}31m\u{2028}INFO-forged".to_owned(),
                 "http://127.0.0.1/secrets".to_owned(),
                 long,
             ];
@@ -498,6 +499,9 @@ async fn malformed_request_barrage() {
     let log = server.output();
     assert!(!log.contains("panicked"), "panic in the log:\n{log}");
     assert!(!log.contains("ERROR"), "an error in the log:\n{log}");
+    for c in ['\u{1b}', '\u{9b}', '\u{7}', '\u{2028}'] {
+        assert!(!log.contains(c), "{c:?} in the log:\n{log}");
+    }
 }
 
 /// `secret_access_log.request_id` for every row, read from the SQLite file.

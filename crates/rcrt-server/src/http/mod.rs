@@ -121,7 +121,8 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
-                        path = %req.uri().path(),
+                        // Escaped: a path may hold UTF-8 control characters (C1 CSI).
+                        path = %req.uri().path().escape_debug(),
                         request_id = %id.as_deref().unwrap_or("-"),
                         client_request_id = %client_id.as_deref().unwrap_or("-"),
                     )
