@@ -1,8 +1,9 @@
 //! Slow, idle and oversized connections against a real `rcrt-server` process (issue 9, item 1).
 //!
 //! 1. Four thousand hostile connections at once (idle, dribbling headers, dribbling a body,
-//!    declaring a 10 GB body): `/health` and a decrypt keep answering within a bound, and every
-//!    hostile connection is closed soon after its timeout (short timeouts set by environment).
+//!    declaring a 10 GB body) on a server started under a soft limit of 1024 open files:
+//!    `/health` and a decrypt keep answering within a bound, and every hostile connection is
+//!    closed soon after its timeout (short timeouts set by environment).
 //! 2. At `HTTP_MAX_CONNECTIONS` the server stops accepting instead of accepting and dropping: a
 //!    new request waits until an idle connection times out, then it is answered.
 //! 3. A client that sends requests but never reads the answers is cut off after
@@ -133,15 +134,23 @@ async fn hostile_connections_are_closed_while_health_and_decrypts_are_served() {
     raise_nofile(4 * PER_KIND as u64 + 512);
     let dir = TempDir::new();
     let kek = gen_kek();
-    let server = ServerProcess::start(&server_config(
-        None,
-        &dir,
-        &[
-            ("LOCAL_KEK_BASE64", &kek),
-            ("HTTP_HEADER_TIMEOUT", "2s"),
-            ("HTTP_BODY_TIMEOUT", "3s"),
-        ],
-    ));
+    // The server starts with the common soft limit of 1024 open files (the one under which
+    // 1,100 idle connections once starved /health) and must raise it itself.
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    rlimit::setrlimit(rlimit::Resource::NOFILE, 1024, hard).unwrap();
+    let server = std::panic::catch_unwind(|| {
+        ServerProcess::start(&server_config(
+            None,
+            &dir,
+            &[
+                ("LOCAL_KEK_BASE64", &kek),
+                ("HTTP_HEADER_TIMEOUT", "2s"),
+                ("HTTP_BODY_TIMEOUT", "3s"),
+            ],
+        ))
+    });
+    raise_nofile(4 * PER_KIND as u64 + 512);
+    let server = server.unwrap_or_else(|e| std::panic::resume_unwind(e));
     let base = server.base_url();
     let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
     // A fresh connection for every check: accepting must keep working, not just a pooled
@@ -263,6 +272,7 @@ async fn hostile_connections_are_closed_while_health_and_decrypts_are_served() {
     let log = server.output();
     assert!(!log.contains("panicked"), "{log}");
     assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("max_connections=10000"), "{log}");
 }
 
 #[tokio::test]
