@@ -17,6 +17,10 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0002_vaults_rls.sql"),
     ),
     (3, include_str!("../migrations/postgres/0003_tokens.sql")),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_app_role_per_database.sql"),
+    ),
 ];
 
 /// The table that records applied migrations (same DDL on both databases).

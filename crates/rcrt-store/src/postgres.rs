@@ -24,25 +24,14 @@ const MIGRATION_LOCK: i64 = 0x0072_6372_746d_6967; // "rcrtmig"
 const FIRST_TOKEN_LOCK: i64 = 0x0072_6372_7474_6f6b; // "rcrttok"
 /// How long sent data may stay unacknowledged before the kernel drops a connection.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `rcrt_state` key under which migration 0004 records the app role's name.
+const APP_ROLE_KEY: &str = "app_role";
 
-/// Makes the session act as `rcrt_app` for one tenant (see `tenant_client`).
+/// Makes the session act as the database's app role (`$2`, see migration 0004) for one tenant
+/// (`$1`), outside maintenance (see `tenant_client`).
 const SET_TENANT: &str =
-    "SELECT set_config('role', 'rcrt_app', false), set_config('rcrt.tenant', $1, false)";
-
-/// Runs `main` on `c` as `tenant`, sending the tenant setting and `main` in one round trip:
-/// both requests are written before either answer is awaited, and PostgreSQL executes a
-/// connection's requests in order. `main`'s statement must already be prepared.
-async fn as_tenant<T>(
-    c: &deadpool_postgres::Client,
-    tenant: &TenantId,
-    main: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, StoreError> {
-    let set = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
-    let tenant = tenant.as_str();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant];
-    let (_, out) = tokio::try_join!(c.execute(&set, &params), main).map_err(pg_err)?;
-    Ok(out)
-}
+    "SELECT set_config('role', $2, false), set_config('rcrt.tenant', $1, false),
+        set_config('rcrt.maintenance', '', false)";
 
 /// How long the store waits for PostgreSQL before it gives up with
 /// [`StoreError::Unavailable`]: a frozen or unreachable server then costs a request a bounded
@@ -77,6 +66,8 @@ impl Default for PgTimeouts {
 pub struct PgStore {
     pool: Pool,
     timeouts: PgTimeouts,
+    /// The request path's role in this database (recorded by migration 0004).
+    app_role: String,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -363,9 +354,34 @@ impl PgStore {
             .recycle_timeout(Some(timeouts.connect))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let store = Self { pool, timeouts };
+        let mut store = Self {
+            pool,
+            timeouts,
+            app_role: String::new(),
+        };
         store.bounded(timeouts.migrate, store.migrate()).await?;
+        store.app_role = store
+            .bounded(timeouts.operation, store.get_state(APP_ROLE_KEY))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("no app role recorded (migration 0004)".into()))?;
         Ok(store)
+    }
+
+    /// Runs `main` on `c` as `tenant`, sending the tenant setting and `main` in one round trip:
+    /// both requests are written before either answer is awaited, and PostgreSQL executes a
+    /// connection's requests in order. `main`'s statement must already be prepared.
+    async fn as_tenant<T>(
+        &self,
+        c: &deadpool_postgres::Client,
+        tenant: &TenantId,
+        main: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        let set = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
+        let tenant = tenant.as_str();
+        let role = self.app_role.as_str();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &role];
+        let (_, out) = tokio::try_join!(c.execute(&set, &params), main).map_err(pg_err)?;
+        Ok(out)
     }
 
     /// Runs one store operation, giving up after `limit`. The operation's connection goes back
@@ -387,25 +403,31 @@ impl PgStore {
         self.pool.get().await.map_err(unavailable)
     }
 
-    /// A connection acting as `rcrt_app` for `tenant`: row-level security limits it to that
-    /// tenant's rows, whatever the query's own filter says. Every method sets the role it needs,
-    /// so a pooled connection never carries a previous caller's setting into another method.
+    /// A connection acting as the app role for `tenant`: row-level security limits it to that
+    /// tenant's rows, whatever the query's own filter says, and it cannot change audit rows.
+    /// Every method sets the role it needs, so a pooled connection never carries a previous
+    /// caller's setting into another method.
     async fn tenant_client(
         &self,
         tenant: &TenantId,
     ) -> Result<deadpool_postgres::Client, StoreError> {
         let c = self.client().await?;
         let st = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
-        c.execute(&st, &[&tenant.as_str()]).await.map_err(pg_err)?;
+        c.execute(&st, &[&tenant.as_str(), &self.app_role])
+            .await
+            .map_err(pg_err)?;
         Ok(c)
     }
 
-    /// A connection acting as the owner (not restricted by row-level security), for work that
-    /// spans tenants: start-up checks, re-wrap, audit export.
+    /// A connection acting as the owner in maintenance mode, for work that spans tenants:
+    /// start-up checks, re-wrap, audit export, token lookup by id. Row-level security binds the
+    /// owner too (FORCE); its `maintenance` policy lets it see every tenant only with
+    /// `rcrt.maintenance` on, which only this sets.
     async fn owner_client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         let c = self.client().await?;
         c.batch_execute(
-            "SELECT set_config('role', 'none', false), set_config('rcrt.tenant', '', false)",
+            "SELECT set_config('role', 'none', false), set_config('rcrt.tenant', '', false),
+                    set_config('rcrt.maintenance', 'on', false)",
         )
         .await
         .map_err(pg_err)?;
@@ -486,7 +508,7 @@ impl Store for PgStore {
                 ))
                 .await
                 .map_err(pg_err)?;
-            as_tenant(
+            self.as_tenant(
                 &c,
                 tenant,
                 c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
@@ -511,12 +533,13 @@ impl Store for PgStore {
                 .prepare_cached(select_current!("WHERE s.id = $1 AND s.tenant = $2"))
                 .await
                 .map_err(pg_err)?;
-            let Some(row) = as_tenant(
-                &c,
-                tenant,
-                c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
-            )
-            .await?
+            let Some(row) = self
+                .as_tenant(
+                    &c,
+                    tenant,
+                    c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
+                )
+                .await?
             else {
                 return Ok(None);
             };
@@ -654,7 +677,8 @@ impl Store for PgStore {
                 let c = self.client().await?;
                 let st = c.prepare_cached(INSERT_AUDIT).await.map_err(pg_err)?;
                 let row = AuditRow::new(first);
-                return as_tenant(&c, &first.tenant, c.execute(&st, &row.params()))
+                return self
+                    .as_tenant(&c, &first.tenant, c.execute(&st, &row.params()))
                     .await
                     .map(|_| ());
             }

@@ -768,7 +768,7 @@ suite!(
     tokens,
 );
 
-/// Row-level security: a connection acting as rcrt_app sees only the tenant it has set, even
+/// Row-level security: a connection acting as the app role sees only the tenant it has set, even
 /// with a query that forgets its tenant filter.
 #[tokio::test]
 async fn postgres_row_level_security_isolates_tenants() {
@@ -794,8 +794,14 @@ async fn postgres_row_level_security_isolates_tenants() {
     };
     // As the owner: everything.
     assert_eq!(count("SELECT count(*) FROM secrets").await, 3);
+    // The database's own app role (migration 0004), recorded in rcrt_state.
+    let app: String = client
+        .query_one("SELECT value FROM rcrt_state WHERE key = 'app_role'", &[])
+        .await
+        .unwrap()
+        .get(0);
     client
-        .batch_execute("SET ROLE rcrt_app; SET rcrt.tenant = 'tenant-b'")
+        .batch_execute(&format!("SET ROLE {app}; SET rcrt.tenant = 'tenant-b'"))
         .await
         .unwrap();
     assert_eq!(count("SELECT count(*) FROM secrets").await, 2);

@@ -88,16 +88,41 @@ impl TempPgDb {
     }
 }
 
+/// The database's own app role (recorded by migration 0004), if it has one.
+async fn app_role(url: &str) -> Option<String> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    let task = tokio::spawn(conn);
+    let role = client
+        .query_opt("SELECT value FROM rcrt_state WHERE key = 'app_role'", &[])
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get::<_, String>(0));
+    drop(client);
+    let _ = task.await;
+    role
+}
+
 impl Drop for TempPgDb {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let url = self.url.clone();
         // Drop may run inside a runtime; do the async work on a thread of its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(admin_exec(sql));
+            rt.block_on(async {
+                // Roles are cluster-wide: the database's app role would outlive it.
+                let role = app_role(&url).await;
+                admin_exec(sql).await;
+                if let Some(role) = role {
+                    admin_exec(format!("DROP ROLE IF EXISTS \"{role}\"")).await;
+                }
+            });
         })
         .join();
     }

@@ -11,16 +11,10 @@ CREATE TABLE vaults (
 ALTER TABLE secrets ADD COLUMN vault_id UUID REFERENCES vaults (id) ON DELETE CASCADE;
 CREATE INDEX secrets_vault ON secrets (vault_id) WHERE vault_id IS NOT NULL;
 
--- Row-level security: request-path connections run as rcrt_app with rcrt.tenant set, so a query
--- that forgot its tenant filter still sees only that tenant's rows. Maintenance jobs (re-wrap)
--- run as the owner, which RLS does not restrict.
-DO $$ BEGIN
-    CREATE ROLE rcrt_app NOLOGIN;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-END $$;
-GRANT rcrt_app TO CURRENT_USER;
-GRANT SELECT, INSERT, UPDATE, DELETE ON secrets, secret_versions, secret_access_log, vaults TO rcrt_app;
-GRANT USAGE ON SEQUENCE secret_access_log_id_seq TO rcrt_app;
+-- Row-level security: request-path connections run as the database's app role (0004) with
+-- rcrt.tenant set, so a query that forgot its tenant filter still sees only that tenant's rows.
+-- (This migration used to create a cluster-wide role rcrt_app and grant it here; 0004 replaces
+-- it with a role per database and revokes rcrt_app's privileges where they were granted.)
 
 ALTER TABLE secrets ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON secrets

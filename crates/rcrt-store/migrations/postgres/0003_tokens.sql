@@ -17,9 +17,9 @@ CREATE INDEX auth_tokens_tenant ON auth_tokens (tenant, id);
 -- Token actions name their token; secret_id stays for secret actions.
 ALTER TABLE secret_access_log ADD COLUMN token_id UUID;
 
--- Managing tokens runs as rcrt_app for one tenant, like every request path. Verifying a
--- presented token (the tenant is not known yet) reads by id as the owner.
-GRANT SELECT, INSERT, UPDATE ON auth_tokens TO rcrt_app;
+-- Managing tokens runs as the app role (0004) for one tenant, like every request path.
+-- Verifying a presented token (the tenant is not known yet) reads by id as the owner. (The grant
+-- to the old cluster-wide rcrt_app that stood here is revoked by 0004.)
 ALTER TABLE auth_tokens ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON auth_tokens
     USING (tenant = current_setting('rcrt.tenant', true))

@@ -1,0 +1,452 @@
+//! PostgreSQL hardening, against the local cluster with non-superuser database owners (a
+//! superuser bypasses row-level security and every privilege, so only non-superusers show what
+//! the roles and policies hold):
+//!
+//! 1. Each database has its own app role: another database's owner on the same cluster cannot
+//!    `SET ROLE` to it, nor read or change our rows through any role it can become.
+//! 2. The app role can only insert and read audit rows, never update or delete them.
+//! 3. Row-level security binds the owner too (FORCE): outside maintenance it sees no tenant's
+//!    rows, while the store's maintenance paths (KEK census, scans, re-wrap, token lookup by id,
+//!    audit export, bootstrap) still see every tenant.
+//! 4. A database migrated by the old schema (shared `rcrt_app`) moves to its own role, and the
+//!    shared role loses every privilege in it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use rcrt_store::{
+    NewSecret, PgStore, Rewrapped, SecretMeta, Store, TokenRecord, VersionFilter, VersionRecord,
+};
+use rcrt_types::{AuditAction, AuditEntry, AuditOutcome, Role, Scope, SecretId, TenantId, TokenId};
+use time::OffsetDateTime;
+use tokio_postgres::{Client, NoTls};
+
+fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
+}
+
+fn audit(action: AuditAction, id: Option<SecretId>, tenant: &TenantId) -> AuditEntry {
+    AuditEntry {
+        timestamp: now(),
+        action,
+        secret_id: id,
+        token_id: None,
+        tenant: tenant.clone(),
+        user_id: "tester".into(),
+        reason: Some("because".into()),
+        outcome: AuditOutcome::Success,
+        request_id: "req-1".into(),
+    }
+}
+
+async fn create(s: &PgStore, tenant: &TenantId, name: &str) -> SecretId {
+    let t = now();
+    let id = SecretId::new();
+    let n = NewSecret {
+        meta: SecretMeta {
+            id,
+            tenant: tenant.clone(),
+            name: name.parse().unwrap(),
+            scope: Scope::global(),
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        },
+        first: VersionRecord {
+            version: 1,
+            kek_id: "kek-a".into(),
+            wrapped_dek: vec![1, 2, 3],
+            sealed_value: vec![4, 5, 6],
+            created_at: t,
+        },
+        vault: None,
+    };
+    s.create_secret(n, audit(AuditAction::Create, Some(id), tenant))
+        .await
+        .unwrap();
+    id
+}
+
+fn token(tenant: &TenantId) -> TokenRecord {
+    TokenRecord {
+        id: TokenId::from(*uuid::Uuid::new_v4().as_bytes()),
+        tenant: tenant.clone(),
+        name: "t".into(),
+        principal: "svc".into(),
+        roles: [Role::Read].into_iter().collect(),
+        workspaces: vec![],
+        secret_hash: [7; 32],
+        created_by: "tester".into(),
+        created_at: now(),
+        expires_at: None,
+        revoked_at: None,
+    }
+}
+
+fn token_audit(id: TokenId, tenant: &TenantId) -> AuditEntry {
+    AuditEntry {
+        token_id: Some(id),
+        ..audit(AuditAction::TokenCreate, None, tenant)
+    }
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// `url` (the admin URL) with another user and database.
+fn url_for(user: &str, db: &str) -> String {
+    let admin = rcrt_testkit::pg_admin_url();
+    let (scheme, rest) = admin.split_once("://").unwrap();
+    let (authority, _) = rest.split_once('/').unwrap_or((rest, ""));
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{user}@{hostport}/{db}")
+}
+
+/// Runs each statement as the admin, on a thread of its own (Drop may run inside a runtime).
+/// Failures are printed, not raised: this cleans up after a test, possibly a failed one.
+fn admin_blocking(statements: Vec<String>) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = connect(&rcrt_testkit::pg_admin_url()).await;
+            for sql in statements {
+                if let Err(e) = c.batch_execute(&sql).await {
+                    eprintln!("cleanup: {sql}: {e}");
+                }
+            }
+        });
+    })
+    .join();
+}
+
+/// A non-superuser login role that may create databases and roles (what our migration needs),
+/// with the databases it creates. Dropped with its databases and the app roles they made.
+struct Owner {
+    name: String,
+    dbs: Vec<String>,
+}
+
+impl Owner {
+    async fn create() -> Self {
+        let name = format!("rcrt_owner_{}", uuid::Uuid::new_v4().simple());
+        connect(&rcrt_testkit::pg_admin_url())
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {name} LOGIN CREATEDB CREATEROLE NOSUPERUSER"
+            ))
+            .await
+            .unwrap();
+        Self { name, dbs: vec![] }
+    }
+
+    /// A new database created (and so owned) by this role; returns its URL as this role.
+    async fn database(&mut self) -> String {
+        let db = format!("rcrt_test_{}", uuid::Uuid::new_v4().simple());
+        connect(&url_for(&self.name, "postgres"))
+            .await
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
+        self.dbs.push(db.clone());
+        url_for(&self.name, &db)
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let mut sql: Vec<String> = self
+            .dbs
+            .iter()
+            .map(|db| format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .collect();
+        // The app roles this owner's migrations created (it is their only member).
+        let name = &self.name;
+        sql.push(format!(
+            "DO $$ DECLARE r text; BEGIN
+               FOR r IN SELECT g.rolname FROM pg_auth_members m
+                        JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
+                        WHERE u.rolname = '{name}' AND g.rolname LIKE 'rcrt\\_app\\_%'
+               LOOP EXECUTE format('DROP ROLE %I', r); END LOOP;
+             END $$"
+        ));
+        sql.push(format!("DROP ROLE IF EXISTS {name}"));
+        admin_blocking(sql);
+    }
+}
+
+async fn app_role(c: &Client) -> String {
+    c.query_one("SELECT value FROM rcrt_state WHERE key = 'app_role'", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Items 1 and 4's second owner: two non-superuser owners each migrate their own database on
+/// one cluster; neither can act in the other's database.
+#[tokio::test]
+async fn another_owner_cannot_use_our_app_role() {
+    let mut ours = Owner::create().await;
+    let mut theirs = Owner::create().await;
+    let our_url = ours.database().await;
+    let their_url = theirs.database().await;
+    let store = PgStore::connect(&our_url).await.unwrap();
+    // The other deployment runs the same migrations in its own database.
+    drop(PgStore::connect(&their_url).await.unwrap());
+    let t = TenantId::new("tenant-a");
+    create(&store, &t, "MINE").await;
+
+    let our_app = app_role(&connect(&our_url).await).await;
+    assert!(our_app.starts_with("rcrt_app_"), "{our_app}");
+    let their_app = app_role(&connect(&their_url).await).await;
+    assert_ne!(our_app, their_app, "each database has its own role");
+
+    // The other owner, connected to our database.
+    let intruder = connect(&url_for(&theirs.name, db_name(&our_url))).await;
+    let err = intruder
+        .batch_execute(&format!("SET ROLE {our_app}"))
+        .await
+        .expect_err("another database's owner must not become our app role");
+    assert!(
+        err.as_db_error()
+            .is_some_and(|e| e.code().code() == "42501"),
+        "{err:?}"
+    );
+    // Nor read or change our rows through any role it can become (its own app role, the old
+    // shared rcrt_app if it exists, itself).
+    let roles: Vec<String> = intruder
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(roles.contains(&their_app), "{roles:?}");
+    for role in &roles {
+        intruder
+            .batch_execute(&format!(
+                "RESET ROLE; SET ROLE {role}; SET rcrt.tenant = 'tenant-a'; SET rcrt.maintenance = 'on'"
+            ))
+            .await
+            .unwrap();
+        for sql in [
+            "SELECT count(*) FROM secrets",
+            "SELECT count(*) FROM secret_versions",
+            "SELECT count(*) FROM secret_access_log",
+            "DELETE FROM secret_access_log",
+            "DELETE FROM secrets",
+        ] {
+            let r = intruder.query(sql, &[]).await;
+            assert!(
+                r.is_err(),
+                "as {role} the other owner ran {sql:?} in our database: {r:?}"
+            );
+        }
+    }
+    // Our data is intact.
+    assert_eq!(store.kek_usage().await.unwrap()[0].versions, 1);
+    assert_eq!(store.list_audit(None, 10).await.unwrap().len(), 1);
+}
+
+fn db_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
+}
+
+/// Item 2: the request path's role appends to and reads the audit log, nothing more.
+#[tokio::test]
+async fn app_role_cannot_update_or_delete_audit_rows() {
+    let mut owner = Owner::create().await;
+    let url = owner.database().await;
+    let store = PgStore::connect(&url).await.unwrap();
+    let t = TenantId::new("tenant-a");
+    create(&store, &t, "AUDITED").await;
+    let c = connect(&url).await;
+    let app = app_role(&c).await;
+    c.batch_execute(&format!("SET ROLE {app}; SET rcrt.tenant = 'tenant-a'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM secret_access_log", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+    c.execute(
+        "INSERT INTO secret_access_log (timestamp, action, tenant, user_id, outcome, request_id)
+         VALUES (now(), 'decrypt', 'tenant-a', 'x', 'success', 'r')",
+        &[],
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "UPDATE secret_access_log SET reason = 'rewritten'",
+        "DELETE FROM secret_access_log",
+        "TRUNCATE secret_access_log",
+    ] {
+        let err = c.execute(sql, &[]).await.expect_err(sql);
+        assert!(
+            err.as_db_error()
+                .is_some_and(|e| e.code().code() == "42501"),
+            "{sql}: {err:?}"
+        );
+    }
+    c.batch_execute("RESET ROLE").await.unwrap();
+    assert_eq!(store.list_audit(None, 10).await.unwrap().len(), 2);
+}
+
+/// Item 3: FORCE row-level security on the owner, and the maintenance paths that must still see
+/// every tenant, run by a non-superuser owner.
+#[tokio::test]
+async fn owner_sees_every_tenant_only_in_maintenance() {
+    let mut owner = Owner::create().await;
+    let url = owner.database().await;
+    let store = PgStore::connect(&url).await.unwrap();
+    let (a, b) = (TenantId::new("tenant-a"), TenantId::new("tenant-b"));
+    let sa = create(&store, &a, "A1").await;
+    create(&store, &b, "B1").await;
+    let (ta, tb) = (token(&a), token(&b));
+    for t in [&ta, &tb] {
+        store
+            .create_token(t.clone(), token_audit(t.id, &t.tenant))
+            .await
+            .unwrap();
+    }
+
+    // A plain owner session (what a query run as the owner by mistake gets): nothing.
+    let c = connect(&url).await;
+    for table in ["secrets", "secret_versions", "auth_tokens", "vaults"] {
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            n, 0,
+            "the owner outside maintenance sees {n} rows of {table}"
+        );
+    }
+    // The audit log is not forced: the guide's query works for the owner.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM secret_access_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4);
+    c.batch_execute("SET rcrt.maintenance = 'on'")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM secrets", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+
+    // The store's maintenance paths see both tenants.
+    assert_eq!(store.kek_usage().await.unwrap()[0].versions, 2);
+    assert!(store.find_token(ta.id).await.unwrap().is_some());
+    assert!(store.find_token(tb.id).await.unwrap().is_some());
+    assert!(store.has_tokens().await.unwrap());
+    assert_eq!(store.list_audit(None, 100).await.unwrap().len(), 4);
+    let scanned = store
+        .scan_versions(&VersionFilter::NotUnderKek("kek-b".into()), None, 100, true)
+        .await
+        .unwrap();
+    assert_eq!(scanned.len(), 2);
+    let rewrapped: Vec<Rewrapped> = scanned
+        .iter()
+        .map(|v| Rewrapped {
+            secret_id: v.secret_id,
+            version: v.version,
+            old_wrapped_dek: v.wrapped_dek.clone(),
+            kek_id: "kek-b".into(),
+            wrapped_dek: vec![9, 9, 9],
+            resealed: None,
+        })
+        .collect();
+    assert_eq!(store.replace_wrapped(rewrapped).await.unwrap(), 2);
+    assert_eq!(store.kek_usage().await.unwrap()[0].kek_id, "kek-b");
+    // Audits of two tenants in one call (owner path) and the bootstrap paths.
+    store
+        .append_audits(vec![
+            audit(AuditAction::Decrypt, Some(sa), &a),
+            audit(AuditAction::Decrypt, None, &b),
+        ])
+        .await
+        .unwrap();
+    let boot = token(&TenantId::default_tenant());
+    let stored = store
+        .ensure_token(boot.clone(), token_audit(boot.id, &boot.tenant))
+        .await
+        .unwrap();
+    assert_eq!(stored.id, boot.id);
+    let first = token(&TenantId::default_tenant());
+    assert!(!store
+        .create_first_token(first.clone(), token_audit(first.id, &first.tenant))
+        .await
+        .unwrap());
+    // And the tenant paths still see only their tenant.
+    assert!(store.get_meta(&a, sa).await.unwrap().is_some());
+    assert!(store.get_meta(&b, sa).await.unwrap().is_none());
+}
+
+/// Item 4: a database migrated before 0004 (the shared rcrt_app with its grants) moves to its
+/// own role; the shared role keeps no privilege here.
+#[tokio::test]
+async fn old_shared_role_loses_its_privileges() {
+    let mut owner = Owner::create().await;
+    let url = owner.database().await;
+    let c = connect(&url).await;
+    // The schema as 0001-0003 left it, with the shared role's lines those migrations had.
+    c.batch_execute(concat!(
+        include_str!("../migrations/postgres/0001_init.sql"),
+        include_str!("../migrations/postgres/0002_vaults_rls.sql"),
+        include_str!("../migrations/postgres/0003_tokens.sql"),
+        "DO $$ BEGIN
+             CREATE ROLE rcrt_app NOLOGIN;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$;
+         GRANT rcrt_app TO CURRENT_USER;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON secrets, secret_versions, secret_access_log,
+             vaults TO rcrt_app;
+         GRANT USAGE ON SEQUENCE secret_access_log_id_seq TO rcrt_app;
+         GRANT SELECT, INSERT, UPDATE ON auth_tokens TO rcrt_app;
+         CREATE TABLE rcrt_schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL);
+         INSERT INTO rcrt_schema_migrations VALUES (1, now()::text), (2, now()::text), (3, now()::text);"
+    ))
+    .await
+    .unwrap();
+    let store = PgStore::connect(&url).await.unwrap();
+    let t = TenantId::new("tenant-a");
+    create(&store, &t, "AFTER").await;
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.role_table_grants
+             WHERE grantee = 'rcrt_app' AND table_catalog = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "rcrt_app keeps privileges in this database");
+    let seq: bool = c
+        .query_one(
+            "SELECT has_sequence_privilege('rcrt_app', 'secret_access_log_id_seq', 'USAGE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!seq);
+    let app = app_role(&c).await;
+    assert!(app.starts_with("rcrt_app_"), "{app}");
+    assert!(store.get_meta(&t, SecretId::new()).await.unwrap().is_none());
+}
