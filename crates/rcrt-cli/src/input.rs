@@ -40,6 +40,7 @@ pub(crate) fn keyring(args: &KekArgs) -> Result<LocalKeyring, String> {
             "stdin line 1",
         )
         .map_err(|e| e.to_string())?;
+        rcrt_keys::refuse_published_example(&current, "stdin line 1").map_err(|e| e.to_string())?;
         let old = lines
             .enumerate()
             .map(|(i, l)| parse_kek(l, &format!("stdin line {}", i + 2)))

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rcrt_crypto::Kek;
-use rcrt_keys::{load_local_keyring, parse_kek, KekSources, KeyProvider};
+use rcrt_keys::{load_local_keyring, parse_kek, refuse_published_example, KekSources, KeyProvider};
 use rcrt_shamir::{Mode, SplitOptions};
 use zeroize::Zeroizing;
 
@@ -21,10 +21,9 @@ pub(crate) fn generate() -> Result<(), String> {
 
 pub(crate) fn check(file: Option<PathBuf>, stdin: bool) -> Result<(), String> {
     let id = if stdin {
-        parse_kek(&read_stdin()?, "stdin")
-            .map_err(|e| e.to_string())?
-            .id()
-            .clone()
+        let kek = parse_kek(&read_stdin()?, "stdin").map_err(|e| e.to_string())?;
+        refuse_published_example(&kek, "stdin").map_err(|e| e.to_string())?;
+        kek.id().clone()
     } else {
         let sources = match file {
             Some(path) => KekSources {

@@ -82,3 +82,31 @@ fn check_errors_match_the_server_and_never_echo() {
     assert!(text(&invalid_stdin.stderr).contains("Invalid KEK format"));
     assert!(!text(&invalid_stdin.stderr).contains("not a key"));
 }
+
+/// The production guide's published example KEK is refused by `kek check` (every way of giving
+/// it) and as the new KEK of a job, never echoed.
+#[test]
+fn the_guides_example_kek_is_refused() {
+    const EXAMPLE: &str = "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o=";
+    let dir = rcrt_testkit::TempDir::new();
+    let db = format!("sqlite:{}", dir.path().join("s.db").display());
+    for out in [
+        rcrt(&["kek", "check"], &[("LOCAL_KEK_BASE64", EXAMPLE)], None),
+        rcrt(&["kek", "check", "--stdin"], &[], Some(EXAMPLE)),
+        rcrt(
+            &["kek", "verify", "--keks-stdin", "--db-url", &db],
+            &[],
+            Some(&format!("{EXAMPLE}\n")),
+        ),
+        rcrt(
+            &["kek", "verify", "--db-url", &db],
+            &[("LOCAL_KEK_BASE64", EXAMPLE)],
+            None,
+        ),
+    ] {
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains("published example KEK"), "{err}");
+        assert!(!err.contains(&EXAMPLE[..40]) && !text(&out.stdout).contains(&EXAMPLE[..40]));
+    }
+}

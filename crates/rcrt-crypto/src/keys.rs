@@ -87,37 +87,48 @@ impl fmt::Display for KekId {
 
 /// A key encryption key held in process memory (the `LOCAL_KEK_BASE64` provider).
 pub struct Kek {
-    key: Zeroizing<[u8; 32]>,
+    /// On the heap and wiped on drop: moving a `Kek` (into a keyring, a `Vec`) moves a pointer
+    /// and leaves no copy of the key behind in a stack frame or a reallocated buffer.
+    key: Box<Zeroizing<[u8; 32]>>,
     id: KekId,
     /// The wrapping key schedule, set up once rather than per wrap.
     wrap_key: aws_lc_rs::aead::LessSafeKey,
 }
 
 impl Kek {
-    /// Wraps 32 bytes of key material. The id is derived here, once.
+    /// Wraps 32 bytes of key material (see [`Kek::from_secret`]; `bytes` is wiped on return).
     pub fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self::from_secret(&bytes)
+    }
+
+    /// Copies 32 bytes of key material into a heap buffer of its own; the caller wipes its
+    /// buffer. The id is derived here, once.
+    pub fn from_secret(bytes: &[u8; 32]) -> Self {
+        let mut key = Box::new(Zeroizing::new([0u8; 32]));
+        key.copy_from_slice(bytes);
+        Self::from_boxed(key)
+    }
+
+    fn from_boxed(key: Box<Zeroizing<[u8; 32]>>) -> Self {
         let mac = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, bytes.as_ref()),
+            &hmac::Key::new(hmac::HMAC_SHA256, key.as_ref().as_ref()),
             b"rcrt kek id v1",
         );
         let id = KekId(hex::encode(&mac.as_ref()[..8]));
         // AES-256 accepts any 32 bytes, so setting up the key cannot fail.
         #[allow(clippy::expect_used)]
-        let wrap_key = crate::format::wrap_key(&bytes).expect("a 32-byte AES-256-GCM-SIV key");
-        Self {
-            key: bytes,
-            id,
-            wrap_key,
-        }
+        let wrap_key = crate::format::wrap_key(&key).expect("a 32-byte AES-256-GCM-SIV key");
+        Self { key, id, wrap_key }
     }
 
-    /// A new KEK from the operating system's random source.
+    /// A new KEK from the operating system's random source, drawn straight into its heap
+    /// buffer.
     pub fn generate() -> Result<Self, CryptoError> {
-        let mut bytes = Zeroizing::new([0u8; 32]);
+        let mut key = Box::new(Zeroizing::new([0u8; 32]));
         SystemRandom::new()
-            .fill(bytes.as_mut())
+            .fill(key.as_mut().as_mut())
             .map_err(|_| CryptoError::Random)?;
-        Ok(Self::from_bytes(bytes))
+        Ok(Self::from_boxed(key))
     }
 
     /// This KEK's id.
@@ -226,5 +237,20 @@ mod tests {
         let bytes = SecretBytes::<48>::zeroed();
         let (head, words, tail) = bytemuck::pod_align_to::<u8, u64>(&bytes.0);
         assert_eq!((head.len(), words.len(), tail.len()), (0, 6, 0));
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_moved_kek_leaves_its_key_where_it_was() {
+        let kek = Kek::from_secret(&[7u8; 32]);
+        let at = kek.expose_secret().as_ptr();
+        let moved = vec![kek];
+        let moved_again: Vec<Kek> = moved.into_iter().collect::<Vec<_>>();
+        assert_eq!(moved_again[0].expose_secret().as_ptr(), at);
+        assert_eq!(moved_again[0].expose_secret(), &[7u8; 32]);
+        let generated = Kek::generate().unwrap();
+        let at = generated.expose_secret().as_ptr();
+        let boxed = Box::new(generated);
+        assert_eq!(boxed.expose_secret().as_ptr(), at);
     }
 }

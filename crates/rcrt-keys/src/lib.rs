@@ -16,7 +16,10 @@ use async_trait::async_trait;
 use rcrt_crypto::{CryptoError, Dek, KekId, WrapContext, WrappedDek};
 
 pub use local::LocalKeyring;
-pub use parse::{load_local_keyring, parse_kek, KekError, KekSources};
+pub use parse::{
+    load_local_keyring, parse_kek, refuse_published_example, KekError, KekSources,
+    PUBLISHED_EXAMPLE_KEK_ID,
+};
 
 /// Why a wrap or unwrap failed.
 #[derive(Debug, thiserror::Error)]

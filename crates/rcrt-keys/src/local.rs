@@ -11,23 +11,29 @@ pub struct LocalKeyring {
 }
 
 impl LocalKeyring {
-    /// A keyring with a current KEK and old KEKs (duplicates of the current one are dropped).
-    pub fn new(current: Kek, old: Vec<Kek>) -> Self {
-        let mut old_unique: Vec<Kek> = Vec::new();
-        for k in old {
-            if k.id() != current.id() && !old_unique.iter().any(|o| o.id() == k.id()) {
-                old_unique.push(k);
+    /// A keyring with a current KEK and old KEKs (duplicates, and copies of the current one,
+    /// are dropped and wiped). The keys stay where they are: a [`Kek`] keeps its key on the
+    /// heap, so the moves here copy pointers, not key bytes.
+    pub fn new(current: Kek, mut old: Vec<Kek>) -> Self {
+        let mut seen = vec![current.id().clone()];
+        old.retain(|k| {
+            let fresh = !seen.contains(k.id());
+            if fresh {
+                seen.push(k.id().clone());
             }
-        }
-        Self {
-            current,
-            old: old_unique,
-        }
+            fresh
+        });
+        Self { current, old }
     }
 
     /// The current KEK.
     pub fn current(&self) -> &Kek {
         &self.current
+    }
+
+    /// The old KEKs, kept for unwrapping.
+    pub fn old_keys(&self) -> &[Kek] {
+        &self.old
     }
 
     fn find(&self, id: &KekId) -> Option<&Kek> {

@@ -29,6 +29,12 @@ pub enum KekError {
         /// Where the bad value came from (a variable name or a file path), never the value.
         source_name: String,
     },
+    /// The current KEK is the production guide's published example, which anyone can read.
+    #[error("the KEK in {source_name} is the production guide's published example KEK (id {PUBLISHED_EXAMPLE_KEK_ID}), which anyone can read: refusing to use it. Generate a KEK of your own ({GENERATE_HINT}); to move a store off the example KEK, give it as LOCAL_KEK_BASE64_OLD and re-wrap")]
+    PublishedExample {
+        /// Where the value came from (a variable name or a file path), never the value.
+        source_name: String,
+    },
     /// A `_FILE` path could not be read.
     #[error("cannot read {var} file {path}: {error}")]
     File {
@@ -57,13 +63,28 @@ pub fn parse_kek(text: &str, source_name: &str) -> Result<Kek, KekError> {
     if !well_formed {
         return Err(invalid());
     }
+    // One heap buffer, sized once (no reallocation) and wiped on drop; the key is copied from
+    // it straight into the KEK's own heap buffer, never into a value moved around by copy.
     let decoded = Zeroizing::new(STANDARD.decode(trimmed).map_err(|_| invalid())?);
-    let mut key = Zeroizing::new([0u8; 32]);
-    if decoded.len() != 32 {
-        return Err(invalid());
+    let key: &[u8; 32] = decoded.as_slice().try_into().map_err(|_| invalid())?;
+    Ok(Kek::from_secret(key))
+}
+
+/// The KEK id of the production guide's published example KEK
+/// (`xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o=`), which anyone can read: refused as the
+/// current KEK, accepted as an old one so a store can be moved off it. Kept as its id, not its
+/// text, so the key itself appears nowhere in the program.
+pub const PUBLISHED_EXAMPLE_KEK_ID: &str = "ef77c7821f501b03";
+
+/// Refuses the guide's published example KEK as a current KEK (see [`PUBLISHED_EXAMPLE_KEK_ID`]);
+/// `source_name` says where it came from in the error.
+pub fn refuse_published_example(kek: &Kek, source_name: &str) -> Result<(), KekError> {
+    if kek.id().as_str() == PUBLISHED_EXAMPLE_KEK_ID {
+        return Err(KekError::PublishedExample {
+            source_name: source_name.to_owned(),
+        });
     }
-    key.copy_from_slice(&decoded);
-    Ok(Kek::from_bytes(key))
+    Ok(())
 }
 
 /// The raw settings a keyring is built from, as the config module found them.
@@ -134,6 +155,7 @@ pub fn load_local_keyring(sources: &KekSources) -> Result<LocalKeyring, KekError
         return Err(KekError::Missing);
     }
     let current = parse_kek(&text, &name)?;
+    refuse_published_example(&current, &name)?;
     let mut old = Vec::new();
     if let Some((text, name)) = one_of("LOCAL_KEK_BASE64_OLD", &sources.old, &sources.old_file)? {
         for part in text.split(|c: char| c == ',' || c.is_whitespace()) {
@@ -181,6 +203,54 @@ mod tests {
     }
 
     #[test]
+    fn refuses_the_published_example_as_current_only() {
+        for sources in [
+            KekSources {
+                current: s(K1),
+                ..Default::default()
+            },
+            KekSources {
+                current: s(&format!("  {K1}\n")),
+                old: s(K2),
+                ..Default::default()
+            },
+        ] {
+            let err = load_local_keyring(&sources).unwrap_err();
+            assert!(matches!(err, KekError::PublishedExample { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("published example KEK"), "{msg}");
+            assert!(msg.contains("LOCAL_KEK_BASE64"), "{msg}");
+            assert!(msg.contains("openssl rand -base64 32"), "{msg}");
+            assert!(!msg.contains(K1.trim_end_matches('=')), "{msg}");
+        }
+        assert_eq!(
+            parse_kek(K1, "x").unwrap().id().as_str(),
+            PUBLISHED_EXAMPLE_KEK_ID
+        );
+        // As an old KEK it is accepted, so a store can be re-wrapped off it.
+        let ring = load_local_keyring(&KekSources {
+            current: s(K2),
+            old: s(K1),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ring.kek_ids().len(), 2);
+    }
+
+    #[test]
+    fn parsed_keys_stay_where_they_were_made() {
+        let current = parse_kek(K2, "x").unwrap();
+        let old = vec![parse_kek(K1, "y").unwrap()];
+        let (at_current, at_old) = (
+            current.expose_secret().as_ptr(),
+            old[0].expose_secret().as_ptr(),
+        );
+        let ring = crate::LocalKeyring::new(current, old);
+        assert_eq!(ring.current().expose_secret().as_ptr(), at_current);
+        assert_eq!(ring.old_keys()[0].expose_secret().as_ptr(), at_old);
+    }
+
+    #[test]
     fn missing_and_both_set() {
         let err = load_local_keyring(&KekSources::default()).unwrap_err();
         let msg = err.to_string();
@@ -200,8 +270,8 @@ mod tests {
     #[test]
     fn old_keys_list() {
         let ring = load_local_keyring(&KekSources {
-            current: s(K1),
-            old: s(&format!("{K2}, {K1}")),
+            current: s(K2),
+            old: s(&format!("{K1}, {K2}")),
             ..Default::default()
         })
         .unwrap();

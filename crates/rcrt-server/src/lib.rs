@@ -96,8 +96,11 @@ pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
 }
 
 /// Starts the service and serves until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> Result<(), StartupError> {
+pub async fn run(mut config: Config) -> Result<(), StartupError> {
     let state = Arc::new(build(&config).await?);
+    // The keyring holds the KEKs now: wipe their text (base64) rather than keep it for the
+    // process's life.
+    drop(std::mem::take(&mut config.kek));
     let kek_id = state.service.keys().current_kek_id().clone();
     let max_connections = serve::connection_cap(config.http.max_connections);
     let listener = serve::bind(config.bind).map_err(|error| StartupError::Bind {

@@ -4,8 +4,15 @@ use std::process::ExitCode;
 
 use rcrt_server::config::{Config, Lookup};
 
+mod hygiene;
+
 fn main() -> ExitCode {
-    let config = match Lookup::process().and_then(|l| Config::from_lookup(&l)) {
+    let config = Lookup::process().and_then(|l| Config::from_lookup(&l));
+    // The KEKs are read (into zeroizing memory): take them out of the environment and stop
+    // core dumps and same-user debuggers, while this is the only thread.
+    let mut hygiene_problems = hygiene::scrub_environment(&hygiene::KEK_VARS);
+    hygiene_problems.extend(hygiene::no_dumps());
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rcrt-server: configuration error: {e}");
@@ -24,6 +31,9 @@ fn main() -> ExitCode {
                     .with_filter(log_filter(&config.log_filter)),
             )
             .init();
+    }
+    for problem in hygiene_problems {
+        tracing::warn!("key hygiene: {problem}");
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -235,3 +235,135 @@ async fn control_characters_and_denials_sqlite() {
 async fn control_characters_and_denials_postgres() {
     control_characters_and_denials(Backend::Postgres).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Key hygiene of the process
+// ---------------------------------------------------------------------------------------------
+
+/// `/proc/<pid>/<file>`.
+fn proc_file(pid: u32, file: &str) -> std::path::PathBuf {
+    Path::new("/proc").join(pid.to_string()).join(file)
+}
+
+/// A server run by hand (to see its pid and, when this test runs as root, to run it as the
+/// unprivileged `nobody`, whose /proc files then show whether it is dumpable); killed on drop.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_running_server_keeps_its_keks_to_itself() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+
+    let dir = TempDir::new();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (current, old) = (gen_kek(), gen_kek());
+    let port = rcrt_testkit::free_port();
+    let root = nix::unistd::geteuid().is_root();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rcrt-server"));
+    cmd.env_clear()
+        .env("LOCAL_KEK_BASE64", &current)
+        .env("LOCAL_KEK_BASE64_OLD", &old)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("RCRT_MARKER", "still-here")
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if root {
+        cmd.uid(65534).gid(65534);
+    }
+    let server = Spawned(cmd.spawn().unwrap());
+    let pid = server.0.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rcrt_testkit::http_get_status(port, "/ready") != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "server never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // No core dumps.
+    let limits = std::fs::read_to_string(proc_file(pid, "limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        ["0", "0"],
+        "{core}"
+    );
+
+    let environ = std::fs::read(proc_file(pid, "environ"));
+    if root {
+        // Not dumpable: the kernel hands its /proc files to root, not to the process's user.
+        let status = std::fs::read_to_string(proc_file(pid, "status")).unwrap();
+        assert!(
+            status.lines().any(|l| l.starts_with("Uid:\t65534")),
+            "{status}"
+        );
+        assert_eq!(
+            std::fs::metadata(proc_file(pid, "environ")).unwrap().uid(),
+            0
+        );
+        assert_eq!(std::fs::metadata(proc_file(pid, "mem")).unwrap().uid(), 0);
+        // Root reads the environment: the KEK variables are gone, the rest is there.
+        let environ = String::from_utf8_lossy(&environ.unwrap()).into_owned();
+        assert!(environ.contains("RCRT_MARKER=still-here"), "{environ:?}");
+        assert!(!environ.contains("LOCAL_KEK_BASE64"), "{environ:?}");
+        for kek in [&current, &old] {
+            assert!(!environ.contains(kek.as_str()));
+        }
+    } else {
+        // Not dumpable: another process of the same user cannot read the environment at all.
+        assert_eq!(
+            environ.unwrap_err().kind(),
+            std::io::ErrorKind::PermissionDenied
+        );
+    }
+}
+
+/// The guide's published example KEK is refused at start (exit 1) with a message that names
+/// the problem, never the key; as an old KEK (to move a store off it) it is accepted.
+#[test]
+fn the_guides_example_kek_is_refused() {
+    const EXAMPLE: &str = "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o=";
+    let dir = TempDir::new();
+    let (status, output) =
+        ServerProcess::run_to_exit(&server_config(None, &dir, &[("LOCAL_KEK_BASE64", EXAMPLE)]));
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(
+        output.contains(
+            "the KEK in LOCAL_KEK_BASE64 is the production guide's published example KEK"
+        ),
+        "{output}"
+    );
+    assert!(output.contains("openssl rand -base64 32"), "{output}");
+    assert!(!output.contains(&EXAMPLE[..40]), "{output}");
+    // From .env, the same.
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("LOCAL_KEK_BASE64=\"{EXAMPLE}\"\n"),
+    )
+    .unwrap();
+    let (status, output) = ServerProcess::run_to_exit(&server_config(None, &dir, &[]));
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(output.contains("published example KEK"), "{output}");
+    std::fs::remove_file(dir.path().join(".env")).unwrap();
+    // As an old KEK beside a real one, the server starts.
+    let kek = gen_kek();
+    let server = ServerProcess::start(&server_config(
+        None,
+        &dir,
+        &[
+            ("LOCAL_KEK_BASE64", kek.as_str()),
+            ("LOCAL_KEK_BASE64_OLD", EXAMPLE),
+        ],
+    ));
+    assert!(!server.output().contains(&EXAMPLE[..40]));
+}

@@ -4,6 +4,7 @@
 mod error;
 pub mod guard;
 mod routes;
+mod secret_body;
 mod tokens;
 mod vaults;
 

@@ -386,9 +386,10 @@ pub(crate) async fn decrypt(
     let (plaintext, version) = state.service.decrypt(&ctx, id, reason.as_deref()).await?;
     let value = std::str::from_utf8(plaintext.expose_secret())
         .map_err(|_| ApiError::from(rcrt_core::CoreError::DecryptFailed))?;
-    Ok(no_store(
-        Json(DecryptView { value, version }).into_response(),
-    ))
+    Ok(no_store(super::secret_body::json(&DecryptView {
+        value,
+        version,
+    })?))
 }
 
 #[derive(Deserialize)]

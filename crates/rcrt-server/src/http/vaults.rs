@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use rcrt_core::vaults::VaultView;
 use serde::{Deserialize, Serialize};
@@ -108,7 +108,7 @@ pub(crate) async fn values(
             .map_err(|_| ApiError::from(rcrt_core::CoreError::DecryptFailed))?;
         out.insert(key.as_str(), text);
     }
-    Ok(no_store(Json(out).into_response()))
+    Ok(no_store(super::secret_body::json(&out)?))
 }
 
 pub(crate) async fn put_key(
