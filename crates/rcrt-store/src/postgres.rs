@@ -9,7 +9,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rcrt_types::{AuditEntry, SecretId, TenantId, TokenId, VaultId};
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::{
@@ -70,8 +70,24 @@ pub struct PgStore {
     app_role: String,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// A connection failure with its causes: the client's own message is often only the outer
+/// layer ("error performing TLS handshake"), the reason is in its sources.
+fn unavailable(e: impl std::error::Error) -> StoreError {
+    StoreError::Unavailable(with_sources(&e))
+}
+
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
@@ -82,7 +98,7 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
         // values) is left out.
         match e.as_db_error() {
             Some(db) => StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message())),
-            None => StoreError::Unavailable(e.to_string()),
+            None => StoreError::Unavailable(with_sources(&e)),
         }
     }
 }
@@ -323,9 +339,7 @@ impl PgStore {
 
     /// [`PgStore::connect`] with given timeouts.
     pub async fn connect_with(url: &str, timeouts: PgTimeouts) -> Result<Self, StoreError> {
-        let mut pg_config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+        let (mut pg_config, tls) = tls::config(url)?;
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(timeouts.connect);
         }
@@ -341,7 +355,7 @@ impl PgStore {
         }
         let manager = Manager::from_config(
             pg_config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -1209,5 +1223,250 @@ impl Store for PgStore {
             .map_err(pg_err)
         })
         .await
+    }
+}
+
+/// TLS to PostgreSQL with rustls, configured by `DB_URL`'s `sslmode` and `sslrootcert` with
+/// libpq's meanings:
+///
+/// - `disable`: plain text.
+/// - `prefer` (the default): TLS if the server offers it, unverified; plain text otherwise.
+/// - `require`: TLS or no connection; the certificate is not verified, unless `sslrootcert`
+///   is given (then as `verify-ca`, as libpq does).
+/// - `verify-ca`: TLS, the certificate chain must lead to a CA in `sslrootcert`.
+/// - `verify-full`: as `verify-ca`, and the certificate must name the host connected to.
+///
+/// tokio-postgres knows only the first three, so both parameters are taken out of the URL here.
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
+    use tokio_postgres::config::SslMode;
+    use tokio_postgres_rustls::MakeRustlsConnect;
+
+    use crate::StoreError;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Mode {
+        Disable,
+        Prefer,
+        Require,
+        VerifyCa,
+        VerifyFull,
+    }
+
+    fn config_err(msg: impl Into<String>) -> StoreError {
+        StoreError::Config(msg.into())
+    }
+
+    /// Decodes `%XX` escapes (URL query values).
+    fn percent_decode(v: &str) -> Result<String, StoreError> {
+        let bytes = v.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            if b == b'%' {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| config_err("malformed %-escape in DB_URL"))?;
+                out.push(hex);
+                i += 3;
+            } else {
+                out.push(b);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).map_err(|_| config_err("DB_URL parameter is not UTF-8"))
+    }
+
+    /// Parses `url` into the client's configuration and the TLS connector its `sslmode` asks
+    /// for. Errors name the parameter, never the URL (it may hold a password).
+    pub(super) fn config(
+        url: &str,
+    ) -> Result<(tokio_postgres::Config, MakeRustlsConnect), StoreError> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut mode = Mode::Prefer;
+        let mut root_cert: Option<String> = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "sslmode" => {
+                    mode = match percent_decode(v)?.as_str() {
+                        "disable" => Mode::Disable,
+                        "prefer" => Mode::Prefer,
+                        "require" => Mode::Require,
+                        "verify-ca" => Mode::VerifyCa,
+                        "verify-full" => Mode::VerifyFull,
+                        _ => return Err(config_err(
+                            "sslmode must be disable, prefer, require, verify-ca or verify-full",
+                        )),
+                    }
+                }
+                "sslrootcert" => root_cert = Some(percent_decode(v)?),
+                _ => rest.push(pair),
+            }
+        }
+        let url = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| config_err(e.to_string()))?;
+        if mode == Mode::Require && root_cert.is_some() {
+            mode = Mode::VerifyCa;
+        }
+        pg.ssl_mode(match mode {
+            Mode::Disable => SslMode::Disable,
+            Mode::Prefer => SslMode::Prefer,
+            Mode::Require | Mode::VerifyCa | Mode::VerifyFull => SslMode::Require,
+        });
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| config_err(format!("TLS: {e}")))?
+            .dangerous();
+        let verifier: Arc<dyn ServerCertVerifier> = match mode {
+            Mode::Disable | Mode::Prefer | Mode::Require => Arc::new(NoVerification(provider)),
+            Mode::VerifyCa | Mode::VerifyFull => {
+                let path = root_cert.ok_or_else(|| {
+                    config_err("sslmode=verify-ca and verify-full need sslrootcert=<CA file>")
+                })?;
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(&path)
+                    .map_err(|e| config_err(format!("sslrootcert {path}: {e}")))?
+                {
+                    let cert = cert.map_err(|e| config_err(format!("sslrootcert {path}: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| config_err(format!("sslrootcert {path}: {e}")))?;
+                }
+                if roots.is_empty() {
+                    return Err(config_err(format!(
+                        "sslrootcert {path}: no certificate in the file"
+                    )));
+                }
+                let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| config_err(format!("sslrootcert {path}: {e}")))?;
+                if mode == Mode::VerifyFull {
+                    webpki
+                } else {
+                    Arc::new(ChainOnly(webpki))
+                }
+            }
+        };
+        let tls = builder
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok((pg, MakeRustlsConnect::new(tls)))
+    }
+
+    /// `prefer` and `require` without a CA: encryption without authentication, as libpq does.
+    /// The handshake's signatures are still checked against the presented certificate.
+    #[derive(Debug)]
+    struct NoVerification(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for NoVerification {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// `verify-ca`: the chain must verify; the name in the certificate is not compared with
+    /// the host (the chain is checked before the name, so only a name mismatch is forgiven).
+    #[derive(Debug)]
+    struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for ChainOnly {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            match self
+                .0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
     }
 }

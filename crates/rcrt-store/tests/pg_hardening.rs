@@ -450,3 +450,284 @@ async fn old_shared_role_loses_its_privileges() {
     assert!(app.starts_with("rcrt_app_"), "{app}");
     assert!(store.get_meta(&t, SecretId::new()).await.unwrap().is_none());
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS to PostgreSQL: a throwaway cluster with a test CA, accepting only TLS connections
+// ---------------------------------------------------------------------------------------------
+
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `cmd` as the `postgres` OS user when running as root (initdb refuses root).
+fn as_pg_user(program: &str) -> std::process::Command {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 with TLS only
+/// (`hostnossl ... reject`), its server certificate issued by a test CA for `localhost` and
+/// `127.0.0.1`. Stopped and removed on drop.
+struct TlsCluster {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl TlsCluster {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("rcrt-tls-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+        let openssl = || std::process::Command::new("openssl");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        // The test CA, a second (wrong) CA, and the server's certificate from the first.
+        for ca in ["ca", "wrong-ca"] {
+            run(openssl()
+                .args([
+                    "req",
+                    "-x509",
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=rcrt test {ca}"),
+                ])
+                .args(ec)
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .args([
+                    "-keyout",
+                    &d(&format!("{ca}.key")),
+                    "-out",
+                    &d(&format!("{ca}.crt")),
+                ]));
+        }
+        run(openssl()
+            .args(["req", "-subj", "/CN=localhost"])
+            .args(ec)
+            .args(["-keyout", &d("server.key"), "-out", &d("server.csr")]));
+        std::fs::write(
+            d("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(openssl().args([
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &d("server.csr"),
+            "-CA",
+            &d("ca.crt"),
+            "-CAkey",
+            &d("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &d("server.crt"),
+            "-extfile",
+            &d("ext.cnf"),
+        ]));
+        run(std::process::Command::new("chmod").args(["-R", "go-rwx", dir.to_str().unwrap()]));
+        run(std::process::Command::new("chmod").args(["711", dir.to_str().unwrap()]));
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres", dir.to_str().unwrap()])
+            .output();
+        run(as_pg_user(&format!("{PG_BIN}/initdb")).args([
+            "-D",
+            &d("data"),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ]));
+        std::fs::write(
+            d("data/pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        let port = rcrt_testkit::free_port();
+        let opts = format!(
+            "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={cert} \
+             -c ssl_key_file={key} -c fsync=off",
+            dir = dir.display(),
+            cert = d("server.crt"),
+            key = d("server.key"),
+        );
+        let cluster = Self {
+            dir: dir.clone(),
+            port,
+        };
+        run(as_pg_user(&format!("{PG_BIN}/pg_ctl")).args([
+            "-D",
+            &d("data"),
+            "-l",
+            &d("log"),
+            "-w",
+            "-t",
+            "30",
+            "-o",
+            &opts,
+            "start",
+        ]));
+        cluster
+    }
+
+    fn path(&self, p: &str) -> String {
+        self.dir.join(p).to_str().unwrap().to_owned()
+    }
+
+    /// A URL to database `postgres` on `host` (connecting to 127.0.0.1) with `params`.
+    fn url(&self, host: &str, params: &str) -> String {
+        format!(
+            "postgres://postgres@{host}:{}/postgres?hostaddr=127.0.0.1&{params}",
+            self.port
+        )
+    }
+
+    /// How many client connections to the cluster use TLS, over the Unix socket.
+    async fn tls_connections(&self) -> i64 {
+        let (c, conn) = tokio_postgres::Config::new()
+            .host_path(&self.dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE s.ssl AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        let _ = as_pg_user(&format!("{PG_BIN}/pg_ctl"))
+            .args(["-D", &self.path("data"), "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unavailable_message(r: Result<PgStore, rcrt_store::StoreError>) -> String {
+    match r {
+        Ok(_) => panic!("connected, but the connection should have been refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Item 11: `sslmode=require|verify-ca|verify-full` with rustls and `sslrootcert`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_modes_against_a_tls_only_cluster() {
+    let cluster = TlsCluster::start();
+    let ca = cluster.path("ca.crt");
+    let wrong = cluster.path("wrong-ca.crt");
+
+    // require: encrypted (the cluster refuses anything else), certificate not checked.
+    let store = PgStore::connect(&cluster.url("127.0.0.1", "sslmode=require"))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    assert!(cluster.tls_connections().await >= 1);
+    drop(store);
+
+    // verify-full with the right CA, by IP address and by name.
+    for host in ["127.0.0.1", "localhost"] {
+        let url = cluster.url(host, &format!("sslmode=verify-full&sslrootcert={ca}"));
+        let store = PgStore::connect(&url).await.unwrap();
+        store.ping().await.unwrap();
+    }
+    // verify-ca ignores the name, not the chain.
+    let url = cluster.url("db.invalid", &format!("sslmode=verify-ca&sslrootcert={ca}"));
+    PgStore::connect(&url).await.unwrap().ping().await.unwrap();
+    // require with a CA file verifies the chain, as libpq does.
+    let url = cluster.url("127.0.0.1", &format!("sslmode=require&sslrootcert={wrong}"));
+    let msg = unavailable_message(PgStore::connect(&url).await);
+    assert!(msg.contains("UnknownIssuer"), "{msg}");
+
+    // Refused: a certificate from another CA, and a host the certificate does not name.
+    for mode in ["verify-ca", "verify-full"] {
+        let url = cluster.url("127.0.0.1", &format!("sslmode={mode}&sslrootcert={wrong}"));
+        let msg = unavailable_message(PgStore::connect(&url).await);
+        assert!(
+            msg.contains("invalid peer certificate") && msg.contains("UnknownIssuer"),
+            "{mode} with the wrong CA: {msg}"
+        );
+    }
+    let url = cluster.url(
+        "db.invalid",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    let msg = unavailable_message(PgStore::connect(&url).await);
+    assert!(
+        msg.contains("invalid peer certificate") && msg.contains("not valid for name"),
+        "verify-full with the wrong host: {msg}"
+    );
+    // Plain text is refused by this cluster (so the successes above were TLS).
+    let msg =
+        unavailable_message(PgStore::connect(&cluster.url("127.0.0.1", "sslmode=disable")).await);
+    assert!(
+        msg.contains("no encryption") || msg.contains("pg_hba"),
+        "{msg}"
+    );
+    // Bad settings name the parameter.
+    for params in [
+        "sslmode=verify-full",
+        "sslmode=allow",
+        "sslmode=verify-ca&sslrootcert=/nonexistent",
+    ] {
+        let err = PgStore::connect(&cluster.url("127.0.0.1", params))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, rcrt_store::StoreError::Config(_)),
+            "{params}: {err}"
+        );
+        assert!(err.to_string().contains("ssl"), "{params}: {err}");
+    }
+}
+
+/// The default (`prefer`) and `sslmode=disable` still work against the ordinary local cluster.
+#[tokio::test]
+async fn default_and_plain_connections_still_work() {
+    let db = rcrt_testkit::TempPgDb::create().await;
+    for url in [db.url().to_owned(), format!("{}?sslmode=disable", db.url())] {
+        let store = PgStore::connect(&url).await.unwrap();
+        store.ping().await.unwrap();
+        create(&store, &TenantId::new("t"), &format!("S{}", url.len())).await;
+    }
+}
