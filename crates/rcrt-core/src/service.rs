@@ -273,21 +273,6 @@ impl Service {
         })
     }
 
-    /// Writes a failure row; a failure to write it is only logged. Prefer [`Service::fail`],
-    /// which fails closed.
-    pub(crate) async fn audit_failure(
-        &self,
-        ctx: &RequestContext,
-        action: AuditAction,
-        secret_id: Option<SecretId>,
-        reason: Option<String>,
-        outcome: AuditOutcome,
-    ) {
-        let _ = self
-            .write_failure(self.audit(ctx, action, secret_id, reason, outcome))
-            .await;
-    }
-
     /// Audits a refused or missing access and answers it as a missing secret, so callers
     /// cannot tell the two apart (or 503 if the row cannot be written).
     pub(crate) async fn missing(
@@ -617,18 +602,19 @@ impl Service {
                 .await?;
             if let Some(expected) = if_match {
                 if expected != meta.version {
-                    self.audit_failure(
-                        ctx,
-                        AuditAction::Update,
-                        Some(id),
-                        None,
-                        AuditOutcome::Failure,
-                    )
-                    .await;
-                    return Err(CoreError::VersionMismatch {
+                    let mismatch = CoreError::VersionMismatch {
                         expected,
                         current: meta.version,
-                    });
+                    };
+                    return Err(self
+                        .fail(
+                            ctx,
+                            (AuditAction::Update, Some(id)),
+                            None,
+                            AuditOutcome::Failure,
+                            mismatch,
+                        )
+                        .await);
                 }
             }
             let record = self.seal(ctx, id, meta.version + 1, &value).await?;

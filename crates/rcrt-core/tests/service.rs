@@ -320,6 +320,18 @@ async fn refused_and_failed_accesses_fail_closed_without_an_audit_row() {
     );
     unavailable(svc.delete(&outsider(), m.id).await, "denied delete");
     unavailable(
+        svc.update(&ctx(), m.id, Zeroizing::new("v".into()), Some(99))
+            .await
+            .map(|_| ()),
+        "stale If-Match",
+    );
+    unavailable(
+        svc.update(&outsider(), m.id, Zeroizing::new("v".into()), None)
+            .await
+            .map(|_| ()),
+        "denied update",
+    );
+    unavailable(
         svc.vault_values(&outsider(), "v", None, Some("probe"))
             .await
             .map(|_| ()),
