@@ -38,10 +38,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Raises the soft open-file limit to the hard limit, and returns the connection cap that fits
 /// in it: `wanted`, or fewer (with a warning) when the limit is too low.
 pub fn connection_cap(wanted: usize) -> usize {
-    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+    // An unlimited hard limit cannot be the soft one on Linux (it is capped by
+    // fs.nr_open, 1048576 by default): try that cap next, then live with the current limit.
+    let raised = rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::increase_nofile_limit(1 << 20))
+        .or_else(|e| {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft)
+        });
+    let limit = match raised {
         Ok(n) => n,
         Err(e) => {
-            tracing::warn!(error = %e, "could not read or raise the open-file limit");
+            tracing::warn!(error = %e, "could not read the open-file limit");
             return wanted;
         }
     };
