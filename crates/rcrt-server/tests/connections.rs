@@ -1,6 +1,6 @@
 //! Slow, idle and oversized connections against a real `rcrt-server` process (issue 9, item 1).
 //!
-//! 1. Four thousand hostile connections at once (idle, dribbling headers, dribbling a body,
+//! 1. Five thousand hostile connections at once (idle, dribbling headers, dribbling a body,
 //!    declaring a 10 GB body) on a server started under a soft limit of 1024 open files:
 //!    `/health` and a decrypt keep answering within a bound, and every hostile connection is
 //!    closed soon after its timeout (short timeouts set by environment).
@@ -130,7 +130,7 @@ fn status_of(answer: &str) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_connections_are_closed_while_health_and_decrypts_are_served() {
-    const PER_KIND: usize = 1000;
+    const PER_KIND: usize = 1250;
     raise_nofile(4 * PER_KIND as u64 + 512);
     let dir = TempDir::new();
     let kek = gen_kek();
