@@ -6,7 +6,13 @@
 //!
 //! The algorithm is pinned by the key, never taken from the token: an RSA key verifies RS256
 //! only, a P-256 key ES256, an Ed25519 key EdDSA, an HS256 secret HS256. `alg: none` and RS/HS
-//! confusion therefore cannot pass. `iss`, `aud`, `exp` and `nbf` are checked with 30 s leeway.
+//! confusion therefore cannot pass. `iss`, `aud`, `exp` and `nbf` are checked with 30 s leeway,
+//! and every claim must have its type (a string `nbf` or an array `iss` is refused, not
+//! skipped). A header with `crit` is refused: this verifier understands no extension.
+//!
+//! A JWKS is fetched over https (plain http only to a loopback host), at most 256 KiB, kept for
+//! its `Cache-Control: max-age` (between 10 s and 1 h; 5 min without one), then fetched again, so
+//! a key the identity provider removes stops working within that time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,8 +29,14 @@ use zeroize::Zeroizing;
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
-/// A JWKS is fetched again for an unknown `kid` at most this often.
+/// A JWKS is fetched again (for an unknown `kid` or once stale) at most this often.
 const JWKS_REFETCH: Duration = Duration::from_secs(10);
+/// How long a JWKS is used without `Cache-Control: max-age`.
+const JWKS_DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// The longest a JWKS is used before it is fetched again, whatever its `max-age`.
+const JWKS_MAX_TTL: Duration = Duration::from_secs(3600);
+/// The largest JWKS response read.
+const JWKS_MAX_BYTES: usize = 256 * 1024;
 
 /// Why a request was not authenticated. The client sees one generic 401 (or a 503 when the
 /// store could not be asked); this goes to the log.
@@ -86,9 +98,29 @@ enum Keys {
     Jwks {
         url: String,
         client: reqwest::Client,
-        cache: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
+        cache: RwLock<JwksCache>,
         last_fetch: Mutex<Option<Instant>>,
     },
+}
+
+/// The keys of the last JWKS fetched, and until when to use them without fetching again.
+#[derive(Default)]
+struct JwksCache {
+    keys: HashMap<String, (DecodingKey, Algorithm)>,
+    fresh_until: Option<Instant>,
+}
+
+/// `max-age` of a `Cache-Control` header, clamped to [`JWKS_REFETCH`, `JWKS_MAX_TTL`].
+fn jwks_ttl(cache_control: Option<&str>) -> Duration {
+    let max_age = cache_control.and_then(|v| {
+        v.split(',')
+            .filter_map(|d| d.trim().strip_prefix("max-age="))
+            .find_map(|n| n.trim().parse::<u64>().ok())
+    });
+    match max_age {
+        None => JWKS_DEFAULT_TTL,
+        Some(secs) => Duration::from_secs(secs).clamp(JWKS_REFETCH, JWKS_MAX_TTL),
+    }
 }
 
 /// Verifies tokens for one issuer and audience.
@@ -98,14 +130,34 @@ pub struct JwtVerifier {
     keys: Keys,
 }
 
+/// The claims, with their types enforced: the JWT library checks `exp`, `nbf`, `iss` and `aud`
+/// only when they parse as it expects and skips them otherwise, so a claim of the wrong type
+/// (a string `nbf`, an array `iss`) must fail here.
 #[derive(Deserialize)]
+#[allow(dead_code)] // The time and issuer fields exist to be type-checked; the library compares them.
 struct Claims {
     sub: String,
     owner_id: String,
+    iss: String,
+    aud: Audience,
+    exp: f64,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(default)]
+    iat: Option<f64>,
     #[serde(default)]
     roles: Vec<String>,
     #[serde(default)]
     workspaces: Vec<String>,
+}
+
+/// `aud`: one string or a list of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 fn pem_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), JwtConfigError> {
@@ -188,12 +240,15 @@ impl JwtVerifier {
                 Keys::Fixed(DecodingKey::from_secret(secret), Algorithm::HS256)
             }
             KeySource::JwksUrl(url) => Keys::Jwks {
-                url,
                 client: reqwest::Client::builder()
                     .timeout(Duration::from_secs(5))
+                    // A redirect could lead from https to plain http: follow none.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .https_only(url.starts_with("https:"))
                     .build()
                     .map_err(|e| JwtConfigError::Key(e.to_string()))?,
-                cache: RwLock::new(HashMap::new()),
+                url,
+                cache: RwLock::new(JwksCache::default()),
                 last_fetch: Mutex::new(None),
             },
         };
@@ -219,21 +274,46 @@ impl JwtVerifier {
             return Ok(());
         }
         *last = Some(Instant::now());
-        let set: JwkSet = client
+        let escaped = |e: reqwest::Error| AuthError::Jwks(e.to_string().escape_debug().to_string());
+        let mut resp = client
             .get(url)
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| AuthError::Jwks(e.to_string().escape_debug().to_string()))?
-            .json()
-            .await
-            .map_err(|e| AuthError::Jwks(e.to_string().escape_debug().to_string()))?;
-        let fresh: HashMap<_, _> = set
+            .map_err(escaped)?;
+        let ttl = jwks_ttl(
+            resp.headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+        );
+        if resp
+            .content_length()
+            .is_some_and(|n| n > JWKS_MAX_BYTES as u64)
+        {
+            return Err(AuthError::Jwks(format!(
+                "larger than {JWKS_MAX_BYTES} bytes"
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(escaped)? {
+            if body.len() + chunk.len() > JWKS_MAX_BYTES {
+                return Err(AuthError::Jwks(format!(
+                    "larger than {JWKS_MAX_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set: JwkSet = serde_json::from_slice(&body)
+            .map_err(|_| AuthError::Jwks("the response is not a JWK set".into()))?;
+        let keys: HashMap<_, _> = set
             .keys
             .iter()
             .filter_map(|jwk| Some((jwk.common.key_id.clone()?, jwk_key(jwk)?)))
             .collect();
-        *cache.write().await = fresh;
+        *cache.write().await = JwksCache {
+            keys,
+            fresh_until: Some(Instant::now() + ttl),
+        };
         Ok(())
     }
 
@@ -242,13 +322,23 @@ impl JwtVerifier {
             Keys::Fixed(k, a) => Ok((k.clone(), *a)),
             Keys::Jwks { cache, .. } => {
                 let kid = kid.ok_or(AuthError::Invalid("token has no kid"))?;
-                if let Some(found) = cache.read().await.get(kid) {
-                    return Ok(found.clone());
+                {
+                    let c = cache.read().await;
+                    let fresh = c.fresh_until.is_some_and(|t| Instant::now() < t);
+                    if let (true, Some(found)) = (fresh, c.keys.get(kid)) {
+                        return Ok(found.clone());
+                    }
                 }
-                self.fetch_jwks().await?;
+                // Stale, or an unknown kid: fetch again (rate limited). If the fetch fails, a
+                // stale set still answers: an identity provider's outage must not lock everyone
+                // out, and a removed key is dropped at the next successful fetch.
+                if let Err(e) = self.fetch_jwks().await {
+                    tracing::warn!(error = %e, "JWKS fetch failed; using the keys fetched before");
+                }
                 cache
                     .read()
                     .await
+                    .keys
                     .get(kid)
                     .cloned()
                     .ok_or(AuthError::Invalid("unknown kid"))
@@ -259,6 +349,9 @@ impl JwtVerifier {
     /// Verifies a token and returns its principal.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let header = decode_header(token).map_err(|e| AuthError::Invalid(jwt_error_class(&e)))?;
+        if has_crit(token) {
+            return Err(AuthError::Invalid("critical header extension"));
+        }
         let (key, alg) = self.key_for(header.kid.as_deref()).await?;
         if header.alg != alg {
             return Err(AuthError::Invalid("algorithm does not match the key"));
@@ -285,6 +378,21 @@ impl JwtVerifier {
             expires_at: None,
         })
     }
+}
+
+/// True if the token's header has a `crit` member (RFC 7515 4.1.11: a recipient that does not
+/// understand the listed extensions must refuse the token; this one understands none). The JWT
+/// library ignores `crit`, so the header is read here as JSON.
+fn has_crit(token: &str) -> bool {
+    use base64::Engine;
+    let Some(head) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|h| h.get("crit").is_some())
 }
 
 /// A fixed name for what the JWT library refused: its own messages quote the token (an `alg`
@@ -372,6 +480,21 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::credential;
+
+    #[test]
+    fn jwks_lifetime_follows_cache_control_within_bounds() {
+        use super::jwks_ttl;
+        use std::time::Duration;
+        assert_eq!(jwks_ttl(None), Duration::from_secs(300));
+        assert_eq!(
+            jwks_ttl(Some("public, max-age=120")),
+            Duration::from_secs(120)
+        );
+        assert_eq!(jwks_ttl(Some("max-age=0")), Duration::from_secs(10));
+        assert_eq!(jwks_ttl(Some("max-age=999999")), Duration::from_secs(3600));
+        assert_eq!(jwks_ttl(Some("no-cache")), Duration::from_secs(300));
+        assert_eq!(jwks_ttl(Some("max-age=abc")), Duration::from_secs(300));
+    }
 
     #[test]
     fn where_the_credential_comes_from() {

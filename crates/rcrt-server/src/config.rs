@@ -219,7 +219,9 @@ impl Config {
                 })
             };
             let sources = [
-                plain("JWT_JWKS_URL").map(KeySource::JwksUrl),
+                plain("JWT_JWKS_URL")
+                    .map(|u| check_jwks_url(&u).map(|()| KeySource::JwksUrl(u)))
+                    .transpose()?,
                 plain("JWT_PUBLIC_KEY_FILE").map(|p| KeySource::PublicKeyFile(p.into())),
                 plain("JWT_HS256_SECRET_FILE").map(|p| KeySource::Hs256SecretFile(p.into())),
             ];
@@ -395,6 +397,29 @@ impl Config {
     }
 }
 
+/// A JWKS URL must be https, except to a loopback host (a sidecar or a test): over plain http
+/// anyone on the path could hand the server keys of their own.
+fn check_jwks_url(url: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: "JWT_JWKS_URL",
+        reason: reason.into(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| invalid("is not a URL"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(invalid(
+            "must be an https URL (plain http only to a loopback host)",
+        )),
+    }
+}
+
 /// `bootstrap-token` next to the SQLite database; in the working directory for PostgreSQL.
 fn default_bootstrap_output(db_url: &str) -> PathBuf {
     const NAME: &str = "bootstrap-token";
@@ -507,6 +532,22 @@ mod tests {
         };
         assert!(jwt(&[]).is_err());
         assert!(jwt(&[("JWT_JWKS_URL", "http://127.0.0.1:1/jwks")]).is_ok());
+        // JWKS over https, or plain http to a loopback host only.
+        for ok in [
+            "https://idp.example/.well-known/jwks.json",
+            "http://localhost:8080/jwks",
+            "http://[::1]:1/jwks",
+        ] {
+            assert!(jwt(&[("JWT_JWKS_URL", ok)]).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://127.0.0.1/jwks",
+            "not a url",
+        ] {
+            assert!(jwt(&[("JWT_JWKS_URL", bad)]).is_err(), "{bad}");
+        }
         assert!(jwt(&[
             ("JWT_JWKS_URL", "http://127.0.0.1:1/jwks"),
             ("JWT_PUBLIC_KEY_FILE", "/k.pem")

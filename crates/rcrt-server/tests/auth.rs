@@ -200,6 +200,46 @@ fn common_bad_cases(
                 c.insert("roles".into(), json!("secrets.admin"));
             }),
         ),
+        // Claims of the wrong type: the JWT library skips a time or issuer it cannot parse.
+        (
+            "nbf as a string, in the future",
+            with(who, |c| {
+                c.insert("nbf".into(), json!((t + 3600).to_string()));
+            }),
+        ),
+        (
+            "exp as a string",
+            with(who, |c| {
+                c.insert("exp".into(), json!((t + 600).to_string()));
+            }),
+        ),
+        (
+            "iss as an array",
+            with(who, |c| {
+                c.insert("iss".into(), json!([auth_support::ISSUER]));
+            }),
+        ),
+        (
+            "iss as an array with ours and another",
+            with(who, |c| {
+                c.insert(
+                    "iss".into(),
+                    json!([auth_support::ISSUER, "https://evil.example"]),
+                );
+            }),
+        ),
+        (
+            "aud as a number",
+            with(who, |c| {
+                c.insert("aud".into(), json!(7));
+            }),
+        ),
+        (
+            "sub not a string",
+            with(who, |c| {
+                c.insert("sub".into(), json!(["mallory"]));
+            }),
+        ),
     ];
     let mut cases: Vec<(String, Option<String>)> = claim_cases
         .into_iter()
@@ -297,6 +337,10 @@ fn common_bad_cases(
         ),
         ("empty header".to_owned(), Some(String::new())),
         ("no Authorization header".to_owned(), None),
+        (
+            "a crit header extension nobody understands".to_owned(),
+            bearer(&good.sign_with_header(&who.claims(), &json!({"crit": ["exp"], "exp": 1}))),
+        ),
     ]);
     cases
 }
@@ -720,6 +764,68 @@ async fn jwks_token_checks_and_kid_refetch() {
     );
     suite.finish("RS256 JWKS token checks");
     checks.finish("JWKS kid refetch");
+}
+
+/// A key the identity provider stops publishing stops working once the cached key set is stale
+/// (its `max-age`, at least 10 s), while the keys still published keep working; a key set larger
+/// than 256 KiB is not read at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_removed_keys_expire_and_oversized_sets_are_refused() {
+    let dir = rcrt_testkit::TempDir::new();
+    let rsa1 = KeyPair::generate(dir.path(), "rsa1", KeyKind::Rsa);
+    let rsa2 = KeyPair::generate(dir.path(), "rsa2", KeyKind::Rsa);
+    let jwks = JwksServer::start_with_cache_control(
+        vec![rsa1.jwk("rsa1"), rsa2.jwk("rsa2")],
+        Some("public, max-age=0"),
+    )
+    .await;
+    let srv = Server::start(Backend::Sqlite, KeySource::Jwks(jwks.url.clone())).await;
+    let who = Who::new("jwks-user", "tenant-jwks", &ALL_ROLES, &["W"]);
+    let get = |signer: Signer| {
+        let auth = format!("Bearer {}", signer.sign(&who.claims()));
+        let srv = &srv;
+        async move {
+            srv.req(Method::GET, "/secrets", Some(&auth), None, &[])
+                .await
+        }
+    };
+    get(rsa1.signer().with_kid("rsa1")).await.expect(200);
+    get(rsa2.signer().with_kid("rsa2")).await.expect(200);
+    let removed = Instant::now();
+    jwks.remove_key("rsa2");
+    let refused_after = loop {
+        let r = get(rsa2.signer().with_kid("rsa2")).await;
+        if r.status == 401 {
+            break removed.elapsed();
+        }
+        assert_eq!(r.status, 200, "{}", r.ctx());
+        assert!(
+            removed.elapsed() < Duration::from_secs(25),
+            "a removed key still works after {:?}",
+            removed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("JWKS: removed key refused after {refused_after:?}");
+    assert!(jwks.hits() >= 2, "the stale set was fetched again");
+    get(rsa1.signer().with_kid("rsa1")).await.expect(200);
+
+    // An oversized key set (padding keys past 256 KiB) is not loaded: nothing verifies.
+    let mut padded = vec![rsa1.jwk("rsa1")];
+    for i in 0..800 {
+        padded.push(rsa2.jwk(&format!("pad-{i}")));
+    }
+    let big = JwksServer::start(padded).await;
+    let srv2 = Server::start(Backend::Sqlite, KeySource::Jwks(big.url.clone())).await;
+    let auth = format!(
+        "Bearer {}",
+        rsa1.signer().with_kid("rsa1").sign(&who.claims())
+    );
+    let r = srv2
+        .req(Method::GET, "/secrets", Some(&auth), None, &[])
+        .await;
+    assert_eq!(r.status, 401, "{}", r.ctx());
+    assert_eq!(big.hits(), 1);
 }
 
 type Env<'a> = Vec<(&'a str, &'a str)>;

@@ -219,6 +219,26 @@ impl Signer {
         header.kid = self.kid.clone();
         encode(&header, claims, &self.key).expect("sign")
     }
+
+    /// A validly signed token whose header also has the members of `extra` (which the JWT
+    /// library's own header type cannot carry, e.g. `crit`).
+    pub fn sign_with_header(&self, claims: &Value, extra: &Value) -> String {
+        let mut header = json!({"alg": format!("{:?}", self.alg), "typ": "JWT"});
+        if let Some(k) = &self.kid {
+            header["kid"] = json!(k);
+        }
+        for (k, v) in extra.as_object().unwrap() {
+            header[k] = v.clone();
+        }
+        let message = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let sig =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, self.alg).expect("sign");
+        format!("{message}.{sig}")
+    }
 }
 
 /// Who a token speaks for.
@@ -293,17 +313,30 @@ pub struct JwksServer {
 
 impl JwksServer {
     pub async fn start(keys: Vec<Value>) -> Self {
+        Self::start_with_cache_control(keys, None).await
+    }
+
+    /// A JWKS server that answers with `Cache-Control: <cache_control>` when given.
+    pub async fn start_with_cache_control(keys: Vec<Value>, cache_control: Option<&str>) -> Self {
         let keys = Arc::new(Mutex::new(keys));
         let hits = Arc::new(AtomicUsize::new(0));
         let (k, h) = (keys.clone(), hits.clone());
+        let cc = cache_control.map(str::to_owned);
         let app = axum::Router::new().route(
             "/.well-known/jwks.json",
             axum::routing::get(move || {
-                let (k, h) = (k.clone(), h.clone());
+                let (k, h, cc) = (k.clone(), h.clone(), cc.clone());
                 async move {
                     h.fetch_add(1, Ordering::SeqCst);
                     let keys = k.lock().unwrap().clone();
-                    axum::Json(json!({ "keys": keys }))
+                    let mut resp = axum::response::IntoResponse::into_response(axum::Json(
+                        json!({ "keys": keys }),
+                    ));
+                    if let Some(cc) = cc {
+                        resp.headers_mut()
+                            .insert("cache-control", cc.parse().unwrap());
+                    }
+                    resp
                 }
             }),
         );
@@ -327,6 +360,11 @@ impl JwksServer {
 
     pub fn add_key(&self, jwk: Value) {
         self.keys.lock().unwrap().push(jwk);
+    }
+
+    /// Stops publishing the key with this `kid`.
+    pub fn remove_key(&self, kid: &str) {
+        self.keys.lock().unwrap().retain(|k| k["kid"] != kid);
     }
 }
 
