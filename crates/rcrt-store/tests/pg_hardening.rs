@@ -480,7 +480,19 @@ fn as_pg_user(program: &str) -> std::process::Command {
     }
 }
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The server programs of the newest PostgreSQL installed under /usr/lib/postgresql (Debian's
+/// layout), as scripts/test finds them.
+fn pg_bin() -> String {
+    let mut dirs: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's programs under /usr/lib/postgresql (apt-get install postgresql)")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    let (_, bin) = dirs.pop().expect("an initdb under /usr/lib/postgresql/*/bin");
+    bin.display().to_string()
+}
 
 /// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 with TLS only
 /// (`hostnossl ... reject`), its server certificate issued by a test CA for `localhost` and
@@ -556,7 +568,7 @@ impl TlsCluster {
         let _ = std::process::Command::new("chown")
             .args(["-R", "postgres:postgres", dir.to_str().unwrap()])
             .output();
-        run(as_pg_user(&format!("{PG_BIN}/initdb")).args([
+        run(as_pg_user(&format!("{}/initdb", pg_bin())).args([
             "-D",
             &d("data"),
             "-U",
@@ -584,7 +596,7 @@ impl TlsCluster {
             dir: dir.clone(),
             port,
         };
-        run(as_pg_user(&format!("{PG_BIN}/pg_ctl")).args([
+        run(as_pg_user(&format!("{}/pg_ctl", pg_bin())).args([
             "-D",
             &d("data"),
             "-l",
@@ -635,7 +647,7 @@ impl TlsCluster {
 
 impl Drop for TlsCluster {
     fn drop(&mut self) {
-        let _ = as_pg_user(&format!("{PG_BIN}/pg_ctl"))
+        let _ = as_pg_user(&format!("{}/pg_ctl", pg_bin()))
             .args(["-D", &self.path("data"), "-m", "immediate", "-w", "stop"])
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
