@@ -6,11 +6,15 @@
 //! 2. A frozen database (a TCP proxy in front of PostgreSQL that stops forwarding, as a
 //!    SIGSTOPped server looks to its clients) gives 503 `store_unavailable` within 5 s and
 //!    `/ready` 503 within 1 s; once it thaws, everything recovers by itself.
+//! 3. A stopped database under load (every connection closed, new ones refused) gives 503 to
+//!    every request during the outage, none slower than 5 s, and recovers once it is back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[allow(dead_code)]
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -145,9 +149,12 @@ async fn no_parameters_in_logs_when_the_filter_names_the_client() {
 /// A TCP proxy on 127.0.0.1 in front of `upstream` that can be frozen: while frozen it accepts
 /// connections and reads what either side sends but forwards nothing, which is what a
 /// SIGSTOPped PostgreSQL looks like to its clients (the kernel still accepts and acknowledges).
+/// It can also be stopped: every connection through it is closed and new ones are closed at
+/// once, which is what a stopped (or restarting) PostgreSQL looks like.
 struct FreezableProxy {
     port: u16,
     frozen: tokio::sync::watch::Sender<bool>,
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl FreezableProxy {
@@ -155,19 +162,31 @@ impl FreezableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (frozen, _) = tokio::sync::watch::channel(false);
-        let watch = frozen.clone();
+        let (stopped, _) = tokio::sync::watch::channel(false);
+        let (watch, stop_watch) = (frozen.clone(), stopped.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if *stop_watch.borrow() {
+                    continue; // dropped: the client sees the connection closed
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                     continue;
                 };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, watch.subscribe()));
-                tokio::spawn(pump(sr, cw, watch.subscribe()));
+                tokio::spawn(pump(cr, sw, watch.subscribe(), stop_watch.subscribe()));
+                tokio::spawn(pump(sr, cw, watch.subscribe(), stop_watch.subscribe()));
             }
         });
-        Self { port, frozen }
+        Self {
+            port,
+            frozen,
+            stopped,
+        }
+    }
+
+    fn set_stopped(&self, stopped: bool) {
+        self.stopped.send_replace(stopped);
     }
 
     fn set_frozen(&self, frozen: bool) {
@@ -175,16 +194,22 @@ impl FreezableProxy {
     }
 }
 
-/// Copies `from` to `to`, holding every chunk while the proxy is frozen.
+/// Copies `from` to `to`, holding every chunk while the proxy is frozen, and closing both
+/// when it is stopped.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut frozen: tokio::sync::watch::Receiver<bool>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match from.read(&mut buf).await {
+        let read = tokio::select! {
+            r = from.read(&mut buf) => r,
+            _ = stopped.wait_for(|s| *s) => return,
+        };
+        let n = match read {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
@@ -300,5 +325,96 @@ async fn frozen_database_gives_503_within_bounds_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("recovered {:?} after the thaw", thawed.elapsed());
+    assert!(!server.output().contains("panicked"));
+}
+
+/// PostgreSQL stopped under load (every connection closed, new ones refused), then started
+/// again: requests answer 503 quickly, never hang, and everything recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_database_under_load_gives_503_and_recovers() {
+    let db = TempPgDb::create().await;
+    drop(rcrt_store::PgStore::connect(db.url()).await.unwrap());
+    let (_, upstream) = via_proxy(db.url(), 0);
+    let proxy = FreezableProxy::start(upstream).await;
+    let (proxied, _) = via_proxy(db.url(), proxy.port);
+    let dir = TempDir::new();
+    let kek = gen_kek();
+    let mut cfg = server_config(None, &dir, &[("LOCAL_KEK_BASE64", &kek)]);
+    cfg.env.push(("DB_URL".into(), proxied));
+    let server = ServerProcess::start(&cfg);
+    let base = server.base_url();
+    let (status, created) = post(
+        &base,
+        "/secrets",
+        json!({"name": "STOPPED", "value": "v1", "scope_type": "global"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let results: Arc<Mutex<Vec<(Instant, Duration, u16)>>> = Arc::default();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (base, id, stop, results) = (base.clone(), id.clone(), stop.clone(), results.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let rb = if n % 3 == 0 {
+                        http.post(format!("{base}/secrets")).json(
+                            &json!({"name": format!("load-{w}-{n}"), "value": "v", "scope_type": "global"}),
+                        )
+                    } else {
+                        http.post(format!("{base}/secrets/{id}/decrypt"))
+                            .json(&json!({"reason": "load"}))
+                    };
+                    let (t, status, _) = timed_request(rb).await;
+                    results.lock().unwrap().push((Instant::now(), t, status));
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.set_stopped(true);
+    let stopped_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (t, status, _) = timed_request(reqwest::Client::new().get(format!("{base}/ready"))).await;
+    assert_eq!(status, 503, "/ready while stopped");
+    assert!(t < Duration::from_secs(1), "/ready took {t:?}");
+    proxy.set_stopped(false);
+    let started_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let results = results.lock().unwrap().clone();
+    let during = |a: Instant, b: Instant| {
+        results
+            .iter()
+            .filter(move |(end, _, _)| *end > a && *end < b)
+    };
+    for (_, t, status) in &results {
+        assert!(matches!(status, 200 | 201 | 503), "status {status}");
+        assert!(*t <= Duration::from_secs(5), "a request took {t:?}");
+    }
+    let outage: Vec<_> = during(stopped_at + Duration::from_millis(500), started_at).collect();
+    assert!(
+        !outage.is_empty() && outage.iter().all(|(_, _, s)| *s == 503),
+        "{outage:?}"
+    );
+    let recovered: Vec<_> =
+        during(started_at + Duration::from_millis(1500), Instant::now()).collect();
+    assert!(
+        !recovered.is_empty() && recovered.iter().all(|(_, _, s)| *s != 503),
+        "not recovered 1.5 s after the start: {recovered:?}"
+    );
+    eprintln!(
+        "{} requests; {} during the outage (all 503), {} after recovery (all 2xx)",
+        results.len(),
+        outage.len(),
+        recovered.len()
+    );
     assert!(!server.output().contains("panicked"));
 }
