@@ -116,7 +116,8 @@ async fn sqlite_locked_by_another_process_under_load() {
     let id = created["id"].as_str().unwrap().to_owned();
     let stop = Arc::new(AtomicBool::new(false));
     // (kind, finished at, took, status)
-    let results: Arc<Mutex<Vec<(&'static str, Instant, Duration, u16)>>> = Arc::default();
+    type Outcome = (&'static str, Instant, Duration, u16);
+    let results: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let workers: Vec<_> = (0..8)
         .map(|w| {
             let (base, id, stop, results, http) =
