@@ -184,7 +184,39 @@ fn read_dotenv(path: &Path) -> Result<HashMap<String, Zeroizing<String>>, Config
     if !path.exists() {
         return Ok(HashMap::new());
     }
-    let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::DotEnv(describe(&e)))?;
+    let file = std::fs::File::open(path).map_err(|e| ConfigError::DotEnv(e.to_string()))?;
+    parse_dotenv(file)
+}
+
+/// The largest `.env` read.
+const DOTENV_MAX_BYTES: u64 = 64 * 1024;
+/// The most `$` (variable substitutions) a `.env` may hold. dotenvy expands `$VAR` and `${VAR}`
+/// in values, and a value may name a variable defined just before it, so `a=$a$a` repeated
+/// doubles a value per line: without a bound, a 1 KB file (found by fuzzing) makes gigabytes.
+const DOTENV_MAX_SUBSTITUTIONS: usize = 16;
+
+/// Parses `.env` content (quotes allowed). An error says where, never what: the line may hold a
+/// key. Public for the fuzz target in `fuzz/`.
+pub fn parse_dotenv(
+    content: impl std::io::Read,
+) -> Result<HashMap<String, Zeroizing<String>>, ConfigError> {
+    use std::io::Read;
+    let mut bytes = Zeroizing::new(Vec::new());
+    content
+        .take(DOTENV_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ConfigError::DotEnv(e.to_string()))?;
+    if bytes.len() as u64 > DOTENV_MAX_BYTES {
+        return Err(ConfigError::DotEnv(format!(
+            "larger than {DOTENV_MAX_BYTES} bytes"
+        )));
+    }
+    if bytes.iter().filter(|b| **b == b'$').count() > DOTENV_MAX_SUBSTITUTIONS {
+        return Err(ConfigError::DotEnv(format!(
+            "more than {DOTENV_MAX_SUBSTITUTIONS} '$' (variable substitutions)"
+        )));
+    }
+    let iter = dotenvy::from_read_iter(&bytes[..]);
     let mut map = HashMap::new();
     for item in iter {
         let (k, v) = item.map_err(|e| ConfigError::DotEnv(describe(&e)))?;
@@ -610,6 +642,24 @@ mod tests {
         ]))
         .is_err());
         assert!(Config::from_lookup(&Lookup::from_pairs(&[("MAX_VALUE_BYTES", "0")])).is_err());
+    }
+
+    /// Found by the `dotenv` fuzz target: each `a=$a$a` line doubles `a`, so 40 lines would
+    /// expand to terabytes and the server died out of memory before it could say why.
+    #[test]
+    fn dotenv_substitution_bombs_are_refused() {
+        let mut bomb = String::from("a=xxxxxxxxxxxxxxxx\n");
+        for _ in 0..40 {
+            bomb.push_str("a=$a$a\n");
+        }
+        let err = parse_dotenv(bomb.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("substitutions"), "{err}");
+        assert!(!err.contains("xxxx"), "{err}");
+        // A few substitutions stay allowed, and the size is bounded too.
+        let ok = parse_dotenv(&b"A=1\nB=${A}2\nC=$B$A\n"[..]).unwrap();
+        assert_eq!(ok.get("C").map(|v| v.as_str()), Some("121"));
+        let big = "A=".to_owned() + &"x".repeat(70 * 1024);
+        assert!(parse_dotenv(big.as_bytes()).is_err());
     }
 
     #[test]
