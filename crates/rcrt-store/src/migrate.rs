@@ -6,7 +6,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_vaults.sql")),
     (3, include_str!("../migrations/sqlite/0003_tokens.sql")),
-    (4, include_str!("../migrations/sqlite/0004_list_indexes.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_list_indexes.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL.

