@@ -57,6 +57,43 @@ pub(crate) fn check_caller(ctx: &RequestContext) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// A listing's page size (default 100, 1 to 1000) and the id after which it starts (the
+/// previous page's cursor).
+pub(crate) fn page_request<Id: std::str::FromStr>(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<(u32, Option<Id>), CoreError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(CoreError::Invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let after = cursor
+        .map(|c| {
+            c.parse::<Id>()
+                .map_err(|_| CoreError::Invalid("cursor is not valid".into()))
+        })
+        .transpose()?;
+    Ok((limit, after))
+}
+
+/// Cuts `items` (read with one row more than `limit`) to the page, and the cursor of the next
+/// page if there is one.
+pub(crate) fn page_of<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    id: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(id)
+    } else {
+        None
+    };
+    (items, next_cursor)
+}
+
 /// Unwraps a stored DEK with the KEK its row names (no trial decryption). One place for the
 /// request path ([`Service`]'s decrypts) and the whole-store jobs ([`crate::maintenance`]).
 pub(crate) async fn unwrap_stored(
@@ -451,19 +488,8 @@ impl Service {
                 "scope_id filter needs scope_type".into(),
             ));
         }
-        let limit = limit.unwrap_or(DEFAULT_PAGE);
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(CoreError::Invalid(format!(
-                "limit must be between 1 and {MAX_PAGE}"
-            )));
-        }
-        let after = cursor
-            .map(|c| {
-                c.parse::<SecretId>()
-                    .map_err(|_| CoreError::Invalid("cursor is not valid".into()))
-            })
-            .transpose()?;
-        let mut items = self
+        let (limit, after) = page_request::<SecretId>(limit, cursor)?;
+        let items = self
             .store
             .list(&ListQuery {
                 tenant: ctx.principal.tenant.clone(),
@@ -477,12 +503,7 @@ impl Service {
                 }),
             })
             .await?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|m| m.id.to_string())
-        } else {
-            None
-        };
+        let (items, next_cursor) = page_of(items, limit, |m| m.id.to_string());
         Ok(Page { items, next_cursor })
     }
 

@@ -23,7 +23,7 @@ use rcrt_types::{
 use zeroize::Zeroizing;
 
 use crate::authz;
-use crate::service::{check_caller, RequestContext, Service};
+use crate::service::{check_caller, page_of, page_request, RequestContext, Service};
 use crate::CoreError;
 
 /// How long a verified (or unknown) token id is answered from memory. A revocation made on
@@ -39,8 +39,6 @@ pub const BOOTSTRAP_PRINCIPAL: &str = "bootstrap-admin";
 const MAX_WORKSPACES: usize = 256;
 /// Most entries in the verification cache; beyond it, stale entries go, then all.
 const CACHE_CAPACITY: usize = 10_000;
-const MAX_PAGE: u32 = 1000;
-const DEFAULT_PAGE: u32 = 100;
 
 /// A token to mint, as the caller asked for it.
 #[derive(Debug, Clone)]
@@ -292,19 +290,8 @@ impl Service {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<TokenPage, CoreError> {
-        let limit = limit.unwrap_or(DEFAULT_PAGE);
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(CoreError::Invalid(format!(
-                "limit must be between 1 and {MAX_PAGE}"
-            )));
-        }
-        let after = cursor
-            .map(|c| {
-                c.parse::<TokenId>()
-                    .map_err(|_| CoreError::Invalid("cursor is not valid".into()))
-            })
-            .transpose()?;
-        let mut items = self
+        let (limit, after) = page_request::<TokenId>(limit, cursor)?;
+        let items = self
             .store
             .list_tokens(&TokenQuery {
                 tenant: ctx.principal.tenant.clone(),
@@ -314,12 +301,7 @@ impl Service {
                 limit: limit + 1,
             })
             .await?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|t| t.id.to_string())
-        } else {
-            None
-        };
+        let (items, next_cursor) = page_of(items, limit, |t| t.id.to_string());
         Ok(TokenPage { items, next_cursor })
     }
 

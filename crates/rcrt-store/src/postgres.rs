@@ -187,18 +187,22 @@ fn token(row: &Row) -> Result<TokenRecord, StoreError> {
     })
 }
 
+/// Inserts a token; with `if_absent`, does nothing when one with its id exists (replicas racing
+/// on one bootstrap file insert it exactly once). Returns how many rows it inserted.
 async fn insert_token(
     c: &impl deadpool_postgres::GenericClient,
     t: &TokenRecord,
-) -> Result<(), StoreError> {
-    let st = c
-        .prepare_cached(
-            "INSERT INTO auth_tokens (id, tenant, name, principal, roles, workspaces, secret_hash,
-                 created_by, created_at, expires_at, revoked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .await
-        .map_err(pg_err)?;
+    if_absent: bool,
+) -> Result<u64, StoreError> {
+    const INSERT: &str = "INSERT INTO auth_tokens (id, tenant, name, principal, roles, workspaces,
+         secret_hash, created_by, created_at, expires_at, revoked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    let sql = if if_absent {
+        std::borrow::Cow::Owned(format!("{INSERT} ON CONFLICT (id) DO NOTHING"))
+    } else {
+        std::borrow::Cow::Borrowed(INSERT)
+    };
+    let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
     c.execute(
         &st,
         &[
@@ -216,8 +220,7 @@ async fn insert_token(
         ],
     )
     .await
-    .map_err(pg_err)?;
-    Ok(())
+    .map_err(pg_err)
 }
 
 async fn query_token(
@@ -997,7 +1000,7 @@ impl Store for PgStore {
         self.bounded(self.timeouts.operation, async {
             let mut c = self.tenant_client(&token.tenant).await?;
             let tx = c.transaction().await.map_err(pg_err)?;
-            insert_token(&tx, &token).await?;
+            insert_token(&tx, &token, false).await?;
             insert_audit(&tx, &audit).await?;
             tx.commit().await.map_err(pg_err)
         })
@@ -1012,34 +1015,7 @@ impl Store for PgStore {
         self.bounded(self.timeouts.operation, async {
             let mut c = self.owner_client().await?;
             let tx = c.transaction().await.map_err(pg_err)?;
-            // ON CONFLICT: replicas racing on one bootstrap file insert it exactly once.
-            let st = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO auth_tokens ({TOKEN_COLS})
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
-                     ON CONFLICT (id) DO NOTHING"
-                ))
-                .await
-                .map_err(pg_err)?;
-            let inserted = tx
-                .execute(
-                    &st,
-                    &[
-                        &token.id.as_uuid(),
-                        &token.tenant.as_str(),
-                        &token.name,
-                        &token.principal,
-                        &roles_to_stored(token.roles),
-                        &token.workspaces,
-                        &&token.secret_hash[..],
-                        &token.created_by,
-                        &token.created_at,
-                        &token.expires_at,
-                        &token.revoked_at,
-                    ],
-                )
-                .await
-                .map_err(pg_err)?;
+            let inserted = insert_token(&tx, &token, true).await?;
             if inserted == 1 {
                 insert_audit(&tx, &audit).await?;
             }
@@ -1070,7 +1046,7 @@ impl Store for PgStore {
             if any {
                 return Ok(false);
             }
-            insert_token(&tx, &token).await?;
+            insert_token(&tx, &token, false).await?;
             insert_audit(&tx, &audit).await?;
             tx.commit().await.map_err(pg_err)?;
             Ok(true)
