@@ -47,7 +47,7 @@ pub enum CoreError {
     #[error("the secret could not be decrypted")]
     DecryptFailed,
     /// The store holds DEKs wrapped under KEKs that are not configured.
-    #[error("the store holds DEKs wrapped under KEK ids that no configured KEK matches: {}. Configure those KEKs (e.g. LOCAL_KEK_BASE64_OLD during a rotation) or restore the right KEK", .0.join(", "))]
+    #[error("the store holds DEKs wrapped under KEK ids that no configured KEK matches: {}. Configure those KEKs (e.g. LOCAL_KEK_BASE64_OLD during a rotation) or restore the right KEK (from its backup or Shamir shares). A development store with nothing worth keeping can be started afresh instead: remove the database (SQLite: rcrt.db, rcrt.db-wal and rcrt.db-shm), and keep the KEK this time (in .env)", .0.join(", "))]
     UnknownKeks(Vec<String>),
     /// An internal fault (never caused by input).
     #[error("internal error: {0}")]

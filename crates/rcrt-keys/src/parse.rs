@@ -20,6 +20,14 @@ pub enum KekError {
     /// Neither `LOCAL_KEK_BASE64` nor `LOCAL_KEK_BASE64_FILE` (nor `.env`) gave a KEK.
     #[error("LOCAL_KEK_BASE64 missing: set LOCAL_KEK_BASE64, or LOCAL_KEK_BASE64_FILE to a file holding it, or put LOCAL_KEK_BASE64=... in .env; {GENERATE_HINT}")]
     Missing,
+    /// The `_FILE` variable names a file with nothing in it.
+    #[error("{var} names {path}, which is empty: put the KEK in it (44 base64 characters); {GENERATE_HINT}")]
+    EmptyFile {
+        /// The variable naming the file.
+        var: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
     /// Both the variable and the `_FILE` variant are set for the same key.
     #[error("both {0} and {0}_FILE are set: set only one")]
     BothSet(&'static str),
@@ -152,7 +160,13 @@ pub fn load_local_keyring(sources: &KekSources) -> Result<LocalKeyring, KekError
     let (text, name) = one_of("LOCAL_KEK_BASE64", &sources.current, &sources.current_file)?
         .ok_or(KekError::Missing)?;
     if text.trim().is_empty() {
-        return Err(KekError::Missing);
+        return Err(match &sources.current_file {
+            Some(path) => KekError::EmptyFile {
+                var: "LOCAL_KEK_BASE64_FILE",
+                path: path.clone(),
+            },
+            None => KekError::Missing,
+        });
     }
     let current = parse_kek(&text, &name)?;
     refuse_published_example(&current, &name)?;
@@ -178,6 +192,33 @@ mod tests {
 
     fn s(v: &str) -> Option<Zeroizing<String>> {
         Some(Zeroizing::new(v.to_owned()))
+    }
+
+    /// An empty KEK file said "LOCAL_KEK_BASE64 missing" although the variable naming it was
+    /// set: the message names the variable and the file now.
+    #[test]
+    fn an_empty_kek_file_is_named() {
+        let dir = std::env::temp_dir().join(format!("rcrt-empty-kek-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kek");
+        for content in ["", "\n", "  \n"] {
+            std::fs::write(&path, content).unwrap();
+            let err = load_local_keyring(&KekSources {
+                current_file: Some(path.clone()),
+                ..Default::default()
+            })
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+            assert!(
+                err.contains("LOCAL_KEK_BASE64_FILE")
+                    && err.contains(&path.display().to_string())
+                    && err.contains("empty"),
+                "{content:?}: {err}"
+            );
+            assert!(!err.contains("missing"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

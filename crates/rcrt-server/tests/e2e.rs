@@ -1701,7 +1701,17 @@ async fn startup_missing_kek_refuses_with_hint() {
     ] {
         let (status, out) = env.run_to_exit(&extra);
         assert!(!status.success(), "{extra:?}: {status}\n{out}");
-        assert!(out.contains("LOCAL_KEK_BASE64 missing"), "{extra:?}: {out}");
+        if extra.iter().any(|(k, _)| *k == "LOCAL_KEK_BASE64_FILE") {
+            // The variable is set: the message names it and the file, not "missing".
+            assert!(
+                out.contains("LOCAL_KEK_BASE64_FILE")
+                    && out.contains(&empty_file)
+                    && out.contains("empty"),
+                "{out}"
+            );
+        } else {
+            assert!(out.contains("LOCAL_KEK_BASE64 missing"), "{extra:?}: {out}");
+        }
         assert!(out.contains("openssl rand -base64 32"), "{extra:?}: {out}");
     }
 }
