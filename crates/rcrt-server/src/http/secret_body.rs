@@ -38,7 +38,8 @@ fn to_json(value: &impl Serialize) -> Result<Zeroizing<Vec<u8>>, serde_json::Err
     Ok(buf)
 }
 
-/// A 200 `application/json` response with `value` as its body (see the module docs).
+/// A 200 `application/json` response with `value` as its body (see the module docs); a caller
+/// may set another status (201 for a minted token).
 pub(crate) fn json(value: &impl Serialize) -> Result<Response, ApiError> {
     let buf = to_json(value).map_err(|e| {
         // Serializing strings and numbers cannot fail; the error text holds no value.

@@ -135,7 +135,10 @@ pub(crate) async fn create(
         token: &minted.token,
         meta: TokenView::of(&minted.record, state.service.now()),
     };
-    Ok(no_store((StatusCode::CREATED, Json(view)).into_response()))
+    // The token is a secret: its response buffer is wiped like a decrypt's.
+    let mut resp = super::secret_body::json(&view)?;
+    *resp.status_mut() = StatusCode::CREATED;
+    Ok(no_store(resp))
 }
 
 #[derive(Deserialize)]
