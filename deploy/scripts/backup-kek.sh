@@ -26,7 +26,7 @@
 # Environment:
 #   LOCAL_KEK_BASE64       the KEK (value), or
 #   LOCAL_KEK_BASE64_FILE  a file holding it (as the service reads it; not readable by others)
-#   BACKUP_DIR             where the backups go (default ./kek-backup)
+#   BACKUP_DIR             where the backups go (default ./kek-backup; created 0700 if missing)
 #   BACKUP_GPG_RECIPIENT   encrypt to this GPG key (user id or fingerprint; its public key must
 #                          be in the keyring and trusted), or
 #   BACKUP_PASSPHRASE_FILE encrypt with the passphrase held in this file (not readable by others)
@@ -106,8 +106,11 @@ say "backing up KEK id $kek_id"
 
 # --- Outputs: refuse to overwrite, write to temporary names, rename at the end -----------------
 umask 077
-mkdir -p "$BACKUP_DIR"
-chmod 700 "$BACKUP_DIR"
+# A new directory is made 0700; an existing one keeps its mode (the files are 0600 either way).
+if [ ! -d "$BACKUP_DIR" ]; then
+  mkdir -p "$BACKUP_DIR" || die "cannot create BACKUP_DIR $BACKUP_DIR"
+  chmod 700 "$BACKUP_DIR"
+fi
 outputs=("$BACKUP_DIR/kek-backup.gpg" "$BACKUP_DIR/kek-backup-info.txt")
 for i in $(seq 1 "$SHARES_COUNT"); do outputs+=("$BACKUP_DIR/kek-share-$i.txt"); done
 for f in "${outputs[@]}"; do

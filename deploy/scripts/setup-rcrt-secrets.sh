@@ -172,6 +172,7 @@ elif [ -n "${RCRT_TOKEN:-}" ]; then
 else
   token=
 fi
+unset RCRT_TOKEN # kept out of the environment of curl and jq
 if [ -n "$token" ]; then
   printf 'Authorization: Bearer %s\n' "$token" >"$private/auth-header"
   auth=(-H "@$private/auth-header")

@@ -39,6 +39,9 @@ setup_fail() {
 if [ ! -x "$RCRT_BIN" ] || [ ! -x "$RCRT_SERVER_BIN" ]; then
   note "building the binaries (cargo build --locked --bins)"
   (cd "$root" && cargo build --locked --bins -p rcrt-cli -p rcrt-server) >&2 || setup_fail "cargo build failed"
+  if [ ! -x "$RCRT_BIN" ] || [ ! -x "$RCRT_SERVER_BIN" ]; then
+    setup_fail "no executable at RCRT_BIN=$RCRT_BIN / RCRT_SERVER_BIN=$RCRT_SERVER_BIN"
+  fi
 fi
 missing_apt=()
 for pair in jq:jq curl:curl gpg:gnupg ssss-split:ssss ssss-combine:ssss ps:procps; do
@@ -284,7 +287,7 @@ expect "setup: secret-file branch (RCRT_KEK_FILE), smoke test passes" 0 \
 check "setup: the success line names the KEK id and source" \
   grep -Eq "Production secrets service initialized: KEK id $id1 from secret file" "$T/setup.log"
 check "setup: the smoke-test secret was deleted" test "$(secret_count "$open_url")" = 0
-check "setup: the smoke test created, decrypted and deleted a uniquely named secret (audit in the log)" \
+check "setup: the script reports that it created, decrypted and deleted a test secret" \
   grep -q 'operational (created, decrypted and deleted' "$T/logs/$(printf '%02d' "$n")-"*.log
 
 expect "setup: Vault branch (vault = OpenBao on PATH, secret/rcrt/production field kek)" 0 \
@@ -322,15 +325,26 @@ expect "setup (AUTH_MODE=token): no token: 401 explained" 1 \
 expect "setup (AUTH_MODE=token): an unknown token: refused" 1 'refused the token \(HTTP 401' \
   ENVIRONMENT=production "RCRT_URL=$token_url" "RCRT_KEK_FILE=$T/keys/k1" \
   "RCRT_TOKEN_FILE=$T/keys/unknown-token" -- "$setup"
-expect "setup (AUTH_MODE=token): RCRT_TOKEN_FILE, smoke test passes" 0 'operational' \
+printf 'Authorization: Bearer %s\n' "$(<"$T/keys/admin-token")" >"$T/keys/admin-header"
+# A token that may only read metadata: the smoke test's create is refused with 403.
+(umask 077 && RCRT_URL=$token_url "$RCRT_BIN" token create setup-read-only --role secrets.read \
+  --token-file "$T/keys/admin-token" >"$T/keys/read-only-token" 2>"$T/logs/token-create.log") ||
+  setup_fail "rcrt token create failed (see $T/logs/token-create.log)"
+expect "setup (AUTH_MODE=token): a token without secrets.write: 403 explained" 1 \
+  'lacks a role \(HTTP 403.*needs secrets.write and secrets.decrypt' \
+  ENVIRONMENT=production "RCRT_URL=$token_url" "RCRT_KEK_FILE=$T/keys/k1" \
+  "RCRT_TOKEN_FILE=$T/keys/read-only-token" -- "$setup"
+# A secret named "test" exists (the guide's fixed name would collide with it: 409).
+curl -fsS --max-time 10 -H "@$T/keys/admin-header" -H 'Content-Type: application/json' \
+  -d '{"name":"test","value":"kept","scope_type":"global"}' "$token_url/secrets" >/dev/null
+expect "setup (AUTH_MODE=token): RCRT_TOKEN_FILE, smoke test passes (beside a secret named test)" 0 'operational' \
   ENVIRONMENT=production "RCRT_URL=$token_url" "RCRT_KEK_FILE=$T/keys/k1" \
   "RCRT_TOKEN_FILE=$T/keys/admin-token" -- "$setup"
 expect "setup (AUTH_MODE=token): RCRT_TOKEN, smoke test passes" 0 'operational' \
   ENVIRONMENT=production "RCRT_URL=$token_url" "RCRT_KEK_FILE=$T/keys/k1" \
   "RCRT_TOKEN=$(<"$T/keys/admin-token")" -- "$setup"
-printf 'Authorization: Bearer %s\n' "$(<"$T/keys/admin-token")" >"$T/keys/admin-header"
-check "setup (AUTH_MODE=token): the smoke-test secrets were deleted" \
-  test "$(secret_count "$token_url" -H "@$T/keys/admin-header")" = 0
+check "setup (AUTH_MODE=token): the smoke-test secrets were deleted, the secret named test kept" \
+  test "$(curl -fsS -H "@$T/keys/admin-header" "$token_url/secrets?scope_type=global" | jq -c '[.items[].name]')" = '["test"]'
 
 # --- backup-kek.sh -----------------------------------------------------------------------------
 umask 077
