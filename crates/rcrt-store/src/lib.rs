@@ -261,6 +261,19 @@ pub struct KekUsage {
     pub versions: i64,
 }
 
+/// How busy the store's connection pool is, for `/metrics`. SQLite counts its pool of reader
+/// connections (its one writer connection is always open and not counted); PostgreSQL its one
+/// pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections the pool may hold at most.
+    pub max: usize,
+    /// Connections held by running operations.
+    pub in_use: usize,
+    /// Open connections waiting in the pool for an operation.
+    pub idle: usize,
+}
+
 /// A stored version whose DEK a maintenance job (re-wrap, re-encrypt, verify) will process.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredVersion {
@@ -362,6 +375,9 @@ impl std::fmt::Debug for Rewrapped {
 pub trait Store: Send + Sync + 'static {
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The connection pool's size and use right now (no database round trip).
+    fn pool_status(&self) -> PoolStatus;
 
     /// Inserts a secret and its first version. [`StoreError::NameTaken`] if the name is used.
     async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError>;

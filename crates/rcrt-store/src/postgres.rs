@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use crate::{
     filter_sql, hash_from_stored, migrate, name_from_stored, roles_from_stored, roles_to_stored,
-    scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret, Rewrapped, SecretMeta, Store,
-    StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord, VersionFilter, VersionRecord,
+    scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped,
+    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
+    VersionFilter, VersionRecord,
 };
 
 /// Arbitrary constant naming the advisory lock that serializes migrations across replicas.
@@ -497,6 +498,15 @@ impl Store for PgStore {
                 .map_err(pg_err)
         })
         .await
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let status = self.pool.status();
+        PoolStatus {
+            max: status.max_size,
+            in_use: status.size.saturating_sub(status.available),
+            idle: status.available,
+        }
     }
 
     async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError> {

@@ -24,8 +24,9 @@ use tokio::sync::{oneshot, Semaphore};
 
 use crate::{
     filter_sql, hash_from_stored, migrate, name_from_stored, roles_from_stored, roles_to_stored,
-    scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret, Rewrapped, SecretMeta, Store,
-    StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord, VersionFilter, VersionRecord,
+    scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped,
+    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
+    VersionFilter, VersionRecord,
 };
 use rcrt_types::{AuditEntry, SecretId, TenantId, TokenId, VaultId};
 
@@ -730,6 +731,16 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let readers = &self.readers;
+        PoolStatus {
+            max: READ_POOL,
+            // A running read holds a permit (and its connection) until it is done.
+            in_use: READ_POOL.saturating_sub(readers.permits.available_permits()),
+            idle: readers.idle.lock().map_or(0, |idle| idle.len()),
+        }
     }
 
     async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError> {
