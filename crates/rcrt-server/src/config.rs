@@ -100,6 +100,71 @@ pub struct Config {
     pub bootstrap_token_output: PathBuf,
     /// Connection timeouts and limits, and the Host names served without authentication.
     pub http: HttpSettings,
+    /// The certificate and key served over TLS, if the listener speaks TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the listener's certificate chain and private key are (`TLS_CERT_FILE`, `TLS_KEY_FILE`),
+/// both PEM. Paths only: the files are read, and re-read when they change, by `tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate, followed by its chain.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// What `rcrt-server healthcheck` needs: where the server listens and whether it speaks TLS.
+/// Nothing else is read (no KEK, no store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// The server's `BIND_ADDR`.
+    pub bind: SocketAddr,
+    /// True when `TLS_CERT_FILE` is set.
+    pub tls: bool,
+}
+
+impl ProbeConfig {
+    /// The variables [`ProbeConfig::from_lookup`] reads (see [`Lookup::process_only`]).
+    pub const VARS: [&'static str; 2] = ["BIND_ADDR", "TLS_CERT_FILE"];
+
+    /// Reads `BIND_ADDR` and `TLS_CERT_FILE` as the server does.
+    pub fn from_lookup(l: &Lookup) -> Result<Self, ConfigError> {
+        Ok(Self {
+            bind: bind_addr(l)?,
+            tls: l.get("TLS_CERT_FILE").is_some(),
+        })
+    }
+}
+
+fn bind_addr(l: &Lookup) -> Result<SocketAddr, ConfigError> {
+    let text = l
+        .get("BIND_ADDR")
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| DEFAULT_BIND.to_owned());
+    text.parse().map_err(|_| ConfigError::Invalid {
+        var: "BIND_ADDR",
+        reason: "must be host:port with an IP address, e.g. 127.0.0.1:8081".into(),
+    })
+}
+
+/// `TLS_CERT_FILE` and `TLS_KEY_FILE`: both or neither.
+fn tls_files(l: &Lookup) -> Result<Option<TlsFiles>, ConfigError> {
+    let path = |k: &str| l.get(k).map(|v| PathBuf::from(v.trim()));
+    match (path("TLS_CERT_FILE"), path("TLS_KEY_FILE")) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (cert, _) => Err(ConfigError::Invalid {
+            var: if cert.is_some() {
+                "TLS_KEY_FILE"
+            } else {
+                "TLS_CERT_FILE"
+            },
+            reason:
+                "TLS_CERT_FILE and TLS_KEY_FILE must be set together (or neither, for plain HTTP)"
+                    .into(),
+        }),
+    }
 }
 
 /// How connections are served: timeouts against slow and idle clients, a cap on open
@@ -156,6 +221,18 @@ impl Lookup {
     pub fn process() -> Result<Self, ConfigError> {
         Ok(Self {
             dotenv: read_dotenv(Path::new(".env"))?,
+            env: Box::new(|k| std::env::var(k).ok()),
+        })
+    }
+
+    /// The process environment plus only the `names` of `./.env`: the rest of the file (which
+    /// may hold a KEK) is dropped, and wiped, as soon as it is parsed. For `healthcheck`, which
+    /// needs no key.
+    pub fn process_only(names: &[&str]) -> Result<Self, ConfigError> {
+        let mut dotenv = read_dotenv(Path::new(".env"))?;
+        dotenv.retain(|k, _| names.contains(&k.as_str()));
+        Ok(Self {
+            dotenv,
             env: Box::new(|k| std::env::var(k).ok()),
         })
     }
@@ -238,11 +315,8 @@ impl Config {
     /// Builds the configuration from a lookup.
     pub fn from_lookup(l: &Lookup) -> Result<Self, ConfigError> {
         let plain = |k: &str| l.get(k).map(|v| v.trim().to_owned());
-        let bind_text = plain("BIND_ADDR").unwrap_or_else(|| DEFAULT_BIND.to_owned());
-        let bind: SocketAddr = bind_text.parse().map_err(|_| ConfigError::Invalid {
-            var: "BIND_ADDR",
-            reason: "must be host:port with an IP address, e.g. 127.0.0.1:8081".into(),
-        })?;
+        let bind = bind_addr(l)?;
+        let tls = tls_files(l)?;
         let jwt_settings = || -> Result<JwtSettings, ConfigError> {
             let required = |var: &'static str| {
                 plain(var).ok_or(ConfigError::Invalid {
@@ -416,6 +490,7 @@ impl Config {
         };
         Ok(Self {
             http,
+            tls,
             rewrap,
             bootstrap_token_file,
             bootstrap_token_output,
@@ -629,6 +704,38 @@ mod tests {
             let err = cfg(&[(var, bad)]).err().unwrap().to_string();
             assert!(err.starts_with(var), "{var}={bad}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_files_both_or_neither() {
+        let cfg = |pairs: &[(&str, &str)]| Config::from_lookup(&Lookup::from_pairs(pairs));
+        assert_eq!(cfg(&[]).unwrap().tls, None);
+        let c = cfg(&[("TLS_CERT_FILE", "/c.pem"), ("TLS_KEY_FILE", " /k.pem ")]).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        for one in ["TLS_CERT_FILE", "TLS_KEY_FILE"] {
+            let err = cfg(&[(one, "/x.pem")]).err().unwrap().to_string();
+            assert!(
+                err.contains("TLS_CERT_FILE") && err.contains("TLS_KEY_FILE"),
+                "{err}"
+            );
+        }
+        let probe = |pairs: &[(&str, &str)]| ProbeConfig::from_lookup(&Lookup::from_pairs(pairs));
+        assert_eq!(
+            probe(&[]).unwrap(),
+            ProbeConfig {
+                bind: DEFAULT_BIND.parse().unwrap(),
+                tls: false
+            }
+        );
+        let p = probe(&[("BIND_ADDR", "0.0.0.0:9"), ("TLS_CERT_FILE", "/c.pem")]).unwrap();
+        assert_eq!((p.bind.port(), p.tls), (9, true));
+        assert!(probe(&[("BIND_ADDR", "localhost:9")]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod serve;
 

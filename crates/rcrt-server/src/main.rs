@@ -1,12 +1,20 @@
 //! `rcrt-server`: reads the configuration, then runs the service (see the crate docs).
+//! `rcrt-server healthcheck` instead asks a running server for `/health` (exit 0 when it
+//! answers 200 within 3 s, 1 otherwise), for a container `HEALTHCHECK`.
 
 use std::process::ExitCode;
 
-use rcrt_server::config::{Config, Lookup};
+use rcrt_server::config::{Config, Lookup, ProbeConfig};
 
 mod hygiene;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "healthcheck")
+    {
+        return healthcheck();
+    }
     let config = Lookup::process().and_then(|l| Config::from_lookup(&l));
     // The KEKs are read (into zeroizing memory): take them out of the environment and stop
     // core dumps and same-user debuggers, while this is the only thread.
@@ -46,6 +54,30 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rcrt-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads no KEK and opens no store: only `BIND_ADDR` and `TLS_CERT_FILE`. Exit 1 (never 2,
+/// which Docker reserves in health checks) on any failure, with one line on stderr.
+fn healthcheck() -> ExitCode {
+    let result = Lookup::process_only(&ProbeConfig::VARS)
+        .and_then(|l| ProbeConfig::from_lookup(&l))
+        .map_err(|e| format!("configuration error: {e}"))
+        .and_then(|probe| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            runtime
+                .block_on(rcrt_server::healthcheck::check(&probe))
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rcrt-server healthcheck: unhealthy: {e}");
             ExitCode::FAILURE
         }
     }
