@@ -305,6 +305,7 @@ impl Service {
     pub(crate) async fn write_failure(&self, entry: AuditEntry) -> Result<(), CoreError> {
         let request_id = entry.request_id.clone();
         self.store.append_audit(entry).await.map_err(|e| {
+            self.metrics.audit_write_failed(&e);
             tracing::error!(error = %e, request_id = %request_id, "could not write the audit row of a refused or failed request; answering 503");
             CoreError::Unavailable(e)
         })
@@ -447,6 +448,7 @@ impl Service {
                 audit,
             )
             .await
+            .inspect_err(|e| self.metrics.audit_write_failed(e))
         {
             Ok(()) => Ok(meta),
             Err(StoreError::NameTaken) => Err(self
@@ -567,6 +569,7 @@ impl Service {
                 AuditOutcome::Success,
             ))
             .await
+            .inspect_err(|e| self.metrics.audit_write_failed(e))
             .map_err(CoreError::Unavailable)?;
         self.metrics.decrypt_ok();
         Ok((plaintext, meta.version))
@@ -650,6 +653,7 @@ impl Service {
                 .store
                 .add_version(&ctx.principal.tenant, id, record, audit)
                 .await
+                .inspect_err(|e| self.metrics.audit_write_failed(e))
             {
                 Ok(Some(updated)) => return Ok(updated),
                 Ok(None) => return Err(CoreError::NotFound),
@@ -700,7 +704,8 @@ impl Service {
         if self
             .store
             .delete_secret(&ctx.principal.tenant, id, audit)
-            .await?
+            .await
+            .inspect_err(|e| self.metrics.audit_write_failed(e))?
         {
             Ok(())
         } else {

@@ -273,7 +273,10 @@ impl Service {
             Some(id),
             AuditOutcome::Success,
         );
-        self.store.create_token(record.clone(), audit).await?;
+        self.store
+            .create_token(record.clone(), audit)
+            .await
+            .inspect_err(|e| self.metrics.audit_write_failed(e))?;
         // An id looked up before it existed may sit in the cache as unknown.
         self.tokens.forget(id);
         Ok(MintedToken {
@@ -344,7 +347,8 @@ impl Service {
         let revoked = self
             .store
             .revoke_token(&ctx.principal.tenant, id, self.clock.now(), audit)
-            .await?;
+            .await
+            .inspect_err(|e| self.metrics.audit_write_failed(e))?;
         self.tokens.forget(id);
         if revoked {
             Ok(())

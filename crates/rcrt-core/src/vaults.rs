@@ -138,7 +138,12 @@ impl Service {
                 AuditOutcome::Success,
             ));
         }
-        match self.store.create_vault(vault.clone(), rows, audits).await {
+        match self
+            .store
+            .create_vault(vault.clone(), rows, audits)
+            .await
+            .inspect_err(|e| self.metrics.audit_write_failed(e))
+        {
             Ok(()) => Ok(VaultView::of(vault, secrets.into_keys().collect())),
             Err(StoreError::NameTaken) => Err(CoreError::NameTaken),
             Err(e) => Err(e.into()),
@@ -343,6 +348,7 @@ impl Service {
         self.store
             .append_audits(audits)
             .await
+            .inspect_err(|e| self.metrics.audit_write_failed(e))
             .map_err(CoreError::Unavailable)?;
         for _ in 0..values.len() {
             self.metrics.decrypt_ok();
@@ -383,7 +389,10 @@ impl Service {
                     None,
                     AuditOutcome::Success,
                 );
-                self.store.create_secret(secret, audit).await?;
+                self.store
+                    .create_secret(secret, audit)
+                    .await
+                    .inspect_err(|e| self.metrics.audit_write_failed(e))?;
             }
         }
         self.view(ctx, vault).await
@@ -428,7 +437,8 @@ impl Service {
         if self
             .store
             .delete_vault(&ctx.principal.tenant, vault.id, audits)
-            .await?
+            .await
+            .inspect_err(|e| self.metrics.audit_write_failed(e))?
         {
             Ok(())
         } else {

@@ -3,6 +3,7 @@
 
 mod error;
 pub mod guard;
+mod metrics;
 mod routes;
 mod secret_body;
 mod tokens;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, Request};
 use axum::routing::{get, post};
 use axum::Router;
@@ -57,6 +58,11 @@ pub struct AppOptions {
 
 /// The router with every layer, ready to serve.
 pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
+    let exporter = metrics::Exporter::new();
+    let scrape = {
+        let exporter = exporter.clone();
+        move |State(state): State<Arc<AppState>>| async move { exporter.render(&state).await }
+    };
     // Everything under /secrets, /auth and /admin needs an authenticated caller.
     let protected = Router::new()
         .route("/secrets", post(routes::create).get(routes::list))
@@ -88,7 +94,7 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
     let router = Router::new()
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))
-        .route("/metrics", get(routes::metrics))
+        .route("/metrics", get(scrape))
         .merge(protected)
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -110,6 +116,12 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
         None => router,
     };
     router
+        // Outside the other layers, so a 413, 421 or caught panic is counted too; inside the
+        // router, so the matched route template is known.
+        .layer(axum::middleware::from_fn_with_state(
+            exporter,
+            metrics::track,
+        ))
         // Spans carry method, path and the request ids only: never other headers or bodies.
         .layer(
             TraceLayer::new_for_http()

@@ -216,43 +216,6 @@ pub(crate) async fn ready(
     })))
 }
 
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let m = state.service.metrics();
-    let rewrap = state
-        .rewrap
-        .status_cached(std::time::Duration::from_secs(5))
-        .await
-        .ok();
-    let mut body = format!(
-        "# HELP rcrt_kek_configured 1 when a KEK is loaded and matches the store.\n\
-         # TYPE rcrt_kek_configured gauge\n\
-         rcrt_kek_configured 1\n\
-         # HELP rcrt_secret_decrypt_failures Decrypts whose stored ciphertext failed to decrypt.\n\
-         # TYPE rcrt_secret_decrypt_failures counter\n\
-         rcrt_secret_decrypt_failures {}\n\
-         # HELP rcrt_secret_decrypt_success_total Decrypts that released a value.\n\
-         # TYPE rcrt_secret_decrypt_success_total counter\n\
-         rcrt_secret_decrypt_success_total {}\n",
-        m.decrypt_failures_total(),
-        m.decrypt_success_total()
-    );
-    if let Some(r) = rewrap {
-        body.push_str(&format!(
-            "# HELP rcrt_kek_rewrap_remaining Secret versions whose DEK is not under the current KEK.\n\
-             # TYPE rcrt_kek_rewrap_remaining gauge\n\
-             rcrt_kek_rewrap_remaining {}\n\
-             # HELP rcrt_kek_rewrapped_total DEKs this replica re-wrapped under the current KEK.\n\
-             # TYPE rcrt_kek_rewrapped_total counter\n\
-             rcrt_kek_rewrapped_total {}\n",
-            r.remaining, r.rewrapped_total
-        ));
-    }
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        body,
-    )
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
