@@ -9,6 +9,7 @@ pub mod config;
 pub mod healthcheck;
 pub mod http;
 pub mod serve;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -39,6 +40,12 @@ pub enum StartupError {
     /// The bootstrap admin token could not be set up.
     #[error("bootstrap token: {0}")]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The SIGHUP handler (certificate reload) could not be installed.
+    #[error("cannot handle SIGHUP: {0}")]
+    Signal(std::io::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -104,6 +111,18 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
     drop(std::mem::take(&mut config.kek));
     let kek_id = state.service.keys().current_kek_id().clone();
     let max_connections = serve::connection_cap(config.http.max_connections);
+    let tls = match &config.tls {
+        Some(files) => {
+            let tls = Arc::new(tls::Tls::load(files)?);
+            // Installed before the server says it listens: a SIGHUP from then on reloads the
+            // certificate instead of ending the process.
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(StartupError::Signal)?;
+            tokio::spawn(tls.clone().watch(hangup));
+            Some(tls.acceptor())
+        }
+        None => None,
+    };
     let listener = serve::bind(config.bind).map_err(|error| StartupError::Bind {
         addr: config.bind,
         error,
@@ -132,11 +151,13 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
         auth = %auth_label(&config.auth),
         store = if config.db_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
         max_connections,
+        tls = if tls.is_some() { "on" } else { "off" },
         "rcrt-server listening"
     );
     serve::serve(
         listener,
         app,
+        tls,
         &config.http,
         max_connections,
         shutdown_signal(),

@@ -11,6 +11,9 @@
 //!   accepting (new connections wait in the kernel's queue) instead of accepting and dropping,
 //!   and the cap is lowered at start to fit the open-file limit, which is raised to its hard
 //!   limit, so `accept` never fails for want of file descriptors.
+//! - With TLS (`TLS_CERT_FILE`), the handshake runs in the connection's own task and must finish
+//!   within `HTTP_HEADER_TIMEOUT` too: a client that starts a handshake and stalls gives its
+//!   connection slot back then, and never delays other connections' accepts.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,11 +22,13 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::HttpSettings;
 
@@ -92,11 +97,12 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests finish
-/// (up to 10 s).
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` completes, then lets
+/// in-flight requests finish (up to 10 s).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<TlsAcceptor>,
     settings: &HttpSettings,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
@@ -108,6 +114,7 @@ pub async fn serve(
         .header_read_timeout(settings.header_timeout)
         .keep_alive(true);
     let write_timeout = settings.write_timeout;
+    let handshake_timeout = settings.header_timeout;
     tokio::pin!(shutdown);
     loop {
         // Back-pressure: no accept while every permit is taken.
@@ -134,18 +141,30 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let mut stream = TimeoutStream::new(stream);
         stream.set_write_timeout(Some(write_timeout));
-        let conn = http.serve_connection(
-            TokioIo::new(Box::pin(stream)),
-            TowerToHyperService::new(app.clone()),
-        );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                // hyper's error kinds (timeouts, parse errors, resets): fixed texts.
-                tracing::debug!(error = %e, "connection closed with an error");
+        let stream: Box<TimeoutStream<TcpStream>> = Box::new(stream);
+        let (http, app, watcher) = (http.clone(), app.clone(), graceful.watcher());
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(
+                    Box::into_pin(stream),
+                    http,
+                    app,
+                    watcher,
+                    permit,
+                ));
             }
-            drop(permit);
-        });
+            Some(acceptor) => {
+                let accept = acceptor.accept(Box::into_pin(stream));
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake_timeout, accept).await {
+                        Ok(Ok(tls)) => serve_connection(tls, http, app, watcher, permit).await,
+                        // rustls' alerts and I/O errors: fixed texts, no key material.
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
@@ -154,4 +173,22 @@ pub async fn serve(
             tracing::warn!("connections still open after the shutdown grace period");
         }
     }
+}
+
+/// Serves one connection's requests; its slot (`permit`) is given back when it closes.
+async fn serve_connection<I>(
+    io: I,
+    http: hyper::server::conn::http1::Builder,
+    app: Router,
+    watcher: Watcher,
+    permit: OwnedSemaphorePermit,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    if let Err(e) = watcher.watch(conn).await {
+        // hyper's error kinds (timeouts, parse errors, resets): fixed texts.
+        tracing::debug!(error = %e, "connection closed with an error");
+    }
+    drop(permit);
 }

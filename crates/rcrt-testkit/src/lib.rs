@@ -321,6 +321,43 @@ impl ServerProcess {
         }
     }
 
+    /// [`ServerProcess::start`] for a server that does not answer plain HTTP (e.g. over TLS):
+    /// waits until it logs `rcrt-server listening` (its socket is bound by then) instead of
+    /// asking `/health`.
+    pub fn start_until_listening(cfg: &ServerConfig) -> Self {
+        let port = free_port();
+        let log = cfg
+            .workdir
+            .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut cmd = command(cfg, &log);
+        cmd.env("BIND_ADDR", format!("127.0.0.1:{port}"));
+        let child = cmd.spawn().expect("spawn rcrt-server");
+        let mut server = Self { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("rcrt-server exited with {status}:\n{}", server.output());
+            }
+            if server.output().contains("rcrt-server listening") {
+                return server;
+            }
+            if Instant::now() > deadline {
+                panic!("rcrt-server not listening after 30 s:\n{}", server.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs the server expecting it to refuse to start; returns its exit status and output.
     pub fn run_to_exit(cfg: &ServerConfig) -> (ExitStatus, String) {
         let log = cfg
