@@ -100,6 +100,8 @@ pub struct Tls {
     provider: Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
     acceptor: TlsAcceptor,
+    /// The files' stamps as they were just before the first load.
+    loaded: Stamps,
 }
 
 impl Tls {
@@ -107,6 +109,7 @@ impl Tls {
     /// readable by group or others, and builds the rustls settings.
     pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let loaded = Stamps::of(files);
         let first = load_certified_key(files, &provider)?;
         warn_if_key_readable(&files.key);
         tracing::info!(
@@ -130,6 +133,7 @@ impl Tls {
             provider,
             resolver,
             acceptor: TlsAcceptor::from(Arc::new(config)),
+            loaded,
         })
     }
 
@@ -157,7 +161,8 @@ impl Tls {
     pub async fn watch(self: Arc<Self>, mut hangup: tokio::signal::unix::Signal) {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = Stamps::of(&self.files);
+        // A change between the first load and now is seen at the first tick.
+        let mut seen = self.loaded;
         let mut signals = true;
         loop {
             let sighup = tokio::select! {
@@ -193,7 +198,7 @@ impl Tls {
 }
 
 /// What tells that a file changed: modification time, size, inode (of the symlink's target).
-#[derive(PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Stamps([Option<(SystemTime, u64, u64)>; 2]);
 
 impl Stamps {
