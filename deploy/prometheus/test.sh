@@ -6,7 +6,11 @@
 #      loopback port with a fresh KEK and a temporary SQLite file, makes traffic (create, decrypt,
 #      failing requests), scrapes /metrics and runs `promtool check metrics` on it: the only
 #      finding allowed is the guide's counter `rcrt_secret_decrypt_failures` without `_total`
-#      (kept on purpose: the guide's alert uses that name).
+#      (kept on purpose: the guide's alert uses that name);
+#   4. starts a real Prometheus (same package) scraping that server every second with
+#      rules.yaml loaded (prom_check.py): every query of the Grafana dashboard
+#      (deploy/grafana) runs and returns data, every rule evaluates without error and none is
+#      active; after the server is stopped, RCRTKEKNotConfigured becomes pending (up == 0).
 # Stops only the server it started. Needs promtool (Debian package `prometheus`; installed here
 # when run as root), curl, openssl and python3.
 set -euo pipefail
@@ -45,16 +49,22 @@ server_bin="${RCRT_SERVER_BIN:-$root/target/debug/rcrt-server}"
 
 work="$(mktemp -d)"
 server_pid=""
+prom_pid=""
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
 cleanup() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    [[ -z "$server_pid" ]] || stop "$server_pid"
+    [[ -z "$prom_pid" ]] || stop "$prom_pid"
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+port="$(free_port)"
 base="http://127.0.0.1:$port"
 
 echo "== starting $server_bin on 127.0.0.1:$port"
@@ -121,4 +131,36 @@ if [[ "$lint" != "$expected" ]]; then
 fi
 [[ "$lint_status" == 3 ]] || fail "promtool check metrics exited $lint_status, expected 3 (lint findings)"
 
-echo "PASS: rules checked and unit-tested; /metrics of a real server parses, and its only lint finding is the guide's rcrt_secret_decrypt_failures"
+command -v prometheus >/dev/null 2>&1 || fail "prometheus is needed: install the Debian package 'prometheus'"
+prom_port="$(free_port)"
+prom="http://127.0.0.1:$prom_port"
+mkdir "$work/prometheus"
+cat >"$work/prometheus/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - $here/rules.yaml
+scrape_configs:
+  - job_name: rcrt-secrets
+    static_configs:
+      - targets: ["127.0.0.1:$port"]
+EOF
+echo "== starting prometheus on 127.0.0.1:$prom_port"
+prometheus --config.file="$work/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$work/prometheus/data" \
+    --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
+prom_pid=$!
+
+prom_check() {
+    python3 "$here/prom_check.py" "$prom" "$1" "$root/deploy/grafana/rcrt-dashboard.json"
+}
+echo "== dashboard queries and rules on a real Prometheus"
+prom_check dashboard || { cat "$work/prometheus.log" >&2; fail "dashboard queries"; }
+prom_check rules || fail "rules on a healthy server"
+echo "== stopping the server: RCRTKEKNotConfigured must go pending"
+stop "$server_pid"
+server_pid=""
+prom_check down || fail "RCRTKEKNotConfigured with the target down"
+
+echo "PASS: rules checked and unit-tested; /metrics of a real server parses and its only lint finding is the guide's rcrt_secret_decrypt_failures; on a real Prometheus the dashboard's queries return data, the rules stay quiet while the server runs and RCRTKEKNotConfigured goes pending when it stops"
