@@ -45,16 +45,6 @@ RUN set -eu; \
 # ---- runtime stage --------------------------------------------------------------------------
 FROM scratch
 
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="rcrt-server" \
-      org.opencontainers.image.description="RCRT Secrets: envelope-encrypted secrets service (rcrt-server) and its CLI (rcrt)" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.documentation="docs/deploy.md" \
-      org.opencontainers.image.base.name="scratch"
-
 COPY --from=build /rootfs/ /
 # The state directory belongs to the server's user (mode 0700): a new named volume mounted here
 # takes this owner and mode. Copied on its own so that /data is a directory this COPY creates,
@@ -80,3 +70,12 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 # The server drains open requests on SIGTERM and exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/rcrt-server"]
+
+# Last, so that a new commit (REVISION) changes only this metadata, not the layers above.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="rcrt-server" \
+      org.opencontainers.image.description="RCRT Secrets: envelope-encrypted secrets service (rcrt-server) and its CLI (rcrt)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
