@@ -110,7 +110,7 @@ for name in rcrt_secret_decrypt_failures rcrt_secret_decrypt_success_total rcrt_
     rcrt_kek_rewrap_remaining rcrt_kek_rewrapped_total rcrt_http_requests_total \
     rcrt_http_request_duration_seconds_bucket rcrt_audit_write_failures_total \
     rcrt_store_pool_connections rcrt_store_pool_max_connections rcrt_build_info; do
-    grep -q "^$name[{ ]" "$work/metrics.txt" || fail "/metrics has no $name"
+    grep -q "^${name}[{ ]" "$work/metrics.txt" || fail "/metrics has no $name"
 done
 grep -qx 'rcrt_kek_configured 1' "$work/metrics.txt" || fail "rcrt_kek_configured is not 1"
 grep -qx 'rcrt_secret_decrypt_success_total 1' "$work/metrics.txt" ||
