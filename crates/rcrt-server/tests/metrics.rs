@@ -8,6 +8,7 @@
 //! 4. A failed audit write (a trigger that refuses audit rows, on SQLite and on PostgreSQL)
 //!    answers 503 and counts in `rcrt_audit_write_failures_total`.
 //! 5. `rcrt_kek_configured` is 0 while the store refuses connections and 1 again after.
+//! 6. A stored ciphertext that fails to decrypt counts in `rcrt_secret_decrypt_failures`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[allow(dead_code)]
@@ -540,4 +541,45 @@ async fn kek_configured_follows_store_readiness() {
 
     admin(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true;")).await;
     kek_configured_becomes(&base, 1.0).await;
+}
+
+#[tokio::test]
+async fn decrypt_failures_count_under_the_guides_name() {
+    let dir = TempDir::new();
+    let server = start(None, &dir);
+    let base = server.base_url();
+    let (status, created) = create(&base, "TAMPERED", "tampered-value").await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().unwrap().to_owned();
+    // Flip the stored ciphertext's last byte: its tag no longer verifies.
+    let conn = rusqlite::Connection::open(dir.path().join("rcrt.db")).unwrap();
+    let mut sealed: Vec<u8> = conn
+        .query_row(
+            "SELECT sealed_value FROM secret_versions WHERE secret_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    *sealed.last_mut().unwrap() ^= 1;
+    let changed = conn
+        .execute(
+            "UPDATE secret_versions SET sealed_value = ?1 WHERE secret_id = ?2",
+            rusqlite::params![sealed, id],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    for _ in 0..2 {
+        let (status, body) = decrypt(&base, &id, Some("tamper check")).await;
+        assert_eq!(status, 500, "{body}");
+        assert_eq!(body["error"]["code"], "decrypt_failed");
+    }
+    let text = scrape(&base).await;
+    assert_eq!(
+        value(&text, "rcrt_secret_decrypt_failures"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "rcrt_secret_decrypt_success_total"), Some(0.0));
+    assert!(!text.contains("rcrt_secret_decrypt_failures_total"));
 }
