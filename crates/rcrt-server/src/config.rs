@@ -386,8 +386,17 @@ impl Config {
                     reason: "DB_URL and DATABASE_URL are both set and differ; set one".into(),
                 })
             }
+            (Some(_), _) | (None, Some(_)) if plain("DB_URL_FILE").is_some() => {
+                return Err(ConfigError::Invalid {
+                    var: "DB_URL_FILE",
+                    reason: "DB_URL_FILE and DB_URL (or DATABASE_URL) are both set; set one".into(),
+                })
+            }
             (Some(a), _) | (None, Some(a)) => a,
-            (None, None) => DEFAULT_DB.to_owned(),
+            (None, None) => match plain("DB_URL_FILE") {
+                Some(path) => db_url_from_file(Path::new(&path))?,
+                None => DEFAULT_DB.to_owned(),
+            },
         };
         let max_value_bytes = match plain("MAX_VALUE_BYTES") {
             None => DEFAULT_MAX_VALUE_BYTES,
@@ -542,6 +551,29 @@ fn default_bootstrap_output(db_url: &str) -> PathBuf {
         .map_or_else(|| PathBuf::from(NAME), |dir| dir.join(NAME))
 }
 
+/// Reads `DB_URL_FILE`: the URL (which may carry a password) from a file such as a Compose or
+/// Kubernetes secret, so it need not sit in the environment. Surrounding whitespace is dropped.
+fn db_url_from_file(path: &Path) -> Result<String, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        var: "DB_URL_FILE",
+        reason,
+    };
+    // The text is not echoed in any error: it may hold a password.
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    let url = text.trim();
+    if url.is_empty() {
+        return Err(invalid(format!("{} is empty", path.display())));
+    }
+    if url.contains(['\n', '\r']) {
+        return Err(invalid(format!(
+            "{} holds more than one line; it must hold only the URL",
+            path.display()
+        )));
+    }
+    Ok(url.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -556,6 +588,34 @@ mod tests {
         assert_eq!(c.max_value_bytes, 65536);
         assert_eq!(c.bootstrap_token_output, PathBuf::from("bootstrap-token"));
         assert!(c.bootstrap_token_file.is_none());
+    }
+
+    #[test]
+    fn db_url_file_reads_the_url_and_names_the_file_on_errors() {
+        let dir = std::env::temp_dir().join(format!("rcrt-dburl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("db_url");
+        std::fs::write(&file, "postgres://rcrt:pw@db/rcrt\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = Config::from_lookup(&Lookup::from_pairs(&[("DB_URL_FILE", path)])).unwrap();
+        assert_eq!(c.db_url, "postgres://rcrt:pw@db/rcrt");
+        let err = |pairs: &[(&str, &str)]| {
+            Config::from_lookup(&Lookup::from_pairs(pairs))
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let both = err(&[("DB_URL_FILE", path), ("DB_URL", "x.db")]);
+        assert!(both.contains("DB_URL_FILE") && both.contains("both set"), "{both}");
+        std::fs::write(&file, " \n").unwrap();
+        let empty = err(&[("DB_URL_FILE", path)]);
+        assert!(empty.contains("DB_URL_FILE") && empty.contains("is empty"), "{empty}");
+        std::fs::write(&file, "postgres://a:secretpw@h/d\nmore").unwrap();
+        let two = err(&[("DB_URL_FILE", path)]);
+        assert!(two.contains("more than one line") && !two.contains("secretpw"), "{two}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let missing = err(&[("DB_URL_FILE", path)]);
+        assert!(missing.contains("cannot read") && missing.contains(path), "{missing}");
     }
 
     #[test]

@@ -10,8 +10,14 @@
 //! Each step reports what it could not do; `main` logs that as a warning and starts anyway.
 //! Linux only: elsewhere the variables are removed from `environ` and nothing more.
 
-/// The variables that hold KEK material (their `_FILE` variants hold paths, not keys).
-pub(crate) const KEK_VARS: [&str; 2] = ["LOCAL_KEK_BASE64", "LOCAL_KEK_BASE64_OLD"];
+/// The variables that hold KEK material or a credential (their `_FILE` variants hold paths):
+/// the KEKs, and the store URL, which may carry a database password.
+pub(crate) const SECRET_VARS: [&str; 4] = [
+    "LOCAL_KEK_BASE64",
+    "LOCAL_KEK_BASE64_OLD",
+    "DB_URL",
+    "DATABASE_URL",
+];
 
 /// Removes `vars` from the environment and overwrites their `NAME=value` text in the initial
 /// environment block with zeros. Call before any thread starts (`remove_var` is not safe to

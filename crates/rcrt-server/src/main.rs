@@ -16,9 +16,9 @@ fn main() -> ExitCode {
         return healthcheck();
     }
     let config = Lookup::process().and_then(|l| Config::from_lookup(&l));
-    // The KEKs are read (into zeroizing memory): take them out of the environment and stop
-    // core dumps and same-user debuggers, while this is the only thread.
-    let mut hygiene_problems = hygiene::scrub_environment(&hygiene::KEK_VARS);
+    // The KEKs and the store URL are read: take them out of the environment and stop core
+    // dumps and same-user debuggers, while this is the only thread.
+    let mut hygiene_problems = hygiene::scrub_environment(&hygiene::SECRET_VARS);
     hygiene_problems.extend(hygiene::no_dumps());
     let config = match config {
         Ok(c) => c,

@@ -272,6 +272,8 @@ fn the_running_server_keeps_its_keks_to_itself() {
         .env("LOCAL_KEK_BASE64_OLD", &old)
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("RCRT_MARKER", "still-here")
+        // The store URL may carry a database password: it leaves the environment too.
+        .env("DB_URL", dir.path().join("hygiene-marker.db"))
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -316,6 +318,7 @@ fn the_running_server_keeps_its_keks_to_itself() {
         let environ = String::from_utf8_lossy(&environ.unwrap()).into_owned();
         assert!(environ.contains("RCRT_MARKER=still-here"), "{environ:?}");
         assert!(!environ.contains("LOCAL_KEK_BASE64"), "{environ:?}");
+        assert!(!environ.contains("hygiene-marker"), "{environ:?}");
         for kek in [&current, &old] {
             assert!(!environ.contains(kek.as_str()));
         }
