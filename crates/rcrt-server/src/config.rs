@@ -606,16 +606,28 @@ mod tests {
                 .to_string()
         };
         let both = err(&[("DB_URL_FILE", path), ("DB_URL", "x.db")]);
-        assert!(both.contains("DB_URL_FILE") && both.contains("both set"), "{both}");
+        assert!(
+            both.contains("DB_URL_FILE") && both.contains("both set"),
+            "{both}"
+        );
         std::fs::write(&file, " \n").unwrap();
         let empty = err(&[("DB_URL_FILE", path)]);
-        assert!(empty.contains("DB_URL_FILE") && empty.contains("is empty"), "{empty}");
+        assert!(
+            empty.contains("DB_URL_FILE") && empty.contains("is empty"),
+            "{empty}"
+        );
         std::fs::write(&file, "postgres://a:secretpw@h/d\nmore").unwrap();
         let two = err(&[("DB_URL_FILE", path)]);
-        assert!(two.contains("more than one line") && !two.contains("secretpw"), "{two}");
+        assert!(
+            two.contains("more than one line") && !two.contains("secretpw"),
+            "{two}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         let missing = err(&[("DB_URL_FILE", path)]);
-        assert!(missing.contains("cannot read") && missing.contains(path), "{missing}");
+        assert!(
+            missing.contains("cannot read") && missing.contains(path),
+            "{missing}"
+        );
     }
 
     #[test]
