@@ -19,7 +19,9 @@ own environment (`os.execvpe`). The argv is printed to stderr, and holds no valu
 
 Usage:
   podman_from_manifest.py run MANIFEST --state DIR --name NAME --port PORT [--image IMAGE]
-  podman_from_manifest.py probes MANIFEST --port PORT   # JSON: probes, grace period, preStop
+  podman_from_manifest.py facts MANIFEST --port PORT
+      JSON: the probes (as URLs on 127.0.0.1:PORT), the grace period, the preStop sleep and the
+      memory limit in bytes, for the test to probe, stop and measure as Kubernetes would
 """
 
 import argparse
@@ -57,11 +59,13 @@ def load(manifest):
 
 
 def secret_data(objects, name):
-    """A rendered Secret's keys and decoded bytes (data is base64; stringData is plain)."""
+    """A rendered Secret's keys and decoded bytes (data is base64, which kustomize wraps over
+    several lines and the API server reads whole; stringData is plain)."""
     secret = objects.get(("Secret", name))
     if secret is None:
         raise Unsupported(f"Secret {name} is not in the rendered manifest")
-    out = {k: base64.b64decode(v, validate=True) for k, v in (secret.get("data") or {}).items()}
+    out = {k: base64.b64decode("".join(v.split()), validate=True)
+           for k, v in (secret.get("data") or {}).items()}
     for k, v in (secret.get("stringData") or {}).items():
         out[k] = v.encode()
     return out
@@ -163,7 +167,9 @@ def build(args):
     argv = ["podman", "run", "--detach", "--pull", "never", "--name", args.name,
             "--hostname", args.name, "--network", "host",
             # Kubernetes ignores an image's VOLUME declarations: no volume unless the pod has one.
-            "--image-volume", "ignore"]
+            "--image-volume", "ignore",
+            # ... and its HEALTHCHECK: the pod's probes are what count.
+            "--no-healthcheck"]
     env = {}
 
     # Security context: the container's fields override the pod's.
@@ -261,13 +267,15 @@ def build(args):
     return argv, env
 
 
-def probes(args):
+def facts(args):
     dep, _ = load(args.manifest)
     pod = dep["spec"]["template"]["spec"]
     c = the_container(pod)
     out = {"terminationGracePeriodSeconds": pod.get("terminationGracePeriodSeconds", 30)}
     pre = ((c.get("lifecycle") or {}).get("preStop") or {})
     out["preStopSleepSeconds"] = (pre.get("sleep") or {}).get("seconds", 0)
+    limits = (c.get("resources") or {}).get("limits") or {}
+    out["memoryLimitBytes"] = memory_bytes(limits["memory"]) if "memory" in limits else None
     bound = bind_port(c)
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         p = c.get(kind)
@@ -298,13 +306,13 @@ def main():
     run.add_argument("--name", required=True, help="container name")
     run.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
     run.add_argument("--image", help="image instead of the manifest's")
-    pr = sub.add_parser("probes")
+    pr = sub.add_parser("facts")
     pr.add_argument("manifest")
     pr.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
     try:
-        if args.cmd == "probes":
-            probes(args)
+        if args.cmd == "facts":
+            facts(args)
             return
         argv, env = build(args)
     except Unsupported as e:

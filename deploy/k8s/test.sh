@@ -250,13 +250,12 @@ auth=$work/auth-header
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start VARIANT_FILE NAME PORT: runs the container as the rendered manifest says.
+# start VARIANT_FILE NAME PORT: runs the container as the rendered manifest says (in this shell,
+# not a subshell, so cleanup knows the container).
 start() {
-  local name=rcrt-k8s-$run_id-$2
-  containers+=("$name")
-  python3 "$here/podman_from_manifest.py" run "$1" --state "$state" --name "$name" --port "$3" \
+  containers+=("$2")
+  python3 "$here/podman_from_manifest.py" run "$1" --state "$state" --name "$2" --port "$3" \
     --image "$IMAGE" >/dev/null 2>"$work/$2.argv" || { cat "$work/$2.argv" >&2; fail "podman run $2"; }
-  echo "$name"
 }
 
 # curl_probe URL TIMEOUT [CA]: an httpGet probe: success is a status from 200 to 399.
@@ -270,7 +269,7 @@ curl_probe() {
 # the manifest's thresholds, periods and timeouts.
 wait_ready() {
   local probes tries period timeout url n
-  probes=$(python3 "$here/podman_from_manifest.py" probes "$1" --port "$3")
+  probes=$(python3 "$here/podman_from_manifest.py" facts "$1" --port "$3")
   tries=$(jq -r '.startupProbe.failureThreshold' <<<"$probes")
   period=$(jq -r '.startupProbe.periodSeconds' <<<"$probes")
   timeout=$(jq -r '.startupProbe.timeoutSeconds' <<<"$probes")
@@ -299,19 +298,29 @@ check_process() {
     fail "$1: LOCAL_KEK_BASE64 is still in the server's environment"
   fi
   [ "$(podman inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$1")" = true ] || fail "$1: root filesystem writable"
+  # The manifest's memory limit is the container's cgroup limit (v1 or v2).
+  local cg limit want
+  want=$(python3 "$here/podman_from_manifest.py" facts "$2" --port 1 | jq -r .memoryLimitBytes)
+  cg=$(awk -F: '$2 == "memory" || $1 == "0" { print $3; exit }' "/proc/$pid/cgroup")
+  limit=$(cat "/sys/fs/cgroup/memory$cg/memory.limit_in_bytes" 2>/dev/null ||
+    cat "/sys/fs/cgroup$cg/memory.max")
+  [ "$limit" = "$want" ] || fail "$1: cgroup memory limit $limit, the manifest says $want"
+  say "$1: uid 10001, read-only root, memory limit $limit bytes, peak RSS $(awk '/^VmHWM:/ { print $2, $3 }' "/proc/$pid/status")"
 }
 
 p1=$(free_port); p2=$(free_port)
 while [ "$p2" = "$p1" ]; do p2=$(free_port); done
 # Both replicas at once on an empty database, as a new Deployment starts them.
-r1=$(start "$out/base.yaml" r1 "$p1")
-r2=$(start "$out/base.yaml" r2 "$p2")
-{ grep -q -- '--read-only' "$work/r1.argv" && grep -q -- '--user 10001:10001' "$work/r1.argv"; } ||
-  fail "podman arguments lack --read-only or --user 10001:10001: $(cat "$work/r1.argv")"
-if grep -Fq -f "$secrets/kek" "$work/r1.argv"; then fail "the KEK is on podman's command line"; fi
+r1=rcrt-k8s-$run_id-r1
+start "$out/base.yaml" "$r1" "$p1"
+r2=rcrt-k8s-$run_id-r2
+start "$out/base.yaml" "$r2" "$p2"
+{ grep -q -- '--read-only' "$work/$r1.argv" && grep -q -- '--user 10001:10001' "$work/$r1.argv"; } ||
+  fail "podman arguments lack --read-only or --user 10001:10001: $(cat "$work/$r1.argv")"
+if grep -Fq -f "$secrets/kek" "$work/$r1.argv"; then fail "the KEK is on podman's command line"; fi
 wait_ready "$out/base.yaml" "$r1" "$p1"
 wait_ready "$out/base.yaml" "$r2" "$p2"
-check_process "$r1"
+check_process "$r1" "$out/base.yaml"
 
 value="k8s-$run_id-value"
 created=$(curl -sS --fail-with-body --max-time 10 -H @"$auth" -H 'Content-Type: application/json' \
@@ -336,16 +345,18 @@ pass "no token: 401; /metrics scrapable"
 # The secretKeyRef variant: same Secrets, so the same KEK reaches the server through the
 # environment, double-decoded by the kubelet's base64 and the server's.
 p3=$(free_port)
-r3=$(start "$out/env-kek.yaml" r3 "$p3")
+r3=rcrt-k8s-$run_id-r3
+start "$out/env-kek.yaml" "$r3" "$p3"
 wait_ready "$out/env-kek.yaml" "$r3" "$p3"
-check_process "$r3"
+check_process "$r3" "$out/env-kek.yaml"
 got=$(decrypt "$p3") || fail "decrypt through the env-kek variant: $got"
 [ "$(jq -r .value <<<"$got")" = "$value" ] || fail "env-kek variant decrypted something else"
 pass "secretKeyRef variant (overlays/env-kek) starts and decrypts; its KEK left the environment"
 
 # The TLS variant: HTTPS probes and API, the certificate from the TLS Secret volume.
 p5=$(free_port)
-r5=$(start "$out/tls.yaml" r5 "$p5")
+r5=rcrt-k8s-$run_id-r5
+start "$out/tls.yaml" "$r5" "$p5"
 wait_ready "$out/tls.yaml" "$r5" "$p5" "$secrets/tls/tls.crt"
 got=$(decrypt "$p5" "$secrets/tls/tls.crt" https) || fail "decrypt over TLS: $got"
 [ "$(jq -r .value <<<"$got")" = "$value" ] || fail "TLS variant decrypted something else"
@@ -363,15 +374,19 @@ docs = [guide if d["kind"] == "Secret" and d["metadata"]["name"] == "rcrt-kek" e
 yaml.safe_dump_all(docs, sys.stdout)
 EOF
 p4=$(free_port)
-r4=$(start "$out/guide-literal.yaml" r4 "$p4")
-timeout 30 podman wait "$r4" >"$work/r4.exit" || fail "the guide's example KEK: server still running"
-[ "$(cat "$work/r4.exit")" = 1 ] || fail "the guide's example KEK: exit $(cat "$work/r4.exit"), not 1"
+r4=rcrt-k8s-$run_id-r4
+start "$out/guide-literal.yaml" "$r4" "$p4"
+timeout 30 podman wait "$r4" >"$work/$r4.exit" || fail "the guide's example KEK: server still running"
+[ "$(cat "$work/$r4.exit")" = 1 ] || fail "the guide's example KEK: exit $(cat "$work/$r4.exit"), not 1"
 podman logs "$r4" 2>&1 | grep -q 'published example KEK' || fail "no 'published example KEK' in the log"
 if podman logs "$r4" 2>&1 | grep -q 'xKj3n9'; then fail "the example KEK appears in the log"; fi
 pass "the guide's literal Secret (published example KEK) is refused: exit 1"
 
+pid2=$(podman inspect -f '{{.State.Pid}}' "$r2")
+say "replica 2 after the run: peak RSS $(awk '/^VmHWM:/ { print $2, $3 }' "/proc/$pid2/status")"
+
 # Stop replica 1 as the kubelet would: preStop, then SIGTERM with the rest of the grace period.
-probes=$(python3 "$here/podman_from_manifest.py" probes "$out/base.yaml" --port "$p1")
+probes=$(python3 "$here/podman_from_manifest.py" facts "$out/base.yaml" --port "$p1")
 grace=$(jq -r .terminationGracePeriodSeconds <<<"$probes")
 pre=$(jq -r .preStopSleepSeconds <<<"$probes")
 sleep "$pre"
