@@ -6,7 +6,8 @@ turns its pod template into one `podman run`: the same image, command, args, wor
 environment (plain values and secretKeyRef values taken from the rendered Secrets), Secret
 volumes at the same paths, read-only (written as the kubelet writes them: `..data` symlinks,
 defaultMode, owner root, group fsGroup and group-readable when fsGroup is set), the same user,
-groups, read-only root filesystem, capabilities, no-new-privileges and resource limits.
+groups, read-only root filesystem, capabilities, no-new-privileges and resource limits. The
+image's VOLUME and HEALTHCHECK are ignored, as Kubernetes ignores them.
 
 Everything is derived from the manifest, so a change there changes the run; anything in the pod
 template this script does not know how to reproduce stops it with an error instead of being
@@ -262,6 +263,8 @@ def build(args):
         image = "localhost/" + image
     if args.image:
         image = args.image
+    if image != c["image"]:
+        print(f"replaced: image {c['image']} -> {image}", file=sys.stderr)
     argv.append(image)
     argv += [str(a) for a in c.get("args", [])]
     return argv, env

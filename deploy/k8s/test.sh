@@ -218,6 +218,8 @@ for kind, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health"), (
 # SIGTERM comes after preStop; the server then drains for up to 10 s.
 pre = c["lifecycle"]["preStop"]["sleep"]["seconds"]
 assert pod["terminationGracePeriodSeconds"] > pre + 10
+# Pod Security "restricted" allows these volume types; only Secret volumes are used.
+assert all(set(v) == {"name", "secret"} for v in pod["volumes"])
 keys = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
 assert {"kubernetes.io/hostname", "topology.kubernetes.io/zone"} <= keys
 assert all(selects(t["labelSelector"]) for t in pod["topologySpreadConstraints"])
@@ -349,6 +351,8 @@ r3=rcrt-k8s-$run_id-r3
 start "$out/env-kek.yaml" "$r3" "$p3"
 wait_ready "$out/env-kek.yaml" "$r3" "$p3"
 check_process "$r3" "$out/env-kek.yaml"
+grep -q -- '--env LOCAL_KEK_BASE64 ' "$work/$r3.argv" || fail "env-kek: podman got no LOCAL_KEK_BASE64"
+if grep -Fq -f "$secrets/kek" "$work/$r3.argv"; then fail "env-kek: the KEK is on podman's command line"; fi
 got=$(decrypt "$p3") || fail "decrypt through the env-kek variant: $got"
 [ "$(jq -r .value <<<"$got")" = "$value" ] || fail "env-kek variant decrypted something else"
 pass "secretKeyRef variant (overlays/env-kek) starts and decrypts; its KEK left the environment"
