@@ -19,14 +19,16 @@
 #       replica stopped as Kubernetes stops it exits 0 within the grace period.
 #
 # Needs: kubectl, python3 with PyYAML, kubernetes-validate (PyPI; installed if missing), podman
-# and the image localhost/rcrt-server:latest (built by scripts/container-image when absent),
+# and the image (scripts/container-image),
 # PostgreSQL at 127.0.0.1:5432 with trust auth for user postgres (psql), openssl, curl, jq.
-# Environment: IMAGE (default localhost/rcrt-server:latest), PGURL (default
+# Environment: IMAGE (an existing image to test; by default scripts/container-image builds
+# localhost/rcrt-server:latest from this tree first), PGURL (default
 # postgres://postgres@127.0.0.1:5432).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+IMAGE_GIVEN=${IMAGE:+1}
 IMAGE=${IMAGE:-localhost/rcrt-server:latest}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 # The oldest release the manifests support (preStop sleep is on by default from 1.30) and the
@@ -48,10 +50,6 @@ fi
 for t in psql openssl curl jq; do
   command -v "$t" >/dev/null || fail "$t missing: apt-get install ${t/psql/postgresql-client}"
 done
-if ! command -v podman >/dev/null || ! podman image exists "$IMAGE"; then
-  say "building $IMAGE with scripts/container-image"
-  IMAGE=$IMAGE "$repo/scripts/container-image" >&2 || fail "scripts/container-image failed"
-fi
 
 # ---- state and cleanup --------------------------------------------------------------------------
 work=$(mktemp -d /tmp/rcrt-k8s-test.XXXXXX)
@@ -81,6 +79,16 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+
+if [ -n "${IMAGE_GIVEN:-}" ]; then
+  command -v podman >/dev/null || fail "podman missing: apt-get install podman runc (see scripts/container-image)"
+  podman image exists "$IMAGE" || fail "image $IMAGE (IMAGE) does not exist"
+else
+  # The image of this tree (a rebuild reuses its caches: seconds when nothing changed).
+  say "building $IMAGE with scripts/container-image"
+  IMAGE=$IMAGE "$repo/scripts/container-image" >/dev/null 2>"$work/image.log" ||
+    { tail -n 30 "$work/image.log" >&2; fail "scripts/container-image failed"; }
+fi
 
 # ---- (a) render ---------------------------------------------------------------------------------
 # A copy of deploy/k8s without whatever an operator may keep in secrets/ here.
