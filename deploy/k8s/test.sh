@@ -15,7 +15,8 @@
 #       the base on a fresh PostgreSQL database, probed as the probes would; a secret created
 #       through replica 1 with the bootstrap admin token is decrypted through replica 2; the
 #       secretKeyRef variant (overlays/env-kek) and the TLS variant (overlays/tls) start and
-#       decrypt it too; the guide's literal Secret (the published example KEK) is refused; a
+#       decrypt it too; the guide's literal Secret (the published example KEK) is refused; with
+#       the database cut off, readiness fails while liveness holds, and readiness comes back; a
 #       replica stopped as Kubernetes stops it exits 0 within the grace period.
 #
 # Needs: kubectl, python3 with PyYAML, kubernetes-validate (PyPI; installed if missing), podman
@@ -58,8 +59,10 @@ run_id=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 db=rcrt_k8s_$run_id
 containers=()
 db_created=
+relay_pid=
 cleanup() {
   local rc=$?
+  if [ -n "$relay_pid" ]; then kill "$relay_pid" 2>/dev/null || true; fi
   for c in "${containers[@]}"; do
     if [ "$rc" != 0 ]; then
       say "logs of $c:"
@@ -393,6 +396,84 @@ timeout 30 podman wait "$r4" >"$work/$r4.exit" || fail "the guide's example KEK:
 podman logs "$r4" 2>&1 | grep -q 'published example KEK' || fail "no 'published example KEK' in the log"
 if podman logs "$r4" 2>&1 | grep -q 'xKj3n9'; then fail "the example KEK appears in the log"; fi
 pass "the guide's literal Secret (published example KEK) is refused: exit 1"
+
+# A database outage: readiness fails (the pod leaves the Service), liveness holds (no restart
+# loop), readiness comes back. Replica 6 reaches PostgreSQL through a TCP relay the test stops.
+cat >"$work/relay.py" <<'EOF'
+import asyncio, sys
+async def pipe(r, w):
+    try:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+    finally:
+        w.close()
+async def serve(cr, cw):
+    try:
+        ur, uw = await asyncio.open_connection("127.0.0.1", int(sys.argv[2]))
+    except OSError:
+        cw.close()
+        return
+    await asyncio.gather(pipe(cr, uw), pipe(ur, cw), return_exceptions=True)
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+EOF
+pg_port=$(python3 -c 'import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).port or 5432)' "$PGURL")
+relay_port=$(free_port)
+relay_start() {
+  python3 "$work/relay.py" "$relay_port" "$pg_port" &
+  relay_pid=$!
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$relay_port") 2>/dev/null && return
+    sleep 0.1
+  done
+  fail "the relay did not start"
+}
+relay_start
+python3 - "$out/base.yaml" "$pg_port" "$relay_port" >"$out/relay.yaml" <<'EOF'
+import base64, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for d in docs:
+    if d["kind"] == "Secret" and d["metadata"]["name"] == "rcrt-db":
+        url = base64.b64decode("".join(d["data"]["DB_URL"].split())).decode()
+        url = url.replace(f"127.0.0.1:{sys.argv[2]}", f"127.0.0.1:{sys.argv[3]}", 1)
+        assert sys.argv[3] in url, "DB_URL does not name 127.0.0.1:PORT"
+        d["data"]["DB_URL"] = base64.b64encode(url.encode()).decode()
+yaml.safe_dump_all(docs, sys.stdout)
+EOF
+p6=$(free_port)
+r6=rcrt-k8s-$run_id-r6
+start "$out/relay.yaml" "$r6" "$p6"
+wait_ready "$out/relay.yaml" "$r6" "$p6"
+facts6=$(python3 "$here/podman_from_manifest.py" facts "$out/relay.yaml" --port "$p6")
+ready_url=$(jq -r .readinessProbe.url <<<"$facts6")
+ready_timeout=$(jq -r .readinessProbe.timeoutSeconds <<<"$facts6")
+live_url=$(jq -r .livenessProbe.url <<<"$facts6")
+live_timeout=$(jq -r .livenessProbe.timeoutSeconds <<<"$facts6")
+kill "$relay_pid"
+wait "$relay_pid" 2>/dev/null || true
+relay_pid=
+unready=
+for _ in $(seq 15); do
+  curl_probe "$live_url" "$live_timeout" || fail "$r6: liveness failed while the database was down"
+  if ! curl_probe "$ready_url" "$ready_timeout"; then unready=1; break; fi
+  sleep 1
+done
+[ -n "$unready" ] || fail "$r6: /ready kept passing with the database down"
+curl_probe "$live_url" "$live_timeout" || fail "$r6: liveness failed while the database was down"
+relay_start
+for n in $(seq 30); do
+  curl_probe "$ready_url" "$ready_timeout" && break
+  [ "$n" -lt 30 ] || fail "$r6: /ready did not recover within 30 s of the database's return"
+  sleep 1
+done
+kill "$relay_pid"
+wait "$relay_pid" 2>/dev/null || true
+relay_pid=
+pass "database outage: readiness fails, liveness holds, readiness recovers"
 
 pid2=$(podman inspect -f '{{.State.Pid}}' "$r2")
 say "replica 2 after the run: peak RSS $(awk '/^VmHWM:/ { print $2, $3 }' "/proc/$pid2/status")"
