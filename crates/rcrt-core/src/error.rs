@@ -34,6 +34,13 @@ pub enum CoreError {
         /// The current version.
         current: Version,
     },
+    /// A value is empty and the request did not allow it: an empty value is most often an unset
+    /// variable piped in by mistake, so storing one takes `"allow_empty": true`.
+    #[error("{} is empty; to store an empty value on purpose, send \"allow_empty\": true in the request body", match key { Some(k) => format!("the value of vault key `{k}`"), None => "`value`".to_owned() })]
+    EmptyValue {
+        /// The vault key whose value is empty (`None` for a secret's `value`).
+        key: Option<String>,
+    },
     /// The value is larger than the configured limit.
     #[error("value is larger than the limit of {limit} bytes")]
     ValueTooLarge {

@@ -17,6 +17,6 @@ pub mod vaults;
 pub use error::CoreError;
 pub use metrics::Metrics;
 pub use service::{
-    Clock, CreateSecret, Limits, Page, RequestContext, Service, SystemClock,
+    check_not_empty, Clock, CreateSecret, Limits, Page, RequestContext, Service, SystemClock,
     DEFAULT_MAX_VALUE_BYTES,
 };

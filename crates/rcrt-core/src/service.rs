@@ -129,6 +129,17 @@ pub(crate) fn open_stored(
     rcrt_crypto::open_value(dek, &SealedValue::from_stored(sealed_value.to_vec()), &vctx)
 }
 
+/// The API's rule for empty values: refused unless the request allows them (`allow_empty`),
+/// because an empty value is most often an unset variable piped in by mistake
+/// (`echo -n "$UNSET" | rcrt secrets create`). The service methods themselves store what they
+/// are given, so whole-store jobs and imports keep values byte for byte.
+pub fn check_not_empty(value: &str, allow_empty: bool) -> Result<(), CoreError> {
+    if value.is_empty() && !allow_empty {
+        return Err(CoreError::EmptyValue { key: None });
+    }
+    Ok(())
+}
+
 /// The time source, passed in so tests can control it.
 pub trait Clock: Send + Sync + 'static {
     /// Now, truncated to microseconds (what both databases store).

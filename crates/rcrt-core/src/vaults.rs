@@ -70,6 +70,23 @@ fn check_key(key: &str) -> Result<(), CoreError> {
     check_token(key, 63, "vault keys")
 }
 
+/// [`crate::check_not_empty`] for vault values, as `(key, value)` pairs: one `allow_empty` for
+/// the whole request. Keys are checked first, so the error names only a well-formed key.
+pub fn check_values_not_empty<'a>(
+    values: impl IntoIterator<Item = (&'a str, &'a str)>,
+    allow_empty: bool,
+) -> Result<(), CoreError> {
+    for (key, value) in values {
+        check_key(key)?;
+        if value.is_empty() && !allow_empty {
+            return Err(CoreError::EmptyValue {
+                key: Some(key.to_owned()),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn too_many_keys() -> CoreError {
     CoreError::Invalid(format!("a vault holds at most {MAX_VAULT_KEYS} keys"))
 }

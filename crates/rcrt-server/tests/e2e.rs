@@ -732,11 +732,10 @@ async fn check_decrypt_reasons(api: Api) {
         .await
         .expect_error(415, "unsupported_media_type");
 
-    // Values round-trip byte for byte (escapes, NUL, non-ASCII, empty).
+    // Values round-trip byte for byte (escapes, NUL, non-ASCII).
     let marker = api.secret();
     for v in [
         format!("{marker}\nline2\t\"quoted\" \\ back\u{0}nul ☃ 𝄞"),
-        String::new(),
         " leading and trailing ".to_owned(),
     ] {
         let m = api
@@ -746,6 +745,18 @@ async fn check_decrypt_reasons(api: Api) {
         assert_eq!(got, v);
         assert_eq!(version, 1);
     }
+    // An empty value round-trips too when the request allows it (refused otherwise: see the
+    // api_rules suite).
+    let mut body = create_body(&format!("rt-{}", uniq()), "", "global", None);
+    body["allow_empty"] = json!(true);
+    let r = api
+        .call(Method::POST, "/secrets")
+        .json(&body)
+        .send()
+        .await
+        .expect_status(201);
+    let (got, version) = api.decrypt_ok(r.json()["id"].as_str().unwrap()).await;
+    assert_eq!((got.as_str(), version), ("", 1));
 }
 
 async fn check_bad_requests(api: Api) {

@@ -81,6 +81,7 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound | CoreError::TokenNotFound => (S::NOT_FOUND, "not_found"),
             CoreError::NameTaken => (S::CONFLICT, "name_taken"),
             CoreError::VersionMismatch { .. } => (S::PRECONDITION_FAILED, "version_mismatch"),
+            CoreError::EmptyValue { .. } => (S::BAD_REQUEST, "empty_value"),
             CoreError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large"),
             CoreError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             CoreError::DecryptFailed => (S::INTERNAL_SERVER_ERROR, "decrypt_failed"),

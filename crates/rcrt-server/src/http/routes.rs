@@ -224,6 +224,9 @@ struct CreateBody {
     scope_type: String,
     #[serde(default)]
     scope_id: Option<String>,
+    /// Stores an empty `value` (refused otherwise: see `rcrt_core::check_not_empty`).
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 pub(crate) async fn create(
@@ -233,6 +236,7 @@ pub(crate) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
     let body: CreateBody = json_body(&headers, body)?;
+    rcrt_core::check_not_empty(&body.value, body.allow_empty)?;
     let name: SecretName = body
         .name
         .parse()
@@ -359,6 +363,9 @@ pub(crate) async fn decrypt(
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     value: Zeroizing<String>,
+    /// Stores an empty `value` (refused otherwise).
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 fn if_match(headers: &HeaderMap) -> AppResult<Option<i64>> {
@@ -384,6 +391,7 @@ pub(crate) async fn update(
     let id = secret_id(path)?;
     let expected = if_match(&headers)?;
     let body: UpdateBody = json_body(&headers, body)?;
+    rcrt_core::check_not_empty(&body.value, body.allow_empty)?;
     let meta = state.service.update(&ctx, id, body.value, expected).await?;
     Ok(with_etag(StatusCode::OK, &meta))
 }

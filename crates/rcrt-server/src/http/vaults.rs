@@ -42,6 +42,9 @@ struct CreateVaultBody {
     name: String,
     #[serde(default)]
     secrets: BTreeMap<String, Zeroizing<String>>,
+    /// Stores empty values (one flag for every key of the body; refused otherwise).
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +57,9 @@ pub(crate) struct WorkspaceParam {
 #[serde(deny_unknown_fields)]
 struct KeyValueBody {
     value: Zeroizing<String>,
+    /// Stores an empty `value` (refused otherwise).
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 fn workspace(q: Result<Query<WorkspaceParam>, QueryRejection>) -> AppResult<Option<String>> {
@@ -68,6 +74,10 @@ pub(crate) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<(StatusCode, Json<VaultJson>)> {
     let body: CreateVaultBody = json_body(&headers, body)?;
+    rcrt_core::vaults::check_values_not_empty(
+        body.secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        body.allow_empty,
+    )?;
     let view = state
         .service
         .create_vault(&ctx, &body.workspace, &body.name, body.secrets)
@@ -122,6 +132,10 @@ pub(crate) async fn put_key(
     let (id, key) = path(p)?;
     let ws = workspace(q)?;
     let body: KeyValueBody = json_body(&headers, body)?;
+    rcrt_core::vaults::check_values_not_empty(
+        [(key.as_str(), body.value.as_str())],
+        body.allow_empty,
+    )?;
     Ok(Json(
         state
             .service

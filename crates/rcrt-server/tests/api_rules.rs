@@ -1,0 +1,242 @@
+//! API rules of a real `rcrt-server` (SQLite, auth disabled) that a new user meets first:
+//!
+//! 1. An empty value is refused (400 `empty_value`, saying how to allow it) unless the body has
+//!    `"allow_empty": true`: on `POST /secrets`, `PUT /secrets/{id}`, `POST /secrets/vaults` (one
+//!    flag for the whole body) and `PUT /secrets/vaults/{v}/keys/{KEY}`.
+//! 2. Vault errors speak of vaults: `vault not found`, a taken vault name, and a vault read
+//!    without a reason names the header and query parameter a GET can carry.
+//! 3. `If-Match` per RFC 9110: `*` matches any current version; a weak tag never matches (412).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+#[allow(dead_code)]
+mod common;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use common::server_config;
+use rcrt_testkit::{ServerProcess, TempDir};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn gen_kek() -> String {
+    let mut b = Vec::new();
+    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    STANDARD.encode(b)
+}
+
+fn uniq() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A server on a fresh SQLite store with auth disabled (the caller is an admin).
+fn start(dir: &TempDir) -> ServerProcess {
+    let kek = gen_kek();
+    ServerProcess::start(&server_config(
+        None,
+        dir,
+        &[("LOCAL_KEK_BASE64", &kek), ("AUTH_MODE", "disabled")],
+    ))
+}
+
+/// A response: status, JSON body (Null if none) and headers.
+struct Resp {
+    status: u16,
+    body: Value,
+    #[allow(dead_code)]
+    etag: Option<String>,
+}
+
+impl Resp {
+    /// Asserts a JSON error with `status` and `code`; returns its message.
+    fn error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.body["error"]["code"], code, "{}", self.body);
+        self.body["error"]["message"].as_str().unwrap().to_owned()
+    }
+
+    fn ok(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "{}", self.body);
+        &self.body
+    }
+}
+
+async fn send(
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .timeout(Duration::from_secs(30));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let etag = r
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Resp {
+        status,
+        body: r.json().await.unwrap_or(Value::Null),
+        etag,
+    }
+}
+
+async fn decrypt(base: &str, id: &str) -> (String, i64) {
+    let r = send(
+        base,
+        Method::POST,
+        &format!("/secrets/{id}/decrypt"),
+        Some(json!({"reason": "api rules test"})),
+        &[],
+    )
+    .await;
+    let v = r.ok(200);
+    (
+        v["value"].as_str().unwrap().to_owned(),
+        v["version"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn empty_values_need_allow_empty() {
+    let dir = TempDir::new();
+    let server = start(&dir);
+    let base = server.base_url();
+    let name = format!("empty-{}", uniq());
+
+    // POST /secrets.
+    let r = send(
+        &base,
+        Method::POST,
+        "/secrets",
+        Some(json!({"name": name, "value": "", "scope_type": "global"})),
+        &[],
+    )
+    .await;
+    let message = r.error(400, "empty_value");
+    assert_eq!(
+        message,
+        "`value` is empty; to store an empty value on purpose, send \"allow_empty\": true in the request body"
+    );
+    // Nothing was stored: the name is still free.
+    let r = send(
+        &base,
+        Method::POST,
+        "/secrets",
+        Some(json!({"name": name, "value": "", "scope_type": "global", "allow_empty": true})),
+        &[],
+    )
+    .await;
+    let id = r.ok(201)["id"].as_str().unwrap().to_owned();
+    assert_eq!(decrypt(&base, &id).await, (String::new(), 1));
+    // `allow_empty` must be a boolean; `false` is the default.
+    send(
+        &base,
+        Method::POST,
+        "/secrets",
+        Some(json!({"name": uniq(), "value": "", "scope_type": "global", "allow_empty": "yes"})),
+        &[],
+    )
+    .await
+    .error(400, "invalid_json");
+    send(
+        &base,
+        Method::POST,
+        "/secrets",
+        Some(json!({"name": uniq(), "value": "", "scope_type": "global", "allow_empty": false})),
+        &[],
+    )
+    .await
+    .error(400, "empty_value");
+    // A non-empty value needs no flag, and the flag does not change it.
+    let r = send(
+        &base,
+        Method::POST,
+        "/secrets",
+        Some(json!({"name": uniq(), "value": "x", "scope_type": "global", "allow_empty": true})),
+        &[],
+    )
+    .await;
+    let other = r.ok(201)["id"].as_str().unwrap().to_owned();
+    assert_eq!(decrypt(&base, &other).await, ("x".to_owned(), 1));
+
+    // PUT /secrets/{id}: refused, then allowed; the refusal wrote no version.
+    let path = format!("/secrets/{other}");
+    send(&base, Method::PUT, &path, Some(json!({"value": ""})), &[])
+        .await
+        .error(400, "empty_value");
+    assert_eq!(decrypt(&base, &other).await, ("x".to_owned(), 1));
+    let r = send(
+        &base,
+        Method::PUT,
+        &path,
+        Some(json!({"value": "", "allow_empty": true})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.ok(200)["version"], 2);
+    assert_eq!(decrypt(&base, &other).await, (String::new(), 2));
+
+    // POST /secrets/vaults: the message names the key; one flag covers every key.
+    let vault = format!("v-{}", uniq());
+    let body = json!({"workspace": "w1", "name": vault, "secrets": {"A": "1", "EMPTY": ""}});
+    let message = send(&base, Method::POST, "/secrets/vaults", Some(body), &[])
+        .await
+        .error(400, "empty_value");
+    assert_eq!(
+        message,
+        "the value of vault key `EMPTY` is empty; to store an empty value on purpose, send \"allow_empty\": true in the request body"
+    );
+    // A malformed key is reported as such, not echoed in an empty-value message.
+    let body = json!({"workspace": "w1", "name": vault, "secrets": {"BAD KEY\n": ""}});
+    send(&base, Method::POST, "/secrets/vaults", Some(body), &[])
+        .await
+        .error(400, "invalid_request");
+    let body = json!({"workspace": "w1", "name": vault, "secrets": {"A": "1", "EMPTY": ""},
+        "allow_empty": true});
+    let r = send(&base, Method::POST, "/secrets/vaults", Some(body), &[]).await;
+    assert_eq!(r.ok(201)["keys"], json!(["A", "EMPTY"]));
+
+    // PUT /secrets/vaults/{v}/keys/{KEY}.
+    let key_path = format!("/secrets/vaults/{vault}/keys/B");
+    let message = send(
+        &base,
+        Method::PUT,
+        &key_path,
+        Some(json!({"value": ""})),
+        &[],
+    )
+    .await
+    .error(400, "empty_value");
+    assert!(message.contains("vault key `B`"), "{message}");
+    send(
+        &base,
+        Method::PUT,
+        &key_path,
+        Some(json!({"value": "", "allow_empty": true})),
+        &[],
+    )
+    .await
+    .ok(200);
+    let r = send(
+        &base,
+        Method::GET,
+        &format!("/secrets/vault/{vault}"),
+        None,
+        &[("X-Access-Reason", "api rules test")],
+    )
+    .await;
+    assert_eq!(r.ok(200), &json!({"A": "1", "B": "", "EMPTY": ""}));
+}
