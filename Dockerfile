@@ -56,9 +56,9 @@ USER 10001:10001
 # The server's working directory is its state, so a read-only root filesystem works: the
 # default database (DB_URL unset: rcrt.db in the working directory, i.e. /data/rcrt.db), SQLite's
 # temporary files, the default BOOTSTRAP_TOKEN_OUTPUT_FILE, and an optional .env (read after the
-# environment; docker-compose.prod.yml mounts one holding DB_URL, so the database password is
-# not in the container's environment). DB_URL is deliberately not set here: an ENV value would
-# take precedence over that .env.
+# environment). DB_URL is deliberately not set here: an ENV value would make the server refuse
+# the DB_URL_FILE that docker-compose.prod.yml sets (both set), and would take precedence over
+# a .env.
 WORKDIR /data
 # Off loopback, AUTH_MODE defaults to token: the first start writes an admin token to
 # /data/bootstrap-token (or set BOOTSTRAP_ADMIN_TOKEN_FILE to a secret holding one).
