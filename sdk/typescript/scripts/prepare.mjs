@@ -7,6 +7,7 @@
 // "tsc: not found", and never leave the install looking successful without dist/.
 
 import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +28,8 @@ try {
   process.exit(1);
 }
 
+// From scratch: tsc never removes outputs, and a file left from an older build would be packed.
+rmSync(resolve(sdkDir, 'dist'), { recursive: true, force: true });
 const run = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.json'], {
   cwd: sdkDir,
   stdio: 'inherit',
