@@ -86,8 +86,29 @@ export interface DecryptedSecret {
   version: number;
 }
 
+/**
+ * Options of every call that stores values: {@link RcrtClient.createSecret},
+ * {@link RcrtClient.updateSecret}, {@link RcrtClient.createSecretVault} and
+ * {@link RcrtClient.setVaultSecret}.
+ */
+export interface ValueOptions {
+  /**
+   * Store an empty value (`''`) on purpose. The service refuses an empty value by default
+   * (400 `empty_value`): it is far more often an unset variable read by mistake than a wanted
+   * secret. With `true` the SDK sends `"allow_empty": true`; for a vault it covers every key of
+   * the call. Otherwise it sends nothing extra.
+   */
+  allowEmpty?: boolean | undefined;
+}
+
+/** Options of {@link RcrtClient.createSecret}. */
+export type CreateSecretOptions = ValueOptions;
+
+/** Options of {@link RcrtClient.setVaultSecret}. */
+export type SetVaultSecretOptions = ValueOptions;
+
 /** Options of {@link RcrtClient.updateSecret}. */
-export interface UpdateSecretOptions {
+export interface UpdateSecretOptions extends ValueOptions {
   /**
    * Optimistic concurrency: only update if the current version is still this one. A number
    * (`3`) or an entity tag (`'"3"'`, as in the `ETag` the service sends). A stale version gives
@@ -109,7 +130,7 @@ export interface Vault {
 }
 
 /** Options of {@link RcrtClient.createSecretVault}. */
-export interface CreateVaultOptions {
+export interface CreateVaultOptions extends ValueOptions {
   /**
    * The vault's name: 1-64 letters, digits, `_`, `-` or `.`. Defaults to a generated
    * `vault-<random hex>`.
@@ -289,7 +310,8 @@ export interface ClientOptions {
 }
 
 /**
- * Error codes the service sends, plus the SDK's own codes for failures that have no HTTP
+ * Error codes the service sends (e.g. `empty_value`: an empty value sent without
+ * {@link ValueOptions.allowEmpty}), plus the SDK's own codes for failures that have no HTTP
  * response (`status` 0) or an unusable one:
  *
  * - `network_error`: the request could not be sent or no response arrived (status 0).
@@ -312,6 +334,7 @@ export type RcrtErrorCode =
   | 'version_mismatch'
   | 'payload_too_large'
   | 'value_too_large'
+  | 'empty_value'
   | 'unsupported_media_type'
   | 'store_unavailable'
   | 'decrypt_failed'
@@ -415,6 +438,26 @@ function vaultKeySegments(vaultIdOrName: string, key: string): string[] {
   ];
 }
 
+/**
+ * The body of a call that stores values, with `allow_empty: true` added only when the caller
+ * asked for it: a service that predates the flag then sees the same body as before.
+ */
+function withAllowEmpty(
+  body: Record<string, unknown>,
+  options: ValueOptions,
+): Record<string, unknown> {
+  const allow = options.allowEmpty;
+  if (allow === undefined || allow === false) return body;
+  if (allow !== true) throw invalidArgument('allowEmpty must be true or false');
+  return { ...body, allow_empty: true };
+}
+
+/**
+ * What the SDK adds to the service's `empty_value` message, which names the API's
+ * `"allow_empty": true` body field rather than this SDK's option.
+ */
+const EMPTY_VALUE_HINT = "with this SDK: pass { allowEmpty: true } in the call's options";
+
 function randomHex(bytes: number): string {
   const buf = new Uint8Array(bytes);
   const c = (globalThis as { crypto?: { getRandomValues?: (a: Uint8Array) => Uint8Array } })
@@ -493,12 +536,17 @@ export class RcrtClient {
    * Creates a secret (`POST /secrets`).
    *
    * @param input - Name, value and scope.
+   * @param options - `allowEmpty` to store an empty value.
    * @returns The new secret's metadata (version 1).
    * @throws {@link RcrtError} `name_taken` (409) if the name is used in that scope,
-   *   `invalid_request` (400) for a bad name or scope, `value_too_large` (413),
-   *   `forbidden` (403) without `secrets.write` on the scope.
+   *   `invalid_request` (400) for a bad name or scope, `empty_value` (400) for an empty value
+   *   without `allowEmpty`, `value_too_large` (413), `forbidden` (403) without `secrets.write`
+   *   on the scope.
    */
-  async createSecret(input: CreateSecretInput): Promise<SecretMetadata> {
+  async createSecret(
+    input: CreateSecretInput,
+    options: CreateSecretOptions = {},
+  ): Promise<SecretMetadata> {
     if (!isObject(input)) throw invalidArgument('createSecret needs { name, value, scope_type }');
     const body: Record<string, unknown> = {
       name: input.name,
@@ -506,7 +554,11 @@ export class RcrtClient {
       scope_type: input.scope_type,
     };
     if (input.scope_id !== undefined) body.scope_id = input.scope_id;
-    return this.#json<SecretMetadata>({ method: 'POST', segments: ['secrets'], body });
+    return this.#json<SecretMetadata>({
+      method: 'POST',
+      segments: ['secrets'],
+      body: withAllowEmpty(body, options),
+    });
   }
 
   /**
@@ -565,10 +617,12 @@ export class RcrtClient {
    *
    * @param id - The secret's id.
    * @param value - The new value.
-   * @param options - `ifMatch` to update only if the current version is still the given one.
+   * @param options - `ifMatch` to update only if the current version is still the given one;
+   *   `allowEmpty` to store an empty value.
    * @returns The updated metadata (its `version` is the new version).
    * @throws {@link RcrtError} `version_mismatch` (412) when `ifMatch` is stale, `not_found`
-   *   (404), `value_too_large` (413).
+   *   (404), `empty_value` (400) for an empty value without `allowEmpty`, `value_too_large`
+   *   (413).
    */
   async updateSecret(
     id: string,
@@ -586,7 +640,7 @@ export class RcrtClient {
     return this.#json<SecretMetadata>({
       method: 'PUT',
       segments: ['secrets', segment('secret id', id)],
-      body: { value },
+      body: withAllowEmpty({ value }, options),
       headers,
     });
   }
@@ -612,10 +666,12 @@ export class RcrtClient {
    * @param workspace - The workspace the vault belongs to.
    * @param secrets - Keys and values, e.g. `{ API_KEY: 'secret-value' }`. Keys are 1-63
    *   letters, digits, `_`, `-` or `.`.
-   * @param options - `name` for the vault; defaults to a generated `vault-<random hex>`.
+   * @param options - `name` for the vault (defaults to a generated `vault-<random hex>`);
+   *   `allowEmpty` to store empty values (for any key of this call).
    * @returns The vault (id, name, workspace and keys; never the values).
    * @throws {@link RcrtError} `name_taken` (409) if the workspace has a vault of that name,
-   *   `invalid_request` (400) for a bad name, key or workspace.
+   *   `invalid_request` (400) for a bad name, key or workspace, `empty_value` (400) when a key
+   *   has an empty value and `allowEmpty` is not set (nothing is created then).
    */
   async createSecretVault(
     workspace: string,
@@ -626,7 +682,7 @@ export class RcrtClient {
     return this.#json<Vault>({
       method: 'POST',
       segments: ['secrets', 'vaults'],
-      body: { workspace, name, secrets: secrets ?? {} },
+      body: withAllowEmpty({ workspace, name, secrets: secrets ?? {} }, options),
     });
   }
 
@@ -694,14 +750,21 @@ export class RcrtClient {
    * @param vaultIdOrName - The vault's id, or its name.
    * @param key - The key (1-63 letters, digits, `_`, `-` or `.`).
    * @param value - The value.
+   * @param options - `allowEmpty` to store an empty value.
    * @returns The vault with its keys after the change.
-   * @throws {@link RcrtError} `not_found` (404), `invalid_request` (400) for a bad key.
+   * @throws {@link RcrtError} `not_found` (404), `invalid_request` (400) for a bad key,
+   *   `empty_value` (400) for an empty value without `allowEmpty`.
    */
-  async setVaultSecret(vaultIdOrName: string, key: string, value: string): Promise<Vault> {
+  async setVaultSecret(
+    vaultIdOrName: string,
+    key: string,
+    value: string,
+    options: SetVaultSecretOptions = {},
+  ): Promise<Vault> {
     return this.#json<Vault>({
       method: 'PUT',
       segments: vaultKeySegments(vaultIdOrName, key),
-      body: { value },
+      body: withAllowEmpty({ value }, options),
     });
   }
 
@@ -909,6 +972,9 @@ export class RcrtClient {
       }
     } catch {
       // Not the service's error body; reported below without quoting it.
+    }
+    if (code === 'empty_value') {
+      message = `${message ?? 'the value is empty'} (${EMPTY_VALUE_HINT})`;
     }
     throw new RcrtError({
       status,

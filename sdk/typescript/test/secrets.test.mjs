@@ -128,6 +128,38 @@ describe('secrets', () => {
     );
   });
 
+  test('an empty value -> 400 empty_value naming the allowEmpty option; allowEmpty stores it', async () => {
+    const input = { name: 'maybe-empty', value: '', scope_type: 'workspace', scope_id: 'ws-empty' };
+    await rejectsWith(client.createSecret(input), 400, 'empty_value');
+    const e = await client.createSecret(input).catch((err) => err);
+    assert.match(e.message, /empty/);
+    assert.match(e.message, /allowEmpty: true/, e.message);
+    // false is the default: refused the same way.
+    await rejectsWith(client.createSecret(input, { allowEmpty: false }), 400, 'empty_value');
+    assert.equal((await client.listSecrets({ scope_type: 'workspace', scope_id: 'ws-empty' })).items.length, 0);
+
+    const created = await client.createSecret(input, { allowEmpty: true });
+    assert.equal(created.version, 1);
+    assert.deepEqual(await client.getSecret(created.id, 'empty on purpose'), { value: '', version: 1 });
+
+    const updated = await client.updateSecret(created.id, 'now set');
+    assert.equal(updated.version, 2);
+    await rejectsWith(client.updateSecret(created.id, ''), 400, 'empty_value');
+    await rejectsWith(client.updateSecret(created.id, '', { ifMatch: 2 }), 400, 'empty_value');
+    assert.deepEqual(await client.getSecret(created.id, 'still set'), { value: 'now set', version: 2 });
+    const emptied = await client.updateSecret(created.id, '', { allowEmpty: true, ifMatch: 2 });
+    assert.equal(emptied.version, 3);
+    assert.deepEqual(await client.getSecret(created.id, 'emptied'), { value: '', version: 3 });
+    // allowEmpty with a non-empty value changes nothing.
+    assert.equal((await client.updateSecret(created.id, 'x', { allowEmpty: true })).version, 4);
+  });
+
+  test('allowEmpty must be a boolean; it is refused before sending', async () => {
+    const input = { name: 'bad-flag', value: '', scope_type: 'global' };
+    await rejectsWith(client.createSecret(input, { allowEmpty: 'yes' }), 0, 'invalid_argument');
+    await rejectsWith(client.updateSecret(NO_SUCH_ID, '', { allowEmpty: 1 }), 0, 'invalid_argument');
+  });
+
   test('getSecretMetadata returns the same metadata', async () => {
     const created = await client.createSecret({
       name: 'meta-me',
@@ -296,6 +328,32 @@ describe('transport', () => {
     assert.equal(vread.init.headers['content-type'], undefined);
     assert.equal(vread.init.headers['x-access-reason'], 'custom fetch');
     assert.equal(vread.url, `${server.baseUrl}/secrets/vault/${vault.id}?workspace=ws-fetch`);
+    // No allow_empty unless asked for: a server without the flag sees the same body as before.
+    assert.ok(!('allow_empty' in JSON.parse(vcreate.init.body)));
+  });
+
+  test('allowEmpty: true adds "allow_empty": true to the body of every call that stores values', async () => {
+    const bodies = [];
+    const c = createClient({
+      baseUrl: server.baseUrl,
+      fetch: async (url, init) => {
+        if (init.body !== undefined) bodies.push(JSON.parse(init.body));
+        return fetch(url, init);
+      },
+    });
+    const yes = { allowEmpty: true };
+    const meta = await c.createSecret({ name: 'flagged', value: '', scope_type: 'global' }, yes);
+    await c.updateSecret(meta.id, '', yes);
+    await c.updateSecret(meta.id, 'set', { allowEmpty: false });
+    const vault = await c.createSecretVault('ws-flag', { EMPTY: '' }, { name: 'flagged', ...yes });
+    await c.setVaultSecret(vault.id, 'OTHER', '', yes);
+    assert.deepEqual(bodies, [
+      { name: 'flagged', value: '', scope_type: 'global', allow_empty: true },
+      { value: '', allow_empty: true },
+      { value: 'set' },
+      { workspace: 'ws-flag', name: 'flagged', secrets: { EMPTY: '' }, allow_empty: true },
+      { value: '', allow_empty: true },
+    ]);
   });
 
   test('a non-RCRT error response -> unexpected_response; bad success body -> invalid_response', async () => {

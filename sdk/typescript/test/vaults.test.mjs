@@ -160,6 +160,34 @@ describe('vaults', () => {
     await rejectsWith(client.setVaultSecret(vault.id, '.', 'v'), 0, 'invalid_argument');
   });
 
+  test('an empty vault value -> 400 empty_value naming the key; allowEmpty stores it', async () => {
+    const secrets = { SET: 'value', UNSET: '' };
+    await rejectsWith(
+      client.createSecretVault('ws-empty', secrets, { name: 'half-empty' }),
+      400,
+      'empty_value',
+    );
+    const e = await client.createSecretVault('ws-empty', secrets, { name: 'half-empty' }).catch((err) => err);
+    assert.match(e.message, /UNSET/, e.message);
+    assert.match(e.message, /allowEmpty: true/, e.message);
+    // Refused as a whole: no vault, no key.
+    await rejectsWith(client.getVault('half-empty', { workspace: 'ws-empty' }), 404, 'not_found');
+    assert.equal((await client.listSecrets({ scope_type: 'workspace', scope_id: 'ws-empty' })).items.length, 0);
+
+    const vault = await client.createSecretVault('ws-empty', secrets, {
+      name: 'half-empty',
+      allowEmpty: true,
+    });
+    assert.deepEqual(vault.keys, ['SET', 'UNSET']);
+    assert.deepEqual(await client.getSecretsFromVault(vault.id, 'empty on purpose'), secrets);
+
+    await rejectsWith(client.setVaultSecret(vault.id, 'SET', ''), 400, 'empty_value');
+    await rejectsWith(client.setVaultSecret(vault.id, 'NEW', ''), 400, 'empty_value');
+    const put = await client.setVaultSecret(vault.id, 'SET', '', { allowEmpty: true });
+    assert.deepEqual(put.keys, ['SET', 'UNSET']);
+    assert.deepEqual(await client.getSecretsFromVault(vault.id, 'after put'), { SET: '', UNSET: '' });
+  });
+
   test('vault keys are workspace secrets named <vault>/<KEY>', async () => {
     const vault = await client.createSecretVault('ws-members', { TOKEN: 't' }, { name: 'members' });
     const page = await client.listSecrets({ scope_type: 'workspace', scope_id: 'ws-members' });
