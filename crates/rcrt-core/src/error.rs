@@ -13,6 +13,10 @@ pub enum CoreError {
         "a non-empty access reason is required (body field \"reason\" or header X-Access-Reason)"
     )]
     ReasonRequired,
+    /// A vault read came without a reason. It is a GET, which has no body: the reason travels
+    /// in a header.
+    #[error("a non-empty access reason is required (header X-Access-Reason)")]
+    VaultReasonRequired,
     /// The caller lacks the role for this operation (on a specific secret the answer is
     /// [`CoreError::NotFound`] instead, so existence is not revealed).
     #[error("not allowed: {0}")]
@@ -20,12 +24,22 @@ pub enum CoreError {
     /// No such secret (or not visible to the caller).
     #[error("secret not found")]
     NotFound,
+    /// No such vault (or not visible to the caller).
+    #[error("vault not found")]
+    VaultNotFound,
+    /// The vault has no such key.
+    #[error("vault key not found")]
+    VaultKeyNotFound,
     /// No such token in the caller's tenant (or not one the caller may manage).
     #[error("token not found")]
     TokenNotFound,
     /// The name is already used in this scope.
     #[error("a secret with this name already exists in this scope")]
     NameTaken,
+    /// The vault name is already used in this workspace (or one of the new vault's keys clashes
+    /// with a workspace secret already named `<vault>/<KEY>`).
+    #[error("a vault with this name already exists in this workspace (or a secret there already has a name `<vault>/<KEY>` this vault would use)")]
+    VaultNameTaken,
     /// `If-Match` named a version that is no longer current.
     #[error("version {expected} is not current (current is {current})")]
     VersionMismatch {

@@ -162,7 +162,7 @@ impl Service {
             .inspect_err(|e| self.metrics.audit_write_failed(e))
         {
             Ok(()) => Ok(VaultView::of(vault, secrets.into_keys().collect())),
-            Err(StoreError::NameTaken) => Err(CoreError::NameTaken),
+            Err(StoreError::NameTaken) => Err(CoreError::VaultNameTaken),
             Err(e) => Err(e.into()),
         }
     }
@@ -224,7 +224,7 @@ impl Service {
             })
             .collect();
         match visible.len() {
-            0 => Err(CoreError::NotFound),
+            0 => Err(CoreError::VaultNotFound),
             1 => Ok(visible.remove(0)),
             _ => Err(CoreError::Invalid(
                 "several vaults have this name: use the vault id or ?workspace=".into(),
@@ -289,6 +289,11 @@ impl Service {
         let reason = match check_reason(reason) {
             Ok(r) => r,
             Err(e) => {
+                // The read is a GET: the reason can only have come in its header.
+                let e = match e {
+                    CoreError::ReasonRequired => CoreError::VaultReasonRequired,
+                    other => other,
+                };
                 return Err(self
                     .fail(
                         ctx,
@@ -297,7 +302,7 @@ impl Service {
                         AuditOutcome::Failure,
                         e,
                     )
-                    .await)
+                    .await);
             }
         };
         let vault = match self
@@ -305,15 +310,15 @@ impl Service {
             .await
         {
             Ok(v) => v,
-            Err(CoreError::NotFound) => {
+            Err(CoreError::VaultNotFound) => {
                 // Denied or missing: audited alike, answered alike.
                 return Err(self
-                    .missing(
+                    .fail(
                         ctx,
-                        AuditAction::Decrypt,
-                        None,
+                        (AuditAction::Decrypt, None),
                         Some(reason),
                         AuditOutcome::Denied,
+                        CoreError::VaultNotFound,
                     )
                     .await);
             }
@@ -427,7 +432,7 @@ impl Service {
         let (meta, _) = members
             .iter()
             .find(|(m, _)| key_of(&vault, m) == key)
-            .ok_or(CoreError::NotFound)?;
+            .ok_or(CoreError::VaultKeyNotFound)?;
         self.delete(ctx, meta.id).await
     }
 
@@ -459,7 +464,7 @@ impl Service {
         {
             Ok(())
         } else {
-            Err(CoreError::NotFound)
+            Err(CoreError::VaultNotFound)
         }
     }
 }

@@ -379,7 +379,7 @@ async fn every_vault_read_leaves_an_audit_row() {
     );
     assert!(matches!(
         svc.vault_values(&ctx(), "empty", None, None).await,
-        Err(CoreError::ReasonRequired)
+        Err(CoreError::VaultReasonRequired)
     ));
     let rows = store.list_audit(None, 10).await.unwrap();
     assert_eq!(

@@ -45,7 +45,6 @@ fn start(dir: &TempDir) -> ServerProcess {
 struct Resp {
     status: u16,
     body: Value,
-    #[allow(dead_code)]
     etag: Option<String>,
 }
 
@@ -239,4 +238,209 @@ async fn empty_values_need_allow_empty() {
     )
     .await;
     assert_eq!(r.ok(200), &json!({"A": "1", "B": "", "EMPTY": ""}));
+}
+
+#[tokio::test]
+async fn vault_errors_speak_of_vaults() {
+    let dir = TempDir::new();
+    let server = start(&dir);
+    let base = server.base_url();
+    let vault = format!("v-{}", uniq());
+    let missing = format!("nope-{}", uniq());
+    let reason = [("X-Access-Reason", "api rules test")];
+
+    for (method, path, body, headers) in [
+        (
+            Method::GET,
+            format!("/secrets/vaults/{missing}"),
+            None,
+            &[][..],
+        ),
+        (
+            Method::GET,
+            format!("/secrets/vault/{missing}"),
+            None,
+            &reason[..],
+        ),
+        (
+            Method::PUT,
+            format!("/secrets/vaults/{missing}/keys/K"),
+            Some(json!({"value": "v"})),
+            &[][..],
+        ),
+        (
+            Method::DELETE,
+            format!("/secrets/vaults/{missing}/keys/K"),
+            None,
+            &[][..],
+        ),
+        (
+            Method::DELETE,
+            format!("/secrets/vaults/{missing}"),
+            None,
+            &[][..],
+        ),
+    ] {
+        let r = send(&base, method.clone(), &path, body, headers).await;
+        assert_eq!(
+            r.error(404, "not_found"),
+            "vault not found",
+            "{method} {path}"
+        );
+    }
+
+    let body = json!({"workspace": "w1", "name": vault, "secrets": {"A": "1"}});
+    send(
+        &base,
+        Method::POST,
+        "/secrets/vaults",
+        Some(body.clone()),
+        &[],
+    )
+    .await
+    .ok(201);
+    let message = send(&base, Method::POST, "/secrets/vaults", Some(body), &[])
+        .await
+        .error(409, "name_taken");
+    assert!(
+        message.starts_with("a vault with this name already exists in this workspace"),
+        "{message}"
+    );
+    // The same name in another workspace is another vault.
+    let body = json!({"workspace": "w2", "name": vault, "secrets": {"A": "1"}});
+    send(&base, Method::POST, "/secrets/vaults", Some(body), &[])
+        .await
+        .ok(201);
+
+    // A missing key of an existing vault.
+    let r = send(
+        &base,
+        Method::DELETE,
+        &format!("/secrets/vaults/{vault}/keys/NOPE?workspace=w1"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.error(404, "not_found"), "vault key not found");
+
+    // A vault read is a GET: the reason can only be the header, and the message says so.
+    let message = send(
+        &base,
+        Method::GET,
+        &format!("/secrets/vault/{vault}?workspace=w1"),
+        None,
+        &[],
+    )
+    .await
+    .error(400, "reason_required");
+    assert_eq!(
+        message,
+        "a non-empty access reason is required (header X-Access-Reason)"
+    );
+    // A secret's decrypt (a POST) still names both ways.
+    let r = send(
+        &base,
+        Method::POST,
+        "/secrets",
+        Some(json!({"name": uniq(), "value": "x", "scope_type": "global"})),
+        &[],
+    )
+    .await;
+    let id = r.ok(201)["id"].as_str().unwrap().to_owned();
+    let message = send(
+        &base,
+        Method::POST,
+        &format!("/secrets/{id}/decrypt"),
+        None,
+        &[],
+    )
+    .await
+    .error(400, "reason_required");
+    assert!(
+        message.contains("body field \"reason\"") && message.contains("X-Access-Reason"),
+        "{message}"
+    );
+    // A missing secret still says so.
+    let r = send(
+        &base,
+        Method::PUT,
+        &format!("/secrets/{}", uuid::Uuid::new_v4()),
+        Some(json!({"value": "v"})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.error(404, "not_found"), "secret not found");
+}
+
+#[tokio::test]
+async fn if_match_star_and_weak_tags_per_rfc_9110() {
+    let dir = TempDir::new();
+    let server = start(&dir);
+    let base = server.base_url();
+    let r = send(
+        &base,
+        Method::POST,
+        "/secrets",
+        Some(json!({"name": uniq(), "value": "v1", "scope_type": "global"})),
+        &[],
+    )
+    .await;
+    let id = r.ok(201)["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.etag.as_deref(), Some("\"1\""));
+    let path = format!("/secrets/{id}");
+    let put = |value: &'static str, if_match: &'static str| {
+        let base = base.clone();
+        let path = path.clone();
+        async move {
+            send(
+                &base,
+                Method::PUT,
+                &path,
+                Some(json!({ "value": value })),
+                &[("If-Match", if_match)],
+            )
+            .await
+        }
+    };
+
+    // `*` matches whatever version is current.
+    let r = put("v2", "*").await;
+    assert_eq!(r.ok(200)["version"], 2);
+    assert_eq!(r.etag.as_deref(), Some("\"2\""));
+    // A weak tag never matches, not even the current version's: 412, nothing written.
+    let message = put("lost", "W/\"2\"").await.error(412, "version_mismatch");
+    assert!(
+        message.contains("weak tag") && message.contains("\"2\""),
+        "{message}"
+    );
+    assert_eq!(decrypt(&base, &id).await, ("v2".to_owned(), 2));
+    // The strong tag does.
+    assert_eq!(put("v3", "\"2\"").await.ok(200)["version"], 3);
+    // A list matches when it names the current version strongly.
+    assert_eq!(put("v4", "\"1\", \"3\"").await.ok(200)["version"], 4);
+    assert_eq!(put("v5", "W/\"4\", \"4\"").await.ok(200)["version"], 5);
+    put("lost", "\"1\", \"2\"")
+        .await
+        .error(412, "version_mismatch");
+    put("lost", "W/\"5\", W/\"4\"")
+        .await
+        .error(412, "version_mismatch");
+    assert_eq!(decrypt(&base, &id).await, ("v5".to_owned(), 5));
+    // Malformed tags are a 400, in a list too.
+    for bad in ["\"5\", x", "W/5", "W/\"0\"", "**", ""] {
+        let r = put("lost", bad).await;
+        assert_eq!(r.status, 400, "If-Match {bad:?}: {}", r.body);
+    }
+    // A missing secret is 404 whatever the precondition.
+    for cond in ["*", "W/\"1\"", "\"1\", \"2\""] {
+        let r = send(
+            &base,
+            Method::PUT,
+            &format!("/secrets/{}", uuid::Uuid::new_v4()),
+            Some(json!({"value": "v"})),
+            &[("If-Match", cond)],
+        )
+        .await;
+        r.error(404, "not_found");
+    }
 }

@@ -907,8 +907,8 @@ async fn check_bad_requests(api: Api) {
         let r = api.update(id, "v2", Some(bad)).await;
         assert_eq!(r.status, 400, "If-Match {bad}: {}", r.ctx());
     }
-    // `If-Match: *` is not specified by the API; it only must not fail (checked by `send`).
-    api.update(id, "v2", Some("*")).await;
+    // `If-Match: *` matches any current version (RFC 9110).
+    api.update(id, "v2", Some("*")).await.expect_status(200);
 }
 
 async fn check_not_found_and_routing(api: Api) {
@@ -1185,11 +1185,14 @@ async fn check_update_and_if_match(api: Api) {
         assert!(!r.body.contains(&v), "{}", r.ctx());
     }
     assert_eq!(api.decrypt_ok(&id).await, (v3, 3));
-    // The weak form of the current version is accepted.
+    // RFC 9110: If-Match compares strongly, so even the weak form of the current version
+    // fails (412, nothing written); `*` matches whatever is current.
     let v4 = api.secret();
     api.update(&id, &v4, Some("W/\"3\""))
         .await
-        .expect_status(200);
+        .expect_error(412, "version_mismatch");
+    assert_eq!(api.decrypt_ok(&id).await.1, 3);
+    api.update(&id, &v4, Some("*")).await.expect_status(200);
     let v5 = api.secret();
     let r = api.update(&id, &v5, Some("\"4\"")).await.expect_status(200);
     assert_eq!(r.json()["version"], 5);

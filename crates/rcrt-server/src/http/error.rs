@@ -76,10 +76,15 @@ impl From<CoreError> for ApiError {
         use StatusCode as S;
         let (status, code) = match &e {
             CoreError::Invalid(_) => (S::BAD_REQUEST, "invalid_request"),
-            CoreError::ReasonRequired => (S::BAD_REQUEST, "reason_required"),
+            CoreError::ReasonRequired | CoreError::VaultReasonRequired => {
+                (S::BAD_REQUEST, "reason_required")
+            }
             CoreError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
-            CoreError::NotFound | CoreError::TokenNotFound => (S::NOT_FOUND, "not_found"),
-            CoreError::NameTaken => (S::CONFLICT, "name_taken"),
+            CoreError::NotFound
+            | CoreError::VaultNotFound
+            | CoreError::VaultKeyNotFound
+            | CoreError::TokenNotFound => (S::NOT_FOUND, "not_found"),
+            CoreError::NameTaken | CoreError::VaultNameTaken => (S::CONFLICT, "name_taken"),
             CoreError::VersionMismatch { .. } => (S::PRECONDITION_FAILED, "version_mismatch"),
             CoreError::EmptyValue { .. } => (S::BAD_REQUEST, "empty_value"),
             CoreError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large"),

@@ -368,17 +368,77 @@ struct UpdateBody {
     allow_empty: bool,
 }
 
-fn if_match(headers: &HeaderMap) -> AppResult<Option<i64>> {
+/// What an `If-Match` header asks of an update (RFC 9110 section 13.1.1).
+#[derive(Debug, PartialEq, Eq)]
+enum IfMatch {
+    /// No header, or `*`: any current version will do (the secret must exist, as for every
+    /// update).
+    Any,
+    /// One of these strong version tags must be current.
+    Versions(Vec<i64>),
+    /// Only weak tags: If-Match compares strongly, so a weak tag matches no version and the
+    /// update fails its precondition (412).
+    OnlyWeak,
+}
+
+/// Parses `If-Match`: `*`, or a list of entity tags (`"3"`, `W/"3"`, `"2", "3"`). Our tags
+/// are strong: `"<version>"`.
+fn if_match(headers: &HeaderMap) -> AppResult<IfMatch> {
     let Some(v) = headers.get(IF_MATCH) else {
-        return Ok(None);
+        return Ok(IfMatch::Any);
     };
-    v.to_str()
-        .ok()
-        .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|s| s.parse::<i64>().ok())
-        .filter(|n| *n >= 1)
-        .map(Some)
-        .ok_or_else(|| ApiError::invalid("If-Match must be a version number, e.g. \"3\""))
+    let bad = || ApiError::invalid("If-Match must be *, or version tags such as \"3\"");
+    let text = v.to_str().map_err(|_| bad())?.trim();
+    if text == "*" {
+        return Ok(IfMatch::Any);
+    }
+    let mut strong = Vec::new();
+    for tag in text.split(',').map(str::trim) {
+        let (weak, quoted) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        let n = quoted
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse::<i64>().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(bad)?;
+        if !weak {
+            strong.push(n);
+        }
+    }
+    Ok(if strong.is_empty() {
+        IfMatch::OnlyWeak
+    } else {
+        IfMatch::Versions(strong)
+    })
+}
+
+/// The version the core's compare-and-swap must find current, for an update with `cond`.
+async fn expected_version(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: SecretId,
+    cond: IfMatch,
+) -> AppResult<Option<i64>> {
+    Ok(match cond {
+        IfMatch::Any => None,
+        IfMatch::Versions(tags) if tags.len() == 1 => tags.first().copied(),
+        // Several tags: the current one if listed (the core still checks it atomically), else
+        // any of them, which then fails as stale. A secret the caller cannot see answers 404
+        // from the update itself, audited there.
+        IfMatch::Versions(tags) => {
+            let current = state.service.get(ctx, id).await.ok().map(|m| m.version);
+            tags.iter()
+                .copied()
+                .find(|n| Some(*n) == current)
+                .or(tags.first().copied())
+        }
+        // Versions start at 1, so 0 is never current: the core answers 412 after its usual
+        // checks (a missing secret stays 404, a refused one is audited as before).
+        IfMatch::OnlyWeak => Some(0),
+    })
 }
 
 pub(crate) async fn update(
@@ -389,10 +449,25 @@ pub(crate) async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
     let id = secret_id(path)?;
-    let expected = if_match(&headers)?;
+    let cond = if_match(&headers)?;
     let body: UpdateBody = json_body(&headers, body)?;
     rcrt_core::check_not_empty(&body.value, body.allow_empty)?;
-    let meta = state.service.update(&ctx, id, body.value, expected).await?;
+    let weak_only = cond == IfMatch::OnlyWeak;
+    let expected = expected_version(&state, &ctx, id, cond).await?;
+    let meta = state
+        .service
+        .update(&ctx, id, body.value, expected)
+        .await
+        .map_err(|e| match e {
+            rcrt_core::CoreError::VersionMismatch { current, .. } if weak_only => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                format!(
+                    "If-Match compares strongly (RFC 9110), so a weak tag W/\"...\" never matches; send the strong tag \"{current}\""
+                ),
+            ),
+            other => ApiError::from(other),
+        })?;
     Ok(with_etag(StatusCode::OK, &meta))
 }
 
