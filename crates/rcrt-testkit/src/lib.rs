@@ -299,6 +299,29 @@ impl ServerProcess {
     /// [`ServerProcess::start`] on a given `host` and `port` (e.g. the default 8081 for a
     /// script that has it written in).
     pub fn start_at(cfg: &ServerConfig, host: &str, port: u16) -> Self {
+        Self::spawn_until(cfg, host, port, "healthy", |server| {
+            http_get_status(server.port, "/health") == Some(200)
+        })
+    }
+
+    /// [`ServerProcess::start`] for a server that does not answer plain HTTP (e.g. over TLS):
+    /// waits until it logs `rcrt-server listening` (its socket is bound by then) instead of
+    /// asking `/health`.
+    pub fn start_until_listening(cfg: &ServerConfig) -> Self {
+        Self::spawn_until(cfg, "127.0.0.1", free_port(), "listening", |server| {
+            server.output().contains("rcrt-server listening")
+        })
+    }
+
+    /// Spawns the server on `host:port` and waits up to 30 s for `ready`; panics with its log
+    /// if it exits or is not `what` by then.
+    fn spawn_until(
+        cfg: &ServerConfig,
+        host: &str,
+        port: u16,
+        what: &str,
+        ready: impl Fn(&Self) -> bool,
+    ) -> Self {
         let log = cfg
             .workdir
             .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
@@ -311,38 +334,11 @@ impl ServerProcess {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("rcrt-server exited with {status}:\n{}", server.output());
             }
-            if http_get_status(port, "/health") == Some(200) {
+            if ready(&server) {
                 return server;
             }
             if Instant::now() > deadline {
-                panic!("rcrt-server not healthy after 30 s:\n{}", server.output());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// [`ServerProcess::start`] for a server that does not answer plain HTTP (e.g. over TLS):
-    /// waits until it logs `rcrt-server listening` (its socket is bound by then) instead of
-    /// asking `/health`.
-    pub fn start_until_listening(cfg: &ServerConfig) -> Self {
-        let port = free_port();
-        let log = cfg
-            .workdir
-            .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
-        let mut cmd = command(cfg, &log);
-        cmd.env("BIND_ADDR", format!("127.0.0.1:{port}"));
-        let child = cmd.spawn().expect("spawn rcrt-server");
-        let mut server = Self { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("rcrt-server exited with {status}:\n{}", server.output());
-            }
-            if server.output().contains("rcrt-server listening") {
-                return server;
-            }
-            if Instant::now() > deadline {
-                panic!("rcrt-server not listening after 30 s:\n{}", server.output());
+                panic!("rcrt-server not {what} after 30 s:\n{}", server.output());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
