@@ -67,6 +67,18 @@ pub enum CoreError {
     /// Stored ciphertext failed to decrypt (tampering or a storage fault); audited and counted.
     #[error("the secret could not be decrypted")]
     DecryptFailed,
+    /// A stored DEK is wrapped under a KEK the provider does not hold (for example, the store
+    /// was re-wrapped offline to a KEK this server was not given). Nothing is wrong with the
+    /// data, so this is a 503, not a decrypt failure. KEK ids are public fingerprints.
+    #[error("this secret's data key is wrapped under KEK {kek_id}, which this server does not hold (was the store re-wrapped to a new KEK?); configure that KEK (LOCAL_KEK_BASE64, or LOCAL_KEK_BASE64_OLD during a rotation) and restart the server")]
+    KekUnavailable {
+        /// The id of the KEK that is missing.
+        kek_id: String,
+    },
+    /// The store, while running, holds DEKs wrapped under KEKs the provider does not hold
+    /// (`/ready`): each entry is an id and its version count.
+    #[error("not ready: the store holds data keys wrapped under KEK ids that no configured KEK matches: {}; decrypts of those secrets answer 503 kek_unavailable. Configure those KEKs (LOCAL_KEK_BASE64, or LOCAL_KEK_BASE64_OLD during a rotation) and restart the server", .0.join(", "))]
+    KeksUnavailable(Vec<String>),
     /// The store holds DEKs wrapped under KEKs that are not configured.
     #[error("the store holds DEKs wrapped under KEK ids that no configured KEK matches: {}. Configure those KEKs (e.g. LOCAL_KEK_BASE64_OLD during a rotation) or restore the right KEK (from its backup or Shamir shares). A development store with nothing worth keeping can be started afresh instead: remove the database (SQLite: rcrt.db, rcrt.db-wal and rcrt.db-shm), and keep the KEK this time (in .env)", .0.join(", "))]
     UnknownKeks(Vec<String>),

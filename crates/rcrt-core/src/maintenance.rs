@@ -149,15 +149,17 @@ impl Maintenance {
 
     /// Versions not yet under the current KEK.
     pub async fn remaining(&self) -> Result<u64, CoreError> {
-        let current = self.keys.current_kek_id().as_str().to_owned();
-        Ok(self
-            .store
-            .kek_usage()
-            .await?
+        Ok(self.remaining_in(&self.store.kek_usage().await?))
+    }
+
+    /// Versions not under the current KEK, by a census of versions per KEK.
+    pub fn remaining_in(&self, usage: &[rcrt_store::KekUsage]) -> u64 {
+        let current = self.keys.current_kek_id().as_str();
+        usage
             .iter()
             .filter(|u| u.kek_id != current)
             .map(|u| u.versions.max(0) as u64)
-            .sum())
+            .sum()
     }
 
     /// Unwraps one row's DEK with its own KEK and wraps it under the current KEK; with

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rcrt_crypto::KekId;
+use rcrt_store::KekUsage;
 use tokio::sync::Notify;
 
 use crate::maintenance::{BatchHook, Maintenance, Progress};
@@ -91,7 +93,9 @@ pub struct RewrapJob {
     state: Mutex<(RewrapState, u64)>,
     rewrapped_total: AtomicU64,
     wake: Notify,
-    remaining_cache: Mutex<Option<(Instant, u64)>>,
+    /// The last census of versions per KEK, and when it was taken: one table scan serves the
+    /// status, the metrics and `/ready` for a few seconds.
+    census: Mutex<Option<(Instant, Vec<KekUsage>)>>,
 }
 
 struct Pacer<'a> {
@@ -135,7 +139,7 @@ impl RewrapJob {
             state: Mutex::new((RewrapState::Idle, 0)),
             rewrapped_total: AtomicU64::new(0),
             wake: Notify::new(),
-            remaining_cache: Mutex::new(None),
+            census: Mutex::new(None),
         })
     }
 
@@ -170,26 +174,66 @@ impl RewrapJob {
 
     /// The current status.
     pub async fn status(&self) -> Result<RewrapStatus, CoreError> {
-        let remaining = self.maintenance.remaining().await?;
-        if let Ok(mut cache) = self.remaining_cache.lock() {
-            *cache = Some((Instant::now(), remaining));
-        }
-        Ok(self.snapshot(remaining))
+        let usage = self.census(None).await?;
+        Ok(self.snapshot(self.maintenance.remaining_in(&usage)))
     }
 
     /// The status with `remaining` at most `max_age` old: counting versions per KEK scans the
     /// whole versions table, too much for every metrics scrape of a large store.
     pub async fn status_cached(&self, max_age: Duration) -> Result<RewrapStatus, CoreError> {
-        let cached = self
-            .remaining_cache
-            .lock()
-            .ok()
-            .and_then(|c| *c)
-            .filter(|(at, _)| at.elapsed() < max_age);
-        match cached {
-            Some((_, remaining)) => Ok(self.snapshot(remaining)),
-            None => self.status().await,
+        let usage = self.census(Some(max_age)).await?;
+        Ok(self.snapshot(self.maintenance.remaining_in(&usage)))
+    }
+
+    /// The KEK ids the store uses that the provider does not hold, with their version counts,
+    /// from a census at most `max_age` old. Not empty when the store was re-wrapped to a KEK
+    /// this server was not given (an offline `rcrt kek rewrap` while it runs): decrypts of those
+    /// versions answer 503.
+    pub async fn unheld_keks_cached(&self, max_age: Duration) -> Result<Vec<KekUsage>, CoreError> {
+        let keys = self.maintenance.keys();
+        Ok(self
+            .census(Some(max_age))
+            .await?
+            .into_iter()
+            .filter(|u| u.versions > 0 && !keys.can_unwrap(&KekId::from_stored(u.kek_id.clone())))
+            .collect())
+    }
+
+    /// Readiness of the keys: [`CoreError::KeksUnavailable`] naming every KEK id the store uses
+    /// that the provider does not hold (see [`RewrapJob::unheld_keks_cached`]).
+    pub async fn check_keks_cached(&self, max_age: Duration) -> Result<(), CoreError> {
+        let unheld = self.unheld_keks_cached(max_age).await?;
+        if unheld.is_empty() {
+            Ok(())
+        } else {
+            Err(CoreError::KeksUnavailable(
+                unheld
+                    .iter()
+                    .map(|u| format!("{} ({} versions)", u.kek_id, u.versions))
+                    .collect(),
+            ))
         }
+    }
+
+    /// Versions per KEK: the cached census if it is younger than `max_age`, else a fresh one
+    /// (which is cached).
+    async fn census(&self, max_age: Option<Duration>) -> Result<Vec<KekUsage>, CoreError> {
+        if let Some(max_age) = max_age {
+            let cached = self
+                .census
+                .lock()
+                .ok()
+                .and_then(|c| c.clone())
+                .filter(|(at, _)| at.elapsed() < max_age);
+            if let Some((_, usage)) = cached {
+                return Ok(usage);
+            }
+        }
+        let usage = self.maintenance.store().kek_usage().await?;
+        if let Ok(mut cache) = self.census.lock() {
+            *cache = Some((Instant::now(), usage.clone()));
+        }
+        Ok(usage)
     }
 
     fn snapshot(&self, remaining: u64) -> RewrapStatus {

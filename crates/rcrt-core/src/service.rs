@@ -557,8 +557,7 @@ impl Service {
         let plaintext = match self.open(ctx, id, &record).await {
             Ok(p) => p,
             Err(e) => {
-                self.metrics.decrypt_failed();
-                tracing::error!(secret_id = %id, kek_id = %record.kek_id, "stored secret failed to decrypt");
+                self.open_failed(id, &record.kek_id, &e);
                 return Err(self
                     .fail(
                         ctx,
@@ -586,6 +585,9 @@ impl Service {
         Ok((plaintext, meta.version))
     }
 
+    /// Opens a stored version: [`CoreError::KekUnavailable`] when its DEK is wrapped under a
+    /// KEK the provider does not hold, [`CoreError::DecryptFailed`] when the bytes do not
+    /// authenticate. The caller audits either as a failure and calls [`Service::open_failed`].
     pub(crate) async fn open(
         &self,
         ctx: &RequestContext,
@@ -600,7 +602,12 @@ impl Service {
             &record.wrapped_dek,
         )
         .await
-        .map_err(|_| CoreError::DecryptFailed)?;
+        .map_err(|e| match e {
+            KeyError::UnknownKek(kek_id) => CoreError::KekUnavailable {
+                kek_id: kek_id.as_str().to_owned(),
+            },
+            _ => CoreError::DecryptFailed,
+        })?;
         open_stored(
             &dek,
             ctx.principal.tenant.as_str(),
@@ -609,6 +616,18 @@ impl Service {
             &record.sealed_value,
         )
         .map_err(|_| CoreError::DecryptFailed)
+    }
+
+    /// Counts and logs a failed [`Service::open`]: a missing KEK is an operator's problem (the
+    /// data is fine), anything else is a decrypt failure (tampering or a storage fault).
+    pub(crate) fn open_failed(&self, id: SecretId, kek_id: &str, error: &CoreError) {
+        if matches!(error, CoreError::KekUnavailable { .. }) {
+            self.metrics.kek_unavailable();
+            tracing::error!(secret_id = %id, kek_id = %kek_id, "a stored DEK is wrapped under a KEK this server does not hold; answering 503 kek_unavailable");
+        } else {
+            self.metrics.decrypt_failed();
+            tracing::error!(secret_id = %id, kek_id = %kek_id, "stored secret failed to decrypt");
+        }
     }
 
     /// Writes a new version under a fresh DEK. With `if_match`, only if it is still current.

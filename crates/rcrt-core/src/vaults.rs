@@ -343,7 +343,7 @@ impl Service {
                     ));
                 }
                 Err(e) => {
-                    self.metrics.decrypt_failed();
+                    self.open_failed(meta.id, &record.kek_id, &e);
                     return Err(self
                         .fail(
                             ctx,

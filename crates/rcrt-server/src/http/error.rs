@@ -90,6 +90,9 @@ impl From<CoreError> for ApiError {
             CoreError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large"),
             CoreError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             CoreError::DecryptFailed => (S::INTERNAL_SERVER_ERROR, "decrypt_failed"),
+            CoreError::KekUnavailable { .. } | CoreError::KeksUnavailable(_) => {
+                (S::SERVICE_UNAVAILABLE, "kek_unavailable")
+            }
             CoreError::UnknownKeks(_) | CoreError::Internal(_) => {
                 (S::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -100,6 +103,9 @@ impl From<CoreError> for ApiError {
             // Escaped: a store error may quote what a request carried.
             tracing::error!(error = %e.to_string().escape_debug(), "request failed");
             match status {
+                // KEK ids are public fingerprints, and naming the missing one is what lets an
+                // operator fix it.
+                _ if code == "kek_unavailable" => e.to_string(),
                 S::SERVICE_UNAVAILABLE => "the secret store is unavailable; retry later".to_owned(),
                 _ if code == "decrypt_failed" => "the secret could not be decrypted".to_owned(),
                 _ => "internal error".to_owned(),

@@ -30,6 +30,7 @@ const DURATION: &str = "rcrt_http_request_duration_seconds";
 const KEK_CONFIGURED: &str = "rcrt_kek_configured";
 const DECRYPT_FAILURES: &str = "rcrt_secret_decrypt_failures";
 const DECRYPT_SUCCESS: &str = "rcrt_secret_decrypt_success_total";
+const KEK_UNAVAILABLE: &str = "rcrt_kek_unavailable_total";
 const AUDIT_FAILURES: &str = "rcrt_audit_write_failures_total";
 const REWRAP_REMAINING: &str = "rcrt_kek_rewrap_remaining";
 const REWRAP_FAILED: &str = "rcrt_kek_rewrap_failed";
@@ -50,8 +51,9 @@ const BUCKETS: [f64; 14] = [
 /// How long a scrape waits for the readiness check before reporting `rcrt_kek_configured 0`
 /// (below Prometheus' default 10 s scrape timeout).
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
-/// Re-wrap's `remaining` counts versions per KEK (a table scan): at most this old.
-const REWRAP_MAX_AGE: Duration = Duration::from_secs(5);
+/// The census of versions per KEK (a table scan) behind re-wrap's `remaining`,
+/// `rcrt_kek_configured` and `/ready`: at most this old.
+pub(crate) const CENSUS_MAX_AGE: Duration = Duration::from_secs(5);
 /// How often recorded latencies are folded into their buckets, so memory stays bounded when
 /// nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -68,6 +70,7 @@ pub(crate) struct Exporter {
     kek_configured: Gauge,
     decrypt_failures: Counter,
     decrypt_success: Counter,
+    kek_unavailable: Counter,
     audit_failures: Counter,
     pool_in_use: Gauge,
     pool_idle: Gauge,
@@ -114,6 +117,7 @@ impl Exporter {
             kek_configured: gauge(KEK_CONFIGURED),
             decrypt_failures: counter(DECRYPT_FAILURES),
             decrypt_success: counter(DECRYPT_SUCCESS),
+            kek_unavailable: counter(KEK_UNAVAILABLE),
             audit_failures: counter(AUDIT_FAILURES),
             pool_in_use: pool("in_use"),
             pool_idle: pool("idle"),
@@ -131,13 +135,22 @@ impl Exporter {
     pub(crate) async fn render(&self, state: &AppState) -> Response {
         let service = &state.service;
         let keys = service.keys();
-        // 1 only while the store answers and the provider holds the KEK new DEKs are wrapped
-        // under: what the guide's KEKNotConfigured alert is after (the service "will not work").
+        // 1 only while the store answers, the provider holds the KEK new DEKs are wrapped under,
+        // and every KEK the store uses: what the guide's KEKNotConfigured alert is after (the
+        // service "will not work", here for the secrets under a KEK it does not hold).
         let ready = matches!(
             tokio::time::timeout(READY_TIMEOUT, service.ready()).await,
             Ok(Ok(()))
         );
-        let configured = ready && keys.can_unwrap(keys.current_kek_id());
+        let all_held = matches!(
+            tokio::time::timeout(
+                READY_TIMEOUT,
+                state.rewrap.unheld_keks_cached(CENSUS_MAX_AGE)
+            )
+            .await,
+            Ok(Ok(unheld)) if unheld.is_empty()
+        );
+        let configured = ready && all_held && keys.can_unwrap(keys.current_kek_id());
         self.kek_configured.set(if configured { 1.0 } else { 0.0 });
 
         let counts = service.metrics();
@@ -145,6 +158,8 @@ impl Exporter {
             .absolute(counts.decrypt_failures_total());
         self.decrypt_success
             .absolute(counts.decrypt_success_total());
+        self.kek_unavailable
+            .absolute(counts.kek_unavailable_total());
         self.audit_failures
             .absolute(counts.audit_write_failures_total());
 
@@ -155,7 +170,7 @@ impl Exporter {
 
         // Registered on the first status read, so a store that never answered shows no
         // made-up 0; later failures keep the last value (Prometheus' staleness does the rest).
-        if let Ok(rewrap) = state.rewrap.status_cached(REWRAP_MAX_AGE).await {
+        if let Ok(rewrap) = state.rewrap.status_cached(CENSUS_MAX_AGE).await {
             let key = |name: &'static str| Key::from_static_name(name);
             self.recorder
                 .register_gauge(&key(REWRAP_REMAINING), &METADATA)
@@ -192,7 +207,7 @@ fn describe(recorder: &PrometheusRecorder) {
     recorder.describe_gauge(
         name(KEK_CONFIGURED),
         None,
-        text("1 when the KEK provider holds the current KEK and the readiness check this scrape ran (store and keys) passed, else 0."),
+        text("1 when the KEK provider holds the current KEK and every KEK the store's DEKs are wrapped under (census at most 5 s old), and the store answered this scrape's readiness check, else 0."),
     );
     recorder.describe_counter(
         name(DECRYPT_FAILURES),
@@ -203,6 +218,11 @@ fn describe(recorder: &PrometheusRecorder) {
         name(DECRYPT_SUCCESS),
         None,
         text("Decrypts that released a value (each vault value counts once)."),
+    );
+    recorder.describe_counter(
+        name(KEK_UNAVAILABLE),
+        None,
+        text("Decrypts refused (503 kek_unavailable) because the DEK is wrapped under a KEK this server does not hold; not counted in rcrt_secret_decrypt_failures, as the data is intact."),
     );
     recorder.describe_counter(
         name(AUDIT_FAILURES),

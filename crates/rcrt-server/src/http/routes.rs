@@ -210,6 +210,13 @@ pub(crate) async fn ready(
     State(state): State<Arc<AppState>>,
 ) -> AppResult<Json<serde_json::Value>> {
     state.service.ready().await?;
+    // Every KEK id the store uses must be held, or decrypts of those versions answer 503 (a
+    // store re-wrapped to another KEK underneath a running server): from the census cached
+    // for the metrics, so /ready stays cheap.
+    state
+        .rewrap
+        .check_keks_cached(super::metrics::CENSUS_MAX_AGE)
+        .await?;
     Ok(Json(serde_json::json!({
         "status": "ready",
         "kek_id": state.service.keys().current_kek_id().as_str(),
