@@ -8,6 +8,8 @@ use crate::{KeyError, KeyProvider};
 pub struct LocalKeyring {
     current: Kek,
     old: Vec<Kek>,
+    /// True when an old KEK was the current one again (dropped): worth a warning at start-up.
+    current_also_old: bool,
 }
 
 impl LocalKeyring {
@@ -15,6 +17,7 @@ impl LocalKeyring {
     /// are dropped and wiped). The keys stay where they are: a [`Kek`] keeps its key on the
     /// heap, so the moves here copy pointers, not key bytes.
     pub fn new(current: Kek, mut old: Vec<Kek>) -> Self {
+        let current_also_old = old.iter().any(|k| k.id() == current.id());
         let mut seen = vec![current.id().clone()];
         old.retain(|k| {
             let fresh = !seen.contains(k.id());
@@ -23,7 +26,18 @@ impl LocalKeyring {
             }
             fresh
         });
-        Self { current, old }
+        Self {
+            current,
+            old,
+            current_also_old,
+        }
+    }
+
+    /// True when the current KEK was also given among the old ones (it is kept once). Usually
+    /// a rotation slip: the new KEK copied into `LOCAL_KEK_BASE64_OLD` instead of the previous
+    /// one, which then cannot unwrap the DEKs still under it.
+    pub fn current_also_old(&self) -> bool {
+        self.current_also_old
     }
 
     /// The current KEK.
@@ -103,6 +117,8 @@ mod tests {
 
         let rotated = LocalKeyring::new(kek(2), vec![kek(1), kek(2), kek(1)]);
         assert_eq!(rotated.kek_ids().len(), 2);
+        assert!(rotated.current_also_old());
+        assert!(!LocalKeyring::new(kek(2), vec![kek(1), kek(1)]).current_also_old());
         let back = rotated.unwrap(&wrapped, &ctx).await.unwrap();
         assert_eq!(back.expose_secret(), dek.expose_secret());
         // Wrapping is only under the current KEK.

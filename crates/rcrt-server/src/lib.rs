@@ -59,7 +59,14 @@ pub enum StartupError {
 /// Builds the service and its background re-wrap from the configuration, and runs the start-up
 /// checks. The re-wrap is not started here.
 pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
-    let keys: Arc<dyn KeyProvider> = Arc::new(rcrt_keys::load_local_keyring(&config.kek)?);
+    let keyring = rcrt_keys::load_local_keyring(&config.kek)?;
+    if keyring.current_also_old() {
+        tracing::warn!(
+            kek_id = %keyring.current().id(),
+            "the same KEK is given as current (LOCAL_KEK_BASE64) and as old (LOCAL_KEK_BASE64_OLD); it is used once. During a rotation the old one should be the previous KEK: with the new one there twice, DEKs still under the previous KEK cannot be unwrapped"
+        );
+    }
+    let keys: Arc<dyn KeyProvider> = Arc::new(keyring);
     let store = rcrt_store::open(&config.db_url).await?;
     let clock = Arc::new(SystemClock);
     let service = Service::new(
@@ -154,15 +161,24 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
         tls = if tls.is_some() { "on" } else { "off" },
         "rcrt-server listening"
     );
-    serve::serve(
-        listener,
-        app,
-        tls,
-        &config.http,
-        max_connections,
-        shutdown_signal(),
-    )
-    .await;
+    // When the signal came, so the last line can say how long draining took.
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let on_signal = {
+        let signalled = signalled.clone();
+        async move {
+            let signal = shutdown_signal().await;
+            let _ = signalled.set(std::time::Instant::now());
+            tracing::info!(
+                signal,
+                "shutting down: no new connections; letting requests in flight finish"
+            );
+        }
+    };
+    serve::serve(listener, app, tls, &config.http, max_connections, on_signal).await;
+    let drain_ms = signalled
+        .get()
+        .map_or(0, |at: &std::time::Instant| at.elapsed().as_millis());
+    tracing::info!(drain_ms, "rcrt-server stopped");
     Ok(())
 }
 
@@ -175,16 +191,17 @@ fn auth_label(mode: &AuthMode) -> &'static str {
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM; returns the signal's name.
+async fn shutdown_signal() -> &'static str {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
         if let Ok(mut term) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
-            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-            return;
+            return tokio::select! { _ = ctrl_c => "SIGINT", _ = term.recv() => "SIGTERM" };
         }
     }
     let _ = ctrl_c.await;
+    "SIGINT"
 }
