@@ -8,15 +8,17 @@ use std::path::Path;
 use rcrt_client::Client;
 use zeroize::Zeroizing;
 
+use crate::dotenv;
 use crate::input::{self, read_stdin};
 use crate::{ServerArgs, ValueArgs};
 
 /// How `rcrt vault get` prints values.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub(crate) enum VaultFormat {
-    /// `KEY='value'` lines, safe to `source` in a POSIX shell: every value single-quoted (a
-    /// quote inside as `'\''`), so nothing in it is expanded or run; a key that is not a shell
-    /// variable name, or a value with a NUL byte, is refused (use `--format json`).
+    /// `KEY='value'` lines: dotenv that `rcrt vault create` (and any dotenv reader) reads back
+    /// to the same values, and safe to `source` in a POSIX shell (nothing in a value is expanded
+    /// or run); a key that is not a shell variable name, or a value with a NUL byte, is refused
+    /// (use `--format json`).
     Env,
     /// One JSON object.
     Json,
@@ -51,11 +53,12 @@ pub(crate) fn create(
     name: &str,
     scope_type: &str,
     scope_id: Option<&str>,
-    value: &ValueArgs,
+    value_args: &ValueArgs,
 ) -> Result<(), String> {
-    let value = input::value(value)?;
+    let value = input::value(value_args)?;
     let meta = run(server, async |c| {
-        c.create_secret(name, scope_type, scope_id, &value).await
+        c.create_secret(name, scope_type, scope_id, &value, value_args.allow_empty)
+            .await
     })?;
     print_json(&meta)
 }
@@ -82,8 +85,33 @@ pub(crate) fn list(
     print_json(&all)
 }
 
-pub(crate) fn get(server: &ServerArgs, id: &str, reason: &str) -> Result<(), String> {
+/// Where `rcrt secrets get` puts the value.
+pub(crate) struct GetOutput<'a> {
+    /// A file to write instead of stdout.
+    pub(crate) file: Option<&'a Path>,
+    /// Replace the file if it exists.
+    pub(crate) force: bool,
+}
+
+pub(crate) fn get(
+    server: &ServerArgs,
+    id: &str,
+    reason: &str,
+    output: &GetOutput<'_>,
+) -> Result<(), String> {
+    if let (Some(path), false) = (output.file, output.force) {
+        // Checked before the read too, so a refusal costs no audited read; the create below
+        // (O_EXCL) is what actually guarantees it.
+        if path.symlink_metadata().is_ok() {
+            return Err(exists(path));
+        }
+    }
     let (value, _) = run(server, async |c| c.decrypt(id, reason).await)?;
+    if let Some(path) = output.file {
+        write_private(path, value.as_bytes(), output.force)?;
+        eprintln!("wrote {} (mode 0600)", path.display());
+        return Ok(());
+    }
     // This command's whole job is to print the value.
     let mut out = std::io::stdout().lock();
     out.write_all(value.as_bytes())
@@ -91,15 +119,67 @@ pub(crate) fn get(server: &ServerArgs, id: &str, reason: &str) -> Result<(), Str
         .map_err(|e| e.to_string())
 }
 
+fn exists(path: &Path) -> String {
+    format!(
+        "{} exists; refused to overwrite it (pass --force to replace it)",
+        path.display()
+    )
+}
+
+/// Writes `bytes` (exactly, no newline added) to a file created with mode 0600, so the value is
+/// never readable by others, not even for a moment. Without `force` the file must not exist
+/// (`O_EXCL`: a symlink planted there is not followed). With `force` a new 0600 file beside it
+/// is written and renamed over it, so an existing file's wider mode is not inherited.
+fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let create = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)
+    };
+    let write = |p: &Path| -> std::io::Result<()> {
+        let mut f = create(p)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if !force {
+        return match write(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(path)),
+            Err(e) => {
+                // Do not leave a partly written value behind.
+                let _ = std::fs::remove_file(path);
+                Err(format!("cannot write {}: {e}", path.display()))
+            }
+        };
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{} names no file", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".rcrt-{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    write(&tmp)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write {}: {e}", path.display())
+        })
+}
+
 pub(crate) fn update(
     server: &ServerArgs,
     id: &str,
     if_match: Option<i64>,
-    value: &ValueArgs,
+    value_args: &ValueArgs,
 ) -> Result<(), String> {
-    let value = input::value(value)?;
+    let value = input::value(value_args)?;
     let meta = run(server, async |c| {
-        c.update_secret(id, &value, if_match).await
+        c.update_secret(id, &value, if_match, value_args.allow_empty)
+            .await
     })?;
     print_json(&meta)
 }
@@ -115,33 +195,12 @@ pub(crate) fn delete(server: &ServerArgs, id: &str, yes: bool) -> Result<(), Str
     Ok(())
 }
 
-/// Parses `KEY=value` lines; blank lines and `#` comments are skipped; surrounding double
-/// quotes are removed.
-fn parse_env(text: &str) -> Result<BTreeMap<String, Zeroizing<String>>, String> {
-    let mut out = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {}: expected KEY=value", n + 1))?;
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(value);
-        out.insert(key.trim().to_owned(), Zeroizing::new(value.to_owned()));
-    }
-    Ok(out)
-}
-
 pub(crate) fn vault_create(
     server: &ServerArgs,
     name: &str,
     workspace: &str,
     from_file: Option<&Path>,
+    allow_empty: bool,
 ) -> Result<(), String> {
     let text = match from_file {
         Some(p) => Zeroizing::new(
@@ -149,9 +208,16 @@ pub(crate) fn vault_create(
         ),
         None => read_stdin()?,
     };
-    let secrets = parse_env(&text)?;
+    let secrets = dotenv::parse(&text)?;
+    if !allow_empty {
+        if let Some(key) = secrets.iter().find(|(_, v)| v.is_empty()).map(|(k, _)| k) {
+            return Err(format!(
+                "the value of {key} is empty; refused so that an unset variable is not stored                  by mistake (pass --allow-empty to store empty values)"
+            ));
+        }
+    }
     let vault = run(server, async |c| {
-        c.create_vault(workspace, name, &secrets).await
+        c.create_vault(workspace, name, &secrets, allow_empty).await
     })?;
     print_json(&vault)
 }
@@ -170,102 +236,17 @@ pub(crate) fn vault_get(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let text = Zeroizing::new(match format {
-        VaultFormat::Env => shell_lines(&plain)?,
+    let text = match format {
+        VaultFormat::Env => dotenv::render(plain.iter().map(|(k, v)| (*k, *v)))?,
         VaultFormat::Json => {
-            let mut json = serde_json::to_string_pretty(&plain).map_err(|e| e.to_string())?;
+            let mut json =
+                Zeroizing::new(serde_json::to_string_pretty(&plain).map_err(|e| e.to_string())?);
             json.push('\n');
             json
         }
-    });
+    };
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| e.to_string())
-}
-
-/// True for a POSIX shell variable name: a letter or `_`, then letters, digits or `_`.
-fn is_shell_name(key: &str) -> bool {
-    let mut bytes = key.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// `value` in POSIX single quotes: nothing inside is special to the shell but the quote itself,
-/// written as `'\''` (close, escaped quote, reopen).
-fn single_quote(value: &str, out: &mut String) {
-    out.push('\'');
-    for c in value.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-}
-
-/// `KEY='value'` lines for `--format env` (see [`VaultFormat::Env`]).
-fn shell_lines(values: &BTreeMap<&str, &str>) -> Result<String, String> {
-    let mut s = String::new();
-    for (k, v) in values {
-        if !is_shell_name(k) {
-            return Err(format!(
-                "vault key {k:?} is not a shell variable name (letters, digits and '_', not \
-                 starting with a digit), so --format env cannot print it; use --format json"
-            ));
-        }
-        if v.contains('\0') {
-            return Err(format!(
-                "the value of {k} holds a NUL byte, which a shell variable cannot; use --format json"
-            ));
-        }
-        s.push_str(k);
-        s.push('=');
-        single_quote(v, &mut s);
-        s.push('\n');
-    }
-    Ok(s)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn env_lines() {
-        let m = parse_env("# c\nAPI_KEY=abc\n\nDB_URL=\"postgres://x\"\nEMPTY=\n").unwrap();
-        assert_eq!(m["API_KEY"].as_str(), "abc");
-        assert_eq!(m["DB_URL"].as_str(), "postgres://x");
-        assert_eq!(m["EMPTY"].as_str(), "");
-        assert!(parse_env("novalue").is_err());
-    }
-
-    #[test]
-    fn env_output_is_single_quoted() {
-        let values: BTreeMap<&str, &str> = [
-            ("A", "plain"),
-            ("B", "it's"),
-            ("C", ""),
-            ("_D1", "$(x) `y` \"z\" \\n"),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(
-            shell_lines(&values).unwrap(),
-            "A='plain'\nB='it'\\''s'\nC=''\n_D1='$(x) `y` \"z\" \\n'\n"
-        );
-        for key in ["1A", "A-B", "A.B", "", "Ä"] {
-            let one: BTreeMap<&str, &str> = [(key, "v")].into_iter().collect();
-            assert!(
-                shell_lines(&one).unwrap_err().contains("--format json"),
-                "{key}"
-            );
-        }
-        let nul: BTreeMap<&str, &str> = [("A", "a\0b")].into_iter().collect();
-        assert!(shell_lines(&nul).is_err());
-    }
 }

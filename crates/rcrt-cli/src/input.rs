@@ -113,6 +113,7 @@ fn token_file(path: &std::path::Path) -> Result<Zeroizing<String>, String> {
 }
 
 /// A secret value from `--value-file` or stdin; one trailing newline (from `echo`) is dropped.
+/// An empty value is refused unless `--allow-empty` (`echo "$UNSET"` would store nothing).
 pub(crate) fn value(args: &crate::ValueArgs) -> Result<Zeroizing<String>, String> {
     let mut text = match &args.value_file {
         Some(path) => Zeroizing::new(
@@ -126,6 +127,15 @@ pub(crate) fn value(args: &crate::ValueArgs) -> Result<Zeroizing<String>, String
         if text.ends_with('\r') {
             text.pop();
         }
+    }
+    if text.is_empty() && !args.allow_empty {
+        let from = args
+            .value_file
+            .as_ref()
+            .map_or_else(|| "stdin".to_owned(), |p| p.display().to_string());
+        return Err(format!(
+            "the value read from {from} is empty; refused so that an unset variable is not              stored by mistake (pass --allow-empty to store an empty value)"
+        ));
     }
     Ok(text)
 }

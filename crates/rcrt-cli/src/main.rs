@@ -3,18 +3,22 @@
 //! Key material and tokens are read only from the environment, files, or stdin, never from
 //! arguments, and are printed only by the commands whose job is to print them (`kek generate`,
 //! `kek combine`, `token generate`, `token create`).
-//! Exit codes: 0 success, 1 rejected input or a failed check, 2 usage error.
+//! Exit codes: 0 success, 1 rejected input or a failed check, 2 usage error; `rcrt run` exits
+//! with its command's status.
 
 mod client_cmd;
+mod dotenv;
 mod input;
 mod kek;
 mod maintenance;
+mod run_cmd;
 mod token;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "rcrt", version, about = "RCRT Secrets operator CLI")]
@@ -37,6 +41,46 @@ enum Command {
     /// Service tokens (`rcrt_...`): generate offline; create, list, revoke (through the HTTP API).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run a command with a vault's keys (and named secrets) as environment variables.
+    ///
+    /// Every value is read through the server, audited with --reason; then rcrt becomes the
+    /// command (exec): values reach it only through its environment, never a file or argv;
+    /// signals sent to rcrt's process id reach the command, and its exit status is rcrt's.
+    /// RCRT_TOKEN is not passed on. A name that is not a valid environment variable name, or
+    /// given by two sources, is refused. Exit codes: the command's; 1 if a value cannot be
+    /// read or a name is refused; 127 command not found; 126 cannot be started.
+    #[command(
+        after_help = "Example:\n  rcrt run --vault payments --workspace w1 --reason deploy -- node server.js"
+    )]
+    Run {
+        /// A vault (id or name) whose keys become variables; repeat for several.
+        #[arg(long = "vault", value_name = "VAULT")]
+        vaults: Vec<String>,
+        /// The workspace of the vaults, when names are ambiguous.
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Why the values are read (written to the audit log with every read).
+        #[arg(long)]
+        reason: String,
+        /// Secret ID as variable NAME; repeat for several.
+        #[arg(long = "secret", value_name = "NAME=ID")]
+        secrets: Vec<String>,
+        /// Prepended to every vault key (e.g. APP_); not to --secret names.
+        #[arg(long)]
+        prefix: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Print a shell completion script: `rcrt completions bash > /etc/bash_completion.d/rcrt`,
+    /// `rcrt completions zsh > "${fpath[1]}/_rcrt"`, `rcrt completions fish >
+    /// ~/.config/fish/completions/rcrt.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The server for client commands: `--url`, else RCRT_URL, else http://127.0.0.1:8081.
@@ -52,12 +96,17 @@ pub(crate) struct ServerArgs {
     token_file: Option<PathBuf>,
 }
 
-/// Where a value comes from: a file, else stdin (one trailing newline is dropped).
+/// Where a value comes from: a file, else stdin (one trailing newline is dropped). An empty
+/// value is refused unless `--allow-empty`.
 #[derive(clap::Args, Clone)]
 pub(crate) struct ValueArgs {
     /// Read the value from this file instead of stdin.
     #[arg(long)]
     value_file: Option<PathBuf>,
+    /// Store an empty value (refused otherwise, so that `echo "$UNSET"` stores nothing by
+    /// mistake).
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 /// Where the KEKs for an offline job come from. Without flags: `LOCAL_KEK_BASE64` (or `_FILE`) is
@@ -147,7 +196,12 @@ enum KekCommand {
 
 #[derive(Subcommand)]
 enum VaultCommand {
-    /// Create a vault from KEY=value lines (dotenv style) on stdin or in --from-file.
+    /// Create a vault from a dotenv file on stdin or in --from-file.
+    ///
+    /// Read as dotenv is: `KEY=value`, optional `export `, `#` comments, 'single quotes' taken
+    /// as they are, "double quotes" with \n escapes, $VAR and ${VAR} expanded in unquoted and
+    /// double-quoted values (from earlier lines, else the environment). `vault get --format env`
+    /// output reads back unchanged.
     Create {
         /// The vault's name.
         name: String,
@@ -157,6 +211,9 @@ enum VaultCommand {
         /// Read KEY=value lines from this file instead of stdin.
         #[arg(long)]
         from_file: Option<PathBuf>,
+        /// Store keys whose value is empty (refused otherwise).
+        #[arg(long)]
+        allow_empty: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -267,13 +324,20 @@ enum SecretsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Print a secret's value (the read is audited with the reason).
+    /// Print a secret's value, or write it to a file (the read is audited with the reason).
     Get {
         /// The secret's id.
         id: String,
         /// Why you read it (written to the audit log).
         #[arg(long)]
         reason: String,
+        /// Write the value (exactly, no newline added) to this file, created with mode 0600;
+        /// an existing file is refused unless --force.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// With --output: replace an existing file (by a new 0600 file renamed over it).
+        #[arg(long, requires = "output")]
+        force: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -342,9 +406,21 @@ fn main() -> ExitCode {
             scope_id,
             server,
         }) => client_cmd::list(&server, scope_type.as_deref(), scope_id.as_deref()),
-        Command::Secrets(SecretsCommand::Get { id, reason, server }) => {
-            client_cmd::get(&server, &id, &reason)
-        }
+        Command::Secrets(SecretsCommand::Get {
+            id,
+            reason,
+            output,
+            force,
+            server,
+        }) => client_cmd::get(
+            &server,
+            &id,
+            &reason,
+            &client_cmd::GetOutput {
+                file: output.as_deref(),
+                force,
+            },
+        ),
         Command::Secrets(SecretsCommand::Update {
             id,
             if_match,
@@ -358,8 +434,15 @@ fn main() -> ExitCode {
             name,
             workspace,
             from_file,
+            allow_empty,
             server,
-        }) => client_cmd::vault_create(&server, &name, &workspace, from_file.as_deref()),
+        }) => client_cmd::vault_create(
+            &server,
+            &name,
+            &workspace,
+            from_file.as_deref(),
+            allow_empty,
+        ),
         Command::Vault(VaultCommand::Get {
             vault,
             reason,
@@ -389,6 +472,29 @@ fn main() -> ExitCode {
         ),
         Command::Token(TokenCommand::List { format, server }) => token::list(&server, format),
         Command::Token(TokenCommand::Revoke { id, server }) => token::revoke(&server, &id),
+        Command::Run {
+            vaults,
+            workspace,
+            reason,
+            secrets,
+            prefix,
+            server,
+            command,
+        } => {
+            return run_cmd::main(run_cmd::RunArgs {
+                vaults,
+                workspace,
+                reason,
+                secrets,
+                prefix,
+                server,
+                command,
+            })
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rcrt", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -262,7 +262,10 @@ fn vault_env_output_is_shell_safe() {
                 .build()
                 .unwrap()
                 .post(format!("{url}/secrets/vaults"))
-                .json(&serde_json::json!({"workspace": "w", "name": name, "secrets": secrets}))
+                .json(
+                    &serde_json::json!({"workspace": "w", "name": name, "secrets": secrets,
+                                          "allow_empty": true}),
+                )
                 .send()
                 .await
                 .unwrap()

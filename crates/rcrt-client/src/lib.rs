@@ -330,19 +330,21 @@ impl Client {
             .map_err(ClientError::transport)
     }
 
-    /// `POST /secrets`.
+    /// `POST /secrets`. An empty `value` is stored only with `allow_empty` (the server answers
+    /// 400 `empty_value` otherwise).
     pub async fn create_secret(
         &self,
         name: &str,
         scope_type: &str,
         scope_id: Option<&str>,
         value: &str,
+        allow_empty: bool,
     ) -> Result<SecretMeta, ClientError> {
+        let mut body =
+            json!({"name": name, "value": value, "scope_type": scope_type, "scope_id": scope_id});
+        with_allow_empty(&mut body, allow_empty);
         // The request body holds the value; reqwest owns it from here (no zeroizing possible).
-        Self::json(self.request(reqwest::Method::POST, "/secrets").json(
-            &json!({"name": name, "value": value, "scope_type": scope_type, "scope_id": scope_id}),
-        ))
-        .await
+        Self::json(self.request(reqwest::Method::POST, "/secrets").json(&body)).await
     }
 
     /// `GET /secrets`, one page.
@@ -388,16 +390,20 @@ impl Client {
         Ok((body.value, body.version))
     }
 
-    /// `PUT /secrets/{id}`, optionally only if `if_match` is still the current version.
+    /// `PUT /secrets/{id}`, optionally only if `if_match` is still the current version. An empty
+    /// `value` is stored only with `allow_empty`.
     pub async fn update_secret(
         &self,
         id: &str,
         value: &str,
         if_match: Option<i64>,
+        allow_empty: bool,
     ) -> Result<SecretMeta, ClientError> {
+        let mut body = json!({ "value": value });
+        with_allow_empty(&mut body, allow_empty);
         let mut req = self
             .request(reqwest::Method::PUT, &format!("/secrets/{id}"))
-            .json(&json!({ "value": value }));
+            .json(&body);
         if let Some(v) = if_match {
             req = req.header("if-match", format!("\"{v}\""));
         }
@@ -411,20 +417,23 @@ impl Client {
             .map(|_| ())
     }
 
-    /// `POST /secrets/vaults`.
+    /// `POST /secrets/vaults`. Empty values are stored only with `allow_empty`.
     pub async fn create_vault(
         &self,
         workspace: &str,
         name: &str,
         secrets: &BTreeMap<String, Zeroizing<String>>,
+        allow_empty: bool,
     ) -> Result<Vault, ClientError> {
         let plain: BTreeMap<&str, &str> = secrets
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        let mut body = json!({"workspace": workspace, "name": name, "secrets": plain});
+        with_allow_empty(&mut body, allow_empty);
         Self::json(
             self.request(reqwest::Method::POST, "/secrets/vaults")
-                .json(&json!({"workspace": workspace, "name": name, "secrets": plain})),
+                .json(&body),
         )
         .await
     }
@@ -483,6 +492,14 @@ impl Client {
     }
 }
 
+/// Adds `"allow_empty": true` to a request body when asked. The field is left out otherwise, so
+/// a request that stores a non-empty value is what servers before the field accepted.
+fn with_allow_empty(body: &mut serde_json::Value, allow_empty: bool) {
+    if let (true, Some(map)) = (allow_empty, body.as_object_mut()) {
+        map.insert("allow_empty".into(), true.into());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -509,6 +526,15 @@ mod tests {
         );
         let client = Client::new("http://x", Some(Zeroizing::new(TOKEN.to_owned()))).unwrap();
         assert!(!format!("{client:?}").contains(TOKEN));
+    }
+
+    #[test]
+    fn allow_empty_only_when_asked() {
+        let mut body = json!({"value": ""});
+        with_allow_empty(&mut body, false);
+        assert_eq!(body, json!({"value": ""}));
+        with_allow_empty(&mut body, true);
+        assert_eq!(body, json!({"value": "", "allow_empty": true}));
     }
 
     #[test]
