@@ -15,8 +15,8 @@ use crate::{ServerArgs, ValueArgs};
 /// How `rcrt vault get` prints values.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub(crate) enum VaultFormat {
-    /// `KEY='value'` lines: dotenv that `rcrt vault create` (and any dotenv reader) reads back
-    /// to the same values, and safe to `source` in a POSIX shell (nothing in a value is expanded
+    /// `KEY='value'` lines: dotenv that `rcrt vault create` (`dotenvy`) reads back to the same
+    /// values, and safe to `source` in a POSIX shell (nothing in a value is expanded
     /// or run); a key that is not a shell variable name, or a value with a NUL byte, is refused
     /// (use `--format json`).
     Env,
