@@ -31,7 +31,7 @@ pub enum BootstrapError {
         error: std::io::Error,
     },
     /// The file is readable or writable by every user.
-    #[error("{var} {path} is accessible to every user (mode {mode:04o}); make it private with `chmod 600` (Kubernetes: defaultMode: 0400; Compose: mode: 0400)")]
+    #[error("{var} {path} is accessible to every user (mode {mode:04o}); make it private with `chmod 600` (Kubernetes: a Secret volume with defaultMode 0440 and fsGroup set to the server's group; Compose: a file owned by the server's user, mode 0400)")]
     WorldAccessible {
         /// The variable.
         var: &'static str,

@@ -266,23 +266,40 @@ fn fingerprint(key: &CertifiedKey) -> String {
 }
 
 fn warn_if_key_readable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::MetadataExt;
     if let Ok(m) = std::fs::metadata(path) {
-        let mode = m.permissions().mode();
-        if mode & 0o044 != 0 {
+        let mode = m.mode();
+        if key_exposed(mode, m.gid(), nix::unistd::getegid().as_raw()) {
             tracing::warn!(
                 key_file = %path.display(),
                 mode = format_args!("{:o}", mode & 0o777),
-                "the TLS key file is readable by group or others: chmod 600 it"
+                "the TLS key file is readable by other users (others, or a group the server is not in): chmod 600 it, or chgrp it to the server's group"
             );
         }
     }
+}
+
+/// True when users other than the server's own user and group can read a key file with this
+/// mode and group. Group-readable is fine when the group is the server's own: Kubernetes mounts
+/// Secret files as root:fsGroup 0440, which the operator cannot tighten.
+fn key_exposed(mode: u32, file_gid: u32, server_gid: u32) -> bool {
+    mode & 0o004 != 0 || (mode & 0o040 != 0 && file_gid != server_gid)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn a_key_readable_by_the_servers_own_group_is_not_exposed() {
+        assert!(!key_exposed(0o600, 0, 10001));
+        // Kubernetes: root-owned, group fsGroup (the server's group), 0440.
+        assert!(!key_exposed(0o440, 10001, 10001));
+        assert!(key_exposed(0o440, 20, 10001));
+        assert!(key_exposed(0o604, 10001, 10001));
+        assert!(key_exposed(0o644, 10001, 10001));
+    }
 
     /// A CA and a leaf for `localhost` signed by it: (leaf + CA chain PEM, leaf key PEM).
     fn issue(dir: &Path, name: &str) -> (TlsFiles, String) {

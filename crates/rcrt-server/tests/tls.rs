@@ -327,7 +327,7 @@ async fn https_serves_the_api_tls12_and_13_only() {
         "{log}"
     );
     assert!(log.contains("TLS certificate loaded"), "{log}");
-    assert!(!log.contains("readable by group or others"), "{log}");
+    assert!(!log.contains("readable by other users"), "{log}");
     for line in pki.key_body() {
         assert!(!log.contains(line), "key material in the log:\n{log}");
     }
@@ -345,7 +345,7 @@ async fn certificate_reloads_on_sighup_and_on_change_and_survives_bad_files() {
     let server = ServerProcess::start_until_listening(&cfg);
     let port = server.port();
     assert!(served_by(&first.ca_pem, port).await);
-    assert!(server.output().contains("readable by group or others"));
+    assert!(server.output().contains("readable by other users"));
 
     // 1. SIGHUP: a pair from another CA is served at once.
     let second = Pki::new();
