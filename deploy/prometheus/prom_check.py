@@ -4,11 +4,17 @@ rules.yaml loaded (test.sh starts both). Standard library only.
 
 Usage: prom_check.py PROMETHEUS_URL CHECK DASHBOARD_JSON, CHECK one of:
   dashboard  every query of the Grafana dashboard runs and returns data
-  rules      the 4 rules of rules.yaml evaluate without error and none is pending or firing
+  rules      every rule of rules.yaml evaluates without error and none is pending or firing
   down       RCRTKEKNotConfigured is pending or firing (run after stopping the server)
+  k8s        (a Prometheus on prometheus-kubernetes.yml's relabelling, k8s_sd_standin.py) the
+             active targets are exactly those in the JSON of $RCRT_K8S_EXPECT (scrapeUrl ->
+             labels, "health" included when given), and rcrt_kek_configured is 1 under
+             job="rcrt-secrets" for the pod that is up
 Retries for up to 60 s (Prometheus needs a few scrapes); exits non-zero saying what failed.
 """
 import json
+import os
+import re
 import sys
 import time
 import urllib.parse
@@ -47,17 +53,25 @@ def dashboard_queries(prom, dashboard):
     return None
 
 
+def rules_in_file():
+    """The number of alerts in rules.yaml (beside this script), counted without a YAML parser."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rules.yaml")
+    with open(path, encoding="utf-8") as f:
+        return len(re.findall(r"^\s*- alert: ", f.read(), re.MULTILINE))
+
+
 def rules_quiet(prom, _dashboard):
     groups = get(prom, "/api/v1/rules")["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    if len(rules) != 4:
-        return f"expected 4 rules loaded, got {len(rules)}"
+    want = rules_in_file()
+    if want < 4 or len(rules) != want:
+        return f"expected the {want} rules of rules.yaml loaded, got {len(rules)}"
     for r in rules:
         if r["health"] != "ok" or r.get("lastError"):
             return f"rule {r['name']} does not evaluate: {r.get('lastError')}"
         if r["state"] != "inactive":
             return f"rule {r['name']} is {r['state']} on a healthy server"
-    print("4 rules evaluate, none active")
+    print(f"{len(rules)} rules evaluate, none active")
     return None
 
 
@@ -73,7 +87,30 @@ def kek_alert_raised(prom, _dashboard):
     return None
 
 
-CHECKS = {"dashboard": dashboard_queries, "rules": rules_quiet, "down": kek_alert_raised}
+def k8s_targets(prom, _dashboard):
+    expect = json.loads(os.environ["RCRT_K8S_EXPECT"])
+    active = get(prom, "/api/v1/targets", state="active")["data"]["activeTargets"]
+    got = {t["scrapeUrl"]: t for t in active}
+    if set(got) != set(expect):
+        return f"active targets {sorted(got)}, expected {sorted(expect)}"
+    for url, want in expect.items():
+        t = got[url]
+        for k, v in want.items():
+            have = t["health"] if k == "health" else t["labels"].get(k)
+            if have != v:
+                return f"target {url}: {k} is {have!r}, expected {v!r} ({t})"
+    up = [w["pod"] for w in expect.values() if w.get("health") == "up"]
+    for pod in up:
+        q = f'rcrt_kek_configured{{job="rcrt-secrets", pod="{pod}"}}'
+        r = get(prom, "/api/v1/query", query=q)["data"]["result"]
+        if [x["value"][1] for x in r] != ["1"]:
+            return f"{q}: {r}"
+    print(f"{len(got)} targets discovered as expected, job rcrt-secrets; rcrt_kek_configured 1 on {up}")
+    return None
+
+
+CHECKS = {"dashboard": dashboard_queries, "rules": rules_quiet, "down": kek_alert_raised,
+          "k8s": k8s_targets}
 
 
 def main():

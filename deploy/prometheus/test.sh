@@ -11,6 +11,12 @@
 #      rules.yaml loaded (prom_check.py): every query of the Grafana dashboard
 #      (deploy/grafana) runs and returns data, every rule evaluates without error and none is
 #      active; after the server is stopped, RCRTKEKNotConfigured becomes pending (up == 0).
+#   5. prometheus-kubernetes.yml: its discovery part checked (k8s_sd_standin.py: role pod,
+#      namespace rcrt-system, label selector), then a copy with file discovery of stand-in pods
+#      (the labels Kubernetes pod discovery gives, from deploy/k8s/base's pod template) through
+#      `promtool check config` and a second real Prometheus: only the running, annotated pods'
+#      server port are targets, with job="rcrt-secrets", the annotations' scheme, path and port,
+#      and the one pointing at the real server reports rcrt_kek_configured 1.
 # Stops only the server it started. Needs promtool (Debian package `prometheus`; installed here
 # when run as root), curl, openssl and python3.
 set -euo pipefail
@@ -41,6 +47,11 @@ echo "== promtool check rules"
 promtool check rules rules.yaml
 echo "== promtool check config"
 promtool check config prometheus.yml
+# Kubernetes: Debian's promtool and Prometheus are built without kubernetes_sd_configs, so
+# k8s_sd_standin.py checks that part (role pod, namespace rcrt-system, the label selector) and
+# writes a copy discovering stand-in pods through a file instead; promtool checks that copy
+# (everything else, relabelling included, as shipped), and a real Prometheus runs it below.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml || fail "pip install pyyaml"
 echo "== promtool test rules"
 promtool test rules rules.test.yaml
 
@@ -50,6 +61,7 @@ server_bin="${RCRT_SERVER_BIN:-$root/target/debug/rcrt-server}"
 work="$(mktemp -d)"
 server_pid=""
 prom_pid=""
+k8s_prom_pid=""
 stop() {
     kill "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
@@ -57,6 +69,7 @@ stop() {
 cleanup() {
     [[ -z "$server_pid" ]] || stop "$server_pid"
     [[ -z "$prom_pid" ]] || stop "$prom_pid"
+    [[ -z "$k8s_prom_pid" ]] || stop "$k8s_prom_pid"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -106,7 +119,7 @@ status="$(curl -sS -o /dev/null -w '%{http_code}' "$base/secrets/$missing")"
 
 echo "== promtool check metrics"
 curl -fsS "$base/metrics" >"$work/metrics.txt"
-for name in rcrt_secret_decrypt_failures rcrt_secret_decrypt_success_total rcrt_kek_configured \
+for name in rcrt_secret_decrypt_failures rcrt_secret_decrypt_success_total rcrt_kek_unavailable_total rcrt_kek_configured \
     rcrt_kek_rewrap_remaining rcrt_kek_rewrapped_total rcrt_http_requests_total \
     rcrt_http_request_duration_seconds_bucket rcrt_audit_write_failures_total \
     rcrt_store_pool_connections rcrt_store_pool_max_connections rcrt_build_info; do
@@ -158,9 +171,24 @@ prom_check() {
 echo "== dashboard queries and rules on a real Prometheus"
 prom_check dashboard || { cat "$work/prometheus.log" >&2; fail "dashboard queries"; }
 prom_check rules || fail "rules on a healthy server"
+echo "== prometheus-kubernetes.yml: Kubernetes pod discovery's labels, relabelled as shipped"
+closed_port="$(free_port)"
+k8s_expect="$(python3 "$here/k8s_sd_standin.py" "$here/prometheus-kubernetes.yml" \
+    "$root/deploy/k8s/base/deployment.yaml" "$here/rules.yaml" "$work/k8s-sd" "$port" "$closed_port")" ||
+    fail "prometheus-kubernetes.yml: discovery part"
+promtool check config "$work/k8s-sd/prometheus.yml" || fail "promtool check config: prometheus-kubernetes.yml (file discovery in place of Kubernetes)"
+k8s_prom_port="$(free_port)"
+prometheus --config.file="$work/k8s-sd/prometheus.yml" --storage.tsdb.path="$work/k8s-sd/data" \
+    --web.listen-address="127.0.0.1:$k8s_prom_port" >"$work/prometheus-k8s.log" 2>&1 &
+k8s_prom_pid=$!
+RCRT_K8S_EXPECT="$k8s_expect" python3 "$here/prom_check.py" "http://127.0.0.1:$k8s_prom_port" k8s \
+    "$root/deploy/grafana/rcrt-dashboard.json" || { cat "$work/prometheus-k8s.log" >&2; fail "prometheus-kubernetes.yml targets"; }
+stop "$k8s_prom_pid"
+k8s_prom_pid=""
+
 echo "== stopping the server: RCRTKEKNotConfigured must go pending"
 stop "$server_pid"
 server_pid=""
 prom_check down || fail "RCRTKEKNotConfigured with the target down"
 
-echo "PASS: rules checked and unit-tested; /metrics of a real server parses and its only lint finding is the guide's rcrt_secret_decrypt_failures; on a real Prometheus the dashboard's queries return data, the rules stay quiet while the server runs and RCRTKEKNotConfigured goes pending when it stops"
+echo "PASS: rules checked and unit-tested; /metrics of a real server parses and its only lint finding is the guide's rcrt_secret_decrypt_failures; on a real Prometheus the dashboard's queries return data, the rules stay quiet while the server runs and RCRTKEKNotConfigured goes pending when it stops; prometheus-kubernetes.yml's relabelling gives the expected job=\"rcrt-secrets\" targets"
