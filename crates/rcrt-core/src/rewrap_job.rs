@@ -294,7 +294,22 @@ impl RewrapJob {
 
     /// One pass if there is work and this replica gets the lease.
     async fn pass(&self) -> Result<(), CoreError> {
-        if self.maintenance.remaining().await? == 0 {
+        let usage = self.census(None).await?;
+        let remaining = self.maintenance.remaining_in(&usage);
+        let keys = self.maintenance.keys();
+        let unheld: u64 = usage
+            .iter()
+            .filter(|u| !keys.can_unwrap(&KekId::from_stored(u.kek_id.clone())))
+            .map(|u| u.versions.max(0) as u64)
+            .sum();
+        if remaining > 0 && remaining == unheld {
+            // Only versions under KEKs this replica does not hold are left (the store was
+            // re-wrapped underneath it): a pass could only fail on each of them, every poll,
+            // with a warning per row. `/ready` and the decrypts name those KEKs instead.
+            self.set(RewrapState::Failed, unheld);
+            return Ok(());
+        }
+        if remaining == 0 {
             // Whoever did the work (this replica or another), it is done now.
             // A failed pass is done as well, now that nothing remains.
             let was_busy = self

@@ -7,6 +7,7 @@
 //! * `/ready` answers 503 `kek_unavailable` naming K2's id;
 //! * `/metrics`: `rcrt_kek_unavailable_total` counts them, `rcrt_secret_decrypt_failures`
 //!   does not, `rcrt_kek_configured` is 0;
+//! * the background re-wrap reports `failed` without retrying those rows every poll;
 //! * restarted with K2, everything reads again and `/ready` is 200.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -176,6 +177,33 @@ async fn kek_rewrapped_underneath(backend: Backend) {
     assert!(
         message.contains(&format!("{k2_id} (2 versions)")),
         "{message}"
+    );
+
+    // The background re-wrap (K1 current) cannot touch K2's rows: its status says failed, with
+    // those versions, and it does not retry them row by row every poll.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let (code, status) = send(
+            reqwest::Method::GET,
+            format!("{base}/admin/kek/status"),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{status}");
+        if status["rewrap"]["state"] == "failed" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "re-wrap never failed: {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(status["rewrap"]["failed"], 2, "{status}");
+    assert_eq!(status["versions_per_kek"][&k2_id], 2, "{status}");
+    assert!(
+        !server
+            .output()
+            .contains("version could not be unwrapped with the configured KEKs"),
+        "{}",
+        server.output()
     );
 
     // Metrics: counted apart from decrypt failures; the KEK gauge is 0.
