@@ -392,8 +392,11 @@ pass "secret created through replica 1 ($id) decrypts through replica 2 with the
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -d '{"reason":"x"}' \
   -H 'Content-Type: application/json' "http://127.0.0.1:$p2/secrets/$id/decrypt")
 [ "$code" = 401 ] || fail "decrypt without a token answered $code, not 401"
-curl -sS --max-time 5 "http://127.0.0.1:$p1/metrics" | grep -q '^rcrt_kek_configured' ||
-  fail "/metrics (the scrape annotations' path and port) has no rcrt_kek_configured"
+# Into a variable first: with pipefail, `curl | grep -q` fails when grep exits at its first
+# match while curl is still writing (SIGPIPE).
+metrics=$(curl -sS --max-time 5 "http://127.0.0.1:$p1/metrics") || fail "GET /metrics on replica 1"
+grep -q '^rcrt_kek_configured 1$' <<<"$metrics" ||
+  fail "/metrics (the scrape annotations' path and port) has no rcrt_kek_configured 1"
 pass "no token: 401; /metrics scrapable"
 
 # The secretKeyRef variant: same Secrets, so the same KEK reaches the server through the
