@@ -96,6 +96,11 @@ pub struct RewrapJob {
     /// The last census of versions per KEK, and when it was taken: one table scan serves the
     /// status, the metrics and `/ready` for a few seconds.
     census: Mutex<Option<(Instant, Vec<KekUsage>)>>,
+    /// Held while a cached census is refreshed: unauthenticated `/metrics` and `/ready` calls
+    /// arriving together after the cache expires wait for one scan instead of each running one.
+    census_refresh: tokio::sync::Mutex<()>,
+    /// Table scans the census has run.
+    census_scans: AtomicU64,
 }
 
 struct Pacer<'a> {
@@ -140,6 +145,8 @@ impl RewrapJob {
             rewrapped_total: AtomicU64::new(0),
             wake: Notify::new(),
             census: Mutex::new(None),
+            census_refresh: tokio::sync::Mutex::new(()),
+            census_scans: AtomicU64::new(0),
         })
     }
 
@@ -216,24 +223,43 @@ impl RewrapJob {
     }
 
     /// Versions per KEK: the cached census if it is younger than `max_age`, else a fresh one
-    /// (which is cached).
+    /// (which is cached). Only one cached refresh runs at a time.
     async fn census(&self, max_age: Option<Duration>) -> Result<Vec<KekUsage>, CoreError> {
-        if let Some(max_age) = max_age {
-            let cached = self
-                .census
-                .lock()
-                .ok()
-                .and_then(|c| c.clone())
-                .filter(|(at, _)| at.elapsed() < max_age);
-            if let Some((_, usage)) = cached {
-                return Ok(usage);
-            }
+        let Some(max_age) = max_age else {
+            return self.fresh_census().await;
+        };
+        if let Some(usage) = self.cached_census(max_age) {
+            return Ok(usage);
         }
+        let _refresh = self.census_refresh.lock().await;
+        // Whoever held the lock before us may have just taken it.
+        if let Some(usage) = self.cached_census(max_age) {
+            return Ok(usage);
+        }
+        self.fresh_census().await
+    }
+
+    fn cached_census(&self, max_age: Duration) -> Option<Vec<KekUsage>> {
+        self.census
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, usage)| usage)
+    }
+
+    async fn fresh_census(&self) -> Result<Vec<KekUsage>, CoreError> {
+        self.census_scans.fetch_add(1, Ordering::Relaxed);
         let usage = self.maintenance.store().kek_usage().await?;
         if let Ok(mut cache) = self.census.lock() {
             *cache = Some((Instant::now(), usage.clone()));
         }
         Ok(usage)
+    }
+
+    /// How many scans of the versions table the census has run since start.
+    pub fn census_scans(&self) -> u64 {
+        self.census_scans.load(Ordering::Relaxed)
     }
 
     fn snapshot(&self, remaining: u64) -> RewrapStatus {

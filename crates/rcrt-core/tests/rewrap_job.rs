@@ -135,3 +135,34 @@ async fn a_store_blip_does_not_leave_the_status_at_failed() {
     assert_eq!((done.remaining, done.failed), (0, 0), "{done:?}");
     handle.abort();
 }
+
+/// Unauthenticated `/metrics` and `/ready` read the cached census: many callers arriving
+/// together after it expires share one table scan instead of each running their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cached_status_reads_share_one_scan() {
+    let dir = rcrt_testkit::TempDir::new();
+    let path = dir.path().join("s.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).await.unwrap());
+    let job = RewrapJob::new(
+        Arc::new(Maintenance::new(
+            store,
+            Arc::new(LocalKeyring::new(kek(1), vec![])),
+            Arc::new(SystemClock),
+        )),
+        RewrapSettings {
+            auto_start: false,
+            ..RewrapSettings::default()
+        },
+    );
+    let reads = (0..64).map(|_| {
+        let job = job.clone();
+        tokio::spawn(async move { job.status_cached(Duration::from_secs(60)).await })
+    });
+    for read in reads.collect::<Vec<_>>() {
+        read.await.unwrap().unwrap();
+    }
+    assert_eq!(job.census_scans(), 1);
+    // An uncached status (the operator's GET /admin/kek/status) always scans.
+    job.status().await.unwrap();
+    assert_eq!(job.census_scans(), 2);
+}
