@@ -9,7 +9,8 @@
 //! `rcrt_secret_decrypt_failures` scraped under exactly that name. This exporter writes names as
 //! given (with its "recommended naming" left off).
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -17,7 +18,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics::{Counter, Gauge, Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 use super::AppState;
@@ -75,6 +78,19 @@ pub(crate) struct Exporter {
     pool_in_use: Gauge,
     pool_idle: Gauge,
     pool_max: Gauge,
+    /// The request counter and latency histogram per route template, method and status,
+    /// registered on first use: later requests find their handles without allocating.
+    requests: RwLock<HashMap<String, SeriesByMethodStatus>>,
+}
+
+/// One route template's request series, by method label and status code.
+type SeriesByMethodStatus = HashMap<(&'static str, u16), RequestHandles>;
+
+/// A request series' counter and histogram.
+#[derive(Clone)]
+struct RequestHandles {
+    count: Counter,
+    duration: Histogram,
 }
 
 impl Exporter {
@@ -122,6 +138,7 @@ impl Exporter {
             pool_in_use: pool("in_use"),
             pool_idle: pool("idle"),
             pool_max: gauge(POOL_MAX),
+            requests: RwLock::default(),
             recorder,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -170,7 +187,9 @@ impl Exporter {
 
         // Registered on the first status read, so a store that never answered shows no
         // made-up 0; later failures keep the last value (Prometheus' staleness does the rest).
-        if let Ok(rewrap) = state.rewrap.status_cached(CENSUS_MAX_AGE).await {
+        if let Ok(Ok(rewrap)) =
+            tokio::time::timeout(READY_TIMEOUT, state.rewrap.status_cached(CENSUS_MAX_AGE)).await
+        {
             let key = |name: &'static str| Key::from_static_name(name);
             self.recorder
                 .register_gauge(&key(REWRAP_REMAINING), &METADATA)
@@ -290,6 +309,37 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+impl Exporter {
+    /// The handles of one request series, registered the first time it is seen.
+    fn request_handles(&self, route: &str, method: &'static str, status: u16) -> RequestHandles {
+        if let Ok(series) = self.requests.read() {
+            if let Some(h) = series.get(route).and_then(|m| m.get(&(method, status))) {
+                return h.clone();
+            }
+        }
+        let labels = vec![
+            Label::new("route", route.to_owned()),
+            Label::from_static_parts("method", method),
+            Label::new("status", status.to_string()),
+        ];
+        let handles = RequestHandles {
+            duration: self
+                .recorder
+                .register_histogram(&Key::from_parts(DURATION, labels.clone()), &METADATA),
+            count: self
+                .recorder
+                .register_counter(&Key::from_parts(REQUESTS, labels), &METADATA),
+        };
+        if let Ok(mut series) = self.requests.write() {
+            series
+                .entry(route.to_owned())
+                .or_default()
+                .insert((method, status), handles.clone());
+        }
+        handles
+    }
+}
+
 /// Middleware: counts and times every request by its route template (`/secrets/{id}`, never
 /// the id), method and status.
 pub(crate) async fn track(
@@ -297,26 +347,17 @@ pub(crate) async fn track(
     req: Request,
     next: Next,
 ) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str)
-        .to_owned();
+    // A clone of the matched path shares its text (no copy).
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
-    let labels = vec![
-        Label::new("route", route),
-        Label::from_static_parts("method", method),
-        Label::new("status", response.status().as_u16().to_string()),
-    ];
-    exporter
-        .recorder
-        .register_histogram(&Key::from_parts(DURATION, labels.clone()), &METADATA)
-        .record(started.elapsed().as_secs_f64());
-    exporter
-        .recorder
-        .register_counter(&Key::from_parts(REQUESTS, labels), &METADATA)
-        .increment(1);
+    let handles = exporter.request_handles(
+        route.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
+        method,
+        response.status().as_u16(),
+    );
+    handles.duration.record(started.elapsed().as_secs_f64());
+    handles.count.increment(1);
     response
 }
