@@ -11,21 +11,14 @@
 #[allow(dead_code)]
 mod common;
 
+use common::gen_kek;
+
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::server_config;
 use rcrt_testkit::{ServerProcess, TempDir};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn gen_kek() -> String {
-    let mut b = Vec::new();
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    STANDARD.encode(b)
-}
 
 fn uniq() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()

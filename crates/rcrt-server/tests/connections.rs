@@ -13,22 +13,15 @@
 #[allow(dead_code)]
 mod common;
 
+use common::gen_kek;
+
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::server_config;
 use rcrt_testkit::{ServerProcess, TempDir};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn gen_kek() -> String {
-    let mut b = Vec::new();
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    STANDARD.encode(b)
-}
 
 /// Raises this process's open-file limit (the server raises its own) and checks it allows
 /// `needed` descriptors: the test must not quietly open fewer connections than it claims.

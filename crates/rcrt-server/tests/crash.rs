@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::{server_config, Backend};
 use rcrt_testkit::{ServerProcess, TempDir};
 use serde_json::{json, Value};
@@ -155,13 +153,7 @@ fn audited_ids(
 async fn kill_under_load(backend: Backend) {
     let dir = TempDir::new();
     let pg = backend.database().await;
-    let kek = STANDARD.encode(
-        [
-            uuid::Uuid::new_v4().into_bytes(),
-            uuid::Uuid::new_v4().into_bytes(),
-        ]
-        .concat(),
-    );
+    let kek = common::gen_kek();
     let cfg = server_config(pg.as_ref(), &dir, &[("LOCAL_KEK_BASE64", &kek)]);
     let mut server = ServerProcess::start(&cfg);
     let ledger: Ledger = Arc::default();

@@ -24,6 +24,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 mod common;
+
+use common::gen_kek;
 use common::{server_config, Backend};
 
 const JSON: &str = "application/json";
@@ -44,10 +46,6 @@ fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 /// A fresh KEK: 32 random bytes, standard base64 (44 characters ending with '=').
-fn gen_kek() -> String {
-    STANDARD.encode(random_bytes(32))
-}
-
 /// A distinctive 32-character token (URL-safe base64 of 24 random bytes).
 fn token() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes(24))

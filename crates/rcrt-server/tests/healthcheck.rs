@@ -6,22 +6,15 @@
 #[allow(dead_code)]
 mod common;
 
+use common::gen_kek;
+
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::server_config;
 use rcrt_testkit::{free_port, ServerProcess, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rcrt-server");
-
-fn gen_kek() -> String {
-    let mut b = Vec::new();
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    STANDARD.encode(b)
-}
 
 /// Runs `rcrt-server healthcheck` in `dir` with only `env` (no KEK, no database).
 fn healthcheck(dir: &TempDir, env: &[(&str, &str)]) -> Output {

@@ -16,11 +16,13 @@
 #[allow(dead_code)]
 mod common;
 
+use common::gen_kek;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::server_config;
 use rand::rngs::StdRng;
@@ -32,13 +34,6 @@ use tokio::net::TcpStream;
 
 /// The barrage's seed: a failure names the request, and the same seed makes it again.
 const SEED: u64 = 0x5eed_0009_cafe_f00d;
-
-fn gen_kek() -> String {
-    let mut b = Vec::new();
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    STANDARD.encode(b)
-}
 
 fn port_of(server: &ServerProcess) -> u16 {
     server

@@ -10,22 +10,15 @@
 
 mod common;
 
+use common::gen_kek;
+
 use std::path::Path;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::{server_config, Backend};
 use rcrt_crypto::ServiceToken;
 use rcrt_testkit::{ServerProcess, TempDir, TempPgDb};
 use serde_json::{json, Value};
-
-fn gen_kek() -> String {
-    let mut b = Vec::new();
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    STANDARD.encode(b)
-}
 
 /// A bootstrap admin token in `dir`, mode 0600: its path and text.
 fn admin_token(dir: &Path) -> (String, String) {

@@ -6,21 +6,14 @@
 #[allow(dead_code)]
 mod common;
 
+use common::gen_kek;
+
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::server_config;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rcrt_testkit::{ServerProcess, TempDir};
-
-fn gen_kek() -> String {
-    let mut b = Vec::new();
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    STANDARD.encode(b)
-}
 
 const SAME_KEK: &str = "the same KEK is given as current (LOCAL_KEK_BASE64) and as old";
 

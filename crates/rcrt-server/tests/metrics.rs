@@ -14,24 +14,17 @@
 #[allow(dead_code)]
 mod common;
 
+use common::gen_kek;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::{server_config, Backend};
 use rcrt_testkit::{ServerProcess, TempDir, TempPgDb};
 use serde_json::{json, Value};
 
 const RULES: &str = include_str!("../../../deploy/prometheus/rules.yaml");
 const DASHBOARD: &str = include_str!("../../../deploy/grafana/rcrt-dashboard.json");
-
-fn gen_kek() -> String {
-    let mut b = Vec::new();
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    STANDARD.encode(b)
-}
 
 fn start(pg: Option<&TempPgDb>, dir: &TempDir) -> ServerProcess {
     let kek = gen_kek();

@@ -13,6 +13,8 @@
 #[allow(dead_code)]
 mod common;
 
+use common::gen_kek;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,13 +24,6 @@ use base64::Engine;
 use common::server_config;
 use rcrt_testkit::{ServerProcess, TempDir, TempPgDb};
 use serde_json::{json, Value};
-
-fn gen_kek() -> String {
-    let mut b = Vec::new();
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    STANDARD.encode(b)
-}
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()

@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use rcrt_testkit::{ServerConfig, ServerProcess, TempDir, TempPgDb};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -27,6 +25,8 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 mod common;
+
+use common::gen_kek;
 use common::{server_config, Backend};
 
 /// Requests in flight when seeding or verifying many secrets.
@@ -35,14 +35,6 @@ const IN_FLIGHT: usize = 12;
 // ---------------------------------------------------------------------------------------------
 // Random material
 // ---------------------------------------------------------------------------------------------
-
-/// A fresh KEK: 32 random bytes (two v4 UUIDs), standard base64.
-fn gen_kek() -> String {
-    let mut bytes = Vec::with_capacity(32);
-    bytes.extend_from_slice(Uuid::new_v4().as_bytes());
-    bytes.extend_from_slice(Uuid::new_v4().as_bytes());
-    STANDARD.encode(bytes)
-}
 
 /// A distinctive secret value.
 fn token() -> String {

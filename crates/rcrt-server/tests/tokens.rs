@@ -12,23 +12,16 @@
 
 mod common;
 
+use common::gen_kek;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::{server_config, Backend};
 use rcrt_crypto::ServiceToken;
 use rcrt_testkit::{ServerProcess, TempDir, TempPgDb};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn gen_kek() -> String {
-    let mut b = Vec::new();
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    STANDARD.encode(b)
-}
 
 /// Writes a fresh token to `dir/name` with `mode`; returns the path and the token text.
 fn token_file(dir: &Path, name: &str, mode: u32) -> (PathBuf, String) {

@@ -1,11 +1,20 @@
-//! What the e2e and rotation suites share: the backend a test runs on, and how a server of this
-//! crate's binary is configured in a test's directory and database.
+//! What the server's test suites share: the backend a test runs on, a fresh KEK, and how a
+//! server of this crate's binary is configured in a test's directory and database.
 
 use std::path::PathBuf;
 
 use rcrt_testkit::{ServerConfig, TempDir, TempPgDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rcrt-server");
+
+/// A fresh random KEK as the server reads it (base64 of 32 bytes).
+pub fn gen_kek() -> String {
+    use base64::Engine;
+    let mut b = Vec::with_capacity(32);
+    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    b.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
