@@ -5,7 +5,9 @@
 //!    flag for the whole body) and `PUT /secrets/vaults/{v}/keys/{KEY}`.
 //! 2. Vault errors speak of vaults: `vault not found`, a taken vault name, and a vault read
 //!    without a reason names the header and query parameter a GET can carry.
-//! 3. `If-Match` per RFC 9110: `*` matches any current version; a weak tag never matches (412).
+//! 3. `If-Match` per RFC 9110: `*` matches any current version; a weak tag never matches (412);
+//!    strong tags compare byte for byte, several header lines form one list, empty list elements
+//!    are ignored, and only a malformed field is a 400.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[allow(dead_code)]
@@ -420,7 +422,7 @@ async fn if_match_star_and_weak_tags_per_rfc_9110() {
         .error(412, "version_mismatch");
     assert_eq!(decrypt(&base, &id).await, ("v5".to_owned(), 5));
     // Malformed tags are a 400, in a list too.
-    for bad in ["\"5\", x", "W/5", "W/\"0\"", "**", ""] {
+    for bad in ["\"5\", x", "W/5", "**"] {
         let r = put("lost", bad).await;
         assert_eq!(r.status, 400, "If-Match {bad:?}: {}", r.body);
     }
@@ -436,4 +438,125 @@ async fn if_match_star_and_weak_tags_per_rfc_9110() {
         .await;
         r.error(404, "not_found");
     }
+}
+
+/// A secret at version 5, for one If-Match case.
+async fn secret_at_version_5(base: &str) -> String {
+    let r = send(
+        base,
+        Method::POST,
+        "/secrets",
+        Some(json!({"name": uniq(), "value": "v1", "scope_type": "global"})),
+        &[],
+    )
+    .await;
+    let id = r.ok(201)["id"].as_str().unwrap().to_owned();
+    for n in 2..=5 {
+        let r = send(
+            base,
+            Method::PUT,
+            &format!("/secrets/{id}"),
+            Some(json!({ "value": format!("v{n}") })),
+            &[],
+        )
+        .await;
+        assert_eq!(r.ok(200)["version"], n);
+    }
+    id
+}
+
+/// RFC 9110 section 13.1.1 and 8.8.3.2: a strong tag matches only if its opaque text is exactly
+/// our ETag's (`"5"`, not `"05"`); a well-formed tag that matches nothing is a failed
+/// precondition (412), not bad input; several `If-Match` lines form one list (section 5.3); empty
+/// list elements are ignored (section 5.6.1.2); a quoted tag may contain a comma.
+#[tokio::test]
+async fn if_match_compares_entity_tags_byte_for_byte() {
+    let dir = TempDir::new();
+    let server = start(&dir);
+    let base = server.base_url();
+    // (If-Match lines, expected status, version current afterwards); each case on a fresh
+    // secret at version 5.
+    let cases: &[(&[&str], u16, i64)] = &[
+        // Same number, other bytes: no match.
+        (&["\"05\""], 412, 5),
+        (&["\"+5\""], 412, 5),
+        (&["\"5 \""], 400, 5),
+        (&["\"05\", \"+5\", \"5.0\""], 412, 5),
+        // Well-formed tags that are not ours: 412.
+        (&["\"abc\""], 412, 5),
+        (&["\"\""], 412, 5),
+        (&["W/\"0\""], 412, 5),
+        (&["\"99999999999999999999\""], 412, 5),
+        (&["\"-5\""], 412, 5),
+        (&["\"abc\", \"5\""], 200, 6),
+        // Several lines are one list.
+        (&["\"1\"", "\"5\""], 200, 6),
+        (&["\"5\"", "\"1\""], 200, 6),
+        (&["\"1\"", "\"2\""], 412, 5),
+        (&["W/\"5\"", "\"5\""], 200, 6),
+        // Empty list elements are ignored.
+        (&["\"5\","], 200, 6),
+        (&[", \"5\""], 200, 6),
+        (&["\"1\",, ,\"5\" ,"], 200, 6),
+        // A list of nothing names no current version.
+        (&[", ,"], 412, 5),
+        (&[""], 412, 5),
+        // A comma inside a quoted tag does not split it.
+        (&["\"a,b\", \"5\""], 200, 6),
+        (&["\"a,5\""], 412, 5),
+        (&["\"5,\""], 412, 5),
+        // Still malformed: 400.
+        (&["\"5\", x"], 400, 5),
+        (&["W/5"], 400, 5),
+        (&["w/\"5\""], 400, 5),
+        (&["\"5\" \"5\""], 400, 5),
+        (&["\"5"], 400, 5),
+        (&["**"], 400, 5),
+        (&["*, \"5\""], 400, 5),
+        (&["*", "\"5\""], 400, 5),
+    ];
+    let mut wrong = Vec::new();
+    for (lines, status, version) in cases {
+        let id = secret_at_version_5(&base).await;
+        let headers: Vec<(&str, &str)> = lines.iter().map(|l| ("If-Match", *l)).collect();
+        let r = send(
+            &base,
+            Method::PUT,
+            &format!("/secrets/{id}"),
+            Some(json!({"value": "new"})),
+            &headers,
+        )
+        .await;
+        let expected_code = match status {
+            412 => Some("version_mismatch"),
+            400 => Some("invalid_request"),
+            _ => None,
+        };
+        let now = decrypt(&base, &id).await.1;
+        if r.status != *status
+            || now != *version
+            || expected_code.is_some_and(|c| r.body["error"]["code"] != c)
+        {
+            wrong.push(format!(
+                "If-Match {lines:?}: got {} {} (version now {now}), want {status} (version {version})",
+                r.status, r.body
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The 412 for a tag not ours names the tag to send, not the stand-in version 0.
+    let id = secret_at_version_5(&base).await;
+    let message = send(
+        &base,
+        Method::PUT,
+        &format!("/secrets/{id}"),
+        Some(json!({"value": "new"})),
+        &[("If-Match", "\"abc\"")],
+    )
+    .await
+    .error(412, "version_mismatch");
+    assert!(
+        message.contains("\"5\"") && !message.contains('0'),
+        "{message}"
+    );
 }

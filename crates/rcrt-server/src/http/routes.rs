@@ -381,45 +381,101 @@ enum IfMatch {
     /// No header, or `*`: any current version will do (the secret must exist, as for every
     /// update).
     Any,
-    /// One of these strong version tags must be current.
+    /// One of these versions must be current: those named by a strong tag whose opaque text is
+    /// exactly our ETag's (`"5"`, not `"05"`). Empty when no tag can match (a tag not ours, or
+    /// a list of nothing): the update then fails its precondition (412).
     Versions(Vec<i64>),
     /// Only weak tags: If-Match compares strongly, so a weak tag matches no version and the
-    /// update fails its precondition (412).
+    /// update fails its precondition (412), with a message saying why.
     OnlyWeak,
 }
 
-/// Parses `If-Match`: `*`, or a list of entity tags (`"3"`, `W/"3"`, `"2", "3"`). Our tags
-/// are strong: `"<version>"`.
-fn if_match(headers: &HeaderMap) -> AppResult<IfMatch> {
-    let Some(v) = headers.get(IF_MATCH) else {
-        return Ok(IfMatch::Any);
-    };
-    let bad = || ApiError::invalid("If-Match must be *, or version tags such as \"3\"");
-    let text = v.to_str().map_err(|_| bad())?.trim();
-    if text == "*" {
-        return Ok(IfMatch::Any);
-    }
-    let mut strong = Vec::new();
-    for tag in text.split(',').map(str::trim) {
-        let (weak, quoted) = match tag.strip_prefix("W/") {
-            Some(rest) => (true, rest),
-            None => (false, tag),
+/// One entity tag of an `If-Match` list (RFC 9110 section 8.8.3).
+struct EntityTag<'a> {
+    weak: bool,
+    /// The bytes between the quotes.
+    opaque: &'a [u8],
+}
+
+/// `etagc`: visible ASCII but `"`, or obs-text.
+fn is_etagc(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// `s` without its leading optional whitespace (spaces and tabs).
+fn skip_ows(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    s.get(n..).unwrap_or_default()
+}
+
+/// Splits `#entity-tag` into its tags, skipping empty elements (RFC 9110 section 5.6.1.2);
+/// `None` if malformed. Quotes are tracked, since an opaque tag may hold a comma.
+fn entity_tags(field: &[u8]) -> Option<Vec<EntityTag<'_>>> {
+    let mut tags = Vec::new();
+    let mut rest = skip_ows(field);
+    while let Some((&first, after)) = rest.split_first() {
+        if first == b',' {
+            rest = skip_ows(after);
+            continue;
+        }
+        let (weak, quoted) = match rest.strip_prefix(b"W/") {
+            Some(r) => (true, r),
+            None => (false, rest),
         };
-        let n = quoted
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .and_then(|t| t.parse::<i64>().ok())
-            .filter(|n| *n >= 1)
-            .ok_or_else(bad)?;
-        if !weak {
-            strong.push(n);
+        let inner = quoted.strip_prefix(b"\"")?;
+        let close = inner.iter().position(|&b| b == b'"')?;
+        let (opaque, tail) = inner.split_at(close);
+        if !opaque.iter().copied().all(is_etagc) {
+            return None;
+        }
+        tags.push(EntityTag { weak, opaque });
+        // After a tag: the end, or a comma.
+        rest = skip_ows(tail.get(1..).unwrap_or_default());
+        if !rest.is_empty() && !rest.starts_with(b",") {
+            return None;
         }
     }
-    Ok(if strong.is_empty() {
-        IfMatch::OnlyWeak
-    } else {
-        IfMatch::Versions(strong)
-    })
+    Some(tags)
+}
+
+/// The version whose ETag (`"<version>"`) has exactly this opaque text: decimal, no sign and no
+/// leading zero, so `"05"` and `"+5"` name no version.
+fn version_of(opaque: &[u8]) -> Option<i64> {
+    match opaque.first() {
+        Some(b'1'..=b'9') if opaque.iter().all(u8::is_ascii_digit) => {
+            std::str::from_utf8(opaque).ok()?.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// Parses `If-Match`: `*`, or a list of entity tags (`"3"`, `W/"3"`, `"2", "3"`), all its lines
+/// taken as one list (RFC 9110 section 5.3). Only a malformed field is a 400: a well-formed tag
+/// that is not ours matches nothing (412).
+fn if_match(headers: &HeaderMap) -> AppResult<IfMatch> {
+    let mut lines = headers.get_all(IF_MATCH).iter().peekable();
+    if lines.peek().is_none() {
+        return Ok(IfMatch::Any);
+    }
+    let field = lines
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b","[..]);
+    if skip_ows(&field).trim_ascii_end() == b"*" {
+        return Ok(IfMatch::Any);
+    }
+    let tags = entity_tags(&field).ok_or_else(|| {
+        ApiError::invalid("If-Match must be *, or entity tags such as \"3\" or W/\"3\"")
+    })?;
+    if !tags.is_empty() && tags.iter().all(|t| t.weak) {
+        return Ok(IfMatch::OnlyWeak);
+    }
+    Ok(IfMatch::Versions(
+        tags.iter()
+            .filter(|t| !t.weak)
+            .filter_map(|t| version_of(t.opaque))
+            .collect(),
+    ))
 }
 
 /// The version the core's compare-and-swap must find current, for an update with `cond`.
@@ -431,6 +487,9 @@ async fn expected_version(
 ) -> AppResult<Option<i64>> {
     Ok(match cond {
         IfMatch::Any => None,
+        // Versions start at 1, so 0 is never current: the core answers 412 after its usual
+        // checks (a missing secret stays 404, a refused one is audited as before).
+        IfMatch::Versions(tags) if tags.is_empty() => Some(0),
         IfMatch::Versions(tags) if tags.len() == 1 => tags.first().copied(),
         // Several tags: the current one if listed (the core still checks it atomically), else
         // any of them, which then fails as stale. A secret the caller cannot see answers 404
@@ -442,8 +501,6 @@ async fn expected_version(
                 .find(|n| Some(*n) == current)
                 .or(tags.first().copied())
         }
-        // Versions start at 1, so 0 is never current: the core answers 412 after its usual
-        // checks (a missing secret stays 404, a refused one is audited as before).
         IfMatch::OnlyWeak => Some(0),
     })
 }
@@ -459,21 +516,29 @@ pub(crate) async fn update(
     let cond = if_match(&headers)?;
     let body: UpdateBody = json_body(&headers, body)?;
     rcrt_core::check_not_empty(&body.value, body.allow_empty)?;
-    let weak_only = cond == IfMatch::OnlyWeak;
+    // The core's mismatch message names the version we passed it, which for these two is a
+    // stand-in (0): say instead why nothing matched.
+    let why = match &cond {
+        IfMatch::OnlyWeak => {
+            Some("If-Match compares strongly (RFC 9110), so a weak tag W/\"...\" never matches")
+        }
+        IfMatch::Versions(v) if v.is_empty() => {
+            Some("no entity tag in If-Match is one of this secret's (\"<version>\")")
+        }
+        _ => None,
+    };
     let expected = expected_version(&state, &ctx, id, cond).await?;
     let meta = state
         .service
         .update(&ctx, id, body.value, expected)
         .await
-        .map_err(|e| match e {
-            rcrt_core::CoreError::VersionMismatch { current, .. } if weak_only => ApiError::new(
+        .map_err(|e| match (e, why) {
+            (rcrt_core::CoreError::VersionMismatch { current, .. }, Some(why)) => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "version_mismatch",
-                format!(
-                    "If-Match compares strongly (RFC 9110), so a weak tag W/\"...\" never matches; send the strong tag \"{current}\""
-                ),
+                format!("{why}; send the strong tag \"{current}\""),
             ),
-            other => ApiError::from(other),
+            (other, _) => ApiError::from(other),
         })?;
     Ok(with_etag(StatusCode::OK, &meta))
 }
