@@ -17,6 +17,8 @@ import { startServer } from '../test-support/rcrt-server.mjs';
 const SDK_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TSC = join(SDK_DIR, 'node_modules', '.bin', 'tsc');
 const run = promisify(execFile);
+// npm and tsc run here: a hung one must fail the run, not stall CI until its own limit.
+const TIMEOUT = { timeout: 120_000 };
 
 let work;
 let app;
@@ -78,15 +80,15 @@ before(async () => {
     ['install', '--no-audit', '--no-fund', '--offline', '--cache', join(work, 'npm-cache'), tarball],
     { cwd: app },
   );
-});
+}, TIMEOUT);
 
 after(async () => {
   await server?.stop();
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, TIMEOUT);
 
 describe('npm pack', () => {
-  test('the tarball holds the built ESM, its declarations, and no sources or tests', () => {
+  test('the tarball holds the built ESM, its declarations, and no sources or tests', TIMEOUT, () => {
     const files = packed.files.map((f) => f.path).sort();
     assert.ok(files.includes('dist/index.js'), files.join(', '));
     assert.ok(files.includes('dist/index.d.ts'), files.join(', '));
@@ -99,7 +101,7 @@ describe('npm pack', () => {
     }
   });
 
-  test('the installed manifest: ESM only, types and import conditions, no runtime dependencies', async () => {
+  test('the installed manifest: ESM only, types and import conditions, no runtime dependencies', TIMEOUT, async () => {
     const manifest = JSON.parse(
       await readFile(join(app, 'node_modules', '@rcrt', 'secrets', 'package.json'), 'utf8'),
     );
@@ -119,7 +121,7 @@ describe('npm pack', () => {
 });
 
 describe('a fresh project using the installed tarball', () => {
-  test('an ESM script imports it and runs the guide example against a real server', async () => {
+  test('an ESM script imports it and runs the guide example against a real server', TIMEOUT, async () => {
     await writeFile(
       join(app, 'guide.mjs'),
       `import { createClient, RcrtError } from '@rcrt/secrets';
@@ -141,7 +143,7 @@ console.log(JSON.stringify({ secrets, missing: missing instanceof RcrtError && m
     });
   });
 
-  test('a CommonJS script loads it with dynamic import()', async () => {
+  test('a CommonJS script loads it with dynamic import()', TIMEOUT, async () => {
     await writeFile(
       join(app, 'guide.cjs'),
       `'use strict';
@@ -166,7 +168,7 @@ main().catch((e) => {
     assert.deepEqual(JSON.parse(stdout), { kind: 'object', secrets: { API_KEY: 'from-cjs' } });
   });
 
-  test('a TypeScript nodenext project type-checks against the shipped declarations', async () => {
+  test('a TypeScript nodenext project type-checks against the shipped declarations', TIMEOUT, async () => {
     const ts = join(work, 'ts-app');
     await mkdir(ts);
     await writeFile(

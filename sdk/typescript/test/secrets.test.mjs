@@ -229,11 +229,13 @@ describe('secrets', () => {
     assert.equal(v3.version, 3);
     await rejectsWith(client.updateSecret(created.id, 'lost', { ifMatch: 2 }), 412, 'version_mismatch');
     assert.equal((await client.getSecret(created.id, 'check cas')).value, 'v3');
-    await rejectsWith(
-      client.updateSecret(created.id, 'bad', { ifMatch: 'soon' }),
-      400,
-      'invalid_request',
-    );
+    // A well-formed tag that is none of ours matches nothing (RFC 9110): 412, as does a version
+    // written otherwise than the ETag ("03" is not "3").
+    await rejectsWith(client.updateSecret(created.id, 'bad', { ifMatch: 'soon' }), 412, 'version_mismatch');
+    await rejectsWith(client.updateSecret(created.id, 'bad', { ifMatch: '03' }), 412, 'version_mismatch');
+    // A malformed field (an unterminated tag) is bad input.
+    await rejectsWith(client.updateSecret(created.id, 'bad', { ifMatch: '"3' }), 400, 'invalid_request');
+    assert.equal((await client.getSecret(created.id, 'check cas')).value, 'v3');
   });
 
   test('updateSecret of an unknown id -> 404 not_found', async () => {
