@@ -99,10 +99,16 @@ pub(crate) fn get(
     reason: &str,
     output: &GetOutput<'_>,
 ) -> Result<(), String> {
-    if let (Some(path), false) = (output.file, output.force) {
+    if let Some(path) = output.file {
         // Checked before the read too, so a refusal costs no audited read; the create below
         // (O_EXCL) is what actually guarantees it.
-        if path.symlink_metadata().is_ok() {
+        if path.is_dir() {
+            return Err(format!(
+                "{} is a directory; give the path of a file",
+                path.display()
+            ));
+        }
+        if !output.force && path.symlink_metadata().is_ok() {
             return Err(exists(path));
         }
     }
@@ -139,21 +145,22 @@ fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), String> {
             .mode(0o600)
             .open(p)
     };
+    // Removes only a file this call created: when the create itself fails, whatever is at `p`
+    // belongs to someone else.
     let write = |p: &Path| -> std::io::Result<()> {
         let mut f = create(p)?;
-        f.write_all(bytes)?;
-        f.sync_all()
+        let written = f.write_all(bytes).and_then(|()| f.sync_all());
+        if written.is_err() {
+            // Do not leave a partly written value behind.
+            let _ = std::fs::remove_file(p);
+        }
+        written
     };
     if !force {
-        return match write(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(path)),
-            Err(e) => {
-                // Do not leave a partly written value behind.
-                let _ = std::fs::remove_file(path);
-                Err(format!("cannot write {}: {e}", path.display()))
-            }
-        };
+        return write(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => exists(path),
+            _ => format!("cannot write {}: {e}", path.display()),
+        });
     }
     let name = path
         .file_name()
@@ -162,12 +169,12 @@ fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), String> {
     tmp_name.push(name);
     tmp_name.push(format!(".rcrt-{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    write(&tmp)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("cannot write {}: {e}", path.display())
-        })
+    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    write(&tmp).map_err(cannot)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        cannot(e)
+    })
 }
 
 pub(crate) fn update(
@@ -212,7 +219,8 @@ pub(crate) fn vault_create(
     if !allow_empty {
         if let Some(key) = secrets.iter().find(|(_, v)| v.is_empty()).map(|(k, _)| k) {
             return Err(format!(
-                "the value of {key} is empty; refused so that an unset variable is not stored                  by mistake (pass --allow-empty to store empty values)"
+                "the value of {key} is empty; refused so that an unset variable is not stored \
+                 by mistake (pass --allow-empty to store empty values)"
             ));
         }
     }
@@ -229,6 +237,7 @@ pub(crate) fn vault_get(
     workspace: Option<&str>,
     format: VaultFormat,
 ) -> Result<(), String> {
+    input::header_reason(reason)?;
     let values = run(server, async |c| {
         c.vault_values(vault, reason, workspace).await
     })?;
@@ -249,4 +258,29 @@ pub(crate) fn vault_get(
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_failed_write_removes_only_what_it_created() {
+        let dir = std::env::temp_dir().join(format!("rcrt-write-private-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("value");
+        // Someone else's file where --force would put its temporary file: the create fails
+        // (O_EXCL) and the file stays.
+        let tmp = dir.join(format!(".value.rcrt-{}.tmp", std::process::id()));
+        std::fs::write(&tmp, "not ours").unwrap();
+        let e = write_private(&path, b"v", true).unwrap_err();
+        assert!(e.starts_with("cannot write"), "{e}");
+        assert_eq!(std::fs::read_to_string(&tmp).unwrap(), "not ours");
+        // Without --force the existing file is refused and left alone.
+        let e = write_private(&tmp, b"v", false).unwrap_err();
+        assert!(e.contains("--force"), "{e}");
+        assert_eq!(std::fs::read_to_string(&tmp).unwrap(), "not ours");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

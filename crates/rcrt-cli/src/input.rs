@@ -134,10 +134,29 @@ pub(crate) fn value(args: &crate::ValueArgs) -> Result<Zeroizing<String>, String
             .as_ref()
             .map_or_else(|| "stdin".to_owned(), |p| p.display().to_string());
         return Err(format!(
-            "the value read from {from} is empty; refused so that an unset variable is not              stored by mistake (pass --allow-empty to store an empty value)"
+            "the value read from {from} is empty; refused so that an unset variable is not \
+             stored by mistake (pass --allow-empty to store an empty value)"
         ));
     }
     Ok(text)
+}
+
+/// Refuses a `--reason` that cannot travel in the `X-Access-Reason` header, before any read:
+/// vault reads send the reason there, and the server takes only visible ASCII, spaces and tabs
+/// in a header (400 otherwise), while a secret read sends it in a JSON body.
+pub(crate) fn header_reason(reason: &str) -> Result<(), String> {
+    if reason
+        .chars()
+        .all(|c| c == '\t' || (' '..='~').contains(&c))
+    {
+        return Ok(());
+    }
+    Err(
+        "--reason must be plain ASCII (letters, digits, punctuation, spaces): a vault read \
+         sends it in the X-Access-Reason HTTP header, which holds only visible ASCII; write it \
+         without accents or other non-ASCII characters"
+            .into(),
+    )
 }
 
 /// Asks before a destructive action unless `yes`; without a terminal, `--yes` is required.

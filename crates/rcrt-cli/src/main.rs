@@ -46,9 +46,15 @@ enum Command {
     /// Every value is read through the server, audited with --reason; then rcrt becomes the
     /// command (exec): values reach it only through its environment, never a file or argv;
     /// signals sent to rcrt's process id reach the command, and its exit status is rcrt's.
-    /// RCRT_TOKEN is not passed on. A name that is not a valid environment variable name, or
-    /// given by two sources, is refused. Exit codes: the command's; 1 if a value cannot be
-    /// read or a name is refused; 127 command not found; 126 cannot be started.
+    /// RCRT_TOKEN is not passed on. A name that is not a valid environment variable name (or
+    /// is `_`), or given by two sources, is refused before any value is read (after the read
+    /// for a token without secrets.read, which cannot list a vault's keys). So is a name that
+    /// changes which program runs or what code it loads, unless --allow-env NAME: PATH (the
+    /// command is looked up in the PATH it is given), every LD_* name, BASH_ENV, ENV,
+    /// NODE_OPTIONS, PYTHONPATH, PYTHONHOME, PERL5OPT, PERL5LIB, RUBYOPT, RUBYLIB,
+    /// JAVA_TOOL_OPTIONS. With --vault, the reason must be ASCII (it travels in an HTTP header).
+    /// Exit codes: the command's; 1 if a value cannot be read or a name is refused; 127 command
+    /// not found; 126 cannot be started.
     #[command(
         after_help = "Example:\n  rcrt run --vault payments --workspace w1 --reason deploy -- node server.js"
     )]
@@ -68,6 +74,10 @@ enum Command {
         /// Prepended to every vault key (e.g. APP_); not to --secret names.
         #[arg(long)]
         prefix: Option<String>,
+        /// Let a value set this guarded name (PATH, LD_*, BASH_ENV, ...: see above); repeat
+        /// for several.
+        #[arg(long = "allow-env", value_name = "NAME")]
+        allow_env: Vec<String>,
         #[command(flatten)]
         server: ServerArgs,
         /// The command and its arguments, after `--`.
@@ -376,6 +386,18 @@ enum SecretsCommand {
     },
 }
 
+/// Prints the completion script for `shell`. Generated in memory first: `generate` panics when
+/// it cannot write, and a full disk or closed pipe is an error to report, not a crash.
+fn completions(shell: clap_complete::Shell) -> Result<(), String> {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "rcrt", &mut script);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the completion script: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -478,6 +500,7 @@ fn main() -> ExitCode {
             reason,
             secrets,
             prefix,
+            allow_env,
             server,
             command,
         } => {
@@ -489,12 +512,10 @@ fn main() -> ExitCode {
                 prefix,
                 server,
                 command,
+                allow_env,
             })
         }
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "rcrt", &mut std::io::stdout());
-            Ok(())
-        }
+        Command::Completions { shell } => completions(shell),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -39,6 +39,29 @@ pub(crate) struct RunArgs {
     pub(crate) server: ServerArgs,
     /// The command and its arguments.
     pub(crate) command: Vec<OsString>,
+    /// Names of [`GUARDED`] that the values may set anyway.
+    pub(crate) allow_env: Vec<String>,
+}
+
+/// Variables that change which program runs or what code it loads (`PATH` is also where the
+/// command itself is looked up: `Command` searches the child's `PATH` when one is set); a value
+/// may set them only with `--allow-env NAME`. Every `LD_` name is guarded too.
+pub(crate) const GUARDED: &[&str] = &[
+    "PATH",
+    "BASH_ENV",
+    "ENV",
+    "NODE_OPTIONS",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PERL5OPT",
+    "PERL5LIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+];
+
+fn guarded(name: &str) -> bool {
+    name.starts_with("LD_") || GUARDED.contains(&name)
 }
 
 /// One variable for the command, and where it came from (for conflict messages).
@@ -62,19 +85,27 @@ fn secret_spec(spec: &str) -> Result<(&str, &str), String> {
 fn not_a_name(name: &str, source: &str) -> String {
     format!(
         "{name:?} (from {source}) is not a valid environment variable name (letters, digits and \
-         '_', not starting with a digit)"
+         '_', not starting with a digit, not '_' alone, which the shell overwrites)"
     )
 }
 
-/// Adds `name` from `source`, refusing a name already given by another source.
+/// Adds `name` from `source`, refusing a name already given by another source, and a
+/// [`guarded`] name not in `allow`.
 fn add(
     vars: &mut BTreeMap<String, Var>,
     name: String,
     value: Zeroizing<String>,
     source: String,
+    allow: &[String],
 ) -> Result<(), String> {
     if !is_env_name(&name) {
         return Err(not_a_name(&name, &source));
+    }
+    if guarded(&name) && !allow.contains(&name) {
+        return Err(format!(
+            "{name} (from {source}) would change which program runs or what code it loads; \
+             refused unless you pass --allow-env {name}"
+        ));
     }
     if let Some(first) = vars.get(&name) {
         return Err(format!(
@@ -93,7 +124,33 @@ fn add(
     Ok(())
 }
 
-/// Reads every value (audited with the reason) and checks the names.
+/// Adds every name to `vars`: each vault's keys (from `keys`, or the values read) with the
+/// prefix, then each `--secret`.
+fn add_all<K>(
+    vars: &mut BTreeMap<String, Var>,
+    args: &RunArgs,
+    vaults: Vec<(&String, K)>,
+    secrets: Vec<(&str, &str, Zeroizing<String>)>,
+) -> Result<(), String>
+where
+    K: IntoIterator<Item = (String, Zeroizing<String>)>,
+{
+    let prefix = args.prefix.as_deref().unwrap_or("");
+    for (vault, values) in vaults {
+        for (key, value) in values {
+            let name = format!("{prefix}{key}");
+            let source = format!("vault {vault} (key {key})");
+            add(vars, name, value, source, &args.allow_env)?;
+        }
+    }
+    for (name, id, value) in secrets {
+        let source = format!("--secret {name}={id}");
+        add(vars, name.to_owned(), value, source, &args.allow_env)?;
+    }
+    Ok(())
+}
+
+/// Checks the names, then reads every value (audited with the reason) and checks again.
 fn collect(args: &RunArgs) -> Result<BTreeMap<String, Var>, String> {
     if args.vaults.is_empty() && args.secrets.is_empty() {
         return Err("nothing to pass to the command: give --vault or --secret".into());
@@ -103,10 +160,35 @@ fn collect(args: &RunArgs) -> Result<BTreeMap<String, Var>, String> {
         .iter()
         .map(|s| secret_spec(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let prefix = args.prefix.as_deref().unwrap_or("");
+    if !args.vaults.is_empty() {
+        crate::input::header_reason(&args.reason)?;
+    }
     let reason = args.reason.as_str();
     let workspace = args.workspace.as_deref();
     let (vaults, secrets) = with_client(&args.server, async |c| {
+        // The key names first (metadata, not an audited read), so that a refused name or a
+        // conflict costs no read. A token without secrets.read cannot see them (404): its
+        // vault's names are checked after the read, still before the command starts.
+        let mut keys = Vec::new();
+        for v in &args.vaults {
+            match c.vault(v, workspace).await {
+                Ok(meta) => keys.push((v, meta.keys)),
+                Err(e) if e.status == Some(404) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let empty = |k: String| (k, Zeroizing::new(String::new()));
+        let planned = keys
+            .into_iter()
+            .map(|(v, k)| (v, k.into_iter().map(empty)))
+            .collect();
+        let named = specs
+            .iter()
+            .map(|(n, i)| (*n, *i, Zeroizing::new(String::new())))
+            .collect();
+        if let Err(e) = add_all(&mut BTreeMap::new(), args, planned, named) {
+            return Ok(Err(e));
+        }
         let mut vaults = Vec::new();
         for v in &args.vaults {
             vaults.push((v, c.vault_values(v, reason, workspace).await?));
@@ -115,27 +197,10 @@ fn collect(args: &RunArgs) -> Result<BTreeMap<String, Var>, String> {
         for (name, id) in &specs {
             secrets.push((*name, *id, c.decrypt(id, reason).await?.0));
         }
-        Ok((vaults, secrets))
-    })?;
+        Ok(Ok((vaults, secrets)))
+    })??;
     let mut vars = BTreeMap::new();
-    for (vault, values) in vaults {
-        for (key, value) in values {
-            add(
-                &mut vars,
-                format!("{prefix}{key}"),
-                value,
-                format!("vault {vault} (key {key})"),
-            )?;
-        }
-    }
-    for (name, id, value) in secrets {
-        add(
-            &mut vars,
-            name.to_owned(),
-            value,
-            format!("--secret {name}={id}"),
-        )?;
-    }
+    add_all(&mut vars, args, vaults, secrets)?;
     Ok(vars)
 }
 
@@ -178,7 +243,7 @@ mod tests {
     fn secret_specs() {
         assert_eq!(secret_spec("DB=abc").unwrap(), ("DB", "abc"));
         assert_eq!(secret_spec("DB=a=b").unwrap(), ("DB", "a=b"));
-        for bad in ["DB", "=abc", "DB=", "1DB=x", "A-B=x"] {
+        for bad in ["DB", "=abc", "DB=", "1DB=x", "A-B=x", "_=x"] {
             assert!(secret_spec(bad).is_err(), "{bad}");
         }
     }
@@ -187,20 +252,42 @@ mod tests {
     fn conflicts_name_both_sources() {
         let mut vars = BTreeMap::new();
         let v = || Zeroizing::new("v".to_owned());
-        add(&mut vars, "A".into(), v(), "vault one (key A)".into()).unwrap();
-        let e = add(&mut vars, "A".into(), v(), "--secret A=x".into()).unwrap_err();
+        add(&mut vars, "A".into(), v(), "vault one (key A)".into(), &[]).unwrap();
+        let e = add(&mut vars, "A".into(), v(), "--secret A=x".into(), &[]).unwrap_err();
         assert!(
             e.contains("vault one (key A)") && e.contains("--secret A=x"),
             "{e}"
         );
-        let e = add(&mut vars, "A-B".into(), v(), "vault two (key A-B)".into()).unwrap_err();
+        let e = add(
+            &mut vars,
+            "A-B".into(),
+            v(),
+            "vault two (key A-B)".into(),
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains("vault two (key A-B)"), "{e}");
         let e = add(
             &mut vars,
             "N".into(),
             Zeroizing::new("a\0b".into()),
             "s".into(),
+            &[],
         );
         assert!(e.unwrap_err().contains("NUL"));
+    }
+
+    #[test]
+    fn guarded_names_need_allow_env() {
+        let mut vars = BTreeMap::new();
+        let v = || Zeroizing::new("v".to_owned());
+        for name in ["PATH", "LD_PRELOAD", "LD_AUDIT", "BASH_ENV", "NODE_OPTIONS"] {
+            let e = add(&mut vars, name.into(), v(), "s".into(), &[]).unwrap_err();
+            assert!(e.contains(&format!("--allow-env {name}")), "{e}");
+        }
+        let allow = ["PATH".to_owned()];
+        add(&mut vars, "PATH".into(), v(), "s".into(), &allow).unwrap();
+        assert!(add(&mut vars, "LD_PRELOAD".into(), v(), "s".into(), &allow).is_err());
+        add(&mut vars, "PATHS".into(), v(), "s".into(), &[]).unwrap();
     }
 }

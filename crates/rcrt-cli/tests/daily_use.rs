@@ -264,12 +264,13 @@ fn empty_values_need_allow_empty() {
             "",
         );
         assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-        assert!(
-            text(&out.stderr).contains("empty") && text(&out.stderr).contains("--allow-empty"),
+        assert_eq!(
+            text(&out.stderr),
+            "rcrt: the value read from stdin is empty; refused so that an unset variable is not \
+             stored by mistake (pass --allow-empty to store an empty value)\n",
             "{}",
             show(&out)
         );
-        assert!(!text(&out.stderr).contains("transport"), "{}", show(&out));
     }
     let out = run_with_stdin(
         rcrt_cmd()
@@ -278,8 +279,10 @@ fn empty_values_need_allow_empty() {
         "A=1\nUNSET=\n",
     );
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(
-        text(&out.stderr).contains("UNSET is empty") && text(&out.stderr).contains("--allow-empty"),
+    assert_eq!(
+        text(&out.stderr),
+        "rcrt: the value of UNSET is empty; refused so that an unset variable is not stored by \
+         mistake (pass --allow-empty to store empty values)\n",
         "{}",
         show(&out)
     );
@@ -447,6 +450,53 @@ fn run_passes_values_only_through_the_environment() {
         &["--secret", "1BAD=x"],
         &["not a valid environment variable name"],
     );
+    refuse(&["--secret", "_=x"], &["not '_' alone"]);
+    // Names are checked before any value is read: no audited read so far.
+    assert_eq!(
+        env.audit("daily use: refused"),
+        vec![],
+        "refusals read values"
+    );
+
+    // PATH (and LD_*, BASH_ENV, ...) from a value needs --allow-env: the command is looked up
+    // in the PATH it is given, so a vault could choose which program runs.
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    write_file(&bin.join("mycmd"), "#!/bin/sh\necho vault-path\n", 0o755);
+    env.vault(
+        "pathy",
+        &[("PATH", bin.display().to_string())].into_iter().collect(),
+    );
+    refuse(
+        &["--vault", "pathy"],
+        &[
+            "PATH (from vault pathy (key PATH)) would change which program runs",
+            "--allow-env PATH",
+        ],
+    );
+    assert_eq!(
+        env.audit("daily use: refused"),
+        vec![],
+        "a refused PATH was read"
+    );
+    let allowed = env.ok(
+        &[
+            "run",
+            "--vault",
+            "pathy",
+            "--workspace",
+            "w1",
+            "--reason",
+            "r",
+            "--allow-env",
+            "PATH",
+            "--",
+            "mycmd",
+        ],
+        "",
+    );
+    assert_eq!(allowed, "vault-path\n");
+
     refuse(&["--vault", "missing"], &["not_found"]);
     // A reason is required (usage error).
     let out = env.rcrt(&["run", "--vault", "payments", "--", "true"], "");
@@ -608,6 +658,31 @@ fn secrets_get_output_writes_a_private_file() {
     let out = get(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "target");
+    // --force onto a directory: refused before the value is read.
+    let reads = env.audit(reason).len();
+    let sub = dir.join("subdir");
+    std::fs::create_dir(&sub).unwrap();
+    let out = Command::new(common::RCRT)
+        .args([
+            "secrets", "get", &id, "--reason", reason, "--force", "--output",
+        ])
+        .arg(&sub)
+        .env("RCRT_URL", env.srv.base_url())
+        .env("RCRT_TOKEN", &env.token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("is a directory"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        env.audit(reason).len(),
+        reads,
+        "no read for a refused output"
+    );
+
     let leftovers: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -643,5 +718,53 @@ fn completions_for_bash_zsh_fish() {
                 .unwrap();
             assert_eq!(text(&complete.stdout), "run\n", "{}", show(&complete));
         }
+    }
+}
+
+#[test]
+fn completions_report_a_write_error() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = rcrt_cmd()
+        .args(["completions", "bash"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).starts_with("rcrt: cannot write the completion script"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn a_non_ascii_reason_is_refused_before_any_vault_read() {
+    // The URL points nowhere: a request would fail with a transport error instead.
+    for args in [
+        &[
+            "run",
+            "--vault",
+            "v",
+            "--reason",
+            "d\u{e9}ploiement",
+            "--",
+            "true",
+        ][..],
+        &["vault", "get", "v", "--reason", "d\u{e9}ploiement"][..],
+    ] {
+        let out = run_with_stdin(
+            rcrt_cmd().args(args).env("RCRT_URL", "http://127.0.0.1:1"),
+            "",
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        assert!(
+            text(&out.stderr).contains("--reason must be plain ASCII")
+                && text(&out.stderr).contains("X-Access-Reason"),
+            "{}",
+            show(&out)
+        );
     }
 }

@@ -438,6 +438,21 @@ impl Client {
         .await
     }
 
+    /// `GET /secrets/vaults/{idOrName}`: a vault's metadata and key names, no value (needs
+    /// `secrets.read`; not an audited read).
+    pub async fn vault(
+        &self,
+        id_or_name: &str,
+        workspace: Option<&str>,
+    ) -> Result<Vault, ClientError> {
+        let mut req =
+            self.request_segments(reqwest::Method::GET, &["secrets", "vaults", id_or_name])?;
+        if let Some(w) = workspace {
+            req = req.query(&[("workspace", w)]);
+        }
+        Self::json(req).await
+    }
+
     /// `GET /secrets/vault/{idOrName}`: every value, audited with `reason`.
     pub async fn vault_values(
         &self,
