@@ -896,14 +896,19 @@ async fn check_bad_requests(api: Api) {
         .await
         .expect_status(200);
 
-    // If-Match that is not a version.
+    // If-Match: a malformed field is 400; a well-formed tag that names no version is 412
+    // (RFC 9110 compares entity-tags byte for byte).
     let m = api
         .create(&format!("im-{}", uniq()), "v", "global", None)
         .await;
     let id = m["id"].as_str().unwrap();
-    for bad in ["abc", "\"0\"", "\"-1\"", "\"\"", "\"1.5\""] {
+    for bad in ["abc", "W/3", "\"1"] {
         let r = api.update(id, "v2", Some(bad)).await;
         assert_eq!(r.status, 400, "If-Match {bad}: {}", r.ctx());
+    }
+    for other in ["\"0\"", "\"-1\"", "\"\"", "\"1.5\"", "\"01\""] {
+        let r = api.update(id, "v2", Some(other)).await;
+        assert_eq!(r.status, 412, "If-Match {other}: {}", r.ctx());
     }
     // `If-Match: *` matches any current version (RFC 9110).
     api.update(id, "v2", Some("*")).await.expect_status(200);
