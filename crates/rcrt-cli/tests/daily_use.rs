@@ -768,3 +768,54 @@ fn a_non_ascii_reason_is_refused_before_any_vault_read() {
         );
     }
 }
+
+#[test]
+fn run_with_a_decrypt_only_token_checks_names_after_the_read() {
+    // Without secrets.read the vault's key names are not visible (404 on the metadata): the
+    // values are still read and passed, and the names still checked before the command starts.
+    let env = Env::start();
+    env.vault("app", &[("KEY", "v".to_owned())].into_iter().collect());
+    env.vault(
+        "pre",
+        &[("LD_PRELOAD", "x".to_owned())].into_iter().collect(),
+    );
+    let token = env.ok(
+        &[
+            "token",
+            "create",
+            "ci",
+            "--role",
+            "secrets.decrypt",
+            "--workspace",
+            "w1",
+        ],
+        "",
+    );
+    let run = |vault: &str| {
+        let mut cmd = env.cmd(&[
+            "run",
+            "--vault",
+            vault,
+            "--workspace",
+            "w1",
+            "--reason",
+            "decrypt only",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$KEY\"",
+        ]);
+        cmd.env("RCRT_TOKEN", token.trim());
+        run_with_stdin(&mut cmd, "")
+    };
+    let out = run("app");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "v");
+    let out = run("pre");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("--allow-env LD_PRELOAD"),
+        "{}",
+        show(&out)
+    );
+}
