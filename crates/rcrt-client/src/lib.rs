@@ -460,11 +460,9 @@ impl Client {
         reason: &str,
         workspace: Option<&str>,
     ) -> Result<BTreeMap<String, Zeroizing<String>>, ClientError> {
+        // A vault name is the user's text: one percent-encoded segment, never `..` or `/`.
         let mut req = self
-            .request(
-                reqwest::Method::GET,
-                &format!("/secrets/vault/{id_or_name}"),
-            )
+            .request_segments(reqwest::Method::GET, &["secrets", "vault", id_or_name])?
             .header("x-access-reason", reason);
         if let Some(w) = workspace {
             req = req.query(&[("workspace", w)]);
@@ -586,5 +584,12 @@ mod tests {
         );
         assert!(url("..").is_err());
         assert!(url("").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_vault_name_cannot_leave_its_path_segment() {
+        let c = Client::new("http://127.0.0.1:1/", None).unwrap();
+        let err = c.vault_values("..", "r", None).await.err().unwrap();
+        assert!(err.to_string().contains("path segment"), "{err}");
     }
 }
