@@ -333,14 +333,7 @@ async fn vault_errors_speak_of_vaults() {
         "a non-empty access reason is required (header X-Access-Reason)"
     );
     // A secret's decrypt (a POST) still names both ways.
-    let r = send(
-        &base,
-        Method::POST,
-        "/secrets",
-        Some(json!({"name": uniq(), "value": "x", "scope_type": "global"})),
-        &[],
-    )
-    .await;
+    let r = create_global(&base, "x").await;
     let id = r.ok(201)["id"].as_str().unwrap().to_owned();
     let message = send(
         &base,
@@ -372,14 +365,7 @@ async fn if_match_star_and_weak_tags_per_rfc_9110() {
     let dir = TempDir::new();
     let server = start(&dir);
     let base = server.base_url();
-    let r = send(
-        &base,
-        Method::POST,
-        "/secrets",
-        Some(json!({"name": uniq(), "value": "v1", "scope_type": "global"})),
-        &[],
-    )
-    .await;
+    let r = create_global(&base, "v1").await;
     let id = r.ok(201)["id"].as_str().unwrap().to_owned();
     assert_eq!(r.etag.as_deref(), Some("\"1\""));
     let path = format!("/secrets/{id}");
@@ -440,16 +426,21 @@ async fn if_match_star_and_weak_tags_per_rfc_9110() {
     }
 }
 
-/// A secret at version 5, for one If-Match case.
-async fn secret_at_version_5(base: &str) -> String {
-    let r = send(
+/// Creates a global secret with a fresh name holding `value`.
+async fn create_global(base: &str, value: &str) -> Resp {
+    send(
         base,
         Method::POST,
         "/secrets",
-        Some(json!({"name": uniq(), "value": "v1", "scope_type": "global"})),
+        Some(json!({"name": uniq(), "value": value, "scope_type": "global"})),
         &[],
     )
-    .await;
+    .await
+}
+
+/// A secret at version 5, for one If-Match case.
+async fn secret_at_version_5(base: &str) -> String {
+    let r = create_global(base, "v1").await;
     let id = r.ok(201)["id"].as_str().unwrap().to_owned();
     for n in 2..=5 {
         let r = send(

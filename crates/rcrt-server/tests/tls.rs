@@ -134,6 +134,19 @@ async fn served_by(ca_pem: &str, port: u16) -> bool {
     }
 }
 
+/// Waits up to 3 s for `done` (a look at the server's log), failing with the log.
+async fn wait_until(server: &ServerProcess, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{}",
+            server.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits up to `within` for the server to present a certificate of `ca_pem`.
 async fn wait_served_by(ca_pem: &str, port: u16, within: Duration) -> Duration {
     let start = Instant::now();
@@ -371,30 +384,17 @@ async fn certificate_reloads_on_sighup_and_on_change_and_survives_bad_files() {
         "-----BEGIN PRIVATE KEY-----\nnot base64 at all\n",
     );
     sighup(&server);
-    let start = Instant::now();
-    while failures() <= base {
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "{}",
-            server.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(&server, || failures() > base).await;
     assert!(served_by(&second.ca_pem, port).await);
     let third = Pki::new();
     std::fs::write(&files.cert, &third.chain_pem).unwrap();
     write_private(&files.key, &second.key_pem);
     let base = failures();
     sighup(&server);
-    let start = Instant::now();
-    while !server.output().contains("does not fit") || failures() <= base {
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "{}",
-            server.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(&server, || {
+        server.output().contains("does not fit") && failures() > base
+    })
+    .await;
     assert!(served_by(&second.ca_pem, port).await);
     assert!(!served_by(&third.ca_pem, port).await);
     assert!(
