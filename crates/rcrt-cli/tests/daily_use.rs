@@ -56,6 +56,22 @@ impl Env {
         run_with_stdin(&mut self.cmd(args), stdin)
     }
 
+    /// `rcrt vault get VAULT --reason "round trip" --format FORMAT`, which must succeed.
+    fn vault_get(&self, vault: &str, format: &str) -> String {
+        self.ok(
+            &[
+                "vault",
+                "get",
+                vault,
+                "--reason",
+                "round trip",
+                "--format",
+                format,
+            ],
+            "",
+        )
+    }
+
     fn ok(&self, args: &[&str], stdin: &str) -> String {
         let out = self.rcrt(args, stdin);
         assert!(out.status.success(), "{args:?}: {}", show(&out));
@@ -158,18 +174,7 @@ fn vault_env_output_round_trips_through_vault_create_and_bash() {
     let values = hostile(dir);
     env.vault("hostile", &values);
 
-    let dotenv = env.ok(
-        &[
-            "vault",
-            "get",
-            "hostile",
-            "--reason",
-            "round trip",
-            "--format",
-            "env",
-        ],
-        "",
-    );
+    let dotenv = env.vault_get("hostile", "env");
     // Into `rcrt vault create` (dotenvy) and back out as JSON: the same bytes.
     env.ok(
         &[
@@ -182,19 +187,8 @@ fn vault_env_output_round_trips_through_vault_create_and_bash() {
         ],
         &dotenv,
     );
-    let copy: BTreeMap<String, String> = serde_json::from_str(&env.ok(
-        &[
-            "vault",
-            "get",
-            "copy",
-            "--reason",
-            "round trip",
-            "--format",
-            "json",
-        ],
-        "",
-    ))
-    .unwrap();
+    let copy: BTreeMap<String, String> =
+        serde_json::from_str(&env.vault_get("copy", "json")).unwrap();
     let want: BTreeMap<String, String> = values
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -221,19 +215,7 @@ fn vault_env_output_round_trips_through_vault_create_and_bash() {
         &["vault", "create", "handmade", "--workspace", "w1"],
         "# a comment\nSINGLE='single'\nA=1 # comment\nexport KEY=v\nDOUBLE=\"two\\nlines\"\n",
     );
-    let handmade: Value = serde_json::from_str(&env.ok(
-        &[
-            "vault",
-            "get",
-            "handmade",
-            "--reason",
-            "round trip",
-            "--format",
-            "json",
-        ],
-        "",
-    ))
-    .unwrap();
+    let handmade: Value = serde_json::from_str(&env.vault_get("handmade", "json")).unwrap();
     assert_eq!(
         handmade,
         json!({"SINGLE": "single", "A": "1", "KEY": "v", "DOUBLE": "two\nlines"})
