@@ -1,7 +1,53 @@
+//! The `local` provider: KEKs in process memory (`LOCAL_KEK_BASE64`, `LOCAL_KEK_BASE64_OLD`).
+
 use async_trait::async_trait;
 use rcrt_crypto::{Dek, Kek, KekId, WrapContext, WrappedDek};
 
-use crate::{KeyError, KeyProvider};
+use crate::{KekBackend, KeyError, KeyProvider, ProviderKind};
+
+/// One KEK held in process memory, as a [`KekBackend`] (the `local` provider).
+#[derive(Debug)]
+pub struct LocalKek(Kek);
+
+impl LocalKek {
+    /// Wraps a KEK.
+    pub fn new(kek: Kek) -> Self {
+        Self(kek)
+    }
+}
+
+#[async_trait]
+impl KekBackend for LocalKek {
+    fn id(&self) -> &KekId {
+        self.0.id()
+    }
+
+    fn provider(&self) -> ProviderKind {
+        ProviderKind::Local
+    }
+
+    fn describe(&self) -> String {
+        format!("local KEK {}", self.0.id())
+    }
+
+    async fn wrap(&self, dek: &Dek, ctx: &WrapContext<'_>) -> Result<WrappedDek, KeyError> {
+        if ctx.kek_id != self.0.id() {
+            return Err(KeyError::UnknownKek(ctx.kek_id.clone()));
+        }
+        Ok(self.0.wrap(dek, ctx)?)
+    }
+
+    async fn unwrap(&self, wrapped: &WrappedDek, ctx: &WrapContext<'_>) -> Result<Dek, KeyError> {
+        if ctx.kek_id != self.0.id() {
+            return Err(KeyError::UnknownKek(ctx.kek_id.clone()));
+        }
+        Ok(self.0.unwrap(wrapped, ctx)?)
+    }
+
+    async fn probe(&self) -> Result<(), KeyError> {
+        Ok(())
+    }
+}
 
 /// KEKs held in process memory: one current KEK and any number of old ones kept for rotation.
 #[derive(Debug)]
@@ -48,6 +94,11 @@ impl LocalKeyring {
     /// The old KEKs, kept for unwrapping.
     pub fn old_keys(&self) -> &[Kek] {
         &self.old
+    }
+
+    /// Splits the keyring into its KEKs, current first.
+    pub fn into_keys(self) -> (Kek, Vec<Kek>) {
+        (self.current, self.old)
     }
 
     fn find(&self, id: &KekId) -> Option<&Kek> {
