@@ -5,6 +5,8 @@
 //! working directory, capturing its output for leak checks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod peers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,1 @@
+//! Test peer: azure_standin (filled in by its provider's work).

@@ -1,0 +1,1 @@
+//! Test peer: moto (filled in by its provider's work).

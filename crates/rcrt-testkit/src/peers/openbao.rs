@@ -1,0 +1,1 @@
+//! Test peer: openbao (filled in by its provider's work).

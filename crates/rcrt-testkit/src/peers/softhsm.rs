@@ -1,0 +1,1 @@
+//! Test peer: softhsm (filled in by its provider's work).
