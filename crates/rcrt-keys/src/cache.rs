@@ -15,8 +15,8 @@ use lru::LruCache;
 use rcrt_crypto::{Dek, WrapContext, WrappedDek};
 use zeroize::Zeroizing;
 
-/// Entries hit, missed and evicted.
-pub const METRIC_CACHE: &str = "rcrt_kek_dek_cache_total";
+use crate::guard::ObserverSlot;
+
 
 struct Entry {
     dek: Zeroizing<[u8; 32]>,
@@ -27,15 +27,23 @@ struct Entry {
 pub struct DekCache {
     ttl: Duration,
     entries: Mutex<LruCache<Vec<u8>, Entry>>,
+    observer: ObserverSlot,
 }
 
 impl DekCache {
     /// A cache of at most `max_entries` DEKs, each kept at most `ttl`.
-    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+    pub fn new(ttl: Duration, max_entries: usize, observer: ObserverSlot) -> Self {
         let cap = NonZeroUsize::new(max_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             ttl,
             entries: Mutex::new(LruCache::new(cap)),
+            observer,
+        }
+    }
+
+    fn observe(&self, result: &'static str) {
+        if let Some(o) = self.observer.get() {
+            o.cache(result);
         }
     }
 
@@ -69,8 +77,7 @@ impl DekCache {
             None => None,
         };
         drop(entries);
-        metrics::counter!(METRIC_CACHE, "result" => if hit.is_some() { "hit" } else { "miss" })
-            .increment(1);
+        self.observe(if hit.is_some() { "hit" } else { "miss" });
         hit
     }
 
@@ -82,7 +89,7 @@ impl DekCache {
         };
         let evicted = self.lock().push(Self::key(wrapped, ctx), entry);
         if evicted.is_some() {
-            metrics::counter!(METRIC_CACHE, "result" => "evicted").increment(1);
+            self.observe("evicted");
         }
     }
 
@@ -109,7 +116,7 @@ mod tests {
 
     #[test]
     fn keyed_by_row_bounded_and_expiring() {
-        let cache = DekCache::new(Duration::from_millis(80), 2);
+        let cache = DekCache::new(Duration::from_millis(80), 2, ObserverSlot::default());
         let kek = KekId::from_stored("aws-kms:00");
         let w = WrappedDek::from_stored(vec![1, 2, 3]);
         let ctx = |v| WrapContext {

@@ -5,23 +5,33 @@
 //! retries before answering 503; with the circuit open, requests fail fast and one probe at a
 //! time (from [`Guarded::probe`], called by the keyring's health task) finds out when the
 //! provider is back.
+//!
+//! Metrics go to a [`CallObserver`] that the server installs (its Prometheus recorder is not a
+//! process-global one, so the `metrics` macros would record into nothing).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use rcrt_crypto::KekId;
 
 use crate::settings::CallSettings;
-use crate::{KekBackend, KeyError};
+use crate::{KekBackend, KeyError, ProviderKind};
 
-/// Latency of each provider call, by provider and operation (seconds).
-pub const METRIC_DURATION: &str = "rcrt_kek_provider_request_duration_seconds";
-/// Failed provider calls, by provider, operation and kind (`unavailable`, `refused`,
-/// `timeout`, `circuit_open`, `decrypt`).
-pub const METRIC_ERRORS: &str = "rcrt_kek_provider_errors_total";
-/// 1 while a KEK's circuit is open, by provider and KEK id.
-pub const METRIC_CIRCUIT_OPEN: &str = "rcrt_kek_provider_circuit_open";
+/// Receives what the keyring's remote calls did, for metrics.
+pub trait CallObserver: Send + Sync + 'static {
+    /// One attempt at a provider call, how long it took, and how it ended (`ok`, `timeout`,
+    /// `unavailable`, `refused`, `decrypt`, `circuit_open`).
+    fn call(&self, provider: ProviderKind, op: Op, seconds: Option<f64>, outcome: &'static str);
+    /// A KEK's circuit opened (`true`) or closed.
+    fn circuit(&self, provider: ProviderKind, kek_id: &KekId, open: bool);
+    /// A DEK cache lookup or eviction (`hit`, `miss`, `evicted`).
+    fn cache(&self, result: &'static str);
+}
+
+/// Where a keyring's guards and cache send their observations, once the server has set it.
+pub type ObserverSlot = Arc<OnceLock<Arc<dyn CallObserver>>>;
 
 #[derive(Debug, Default)]
 struct Circuit {
@@ -36,6 +46,7 @@ pub struct Guarded {
     backend: Arc<dyn KekBackend>,
     call: CallSettings,
     circuit: Mutex<Circuit>,
+    observer: ObserverSlot,
 }
 
 /// Which operation a call is, for metrics.
@@ -50,7 +61,8 @@ pub enum Op {
 }
 
 impl Op {
-    fn as_str(self) -> &'static str {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
         match self {
             Op::Wrap => "wrap",
             Op::Unwrap => "unwrap",
@@ -60,12 +72,25 @@ impl Op {
 }
 
 impl Guarded {
-    /// Guards `backend` with `call`'s policy.
-    pub fn new(backend: Arc<dyn KekBackend>, call: CallSettings) -> Self {
+    /// Guards `backend` with `call`'s policy; observations go to `observer` once it is set.
+    pub fn new(backend: Arc<dyn KekBackend>, call: CallSettings, observer: ObserverSlot) -> Self {
         Self {
             backend,
             call,
             circuit: Mutex::new(Circuit::default()),
+            observer,
+        }
+    }
+
+    fn observe(&self, op: Op, seconds: Option<f64>, outcome: &'static str) {
+        if let Some(o) = self.observer.get() {
+            o.call(self.backend.provider(), op, seconds, outcome);
+        }
+    }
+
+    fn observe_circuit(&self, open: bool) {
+        if let Some(o) = self.observer.get() {
+            o.circuit(self.backend.provider(), self.backend.id(), open);
         }
     }
 
@@ -91,13 +116,6 @@ impl Guarded {
         self.circuit.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn labels(&self, op: Op) -> [(&'static str, String); 2] {
-        [
-            ("provider", self.backend.provider().as_str().to_owned()),
-            ("op", op.as_str().to_owned()),
-        ]
-    }
-
     /// Runs `f` (one attempt per call) under the timeout, retrying what is worth retrying, and
     /// keeps the circuit. A probe runs even while the circuit is open.
     pub async fn run<T, F, Fut>(&self, op: Op, f: F) -> Result<T, KeyError>
@@ -108,7 +126,7 @@ impl Guarded {
         if !matches!(op, Op::Probe) {
             let open = self.lock().open_until.is_some_and(|t| Instant::now() < t);
             if open {
-                metrics::counter!(METRIC_ERRORS, &self.with_kind(op, "circuit_open")).increment(1);
+                self.observe(op, None, "circuit_open");
                 return Err(KeyError::CircuitOpen {
                     kek_id: self.backend.id().clone(),
                     provider: self.backend.provider(),
@@ -118,23 +136,28 @@ impl Guarded {
         let mut attempt = 0u32;
         let result = loop {
             let started = Instant::now();
-            let outcome = match tokio::time::timeout(self.call.timeout, f()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    metrics::counter!(METRIC_ERRORS, &self.with_kind(op, "timeout")).increment(1);
+            let (outcome, label) = match tokio::time::timeout(self.call.timeout, f()).await {
+                Ok(r) => {
+                    let label = match &r {
+                        Ok(_) => "ok",
+                        Err(KeyError::Crypto(_)) => "decrypt",
+                        Err(KeyError::Refused { .. }) => "refused",
+                        Err(_) => "unavailable",
+                    };
+                    (r, label)
+                }
+                Err(_) => (
                     Err(KeyError::Unavailable {
                         kek_id: self.backend.id().clone(),
                         provider: self.backend.provider(),
                         reason: format!("no answer within {:?}", self.call.timeout),
-                    })
-                }
+                    }),
+                    "timeout",
+                ),
             };
-            metrics::histogram!(METRIC_DURATION, &self.labels(op))
-                .record(started.elapsed().as_secs_f64());
+            self.observe(op, Some(started.elapsed().as_secs_f64()), label);
             match outcome {
                 Err(KeyError::Unavailable { .. }) if attempt < self.call.retries => {
-                    metrics::counter!(METRIC_ERRORS, &self.with_kind(op, "unavailable"))
-                        .increment(1);
                     attempt += 1;
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
@@ -156,27 +179,12 @@ impl Guarded {
         Duration::from_millis(rand::rng().random_range(0..=millis))
     }
 
-    fn with_kind(&self, op: Op, kind: &'static str) -> [(&'static str, String); 3] {
-        let [p, o] = self.labels(op);
-        [p, o, ("kind", kind.to_owned())]
-    }
-
     fn record<T>(&self, op: Op, result: &Result<T, KeyError>) {
         let failure = match result {
             Ok(_) => None,
             // The provider answered: it is up, the input was bad.
-            Err(KeyError::Crypto(_)) => {
-                metrics::counter!(METRIC_ERRORS, &self.with_kind(op, "decrypt")).increment(1);
-                None
-            }
-            Err(e @ KeyError::Unavailable { .. }) => {
-                metrics::counter!(METRIC_ERRORS, &self.with_kind(op, "unavailable")).increment(1);
-                Some(e.to_string())
-            }
-            Err(e @ KeyError::Refused { .. }) => {
-                metrics::counter!(METRIC_ERRORS, &self.with_kind(op, "refused")).increment(1);
-                Some(e.to_string())
-            }
+            Err(KeyError::Crypto(_)) => None,
+            Err(e @ (KeyError::Unavailable { .. } | KeyError::Refused { .. })) => Some(e.to_string()),
             Err(_) => None,
         };
         let mut c = self.lock();
@@ -184,7 +192,7 @@ impl Guarded {
             None => {
                 if c.open_until.is_some() {
                     tracing::info!(provider = %self.backend.provider(), kek_id = %self.backend.id(), "KEK provider reachable again: circuit closed");
-                    metrics::gauge!(METRIC_CIRCUIT_OPEN, "provider" => self.backend.provider().as_str(), "kek_id" => self.backend.id().as_str().to_owned()).set(0.0);
+                    self.observe_circuit(false);
                 }
                 *c = Circuit::default();
             }
@@ -195,7 +203,7 @@ impl Guarded {
                 if opens {
                     if c.open_until.is_none() {
                         tracing::error!(provider = %self.backend.provider(), kek_id = %self.backend.id(), error = %reason, "KEK provider failing: circuit open, answering 503 kek_unavailable until it recovers");
-                        metrics::gauge!(METRIC_CIRCUIT_OPEN, "provider" => self.backend.provider().as_str(), "kek_id" => self.backend.id().as_str().to_owned()).set(1.0);
+                        self.observe_circuit(true);
                     }
                     c.open_until = Some(Instant::now() + self.call.circuit_cooldown);
                 }
@@ -225,9 +233,8 @@ impl Guarded {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ProviderKind;
     use async_trait::async_trait;
-    use rcrt_crypto::{Dek, KekId, WrapContext, WrappedDek};
+    use rcrt_crypto::{Dek, WrapContext, WrappedDek};
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     struct Flaky {
@@ -284,7 +291,7 @@ mod tests {
             circuit_failures: 2,
             circuit_cooldown: Duration::from_millis(100),
         };
-        (flaky.clone(), Guarded::new(flaky, call))
+        (flaky.clone(), Guarded::new(flaky, call, ObserverSlot::default()))
     }
 
     async fn call(g: &Guarded, f: &Arc<Flaky>) -> Result<(), KeyError> {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use rcrt_crypto::{Dek, KekId, WrapContext, WrappedDek};
 
 use crate::cache::DekCache;
-use crate::guard::{Guarded, Op};
+use crate::guard::{CallObserver, Guarded, ObserverSlot, Op};
 use crate::settings::{CacheSettings, CallSettings};
 use crate::{KekBackend, KeyError, KeyProvider, LocalKek, ProviderKind};
 
@@ -109,6 +109,7 @@ pub struct Keyring {
     ids: Vec<KekId>,
     current_id: KekId,
     recovery_id: Option<KekId>,
+    observer: ObserverSlot,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -130,9 +131,12 @@ impl Keyring {
         call: &CallSettings,
         cache: &CacheSettings,
     ) -> Self {
+        let observer = ObserverSlot::default();
         let slot = |s: KeySource| match s {
             KeySource::Local(k) => Slot::Local(LocalKek::new(k)),
-            KeySource::Remote(b) => Slot::Remote(Guarded::new(b, call.clone())),
+            KeySource::Remote(b) => {
+                Slot::Remote(Guarded::new(b, call.clone(), observer.clone()))
+            }
         };
         let current = slot(current);
         let current_id = current.backend_id().clone();
@@ -166,12 +170,15 @@ impl Keyring {
             old: kept,
             recovery,
             cache: match cache.ttl {
-                Some(ttl) if has_remote => Some(DekCache::new(ttl, cache.max_entries)),
+                Some(ttl) if has_remote => {
+                    Some(DekCache::new(ttl, cache.max_entries, observer.clone()))
+                }
                 _ => None,
             },
             ids,
             current_id,
             recovery_id,
+            observer,
         }
     }
 
@@ -315,6 +322,10 @@ impl KeyProvider for Keyring {
             kek_id: id.clone(),
             wrapped: slot.wrap(dek, &ctx).await?,
         }))
+    }
+
+    fn observe_with(&self, observer: Arc<dyn CallObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     fn health(&self) -> KekHealth {

@@ -18,6 +18,7 @@ mod keyring;
 pub mod local;
 mod parse;
 pub mod pkcs11;
+mod plan;
 pub mod settings;
 pub mod vault;
 
@@ -27,9 +28,10 @@ use rcrt_crypto::{CryptoError, Dek, KekId, WrapContext, WrappedDek};
 pub use keyring::{KekHealth, KeySource, Keyring, RecoveryWrap};
 pub use local::{LocalKek, LocalKeyring};
 pub use parse::{
-    load_local_keyring, parse_kek, refuse_published_example, KekError, KekSources,
-    PUBLISHED_EXAMPLE_KEK_ID,
+    load_local_keyring, load_local_old, local_current_given, parse_kek, refuse_published_example,
+    KekError, KekSources, PUBLISHED_EXAMPLE_KEK_ID,
 };
+pub use plan::{KekPlan, KeyringError, RecoverySource};
 pub use settings::{build_backend, KekSpec, ProviderKind, ProviderSettings};
 
 /// Why a wrap or unwrap failed. Messages never hold key material or credentials.
@@ -225,6 +227,10 @@ pub trait KeyProvider: Send + Sync + 'static {
     ) -> Result<Option<RecoveryWrap>, KeyError> {
         Ok(None)
     }
+
+    /// Sends what remote KEK calls do (latency, errors, circuit, cache) to `observer`, for
+    /// metrics. Set once; later calls are ignored. A keyring without remote KEKs never calls it.
+    fn observe_with(&self, _observer: std::sync::Arc<dyn guard::CallObserver>) {}
 
     /// Whether the current KEK can be used right now (its provider reachable, its circuit
     /// closed). A local KEK always can.

@@ -170,6 +170,12 @@ pub fn load_local_keyring(sources: &KekSources) -> Result<LocalKeyring, KekError
     }
     let current = parse_kek(&text, &name)?;
     refuse_published_example(&current, &name)?;
+    Ok(LocalKeyring::new(current, load_local_old(sources)?))
+}
+
+/// The old KEKs of `LOCAL_KEK_BASE64_OLD` / `LOCAL_KEK_BASE64_OLD_FILE` alone (when the
+/// current KEK lives in a remote provider).
+pub fn load_local_old(sources: &KekSources) -> Result<Vec<Kek>, KekError> {
     let mut old = Vec::new();
     if let Some((text, name)) = one_of("LOCAL_KEK_BASE64_OLD", &sources.old, &sources.old_file)? {
         for part in text.split(|c: char| c == ',' || c.is_whitespace()) {
@@ -178,7 +184,12 @@ pub fn load_local_keyring(sources: &KekSources) -> Result<LocalKeyring, KekError
             }
         }
     }
-    Ok(LocalKeyring::new(current, old))
+    Ok(old)
+}
+
+/// True when `LOCAL_KEK_BASE64` or `LOCAL_KEK_BASE64_FILE` is set.
+pub fn local_current_given(sources: &KekSources) -> bool {
+    sources.current.is_some() || sources.current_file.is_some()
 }
 
 #[cfg(test)]
