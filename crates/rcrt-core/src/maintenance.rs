@@ -209,6 +209,7 @@ impl Maintenance {
             old_wrapped_dek: row.wrapped_dek.clone(),
             kek_id: current.as_str().to_owned(),
             wrapped_dek: wrapped.as_bytes().to_vec(),
+            recovery: row.recovery.clone(),
             resealed,
         })
     }

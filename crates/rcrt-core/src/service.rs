@@ -407,6 +407,7 @@ impl Service {
             wrapped_dek: wrapped.as_bytes().to_vec(),
             sealed_value: sealed.as_bytes().to_vec(),
             created_at: self.clock.now(),
+            recovery: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! RCRT storage: one [`Store`] trait, with SQLite (the embedded default) and PostgreSQL behind it.
 //!
-//! What it does: persists secrets, their versions (sealed value + wrapped DEK + KEK id) and the
+//! What it does: persists secrets, their versions (sealed value + wrapped DEK + KEK id, and the
+//! DEK's second wrapping under the recovery KEK when there is one) and the
 //! `secret_access_log` audit table; applies embedded migrations at open; makes every write
 //! transactional, with its audit row in the same transaction. What it does not do: encryption
 //! (it only ever sees ciphertext) or any access rule (that is `rcrt-core`).
@@ -13,14 +14,15 @@ macro_rules! meta_cols {
     };
 }
 
-/// A secret's metadata (columns 0-7) and its current version (columns 8-12) from
+/// A secret's metadata (columns 0-7) and its current version (columns 8-14) from
 /// `secrets s JOIN secret_versions v`, followed by `$rest` (the WHERE clause).
 macro_rules! select_current {
     ($rest:literal) => {
         concat!(
             "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
                     s.created_at, s.updated_at,
-                    v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at
+                    v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at,
+                    v.recovery_kek_id, v.recovery_wrapped_dek
              FROM secrets s
              JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
              ",
@@ -83,6 +85,17 @@ pub struct SecretMeta {
     pub updated_at: OffsetDateTime,
 }
 
+/// A version's DEK wrapped a second time, under the recovery KEK (columns `recovery_kek_id`,
+/// `recovery_wrapped_dek`). A running server only writes it; it is read back when the main
+/// KEK is lost and the operator gives the recovery KEK as an old KEK (the "KMS lost" drill).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecoveryRecord {
+    /// The recovery KEK's id.
+    pub kek_id: String,
+    /// The DEK wrapped under it, bound to the same row (secret id, version) as the main wrap.
+    pub wrapped_dek: Vec<u8>,
+}
+
 /// One stored version: ciphertext only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VersionRecord {
@@ -96,6 +109,8 @@ pub struct VersionRecord {
     pub sealed_value: Vec<u8>,
     /// When it was written.
     pub created_at: OffsetDateTime,
+    /// The DEK wrapped under the recovery KEK too; `None` when no recovery KEK was configured.
+    pub recovery: Option<RecoveryRecord>,
 }
 
 /// A secret to create, with its first version.
@@ -252,13 +267,26 @@ fn hash_from_stored(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Corrupt("token hash length".into()))
 }
 
-/// How many secret versions each KEK id wraps.
+/// How many secret versions each pair of (main KEK id, recovery KEK id) wraps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KekUsage {
-    /// The KEK id.
+    /// The KEK id of the main wrap.
     pub kek_id: String,
-    /// Number of versions whose DEK it wraps.
+    /// The KEK id of the recovery wrap; `None` for versions without one.
+    pub recovery_kek_id: Option<String>,
+    /// Number of versions with this pair.
     pub versions: i64,
+}
+
+impl KekUsage {
+    /// Versions per main KEK id, summed over recovery KEK ids.
+    pub fn versions_per_kek(usage: &[KekUsage]) -> std::collections::BTreeMap<String, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for u in usage {
+            *out.entry(u.kek_id.clone()).or_insert(0) += u.versions;
+        }
+        out
+    }
 }
 
 /// How busy the store's connection pool is, for `/metrics`. SQLite counts its pool of reader
@@ -289,13 +317,25 @@ pub struct StoredVersion {
     pub wrapped_dek: Vec<u8>,
     /// The sealed value (empty when the job asked for DEKs only).
     pub sealed_value: Vec<u8>,
+    /// The DEK's wrap under the recovery KEK, if the row has one.
+    pub recovery: Option<RecoveryRecord>,
 }
 
 /// Which stored versions a maintenance scan returns, in (secret id, version) order.
 #[derive(Debug, Clone)]
 pub enum VersionFilter {
-    /// Versions whose DEK is wrapped under any KEK but this one (re-wrap).
+    /// Versions whose DEK is wrapped under any KEK but this one.
     NotUnderKek(String),
+    /// Versions the background re-wrap has work on: main wrap under any KEK but `kek_id`, or,
+    /// when a recovery KEK is configured (`recovery_kek_id` is `Some`), no recovery wrap or one
+    /// under another recovery KEK. So configuring a recovery KEK later back-fills recovery wraps,
+    /// and changing it re-wraps them.
+    NeedsRewrap {
+        /// The current KEK's id.
+        kek_id: String,
+        /// The configured recovery KEK's id, if any.
+        recovery_kek_id: Option<String>,
+    },
     /// Versions sealed before this instant (re-encryption after a KEK compromise).
     SealedBefore(OffsetDateTime),
     /// Every version (verification).
@@ -315,6 +355,9 @@ pub struct Rewrapped {
     pub kek_id: String,
     /// The new wrapped DEK.
     pub wrapped_dek: Vec<u8>,
+    /// The row's recovery wrap after the change (written in the same compare-and-swap): a
+    /// fresh one, the existing one kept, or `None` to clear it.
+    pub recovery: Option<RecoveryRecord>,
     /// With re-encryption: the value sealed under a fresh DEK, and when.
     pub resealed: Option<(Vec<u8>, OffsetDateTime)>,
 }
@@ -329,6 +372,15 @@ impl std::fmt::Debug for Redacted {
     }
 }
 
+impl std::fmt::Debug for RecoveryRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoveryRecord")
+            .field("kek_id", &self.kek_id)
+            .field("wrapped_dek", &Redacted(self.wrapped_dek.len()))
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for VersionRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VersionRecord")
@@ -337,6 +389,7 @@ impl std::fmt::Debug for VersionRecord {
             .field("wrapped_dek", &Redacted(self.wrapped_dek.len()))
             .field("sealed_value", &Redacted(self.sealed_value.len()))
             .field("created_at", &self.created_at)
+            .field("recovery", &self.recovery)
             .finish()
     }
 }
@@ -350,6 +403,7 @@ impl std::fmt::Debug for StoredVersion {
             .field("kek_id", &self.kek_id)
             .field("wrapped_dek", &Redacted(self.wrapped_dek.len()))
             .field("sealed_value", &Redacted(self.sealed_value.len()))
+            .field("recovery", &self.recovery)
             .finish()
     }
 }
@@ -362,6 +416,7 @@ impl std::fmt::Debug for Rewrapped {
             .field("old_wrapped_dek", &Redacted(self.old_wrapped_dek.len()))
             .field("kek_id", &self.kek_id)
             .field("wrapped_dek", &Redacted(self.wrapped_dek.len()))
+            .field("recovery", &self.recovery)
             .field(
                 "resealed",
                 &self.resealed.as_ref().map(|(v, t)| (Redacted(v.len()), t)),
@@ -472,7 +527,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
-    /// Versions per KEK id, over all tenants (for the start-up check and rotation status).
+    /// Versions per (KEK id, recovery KEK id), over all tenants (for the start-up check and
+    /// rotation status), ordered by KEK id then recovery KEK id (`None` first).
     async fn kek_usage(&self) -> Result<Vec<KekUsage>, StoreError>;
 
     /// Up to `limit` versions matching `filter` after `after`, in (secret id, version) order.
@@ -573,13 +629,37 @@ fn scope_from_stored(scope_type: &str, scope_id: &str) -> Result<Scope, StoreErr
     Scope::new(t, id).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// The SQL condition (over `secret_versions v`) and ORDER for a maintenance scan; `$P` is the
-/// filter parameter's placeholder.
-fn filter_sql(filter: &VersionFilter, p: &str) -> String {
+/// The SQL condition (over `secret_versions v`) for a maintenance scan; `p` and `q` are the
+/// placeholders of the filter's two parameters (every variant uses both, so one statement shape
+/// binds the same parameters; `q` is the recovery KEK id of [`VersionFilter::NeedsRewrap`]).
+fn filter_sql(filter: &VersionFilter, p: &str, q: &str) -> String {
     match filter {
-        VersionFilter::NotUnderKek(_) => format!("v.kek_id <> {p}"),
-        VersionFilter::SealedBefore(_) => format!("v.sealed_at < {p}"),
-        VersionFilter::All => format!("({p} IS NULL OR TRUE)"),
+        VersionFilter::NotUnderKek(_) => format!("v.kek_id <> {p} AND ({q} IS NULL OR TRUE)"),
+        VersionFilter::NeedsRewrap { .. } => format!(
+            "(v.kek_id <> {p} OR ({q} IS NOT NULL AND \
+             (v.recovery_kek_id IS NULL OR v.recovery_kek_id <> {q})))"
+        ),
+        VersionFilter::SealedBefore(_) => {
+            format!("v.sealed_at < {p} AND ({q} IS NULL OR TRUE)")
+        }
+        VersionFilter::All => format!("({p} IS NULL OR TRUE) AND ({q} IS NULL OR TRUE)"),
+    }
+}
+
+/// A recovery wrap from its two nullable columns: both set or both NULL.
+fn recovery_from_stored(
+    kek_id: Option<String>,
+    wrapped_dek: Option<Vec<u8>>,
+) -> Result<Option<RecoveryRecord>, StoreError> {
+    match (kek_id, wrapped_dek) {
+        (Some(kek_id), Some(wrapped_dek)) => Ok(Some(RecoveryRecord {
+            kek_id,
+            wrapped_dek,
+        })),
+        (None, None) => Ok(None),
+        _ => Err(StoreError::Corrupt(
+            "recovery KEK id and recovery wrapped DEK must be set together".into(),
+        )),
     }
 }
 
@@ -600,6 +680,10 @@ mod tests {
             wrapped_dek: vec![0xAB; 3],
             sealed_value: vec![0xCD; 5],
             created_at: OffsetDateTime::UNIX_EPOCH,
+            recovery: Some(RecoveryRecord {
+                kek_id: "kek-r".into(),
+                wrapped_dek: vec![0xAB; 3],
+            }),
         };
         let rewrapped = Rewrapped {
             secret_id: SecretId::from(uuid::Uuid::nil()),
@@ -607,6 +691,7 @@ mod tests {
             old_wrapped_dek: vec![0xAB; 3],
             kek_id: "kek-2".into(),
             wrapped_dek: vec![0xEF; 4],
+            recovery: None,
             resealed: Some((vec![0xCD; 5], OffsetDateTime::UNIX_EPOCH)),
         };
         for text in [format!("{record:?}"), format!("{rewrapped:?}")] {

@@ -10,6 +10,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_list_indexes.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_recovery_wrap.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL.
@@ -23,6 +27,10 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
     (
         4,
         include_str!("../migrations/postgres/0004_app_role_per_database.sql"),
+    ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_recovery_wrap.sql"),
     ),
 ];
 

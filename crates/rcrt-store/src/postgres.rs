@@ -13,10 +13,10 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::{
-    filter_sql, hash_from_stored, migrate, name_from_stored, roles_from_stored, roles_to_stored,
-    scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped,
-    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
-    VersionFilter, VersionRecord,
+    filter_sql, hash_from_stored, migrate, name_from_stored, recovery_from_stored,
+    roles_from_stored, roles_to_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
+    NewSecret, PoolStatus, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, TokenQuery,
+    TokenRecord, VaultRecord, VersionFilter, VersionRecord,
 };
 
 /// Arbitrary constant naming the advisory lock that serializes migrations across replicas.
@@ -302,6 +302,10 @@ fn version(row: &Row, first: usize) -> Result<VersionRecord, StoreError> {
         wrapped_dek: row.try_get(first + 2).map_err(corrupt)?,
         sealed_value: row.try_get(first + 3).map_err(corrupt)?,
         created_at: row.try_get(first + 4).map_err(corrupt)?,
+        recovery: recovery_from_stored(
+            row.try_get(first + 5).map_err(corrupt)?,
+            row.try_get(first + 6).map_err(corrupt)?,
+        )?,
     })
 }
 
@@ -313,8 +317,9 @@ async fn insert_version(
     let st = c
         .prepare_cached(
             "INSERT INTO secret_versions
-             (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at, sealed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+             (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at, sealed_at,
+              recovery_kek_id, recovery_wrapped_dek)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
         )
         .await
         .map_err(pg_err)?;
@@ -327,6 +332,8 @@ async fn insert_version(
             &v.wrapped_dek,
             &v.sealed_value,
             &v.created_at,
+            &v.recovery.as_ref().map(|r| r.kek_id.as_str()),
+            &v.recovery.as_ref().map(|r| r.wrapped_dek.as_slice()),
         ],
     )
     .await
@@ -891,7 +898,9 @@ impl Store for PgStore {
             let c = self.owner_client().await?;
             let rows = c
                 .query(
-                    "SELECT kek_id, COUNT(*) FROM secret_versions GROUP BY kek_id ORDER BY kek_id",
+                    "SELECT kek_id, recovery_kek_id, COUNT(*) FROM secret_versions
+                     GROUP BY kek_id, recovery_kek_id
+                     ORDER BY kek_id, recovery_kek_id IS NOT NULL, recovery_kek_id",
                     &[],
                 )
                 .await
@@ -900,7 +909,8 @@ impl Store for PgStore {
                 .map(|r| {
                     Ok(KekUsage {
                         kek_id: r.try_get(0).map_err(corrupt)?,
-                        versions: r.try_get(1).map_err(corrupt)?,
+                        recovery_kek_id: r.try_get(1).map_err(corrupt)?,
+                        versions: r.try_get(2).map_err(corrupt)?,
                     })
                 })
                 .collect()
@@ -916,18 +926,28 @@ impl Store for PgStore {
     ) -> Result<Vec<StoredVersion>, StoreError> {
         self.bounded(self.timeouts.operation, async {
             let c = self.owner_client().await?;
-            let (cast, text, time) = match filter {
-                VersionFilter::NotUnderKek(k) => ("$1::text", Some(k.clone()), None),
-                VersionFilter::SealedBefore(t) => ("$1::timestamptz", None, Some(*t)),
-                VersionFilter::All => ("$1::text", None, None),
+            let (cast, text, time, recovery) = match filter {
+                VersionFilter::NotUnderKek(k) => ("$1::text", Some(k.clone()), None, None),
+                VersionFilter::NeedsRewrap {
+                    kek_id,
+                    recovery_kek_id,
+                } => (
+                    "$1::text",
+                    Some(kek_id.clone()),
+                    None,
+                    recovery_kek_id.clone(),
+                ),
+                VersionFilter::SealedBefore(t) => ("$1::timestamptz", None, Some(*t), None),
+                VersionFilter::All => ("$1::text", None, None, None),
             };
             let sql = format!(
                 "SELECT s.tenant, v.secret_id, v.version, v.kek_id, v.wrapped_dek,
-                        CASE WHEN $5 THEN v.sealed_value ELSE '\\x'::bytea END
+                        CASE WHEN $5 THEN v.sealed_value ELSE '\\x'::bytea END,
+                        v.recovery_kek_id, v.recovery_wrapped_dek
                  FROM secret_versions v JOIN secrets s ON s.id = v.secret_id
                  WHERE {} AND ($2::uuid IS NULL OR (v.secret_id, v.version) > ($2, $3))
                  ORDER BY v.secret_id, v.version LIMIT $4",
-                filter_sql(filter, cast)
+                filter_sql(filter, cast, "$6::text")
             );
             let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
             let after_id = after.map(|a| a.0.as_uuid());
@@ -935,13 +955,30 @@ impl Store for PgStore {
             let limit = i64::from(limit);
             let rows = match time {
                 Some(t) => {
-                    c.query(&st, &[&t, &after_id, &after_version, &limit, &with_values])
-                        .await
+                    c.query(
+                        &st,
+                        &[
+                            &t,
+                            &after_id,
+                            &after_version,
+                            &limit,
+                            &with_values,
+                            &recovery,
+                        ],
+                    )
+                    .await
                 }
                 None => {
                     c.query(
                         &st,
-                        &[&text, &after_id, &after_version, &limit, &with_values],
+                        &[
+                            &text,
+                            &after_id,
+                            &after_version,
+                            &limit,
+                            &with_values,
+                            &recovery,
+                        ],
                     )
                     .await
                 }
@@ -956,6 +993,10 @@ impl Store for PgStore {
                         kek_id: r.try_get(3).map_err(corrupt)?,
                         wrapped_dek: r.try_get(4).map_err(corrupt)?,
                         sealed_value: r.try_get(5).map_err(corrupt)?,
+                        recovery: recovery_from_stored(
+                            r.try_get(6).map_err(corrupt)?,
+                            r.try_get(7).map_err(corrupt)?,
+                        )?,
                     })
                 })
                 .collect()
@@ -975,10 +1016,11 @@ impl Store for PgStore {
                     "UPDATE secret_versions AS v
                      SET kek_id = u.kek_id, wrapped_dek = u.w,
                          sealed_value = COALESCE(u.sv, v.sealed_value),
-                         sealed_at = COALESCE(u.sa, v.sealed_at)
+                         sealed_at = COALESCE(u.sa, v.sealed_at),
+                         recovery_kek_id = u.rk, recovery_wrapped_dek = u.rw
                      FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::text[], $5::bytea[],
-                                 $6::bytea[], $7::timestamptz[])
-                          AS u(id, ver, old_w, kek_id, w, sv, sa)
+                                 $6::bytea[], $7::timestamptz[], $8::text[], $9::bytea[])
+                          AS u(id, ver, old_w, kek_id, w, sv, sa, rk, rw)
                      WHERE v.secret_id = u.id AND v.version = u.ver AND v.wrapped_dek = u.old_w",
                 )
                 .await
@@ -996,9 +1038,27 @@ impl Store for PgStore {
                 .iter()
                 .map(|r| r.resealed.as_ref().map(|(_, t)| *t))
                 .collect();
+            let recovery_keks: Vec<Option<&str>> = rows
+                .iter()
+                .map(|r| r.recovery.as_ref().map(|x| x.kek_id.as_str()))
+                .collect();
+            let recovery_wraps: Vec<Option<&[u8]>> = rows
+                .iter()
+                .map(|r| r.recovery.as_ref().map(|x| x.wrapped_dek.as_slice()))
+                .collect();
             c.execute(
                 &st,
-                &[&ids, &versions, &olds, &keks, &news, &sealed, &sealed_at],
+                &[
+                    &ids,
+                    &versions,
+                    &olds,
+                    &keks,
+                    &news,
+                    &sealed,
+                    &sealed_at,
+                    &recovery_keks,
+                    &recovery_wraps,
+                ],
             )
             .await
             .map_err(pg_err)

@@ -23,10 +23,10 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::{
-    filter_sql, hash_from_stored, migrate, name_from_stored, roles_from_stored, roles_to_stored,
-    scope_from_stored, AuditRecord, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped,
-    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
-    VersionFilter, VersionRecord,
+    filter_sql, hash_from_stored, migrate, name_from_stored, recovery_from_stored,
+    roles_from_stored, roles_to_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
+    NewSecret, PoolStatus, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, TokenQuery,
+    TokenRecord, VaultRecord, VersionFilter, VersionRecord,
 };
 use rcrt_types::{AuditEntry, SecretId, TenantId, TokenId, VaultId};
 
@@ -368,8 +368,9 @@ fn read_vault(r: &Row<'_>) -> rusqlite::Result<Result<VaultRecord, StoreError>> 
 fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "INSERT INTO secret_versions
-         (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at, sealed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+         (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at, sealed_at,
+          recovery_kek_id, recovery_wrapped_dek)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
     )?
     .execute(params![
         id.to_string(),
@@ -377,7 +378,9 @@ fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlit
         v.kek_id,
         v.wrapped_dek,
         v.sealed_value,
-        ts(v.created_at)
+        ts(v.created_at),
+        v.recovery.as_ref().map(|r| r.kek_id.as_str()),
+        v.recovery.as_ref().map(|r| r.wrapped_dek.as_slice()),
     ])
 }
 
@@ -603,8 +606,8 @@ impl SqliteStore {
     }
 }
 
-/// The version columns (`version, kek_id, wrapped_dek, sealed_value, created_at`) starting at
-/// column `first`.
+/// The version columns (`version, kek_id, wrapped_dek, sealed_value, created_at,
+/// recovery_kek_id, recovery_wrapped_dek`) starting at column `first`.
 fn read_version(
     row: &Row<'_>,
     first: usize,
@@ -614,13 +617,18 @@ fn read_version(
     let wrapped_dek = row.get(first + 2)?;
     let sealed_value = row.get(first + 3)?;
     let created_at: String = row.get(first + 4)?;
-    Ok(parse_ts(&created_at).map(|created_at| VersionRecord {
-        version,
-        kek_id,
-        wrapped_dek,
-        sealed_value,
-        created_at,
-    }))
+    let recovery_kek_id = row.get(first + 5)?;
+    let recovery_wrapped_dek = row.get(first + 6)?;
+    Ok((|| {
+        Ok(VersionRecord {
+            version,
+            kek_id,
+            wrapped_dek,
+            sealed_value,
+            created_at: parse_ts(&created_at)?,
+            recovery: recovery_from_stored(recovery_kek_id, recovery_wrapped_dek)?,
+        })
+    })())
 }
 
 fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> {
@@ -775,7 +783,8 @@ impl Store for SqliteStore {
             };
             let v = tx
                 .prepare_cached(
-                    "SELECT version, kek_id, wrapped_dek, sealed_value, created_at
+                    "SELECT version, kek_id, wrapped_dek, sealed_value, created_at,
+                            recovery_kek_id, recovery_wrapped_dek
                      FROM secret_versions WHERE secret_id = ?1 AND version = ?2",
                 )
                 .and_then(|mut st| {
@@ -1032,14 +1041,17 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT kek_id, COUNT(*) FROM secret_versions GROUP BY kek_id ORDER BY kek_id",
+                    "SELECT kek_id, recovery_kek_id, COUNT(*) FROM secret_versions
+                     GROUP BY kek_id, recovery_kek_id
+                     ORDER BY kek_id, recovery_kek_id IS NOT NULL, recovery_kek_id",
                 )
                 .map_err(unavailable)?;
             let rows = st
                 .query_map([], |r| {
                     Ok(KekUsage {
                         kek_id: r.get(0)?,
-                        versions: r.get(1)?,
+                        recovery_kek_id: r.get(1)?,
+                        versions: r.get(2)?,
                     })
                 })
                 .map_err(unavailable)?;
@@ -1054,18 +1066,23 @@ impl Store for SqliteStore {
         limit: u32,
         with_values: bool,
     ) -> Result<Vec<StoredVersion>, StoreError> {
-        let param: Option<String> = match filter {
-            VersionFilter::NotUnderKek(k) => Some(k.clone()),
-            VersionFilter::SealedBefore(t) => Some(ts(*t)),
-            VersionFilter::All => None,
+        let (param, recovery): (Option<String>, Option<String>) = match filter {
+            VersionFilter::NotUnderKek(k) => (Some(k.clone()), None),
+            VersionFilter::NeedsRewrap {
+                kek_id,
+                recovery_kek_id,
+            } => (Some(kek_id.clone()), recovery_kek_id.clone()),
+            VersionFilter::SealedBefore(t) => (Some(ts(*t)), None),
+            VersionFilter::All => (None, None),
         };
         let sql = format!(
             "SELECT s.tenant, v.secret_id, v.version, v.kek_id, v.wrapped_dek,
-                    CASE WHEN ?5 THEN v.sealed_value ELSE x'' END
+                    CASE WHEN ?5 THEN v.sealed_value ELSE x'' END,
+                    v.recovery_kek_id, v.recovery_wrapped_dek
              FROM secret_versions v JOIN secrets s ON s.id = v.secret_id
              WHERE {} AND (?2 IS NULL OR (v.secret_id, v.version) > (?2, ?3))
              ORDER BY v.secret_id, v.version LIMIT ?4",
-            filter_sql(filter, "?1")
+            filter_sql(filter, "?1", "?6")
         );
         self.read(move |c| {
             let mut st = c.prepare_cached(&sql).map_err(unavailable)?;
@@ -1076,7 +1093,8 @@ impl Store for SqliteStore {
                         after.map(|a| a.0.to_string()),
                         after.map(|a| a.1),
                         limit,
-                        with_values
+                        with_values,
+                        recovery
                     ],
                     |r| {
                         Ok((
@@ -1086,12 +1104,14 @@ impl Store for SqliteStore {
                             r.get::<_, String>(3)?,
                             r.get::<_, Vec<u8>>(4)?,
                             r.get::<_, Vec<u8>>(5)?,
+                            r.get::<_, Option<String>>(6)?,
+                            r.get::<_, Option<Vec<u8>>>(7)?,
                         ))
                     },
                 )
                 .map_err(unavailable)?;
             rows.map(|r| {
-                let (tenant, id, version, kek_id, wrapped_dek, sealed_value) =
+                let (tenant, id, version, kek_id, wrapped_dek, sealed_value, rk, rw) =
                     r.map_err(unavailable)?;
                 Ok(StoredVersion {
                     tenant: TenantId::new(tenant),
@@ -1100,6 +1120,7 @@ impl Store for SqliteStore {
                     kek_id,
                     wrapped_dek,
                     sealed_value,
+                    recovery: recovery_from_stored(rk, rw)?,
                 })
             })
             .collect()
@@ -1115,7 +1136,8 @@ impl Store for SqliteStore {
                     "UPDATE secret_versions
                      SET kek_id = ?1, wrapped_dek = ?2,
                          sealed_value = COALESCE(?3, sealed_value),
-                         sealed_at = COALESCE(?4, sealed_at)
+                         sealed_at = COALESCE(?4, sealed_at),
+                         recovery_kek_id = ?8, recovery_wrapped_dek = ?9
                      WHERE secret_id = ?5 AND version = ?6 AND wrapped_dek = ?7",
                 )
                 .map_err(unavailable)?;
@@ -1133,7 +1155,9 @@ impl Store for SqliteStore {
                         sealed_at,
                         r.secret_id.to_string(),
                         r.version,
-                        r.old_wrapped_dek
+                        r.old_wrapped_dek,
+                        r.recovery.as_ref().map(|x| x.kek_id.as_str()),
+                        r.recovery.as_ref().map(|x| x.wrapped_dek.as_slice()),
                     ])
                     .map_err(unavailable)? as u64;
             }

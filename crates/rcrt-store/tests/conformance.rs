@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use rcrt_store::{
-    ListQuery, NewSecret, Rewrapped, SecretMeta, Store, StoreError, TokenQuery, TokenRecord,
-    VaultRecord, VersionFilter, VersionRecord,
+    KekUsage, ListQuery, NewSecret, RecoveryRecord, Rewrapped, SecretMeta, Store, StoreError,
+    TokenQuery, TokenRecord, VaultRecord, VersionFilter, VersionRecord,
 };
 use rcrt_types::{
     AuditAction, AuditEntry, AuditOutcome, Role, Roles, Scope, ScopeType, SecretId, TenantId,
@@ -39,7 +39,15 @@ fn record(version: i64, kek: &str) -> VersionRecord {
         wrapped_dek: vec![1, 2, 3, version as u8],
         sealed_value: vec![9, 8, 7, version as u8],
         created_at: now(),
+        recovery: None,
     }
+}
+
+fn recovery(kek: &str, byte: u8) -> Option<RecoveryRecord> {
+    Some(RecoveryRecord {
+        kek_id: kek.into(),
+        wrapped_dek: vec![0x5e, byte],
+    })
 }
 
 fn new_secret(tenant: &TenantId, name: &str, scope: Scope) -> NewSecret {
@@ -398,6 +406,7 @@ async fn scan_and_replace_wrapped(s: Arc<dyn Store>) {
         old_wrapped_dek: vec![0xde, 0xad],
         kek_id: "kek-c".into(),
         wrapped_dek: vec![7],
+        recovery: None,
         resealed: None,
     };
     assert_eq!(s.replace_wrapped(vec![stale]).await.unwrap(), 0);
@@ -410,6 +419,7 @@ async fn scan_and_replace_wrapped(s: Arc<dyn Store>) {
             old_wrapped_dek: v.wrapped_dek.clone(),
             kek_id: "kek-b".into(),
             wrapped_dek: vec![42, v.version as u8],
+            recovery: None,
             resealed: (v.secret_id == ids[1]).then(|| (vec![5, 5, 5], now())),
         })
         .collect();
@@ -433,6 +443,157 @@ async fn scan_and_replace_wrapped(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(before.len(), 4);
+}
+
+/// Recovery wraps: written by every insert of a version (create, update, vault), read back by
+/// every read of one, counted by the census per (KEK, recovery KEK), selected by the re-wrap
+/// filter when missing or under another recovery KEK, and written by the compare-and-swap.
+async fn recovery_wraps(s: Arc<dyn Store>) {
+    let t = TenantId::new("acme");
+    let ids = |rows: &[rcrt_store::StoredVersion]| -> Vec<(SecretId, i64)> {
+        rows.iter().map(|v| (v.secret_id, v.version)).collect()
+    };
+    // With a recovery wrap (created, then updated) and without one.
+    let mut with = new_secret(&t, "WITH", Scope::global());
+    with.first.recovery = recovery("kek-r", 1);
+    s.create_secret(with.clone(), audit(AuditAction::Create, None, &t))
+        .await
+        .unwrap();
+    let w = with.meta.id;
+    let (_, v) = s.get_current(&t, w).await.unwrap().unwrap();
+    assert_eq!(v.recovery, recovery("kek-r", 1));
+    let mut v2 = record(2, "kek-a");
+    v2.recovery = recovery("kek-r", 2);
+    s.add_version(&t, w, v2, audit(AuditAction::Update, Some(w), &t))
+        .await
+        .unwrap();
+    let (_, v) = s.get_current(&t, w).await.unwrap().unwrap();
+    assert_eq!((v.version, v.recovery), (2, recovery("kek-r", 2)));
+    let without = create(&*s, &t, "WITHOUT", Scope::global()).await.meta.id;
+    assert_eq!(
+        s.get_current(&t, without)
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .recovery,
+        None
+    );
+    // A vault's secrets carry theirs too.
+    let ws = Scope::new(ScopeType::Workspace, Some("w1")).unwrap();
+    let vault = VaultRecord {
+        id: VaultId::new(),
+        tenant: t.clone(),
+        workspace: "w1".into(),
+        name: "v".into(),
+        created_at: now(),
+    };
+    let mut in_vault = new_secret(&t, "v/KEY", ws);
+    in_vault.vault = Some(vault.id);
+    in_vault.first.recovery = recovery("kek-r", 3);
+    s.create_vault(
+        vault.clone(),
+        vec![in_vault.clone()],
+        vec![audit(AuditAction::Create, None, &t)],
+    )
+    .await
+    .unwrap();
+    let listed = s.vault_secrets(&t, vault.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1.recovery, recovery("kek-r", 3));
+
+    // The census groups by (KEK, recovery KEK), versions without a recovery wrap first.
+    let usage = s.kek_usage().await.unwrap();
+    let pairs: Vec<_> = usage
+        .iter()
+        .map(|u| (u.kek_id.as_str(), u.recovery_kek_id.as_deref(), u.versions))
+        .collect();
+    assert_eq!(pairs, [("kek-a", None, 1), ("kek-a", Some("kek-r"), 3)]);
+    assert_eq!(
+        KekUsage::versions_per_kek(&usage)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [("kek-a".to_owned(), 4)]
+    );
+
+    // Scans carry the recovery wrap; the re-wrap filter selects what needs work.
+    let all = s
+        .scan_versions(&VersionFilter::All, None, 100, false)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    let by_id = |id: SecretId, version: i64| {
+        all.iter()
+            .find(|v| v.secret_id == id && v.version == version)
+            .unwrap()
+            .recovery
+            .clone()
+    };
+    assert_eq!(by_id(w, 1), recovery("kek-r", 1));
+    assert_eq!(by_id(without, 1), None);
+    let needs = |kek: &str, rec: Option<&str>| VersionFilter::NeedsRewrap {
+        kek_id: kek.into(),
+        recovery_kek_id: rec.map(str::to_owned),
+    };
+    let scan = |f: VersionFilter| {
+        let s = s.clone();
+        async move { s.scan_versions(&f, None, 100, false).await.unwrap() }
+    };
+    assert!(scan(needs("kek-a", None)).await.is_empty(), "nothing to do");
+    assert_eq!(
+        ids(&scan(needs("kek-a", Some("kek-r"))).await),
+        [(without, 1)],
+        "the version without a recovery wrap is back-filled"
+    );
+    assert_eq!(
+        scan(needs("kek-a", Some("kek-r2"))).await.len(),
+        4,
+        "a new recovery KEK re-wraps every version"
+    );
+    assert_eq!(
+        scan(needs("kek-b", None)).await.len(),
+        4,
+        "a new main KEK too"
+    );
+    assert_eq!(
+        scan(VersionFilter::NotUnderKek("kek-a".into())).await.len(),
+        0
+    );
+
+    // The compare-and-swap writes the recovery wrap with the main one, and can clear it.
+    let row = all.iter().find(|v| v.secret_id == without).unwrap().clone();
+    let fill = Rewrapped {
+        secret_id: row.secret_id,
+        version: row.version,
+        old_wrapped_dek: row.wrapped_dek.clone(),
+        kek_id: "kek-a".into(),
+        wrapped_dek: vec![43],
+        recovery: recovery("kek-r", 9),
+        resealed: None,
+    };
+    assert_eq!(s.replace_wrapped(vec![fill.clone()]).await.unwrap(), 1);
+    assert_eq!(s.replace_wrapped(vec![fill]).await.unwrap(), 0, "stale");
+    let (_, v) = s.get_current(&t, without).await.unwrap().unwrap();
+    assert_eq!(
+        (v.wrapped_dek, v.recovery),
+        (vec![43], recovery("kek-r", 9))
+    );
+    assert!(scan(needs("kek-a", Some("kek-r"))).await.is_empty());
+    let usage = s.kek_usage().await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].recovery_kek_id.as_deref(), Some("kek-r"));
+    let clear = Rewrapped {
+        secret_id: without,
+        version: 1,
+        old_wrapped_dek: vec![43],
+        kek_id: "kek-b".into(),
+        wrapped_dek: vec![44],
+        recovery: None,
+        resealed: None,
+    };
+    assert_eq!(s.replace_wrapped(vec![clear]).await.unwrap(), 1);
+    let (_, v) = s.get_current(&t, without).await.unwrap().unwrap();
+    assert_eq!((v.kek_id.as_str(), v.recovery), ("kek-b", None));
 }
 
 async fn leases_and_state(s: Arc<dyn Store>) {
@@ -763,6 +924,7 @@ suite!(
     audit_rows_round_trip,
     kek_usage_counts,
     scan_and_replace_wrapped,
+    recovery_wraps,
     leases_and_state,
     vaults,
     tokens,

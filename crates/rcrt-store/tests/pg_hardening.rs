@@ -57,6 +57,7 @@ async fn create(s: &PgStore, tenant: &TenantId, name: &str) -> SecretId {
             wrapped_dek: vec![1, 2, 3],
             sealed_value: vec![4, 5, 6],
             created_at: t,
+            recovery: None,
         },
         vault: None,
     };
@@ -369,6 +370,7 @@ async fn owner_sees_every_tenant_only_in_maintenance() {
             old_wrapped_dek: v.wrapped_dek.clone(),
             kek_id: "kek-b".into(),
             wrapped_dek: vec![9, 9, 9],
+            recovery: None,
             resealed: None,
         })
         .collect();

@@ -60,6 +60,7 @@ fn new_secret(name: &str, scope: Scope, value_len: usize) -> NewSecret {
             wrapped_dek: random_bytes(60),
             sealed_value: random_bytes(value_len),
             created_at: t,
+            recovery: None,
         },
         vault: None,
     }
@@ -282,6 +283,7 @@ async fn deleted_secrets_leave_no_bytes_in_the_database_wal_or_shm() {
         wrapped_dek: random_bytes(60),
         sealed_value: random_bytes(500),
         created_at: now(),
+        recovery: None,
     };
     let first = doomed[0].meta.id;
     s.add_version(
@@ -409,6 +411,7 @@ async fn wal_stays_bounded_under_writes_and_listings() {
                             wrapped_dek: random_bytes(60),
                             sealed_value: value,
                             created_at: now(),
+                            recovery: None,
                         };
                         let a = audit(AuditAction::Update, Some(id));
                         s.add_version(&t, id, v, a).await.unwrap().unwrap()
