@@ -153,15 +153,11 @@ impl Keyring {
                 kept.push(s);
             }
         }
+        // The recovery KEK only wraps: it is never in `ids` and never unwraps (`slot_for`), so
+        // disabling the main KEK in its KMS still stops decrypts. In the "KMS lost" drill the
+        // operator gives the recovered KEK as an old KEK instead.
         let recovery = recovery.map(slot);
         let recovery_id = recovery.as_ref().map(|r| r.backend_id().clone());
-        if let Some(r) = &recovery {
-            for id in r.unwrap_ids() {
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
-        }
         let has_remote = std::iter::once(&current)
             .chain(kept.iter())
             .any(|s| matches!(s, Slot::Remote(_)));
@@ -216,10 +212,10 @@ impl Keyring {
         self.cache.is_some()
     }
 
+    /// The slot that unwraps `id`: the current KEK or an old one, never the recovery KEK.
     fn slot_for(&self, id: &KekId) -> Option<&Slot> {
         std::iter::once(&self.current)
             .chain(self.old.iter())
-            .chain(self.recovery.iter())
             .find(|s| s.backend_id() == id || s.unwrap_ids().contains(id))
     }
 
@@ -360,7 +356,12 @@ mod tests {
             &CallSettings::default(),
             &CacheSettings::default(),
         );
-        assert_eq!(ring.kek_ids().len(), 3, "current, one old, recovery");
+        assert_eq!(
+            ring.kek_ids().len(),
+            2,
+            "current and one old; never the recovery KEK"
+        );
+        assert!(!ring.can_unwrap(kek(9).id()));
         let id = [3u8; 16];
         let dek = Dek::from_unwrapped(Zeroizing::new([5; 32]));
         let cur = ring.current_kek_id().clone();
@@ -372,6 +373,17 @@ mod tests {
         let w = ring.wrap(&dek, &ctx).await.unwrap();
         let rec = ring.wrap_recovery(&dek, &id, 1).await.unwrap().unwrap();
         assert_eq!(&rec.kek_id, kek(9).id());
+        // A running server never unwraps through the recovery KEK (the main KEK stays the kill
+        // switch).
+        let rctx = WrapContext {
+            kek_id: &rec.kek_id,
+            secret_id: &id,
+            version: 1,
+        };
+        assert!(matches!(
+            ring.unwrap(&rec.wrapped, &rctx).await,
+            Err(KeyError::UnknownKek(_))
+        ));
         // The recovery KEK alone (the drill: the current KEK is lost) opens the recovery wrap.
         let lost = Keyring::new(
             KeySource::Local(kek(4)),
@@ -380,11 +392,6 @@ mod tests {
             &CallSettings::default(),
             &CacheSettings::default(),
         );
-        let rctx = WrapContext {
-            kek_id: &rec.kek_id,
-            secret_id: &id,
-            version: 1,
-        };
         assert_eq!(
             lost.unwrap(&rec.wrapped, &rctx).await.unwrap().expose_secret(),
             &[5; 32]
