@@ -249,6 +249,18 @@ fn checked_origin(var: &str, raw: &str) -> Result<url::Url, KeyError> {
     Ok(url)
 }
 
+/// The token scope for a vault: Managed HSM hosts have their own resource.
+fn scope_for(vault: &url::Url) -> &'static str {
+    if vault
+        .host_str()
+        .is_some_and(|h| h.to_ascii_lowercase().ends_with(MANAGED_HSM_SUFFIX))
+    {
+        MANAGED_HSM_SCOPE
+    } else {
+        VAULT_SCOPE
+    }
+}
+
 fn required<'a>(value: &'a Option<String>, var: &str) -> Result<&'a str, KeyError> {
     match value.as_deref().map(str::trim) {
         Some(v) if !v.is_empty() => Ok(v),
@@ -507,14 +519,7 @@ impl AzureKek {
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or(DEFAULT_AUTHORITY_HOST),
         )?;
-        let scope = if vault
-            .host_str()
-            .is_some_and(|h| h.to_ascii_lowercase().ends_with(MANAGED_HSM_SUFFIX))
-        {
-            MANAGED_HSM_SCOPE
-        } else {
-            VAULT_SCOPE
-        };
+        let scope = scope_for(&vault);
         let loopback =
             vault.host_str() == Some("127.0.0.1") && authority.host_str() == Some("127.0.0.1");
         let mut builder = reqwest::Client::builder()
@@ -931,6 +936,23 @@ mod tests {
                 .origin()
                 .ascii_serialization(),
             "https://x.vault.azure.net"
+        );
+    }
+
+    #[test]
+    fn managed_hsm_has_its_own_scope() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert_eq!(
+            scope_for(&url("https://rcrt.vault.azure.net/")),
+            "https://vault.azure.net/.default"
+        );
+        assert_eq!(
+            scope_for(&url("https://rcrt-hsm.managedhsm.azure.net/")),
+            "https://managedhsm.azure.net/.default"
+        );
+        assert_eq!(
+            scope_for(&url("https://managedhsm.azure.net.example.com/")),
+            "https://vault.azure.net/.default"
         );
     }
 
