@@ -92,6 +92,11 @@ struct CurrentKey {
     kid: String,
     version: String,
     alg: WrapAlg,
+    /// `attributes.enabled` at the last lookup. Key Vault still answers wrapKey with a
+    /// disabled RSA key (a public-key operation) while refusing unwrapKey, so wraps are
+    /// refused here once a lookup has seen the key disabled, rather than writing DEKs that
+    /// cannot be read back.
+    enabled: bool,
 }
 
 /// Why one HTTP exchange failed, before it is tied to a KEK id.
@@ -162,7 +167,7 @@ struct KvError {
     code: Option<String>,
     #[serde(default)]
     message: Option<String>,
-    #[serde(default)]
+    #[serde(default, alias = "innerError")]
     innererror: Option<KvInner>,
 }
 
@@ -557,6 +562,7 @@ impl AzureKek {
                 kid: String::new(),
                 version: String::new(),
                 alg: WrapAlg::RsaOaep256,
+                enabled: false,
             }),
         };
         let at = format!("Azure Key Vault key {origin}/keys/{key_name}");
@@ -710,9 +716,7 @@ impl AzureKek {
                 provider: ProviderKind::AzureKeyVault,
                 reason: "Key Vault's key answer is not the expected JSON".into(),
             })?;
-        if bundle.attributes.and_then(|a| a.enabled) == Some(false) {
-            return Err(self.refused("the key is disabled in Key Vault"));
-        }
+        let enabled = bundle.attributes.and_then(|a| a.enabled) != Some(false);
         let alg = match bundle.key.kty.as_str() {
             "RSA" | "RSA-HSM" => WrapAlg::RsaOaep256,
             "oct-HSM" | "oct" => WrapAlg::A256Kw,
@@ -755,10 +759,14 @@ impl AzureKek {
             version: version.to_owned(),
             kid: bundle.key.kid.clone(),
             alg,
+            enabled,
         };
         match self.current.lock() {
             Ok(mut c) => *c = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        if !enabled {
+            return Err(self.refused("the key is disabled in Key Vault"));
         }
         Ok(())
     }
@@ -812,6 +820,11 @@ impl KekBackend for AzureKek {
             return Err(KeyError::UnknownKek(ctx.kek_id.clone()));
         }
         let current = self.current();
+        if !current.enabled {
+            return Err(
+                self.refused("the key was disabled in Key Vault at the last lookup (health probe)")
+            );
+        }
         let header = [FORMAT_VERSION, current.alg.header_id()];
         let mut payload = Zeroizing::new([0u8; 64]);
         payload[..32].copy_from_slice(Self::binding(ctx, header).as_ref());

@@ -299,8 +299,7 @@ async fn a_disabled_key_is_refused_until_enabled() {
 
     standin.set_key_enabled(KEY, false);
     let refused = |r: &Result<(), KeyError>| matches!(r, Err(KeyError::Refused { reason, .. }) if reason.contains("KeyDisabled") || reason.contains("disabled"));
-    let w = kek.wrap(&dek, &ctx(&id, &secret, 2)).await.map(|_| ());
-    assert!(refused(&w), "{w:?}");
+    // Key Vault refuses unwrapKey with a disabled key (403 Forbidden / KeyDisabled).
     let u = kek
         .unwrap(&wrapped, &ctx(&id, &secret, 1))
         .await
@@ -311,8 +310,14 @@ async fn a_disabled_key_is_refused_until_enabled() {
         e.is_unavailable(),
         "a disabled key is a 503, never a decrypt failure"
     );
+    // The probe's lookup sees attributes.enabled false; from then on wraps are refused here
+    // too (Key Vault itself would still wrap under a disabled RSA key), without a request.
     let p = kek.probe().await;
     assert!(refused(&p), "{p:?}");
+    let before = standin.vault_requests();
+    let w = kek.wrap(&dek, &ctx(&id, &secret, 2)).await.map(|_| ());
+    assert!(refused(&w), "{w:?}");
+    assert_eq!(standin.vault_requests(), before);
 
     standin.set_key_enabled(KEY, true);
     kek.probe().await.unwrap();

@@ -28,8 +28,11 @@
 //!   `Authorization: Bearer <token issued here and not expired>` (else 401 `Unauthorized` with a
 //!   `WWW-Authenticate: Bearer authorization="...", resource="https://vault.azure.net"` challenge).
 //! - Errors in Key Vault's shape `{"error":{"code","message"[,"innererror":{"code"}]}}`: an
-//!   unknown key or version is 404 `KeyNotFound`; a disabled key 403 `Forbidden` with inner code
-//!   `KeyDisabled`; an operation missing from `key_ops` 403 `Forbidden`; an algorithm the key
+//!   unknown key or version is 404 `KeyNotFound`; unwrapKey (and, on `oct-HSM`, wrapKey) with
+//!   a disabled key 403 `Forbidden` with inner code `KeyDisabled`, while wrapKey with a
+//!   disabled RSA key still works (a public-key operation; as observed on a live vault and
+//!   reported in Azure/azure-sdk-for-python#45342, not stated in the REST reference); an
+//!   operation missing from `key_ops` 403 `Forbidden`; an algorithm the key
 //!   type does not support, bad base64url or a ciphertext that does not decrypt 400
 //!   `BadParameter`; an outage 503 `ServiceUnavailable` or 429 `Throttled` (with `Retry-After`).
 //!
@@ -720,7 +723,10 @@ async fn key_op(
     let Some(v) = key.versions.iter().find(|v| v.version == version) else {
         return not_found(&name, &version);
     };
-    if !key.enabled {
+    // Key Vault answers wrapKey with a disabled RSA key (it needs only the public key) and
+    // refuses unwrapKey, as reported from a live vault in Azure/azure-sdk-for-python#45342.
+    let public_op = op == Op::Wrap && key.kty == Kty::Rsa;
+    if !key.enabled && !public_op {
         return kv_error(
             StatusCode::FORBIDDEN,
             "Forbidden",
