@@ -75,6 +75,18 @@ pub enum CoreError {
         /// The id of the KEK that is missing.
         kek_id: String,
     },
+    /// The provider holding the KEK could not be used for a wrap or an unwrap: unreachable,
+    /// too slow, refusing (no permission, key disabled) or failing fast while its circuit is
+    /// open. Nothing is wrong with the stored data and nothing was written: a 503
+    /// `kek_unavailable` that clears by itself when the provider answers again. KEK ids and
+    /// provider names are public; the provider's own words go to the log, not here.
+    #[error("KEK {kek_id} ({provider}) cannot be used right now: its provider could not be reached or refused the operation. The stored data is intact and nothing was changed; retry once the provider answers again")]
+    KekProviderUnavailable {
+        /// The KEK's id.
+        kek_id: String,
+        /// Its provider (`pkcs11`, `aws-kms`, ...).
+        provider: String,
+    },
     /// The store, while running, holds DEKs wrapped under KEKs the provider does not hold
     /// (`/ready`): each entry is an id and its version count.
     #[error("not ready: the store holds data keys wrapped under KEK ids that no configured KEK matches: {}; decrypts of those secrets answer 503 kek_unavailable. Configure those KEKs (LOCAL_KEK_BASE64, or LOCAL_KEK_BASE64_OLD during a rotation) and restart the server", .0.join(", "))]

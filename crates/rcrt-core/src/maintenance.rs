@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rcrt_crypto::{ValueContext, WrapContext};
 use rcrt_keys::KeyProvider;
-use rcrt_store::{Rewrapped, Store, StoredVersion, VersionFilter};
+use rcrt_store::{RecoveryRecord, Rewrapped, Store, StoredVersion, VersionFilter};
 use rcrt_types::{AuditAction, AuditEntry, AuditOutcome, SecretId, TenantId, Version};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -147,23 +147,42 @@ impl Maintenance {
             .map_err(CoreError::Unavailable)
     }
 
-    /// Versions not yet under the current KEK.
+    /// Versions the re-wrap has work on (see [`Maintenance::remaining_in`]).
     pub async fn remaining(&self) -> Result<u64, CoreError> {
         Ok(self.remaining_in(&self.store.kek_usage().await?))
     }
 
-    /// Versions not under the current KEK, by a census of versions per KEK.
+    /// Versions the re-wrap has work on, by a census of versions per (KEK, recovery KEK): those
+    /// not under the current KEK and, when a recovery KEK is configured, those without a
+    /// recovery wrap under it (the rows [`Maintenance::rewrap_filter`] selects).
     pub fn remaining_in(&self, usage: &[rcrt_store::KekUsage]) -> u64 {
         let current = self.keys.current_kek_id().as_str();
+        let recovery = self.keys.recovery_kek_id().map(|k| k.as_str());
         usage
             .iter()
-            .filter(|u| u.kek_id != current)
+            .filter(|u| {
+                u.kek_id != current
+                    || recovery.is_some_and(|r| u.recovery_kek_id.as_deref() != Some(r))
+            })
             .map(|u| u.versions.max(0) as u64)
             .sum()
     }
 
-    /// Unwraps one row's DEK with its own KEK and wraps it under the current KEK; with
-    /// `Mode::Reencrypt`, also opens the value and seals it again under a fresh DEK.
+    /// The rows a re-wrap processes: main wrap not under the current KEK, or (with a recovery
+    /// KEK configured) no recovery wrap under the recovery KEK.
+    pub fn rewrap_filter(&self) -> VersionFilter {
+        VersionFilter::NeedsRewrap {
+            kek_id: self.keys.current_kek_id().as_str().to_owned(),
+            recovery_kek_id: self.keys.recovery_kek_id().map(|k| k.as_str().to_owned()),
+        }
+    }
+
+    /// Unwraps one row's DEK with its own KEK (or, when that KEK is unknown, through its recovery
+    /// wrap) and wraps it under the current KEK; with `Mode::Reencrypt`, also opens the value and
+    /// seals it again under a fresh DEK. The recovery wrap is made afresh under the configured
+    /// recovery KEK, unless the row already has one under it and the DEK is unchanged; with no
+    /// recovery KEK configured, a re-wrap keeps the row's recovery wrap (same DEK) and a
+    /// re-encryption clears it (it would open the old DEK).
     async fn process(&self, row: &StoredVersion, mode: &Mode) -> Result<Rewrapped, ()> {
         let id = row.secret_id.as_bytes();
         let dek = unwrap_stored(
@@ -172,6 +191,7 @@ impl Maintenance {
             row.secret_id,
             row.version,
             &row.wrapped_dek,
+            row.recovery.as_ref(),
         )
         .await
         .map_err(|_| ())?;
@@ -202,14 +222,43 @@ impl Maintenance {
                 (fresh, Some((sealed.as_bytes().to_vec(), self.clock.now())))
             }
         };
-        let wrapped = self.keys.wrap(&dek, &new_ctx).await.map_err(|_| ())?;
+        let same_dek = resealed.is_none();
+        // A row picked only for its recovery wrap keeps its main wrap (no provider call).
+        let wrapped_dek = if same_dek && row.kek_id == current.as_str() {
+            row.wrapped_dek.clone()
+        } else {
+            let wrapped = self.keys.wrap(&dek, &new_ctx).await.map_err(|_| ())?;
+            wrapped.as_bytes().to_vec()
+        };
+        let recovery = match self.keys.recovery_kek_id() {
+            Some(target)
+                if same_dek
+                    && row
+                        .recovery
+                        .as_ref()
+                        .is_some_and(|r| r.kek_id == target.as_str()) =>
+            {
+                row.recovery.clone()
+            }
+            Some(_) => self
+                .keys
+                .wrap_recovery(&dek, id, row.version)
+                .await
+                .map_err(|_| ())?
+                .map(|r| RecoveryRecord {
+                    kek_id: r.kek_id.as_str().to_owned(),
+                    wrapped_dek: r.wrapped.as_bytes().to_vec(),
+                }),
+            None if same_dek => row.recovery.clone(),
+            None => None,
+        };
         Ok(Rewrapped {
             secret_id: row.secret_id,
             version: row.version,
             old_wrapped_dek: row.wrapped_dek.clone(),
             kek_id: current.as_str().to_owned(),
-            wrapped_dek: wrapped.as_bytes().to_vec(),
-            recovery: row.recovery.clone(),
+            wrapped_dek,
+            recovery,
             resealed,
         })
     }
@@ -294,15 +343,16 @@ impl Maintenance {
         Ok((total, failures))
     }
 
-    /// Re-wraps every DEK not under the current KEK (values untouched). One pass; rows that
+    /// Re-wraps every DEK not under the current KEK, and writes a recovery wrap on every row
+    /// without one under the configured recovery KEK (values untouched). One pass; rows that
     /// fail are reported and left as they are.
     pub async fn rewrap(
         &self,
         batch_size: u32,
         hook: &dyn BatchHook,
     ) -> Result<(Progress, Vec<Failure>), CoreError> {
-        let filter = VersionFilter::NotUnderKek(self.keys.current_kek_id().as_str().to_owned());
-        self.run(filter, Mode::Rewrap, batch_size, hook).await
+        self.run(self.rewrap_filter(), Mode::Rewrap, batch_size, hook)
+            .await
     }
 
     /// Re-encrypts every value sealed before the job started under a fresh DEK wrapped by the
@@ -380,6 +430,7 @@ impl Maintenance {
             row.secret_id,
             row.version,
             &row.wrapped_dek,
+            row.recovery.as_ref(),
         )
         .await
         else {

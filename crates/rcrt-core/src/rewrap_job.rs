@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcrt_crypto::KekId;
 use rcrt_store::KekUsage;
 use tokio::sync::Notify;
 
 use crate::maintenance::{BatchHook, Maintenance, Progress};
+use crate::service::{row_held, unheld_census};
 use crate::CoreError;
 
 const LEASE: &str = "kek-rewrap";
@@ -77,7 +77,8 @@ impl RewrapState {
 pub struct RewrapStatus {
     /// The state.
     pub state: RewrapState,
-    /// Versions not yet under the current KEK (from the store, not this replica's memory).
+    /// Versions the re-wrap has work on: not yet under the current KEK, or without a recovery
+    /// wrap under the configured recovery KEK (from the store, not this replica's memory).
     pub remaining: u64,
     /// Versions this replica has re-wrapped since it started.
     pub rewrapped_total: u64,
@@ -192,31 +193,35 @@ impl RewrapJob {
         Ok(self.snapshot(self.maintenance.remaining_in(&usage)))
     }
 
-    /// The KEK ids the store uses that the provider does not hold, with their version counts,
-    /// from a census at most `max_age` old. Not empty when the store was re-wrapped to a KEK
-    /// this server was not given (an offline `rcrt kek rewrap` while it runs): decrypts of those
-    /// versions answer 503.
+    /// The census rows (KEK id, recovery KEK id, versions) the provider cannot open, from a
+    /// census at most `max_age` old: neither their KEK nor their recovery KEK is held (rows the
+    /// provider opens only through their recovery wrap are fine). Not empty when the store was
+    /// re-wrapped to a KEK this server was not given (an offline `rcrt kek rewrap` while it
+    /// runs): decrypts of those versions answer 503.
     pub async fn unheld_keks_cached(&self, max_age: Duration) -> Result<Vec<KekUsage>, CoreError> {
         let keys = self.maintenance.keys();
         Ok(self
             .census(Some(max_age))
             .await?
             .into_iter()
-            .filter(|u| u.versions > 0 && !keys.can_unwrap(&KekId::from_stored(u.kek_id.clone())))
+            .filter(|u| {
+                u.versions > 0 && !row_held(&**keys, &u.kek_id, u.recovery_kek_id.as_deref())
+            })
             .collect())
     }
 
     /// Readiness of the keys: [`CoreError::KeksUnavailable`] naming every KEK id the store uses
     /// that the provider does not hold (see [`RewrapJob::unheld_keks_cached`]).
     pub async fn check_keks_cached(&self, max_age: Duration) -> Result<(), CoreError> {
-        let unheld = self.unheld_keks_cached(max_age).await?;
-        if unheld.is_empty() {
+        let usage = self.census(Some(max_age)).await?;
+        let (missing, _) = unheld_census(&**self.maintenance.keys(), &usage);
+        if missing.is_empty() {
             Ok(())
         } else {
             Err(CoreError::KeksUnavailable(
-                unheld
+                missing
                     .iter()
-                    .map(|u| format!("{} ({} versions)", u.kek_id, u.versions))
+                    .map(|(k, n)| format!("{k} ({n} versions)"))
                     .collect(),
             ))
         }
@@ -325,7 +330,7 @@ impl RewrapJob {
         let keys = self.maintenance.keys();
         let unheld: u64 = usage
             .iter()
-            .filter(|u| !keys.can_unwrap(&KekId::from_stored(u.kek_id.clone())))
+            .filter(|u| !row_held(&**keys, &u.kek_id, u.recovery_kek_id.as_deref()))
             .map(|u| u.versions.max(0) as u64)
             .sum();
         if remaining > 0 && remaining == unheld {

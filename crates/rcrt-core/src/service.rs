@@ -5,7 +5,9 @@ use rcrt_crypto::{
     CryptoError, Dek, KekId, Plaintext, SealedValue, ValueContext, WrapContext, WrappedDek,
 };
 use rcrt_keys::{KeyError, KeyProvider};
-use rcrt_store::{ListQuery, NewSecret, SecretMeta, Store, StoreError, VersionRecord, Visibility};
+use rcrt_store::{
+    ListQuery, NewSecret, RecoveryRecord, SecretMeta, Store, StoreError, VersionRecord, Visibility,
+};
 use rcrt_types::{
     AuditAction, AuditEntry, AuditOutcome, Principal, Role, Scope, ScopeType, SecretId, SecretName,
     Version,
@@ -96,7 +98,34 @@ pub(crate) fn page_of<T>(
 
 /// Unwraps a stored DEK with the KEK its row names (no trial decryption). One place for the
 /// request path ([`Service`]'s decrypts) and the whole-store jobs ([`crate::maintenance`]).
+///
+/// Only when the provider does not know the main KEK at all ([`KeyError::UnknownKek`]: the "KMS
+/// lost" drill, where the operator gives the recovered recovery KEK as an old KEK) and it holds
+/// the row's recovery KEK, the DEK comes from the recovery wrap. A main KEK that is configured
+/// but unusable (provider down, key disabled) never falls back: it stays the kill switch.
 pub(crate) async fn unwrap_stored(
+    keys: &dyn KeyProvider,
+    kek_id: &str,
+    id: SecretId,
+    version: Version,
+    wrapped_dek: &[u8],
+    recovery: Option<&RecoveryRecord>,
+) -> Result<Dek, KeyError> {
+    match unwrap_one(keys, kek_id, id, version, wrapped_dek).await {
+        Err(KeyError::UnknownKek(missing)) => match recovery {
+            Some(r) if keys.can_unwrap(&KekId::from_stored(r.kek_id.as_str())) => {
+                tracing::debug!(secret_id = %id, version, kek_id = %missing, recovery_kek_id = %r.kek_id,
+                    "main KEK not held: unwrapping through the recovery wrap");
+                unwrap_one(keys, &r.kek_id, id, version, &r.wrapped_dek).await
+            }
+            _ => Err(KeyError::UnknownKek(missing)),
+        },
+        other => other,
+    }
+}
+
+/// Unwraps one wrapping of a row's DEK, bound to the row and to `kek_id`.
+async fn unwrap_one(
     keys: &dyn KeyProvider,
     kek_id: &str,
     id: SecretId,
@@ -111,6 +140,70 @@ pub(crate) async fn unwrap_stored(
     };
     keys.unwrap(&WrappedDek::from_stored(wrapped_dek.to_vec()), &wctx)
         .await
+}
+
+/// True if the provider can open this row: its main KEK is held, or (the "KMS lost" drill) its
+/// recovery KEK is. For the start-up check and `/ready`'s census.
+pub(crate) fn row_held(
+    keys: &dyn KeyProvider,
+    kek_id: &str,
+    recovery_kek_id: Option<&str>,
+) -> bool {
+    keys.can_unwrap(&KekId::from_stored(kek_id))
+        || recovery_kek_id.is_some_and(|r| keys.can_unwrap(&KekId::from_stored(r)))
+}
+
+/// Version counts per KEK id, in KEK id order.
+pub(crate) type VersionsPerKek = Vec<(String, i64)>;
+
+/// The census's versions the provider cannot open, and those it opens only through their
+/// recovery wrap, each per main KEK id (summed over recovery KEK ids), in KEK id order.
+pub(crate) fn unheld_census(
+    keys: &dyn KeyProvider,
+    usage: &[rcrt_store::KekUsage],
+) -> (VersionsPerKek, VersionsPerKek) {
+    let mut missing = std::collections::BTreeMap::<String, i64>::new();
+    let mut via_recovery = std::collections::BTreeMap::<String, i64>::new();
+    for u in usage.iter().filter(|u| u.versions > 0) {
+        if keys.can_unwrap(&KekId::from_stored(u.kek_id.as_str())) {
+            continue;
+        }
+        let into = if row_held(keys, &u.kek_id, u.recovery_kek_id.as_deref()) {
+            &mut via_recovery
+        } else {
+            &mut missing
+        };
+        *into.entry(u.kek_id.clone()).or_default() += u.versions;
+    }
+    (
+        missing.into_iter().collect(),
+        via_recovery.into_iter().collect(),
+    )
+}
+
+/// A provider failure (unreachable, refused, circuit open) as [`CoreError::KekProviderUnavailable`],
+/// with the provider's own words in the log only; `None` for other key errors.
+pub(crate) fn provider_unavailable(e: &KeyError) -> Option<CoreError> {
+    let (kek_id, provider, reason) = match e {
+        KeyError::Unavailable {
+            kek_id,
+            provider,
+            reason,
+        }
+        | KeyError::Refused {
+            kek_id,
+            provider,
+            reason,
+        } => (kek_id, provider, reason.as_str()),
+        KeyError::CircuitOpen { kek_id, provider } => (kek_id, provider, "circuit open"),
+        _ => return None,
+    };
+    tracing::warn!(kek_id = %kek_id, provider = %provider, reason = %reason.escape_debug(),
+        "KEK provider could not be used; answering 503 kek_unavailable");
+    Some(CoreError::KekProviderUnavailable {
+        kek_id: kek_id.as_str().to_owned(),
+        provider: provider.as_str().to_owned(),
+    })
 }
 
 /// Opens a stored value sealed under `dek` for (tenant, id, version).
@@ -248,19 +341,27 @@ impl Service {
 
     /// Refuses to run when stored DEKs are wrapped under KEKs the provider does not have: the
     /// guide's "Cannot decrypt after restart" becomes a start-up error naming those KEK ids.
+    ///
+    /// Versions whose main KEK is not held but whose recovery KEK is (the "KMS lost" drill: the
+    /// recovered KEK given as an old KEK) pass: they are served through their recovery wrap,
+    /// which is logged with their count, and the background re-wrap moves them to the current
+    /// KEK.
     pub async fn check_keks(&self) -> Result<(), CoreError> {
-        let missing: Vec<String> = self
-            .store
-            .kek_usage()
-            .await?
-            .into_iter()
-            .filter(|u| !self.keys.can_unwrap(&KekId::from_stored(u.kek_id.clone())))
-            .map(|u| format!("{} ({} versions)", u.kek_id, u.versions))
-            .collect();
+        let usage = self.store.kek_usage().await?;
+        let (missing, via_recovery) = unheld_census(&*self.keys, &usage);
+        for (kek_id, versions) in &via_recovery {
+            tracing::warn!(kek_id = %kek_id, versions,
+                "versions under a KEK this server does not hold will be served through their recovery wrap; re-wrap them (background re-wrap, or rcrt kek rewrap) to the current KEK");
+        }
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(CoreError::UnknownKeks(missing))
+            Err(CoreError::UnknownKeks(
+                missing
+                    .iter()
+                    .map(|(k, n)| format!("{k} ({n} versions)"))
+                    .collect(),
+            ))
         }
     }
 
@@ -375,8 +476,28 @@ impl Service {
         Ok(())
     }
 
-    /// Seals `value` for (tenant, id, version) and wraps its DEK under the current KEK.
+    /// Seals `value` for (tenant, id, version) and wraps its DEK under the current KEK, and under
+    /// the recovery KEK when one is configured. When a KEK's provider cannot be used, nothing is
+    /// written: the attempt is audited as `audit` (action, secret id) with a failure, counted as
+    /// `kek_unavailable`, and answered [`CoreError::KekProviderUnavailable`].
     pub(crate) async fn seal(
+        &self,
+        ctx: &RequestContext,
+        audit: (AuditAction, Option<SecretId>),
+        id: SecretId,
+        version: Version,
+        value: &str,
+    ) -> Result<VersionRecord, CoreError> {
+        match self.seal_unaudited(ctx, id, version, value).await {
+            Err(e @ CoreError::KekProviderUnavailable { .. }) => {
+                self.metrics.kek_unavailable();
+                Err(self.fail(ctx, audit, None, AuditOutcome::Failure, e).await)
+            }
+            other => other,
+        }
+    }
+
+    async fn seal_unaudited(
         &self,
         ctx: &RequestContext,
         id: SecretId,
@@ -396,18 +517,25 @@ impl Service {
             secret_id: id.as_bytes(),
             version,
         };
-        let wrapped = self
+        let wrap_error =
+            |e: KeyError| provider_unavailable(&e).unwrap_or(CoreError::Internal(e.to_string()));
+        let wrapped = self.keys.wrap(&dek, &wctx).await.map_err(wrap_error)?;
+        let recovery = self
             .keys
-            .wrap(&dek, &wctx)
+            .wrap_recovery(&dek, id.as_bytes(), version)
             .await
-            .map_err(|e| CoreError::Internal(e.to_string()))?;
+            .map_err(wrap_error)?
+            .map(|r| RecoveryRecord {
+                kek_id: r.kek_id.as_str().to_owned(),
+                wrapped_dek: r.wrapped.as_bytes().to_vec(),
+            });
         Ok(VersionRecord {
             version,
             kek_id: kek_id.as_str().to_owned(),
             wrapped_dek: wrapped.as_bytes().to_vec(),
             sealed_value: sealed.as_bytes().to_vec(),
             created_at: self.clock.now(),
-            recovery: None,
+            recovery,
         })
     }
 
@@ -432,7 +560,9 @@ impl Service {
         }
         self.check_value(&req.value)?;
         let id = SecretId::new();
-        let first = self.seal(ctx, id, 1, &req.value).await?;
+        let first = self
+            .seal(ctx, (AuditAction::Create, None), id, 1, &req.value)
+            .await?;
         let meta = SecretMeta {
             id,
             tenant: ctx.principal.tenant.clone(),
@@ -587,8 +717,10 @@ impl Service {
     }
 
     /// Opens a stored version: [`CoreError::KekUnavailable`] when its DEK is wrapped under a
-    /// KEK the provider does not hold, [`CoreError::DecryptFailed`] when the bytes do not
-    /// authenticate. The caller audits either as a failure and calls [`Service::open_failed`].
+    /// KEK the provider does not hold (nor its recovery wrap: see [`unwrap_stored`]),
+    /// [`CoreError::KekProviderUnavailable`] when the KEK's provider cannot be used now,
+    /// [`CoreError::DecryptFailed`] when the bytes do not authenticate. The caller audits each
+    /// as a failure and calls [`Service::open_failed`].
     pub(crate) async fn open(
         &self,
         ctx: &RequestContext,
@@ -601,13 +733,14 @@ impl Service {
             id,
             record.version,
             &record.wrapped_dek,
+            record.recovery.as_ref(),
         )
         .await
         .map_err(|e| match e {
             KeyError::UnknownKek(kek_id) => CoreError::KekUnavailable {
                 kek_id: kek_id.as_str().to_owned(),
             },
-            _ => CoreError::DecryptFailed,
+            e => provider_unavailable(&e).unwrap_or(CoreError::DecryptFailed),
         })?;
         open_stored(
             &dek,
@@ -625,6 +758,8 @@ impl Service {
         if matches!(error, CoreError::KekUnavailable { .. }) {
             self.metrics.kek_unavailable();
             tracing::error!(secret_id = %id, kek_id = %kek_id, "a stored DEK is wrapped under a KEK this server does not hold; answering 503 kek_unavailable");
+        } else if matches!(error, CoreError::KekProviderUnavailable { .. }) {
+            self.metrics.kek_unavailable();
         } else {
             self.metrics.decrypt_failed();
             tracing::error!(secret_id = %id, kek_id = %kek_id, "stored secret failed to decrypt");
@@ -672,7 +807,15 @@ impl Service {
                         .await);
                 }
             }
-            let record = self.seal(ctx, id, meta.version + 1, &value).await?;
+            let record = self
+                .seal(
+                    ctx,
+                    (AuditAction::Update, Some(id)),
+                    id,
+                    meta.version + 1,
+                    &value,
+                )
+                .await?;
             let audit = self.audit(
                 ctx,
                 AuditAction::Update,

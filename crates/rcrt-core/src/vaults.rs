@@ -176,7 +176,9 @@ impl Service {
         value: &str,
     ) -> Result<NewSecret, CoreError> {
         let id = SecretId::new();
-        let first = self.seal(ctx, id, 1, value).await?;
+        let first = self
+            .seal(ctx, (AuditAction::Create, None), id, 1, value)
+            .await?;
         let name = format!("{}/{key}", vault.name)
             .parse()
             .map_err(|e: rcrt_types::ParseError| CoreError::Invalid(e.to_string()))?;

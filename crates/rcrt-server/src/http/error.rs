@@ -90,9 +90,9 @@ impl From<CoreError> for ApiError {
             CoreError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large"),
             CoreError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             CoreError::DecryptFailed => (S::INTERNAL_SERVER_ERROR, "decrypt_failed"),
-            CoreError::KekUnavailable { .. } | CoreError::KeksUnavailable(_) => {
-                (S::SERVICE_UNAVAILABLE, "kek_unavailable")
-            }
+            CoreError::KekUnavailable { .. }
+            | CoreError::KekProviderUnavailable { .. }
+            | CoreError::KeksUnavailable(_) => (S::SERVICE_UNAVAILABLE, "kek_unavailable"),
             CoreError::UnknownKeks(_) | CoreError::Internal(_) => {
                 (S::INTERNAL_SERVER_ERROR, "internal")
             }
