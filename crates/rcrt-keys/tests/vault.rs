@@ -382,3 +382,44 @@ async fn a_paused_openbao_is_unavailable_within_the_timeout() {
     let back = kek.unwrap(&w, &ctx(&id, &sid, 1)).await.unwrap();
     assert_eq!(back.expose_secret(), dek.expose_secret());
 }
+
+#[tokio::test]
+async fn namespace_and_ca_certificate_are_honoured() {
+    // VAULT_NAMESPACE: the key exists only in namespace ns1; the id names the namespace.
+    let bao = OpenBao::start_tls();
+    bao.bao(&["namespace", "create", "ns1"]);
+    bao.bao(&["secrets", "enable", "-namespace=ns1", "transit"]);
+    bao.bao(&["write", "-namespace=ns1", "-f", "transit/keys/ns-kek"]);
+    let ca = bao.ca_cert().unwrap().to_owned();
+    let mut s = settings(&bao, bao.root_token());
+    s.ca_cert = Some(ca.clone());
+    let c = call(2000, 0);
+    let e = TransitKek::connect("ns-kek", &s, &c).await.unwrap_err();
+    assert!(
+        matches!(e, KeyError::Config(ref m) if m.contains("no Transit key")),
+        "{e:?}"
+    );
+    s.namespace = Some("ns1/".into());
+    let kek = TransitKek::connect("ns-kek", &s, &c).await.unwrap();
+    assert_eq!(kek.id(), &id_v("ns1/transit/ns-kek", 1));
+    let id = kek.id().clone();
+    let sid = [4u8; 16];
+    let dek = dek();
+    let w = kek.wrap(&dek, &ctx(&id, &sid, 1)).await.unwrap();
+    let back = kek.unwrap(&w, &ctx(&id, &sid, 1)).await.unwrap();
+    assert_eq!(back.expose_secret(), dek.expose_secret());
+
+    // VAULT_CACERT: without it the server's certificate is not trusted.
+    s.ca_cert = None;
+    let e = TransitKek::connect("ns-kek", &s, &c).await.unwrap_err();
+    assert!(
+        matches!(e, KeyError::Unavailable { ref reason, .. } if reason.contains("certificate")),
+        "{e:?}"
+    );
+    s.ca_cert = Some(bao.dir().join("no-such.pem"));
+    let e = TransitKek::connect("ns-kek", &s, &c).await.unwrap_err();
+    assert!(
+        matches!(e, KeyError::Config(ref m) if m.contains("VAULT_CACERT")),
+        "{e:?}"
+    );
+}

@@ -64,6 +64,7 @@ pub struct OpenBao {
     root_token: String,
     dir: TempDir,
     log: PathBuf,
+    ca_cert: Option<PathBuf>,
 }
 
 impl OpenBao {
@@ -71,6 +72,16 @@ impl OpenBao {
     /// `/v1/sys/health` answers 200 (up to 30 s), and enables Transit at `transit/`. KV v2 is
     /// at `secret/` already (dev mode).
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// [`OpenBao::start`] serving HTTPS (`-dev-tls`) with a CA of its own, whose certificate is
+    /// [`OpenBao::ca_cert`] (`VAULT_CACERT`).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let dir = TempDir::new();
         let port = free_port();
         let root_token = format!("root-{}", uuid::Uuid::new_v4().simple());
@@ -78,14 +89,21 @@ impl OpenBao {
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let bin = bao_binary();
+        let mut args = vec![
+            "server".to_owned(),
+            "-dev".to_owned(),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+            format!("-dev-root-token-id={root_token}"),
+            "-dev-no-store-token".to_owned(),
+        ];
+        let tls_dir = dir.path().join("tls");
+        if tls {
+            std::fs::create_dir_all(&tls_dir).unwrap();
+            args.push("-dev-tls".to_owned());
+            args.push(format!("-dev-tls-cert-dir={}", tls_dir.display()));
+        }
         let child = Command::new(&bin)
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-                &format!("-dev-root-token-id={root_token}"),
-                "-dev-no-store-token",
-            ])
+            .args(&args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir.path())
@@ -106,13 +124,25 @@ impl OpenBao {
             root_token,
             dir,
             log,
+            ca_cert: tls.then(|| tls_dir.join("vault-ca.pem")),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = bao.child.try_wait() {
                 panic!("bao server exited with {status}:\n{}", bao.output());
             }
-            if http_get_status(port, "/v1/sys/health") == Some(200) {
+            let up = match &bao.ca_cert {
+                None => http_get_status(port, "/v1/sys/health") == Some(200),
+                Some(ca) => {
+                    ca.exists()
+                        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                        && bao
+                            .cli(&["status"])
+                            .output()
+                            .is_ok_and(|o| o.status.success())
+                }
+            };
+            if up {
                 break;
             }
             if Instant::now() > deadline {
@@ -124,9 +154,19 @@ impl OpenBao {
         bao
     }
 
-    /// `http://127.0.0.1:PORT` (`VAULT_ADDR`).
+    /// The CA certificate (PEM) of a [`OpenBao::start_tls`] server.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` for [`OpenBao::start_tls`]): `VAULT_ADDR`.
     pub fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The loopback port.
@@ -164,6 +204,9 @@ impl OpenBao {
             .env("BAO_ADDR", self.addr())
             .env("VAULT_TOKEN", &self.root_token)
             .env("BAO_TOKEN", &self.root_token);
+        if let Some(ca) = &self.ca_cert {
+            cmd.env("VAULT_CACERT", ca).env("BAO_CACERT", ca);
+        }
         cmd
     }
 
