@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use rcrt_keys::{load_local_keyring, parse_kek, KekSources, LocalKeyring};
+use rcrt_keys::{load_local_keyring, parse_kek, KekPlan, KekSources, Keyring, LocalKeyring};
 use zeroize::Zeroizing;
 
 use crate::{DbArgs, KekArgs};
@@ -19,6 +19,11 @@ pub(crate) fn env_kek_sources() -> KekSources {
     KekSources::from_lookup(env)
 }
 
+/// The KEK providers' variables (`KEK_PROVIDER`, ...) from the environment.
+pub(crate) fn kek_plan() -> Result<KekPlan, String> {
+    KekPlan::from_lookup(&env).map_err(|e| e.to_string())
+}
+
 /// All of stdin, zeroized when dropped.
 pub(crate) fn read_stdin() -> Result<Zeroizing<String>, String> {
     let mut text = Zeroizing::new(String::new());
@@ -28,36 +33,56 @@ pub(crate) fn read_stdin() -> Result<Zeroizing<String>, String> {
     Ok(text)
 }
 
-/// The keyring for an offline job: flags, else stdin, else the environment.
-pub(crate) fn keyring(args: &KekArgs) -> Result<LocalKeyring, String> {
-    if args.keks_stdin {
-        let text = read_stdin()?;
-        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-        let current = parse_kek(
-            lines
-                .next()
-                .ok_or("stdin holds no KEK: the first line must be the new KEK")?,
-            "stdin line 1",
-        )
+/// The keyring for an offline job. Local KEKs: stdin, else the flags, else the environment
+/// (`LOCAL_KEK_BASE64`, ...). KEKs in providers (`KEK_PROVIDER`, `KEK_PROVIDER_OLD`, the
+/// recovery KEK) always come from the environment, as for the server.
+pub(crate) async fn keyring(args: &KekArgs) -> Result<Keyring, String> {
+    let plan = kek_plan()?;
+    let given = if args.keks_stdin {
+        Some(stdin_keyring()?)
+    } else if args.new_kek_file.is_some() || args.old_kek_file.is_some() {
+        let mut sources = env_kek_sources();
+        if let Some(f) = &args.new_kek_file {
+            sources.current = None;
+            sources.current_file = Some(f.clone());
+        }
+        if let Some(f) = &args.old_kek_file {
+            sources.old = None;
+            sources.old_file = Some(f.clone());
+        }
+        if plan.current.is_some() && args.new_kek_file.is_none() {
+            // Old KEKs from a file, the current one in a provider.
+            return plan.build(&sources).await.map_err(|e| e.to_string());
+        }
+        Some(load_local_keyring(&sources).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    match given {
+        Some(ring) => plan.build_with_local(ring).await,
+        None => plan.build(&env_kek_sources()).await,
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The local keyring from stdin: the new KEK on the first line, old KEKs on the next.
+fn stdin_keyring() -> Result<LocalKeyring, String> {
+    let text = read_stdin()?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let current = parse_kek(
+        lines
+            .next()
+            .ok_or("stdin holds no KEK: the first line must be the new KEK")?,
+        "stdin line 1",
+    )
+    .map_err(|e| e.to_string())?;
+    rcrt_keys::refuse_published_example(&current, "stdin line 1").map_err(|e| e.to_string())?;
+    let old = lines
+        .enumerate()
+        .map(|(i, l)| parse_kek(l, &format!("stdin line {}", i + 2)))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-        rcrt_keys::refuse_published_example(&current, "stdin line 1").map_err(|e| e.to_string())?;
-        let old = lines
-            .enumerate()
-            .map(|(i, l)| parse_kek(l, &format!("stdin line {}", i + 2)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        return Ok(LocalKeyring::new(current, old));
-    }
-    let mut sources = env_kek_sources();
-    if let Some(f) = &args.new_kek_file {
-        sources.current = None;
-        sources.current_file = Some(f.clone());
-    }
-    if let Some(f) = &args.old_kek_file {
-        sources.old = None;
-        sources.old_file = Some(f.clone());
-    }
-    load_local_keyring(&sources).map_err(|e| e.to_string())
+    Ok(LocalKeyring::new(current, old))
 }
 
 /// The store URL: the flag, else `DB_URL`, else `DATABASE_URL`.

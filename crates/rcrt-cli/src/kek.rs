@@ -30,7 +30,13 @@ pub(crate) fn check(file: Option<PathBuf>, stdin: bool) -> Result<(), String> {
                 current_file: Some(path),
                 ..KekSources::default()
             },
-            None => env_kek_sources(),
+            None => {
+                if let Some(id) = check_provider()? {
+                    println!("KEK OK: id {id}");
+                    return Ok(());
+                }
+                env_kek_sources()
+            }
         };
         load_local_keyring(&sources)
             .map_err(|e| e.to_string())?
@@ -39,6 +45,29 @@ pub(crate) fn check(file: Option<PathBuf>, stdin: bool) -> Result<(), String> {
     };
     println!("KEK OK: id {id}");
     Ok(())
+}
+
+/// With `KEK_PROVIDER` naming a provider: connects, wraps and unwraps a throwaway DEK, and
+/// returns the KEK id (`None` for a local KEK).
+fn check_provider() -> Result<Option<rcrt_crypto::KekId>, String> {
+    let plan = crate::input::kek_plan()?;
+    if plan.current.is_none() {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let ring = plan.build(&env_kek_sources()).await.map_err(|e| e.to_string())?;
+        for (id, result) in ring.probe_all().await {
+            result.map_err(|e| format!("KEK {id}: {e}"))?;
+        }
+        for (id, provider, what) in ring.describe() {
+            eprintln!("{id}: {provider} ({what})");
+        }
+        Ok(Some(ring.current_kek_id().clone()))
+    })
 }
 
 fn mode(hex: bool) -> Mode {

@@ -66,7 +66,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 async fn open(keks: &KekArgs, db: &DbArgs) -> Result<(Maintenance, KekId), String> {
-    let ring = keyring(keks)?;
+    let ring = keyring(keks).await?;
     let current = ring.current_kek_id().clone();
     let store = rcrt_store::open(&db_url(db)?)
         .await

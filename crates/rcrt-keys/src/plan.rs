@@ -276,9 +276,37 @@ impl KekPlan {
 
     /// Builds the keyring: local KEKs from `sources`, remote ones connected (and checked) now.
     pub async fn build(&self, sources: &KekSources) -> Result<Keyring, KeyringError> {
+        self.build_inner(sources, None).await
+    }
+
+    /// Builds the keyring with a local current KEK and old local KEKs given another way (an
+    /// `rcrt` job's flags or stdin); remote old KEKs and the recovery KEK still come from the
+    /// plan. Refused when the plan names a remote current KEK too.
+    pub async fn build_with_local(
+        &self,
+        ring: crate::LocalKeyring,
+    ) -> Result<Keyring, KeyringError> {
+        if let Some(spec) = &self.current {
+            return Err(config(format!(
+                "a local KEK was given, but KEK_PROVIDER={} names another current KEK: unset KEK_PROVIDER, or give no local KEK",
+                spec.provider
+            ))
+            .into());
+        }
+        self.build_inner(&KekSources::default(), Some(ring)).await
+    }
+
+    async fn build_inner(
+        &self,
+        sources: &KekSources,
+        given: Option<crate::LocalKeyring>,
+    ) -> Result<Keyring, KeyringError> {
         let (current, mut old) = match &self.current {
             None => {
-                let ring = load_local_keyring(sources)?;
+                let ring = match given {
+                    Some(ring) => ring,
+                    None => load_local_keyring(sources)?,
+                };
                 if ring.current_also_old() {
                     tracing::warn!(
                         kek_id = %ring.current().id(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::auth::KeySource;
 use rcrt_core::rewrap_job::RewrapSettings;
 use rcrt_core::DEFAULT_MAX_VALUE_BYTES;
-use rcrt_keys::KekSources;
+use rcrt_keys::{KekPlan, KekSources};
 use zeroize::Zeroizing;
 
 /// The default listen address (the guide's scripts call port 8081).
@@ -70,6 +70,10 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A KEK provider variable (`KEK_PROVIDER`, `KEK_REF`, a provider's own) is wrong; the
+    /// message names the variable, never a credential.
+    #[error("{0}")]
+    Keys(String),
     /// `.env` exists but could not be read or parsed.
     #[error(
         ".env could not be parsed ({0}); the line's content is not shown because it may hold a key"
@@ -89,6 +93,9 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// KEK material, parsed later by `rcrt-keys` so its errors stay the guide's.
     pub kek: KekSources,
+    /// Where the KEKs live (`KEK_PROVIDER`, `KEK_REF`, old and recovery KEKs, provider
+    /// settings); see the README's KEK table.
+    pub keks: KekPlan,
     /// The log filter (tracing `EnvFilter` syntax).
     pub log_filter: String,
     /// The background re-wrap.
@@ -508,6 +515,7 @@ impl Config {
             auth,
             max_value_bytes,
             kek: KekSources::from_lookup(|k| l.get(k)),
+            keks: KekPlan::from_lookup(&|k| l.get(k)).map_err(|e| ConfigError::Keys(e.to_string()))?,
             log_filter: plain("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
         })
     }

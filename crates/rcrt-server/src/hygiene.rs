@@ -11,12 +11,16 @@
 //! Linux only: elsewhere the variables are removed from `environ` and nothing more.
 
 /// The variables that hold KEK material or a credential (their `_FILE` variants hold paths):
-/// the KEKs, and the store URL, which may carry a database password.
-pub(crate) const SECRET_VARS: [&str; 4] = [
+/// the KEKs, the store URL, which may carry a database password, and the KEK providers'
+/// credentials (a Vault token, AWS secret keys), which the providers keep in memory of their own.
+pub(crate) const SECRET_VARS: [&str; 7] = [
     "LOCAL_KEK_BASE64",
     "LOCAL_KEK_BASE64_OLD",
     "DB_URL",
     "DATABASE_URL",
+    "VAULT_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
 ];
 
 /// Removes `vars` from the environment and overwrites their `NAME=value` text in the initial

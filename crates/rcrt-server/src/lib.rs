@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rcrt_core::maintenance::Maintenance;
 use rcrt_core::rewrap_job::RewrapJob;
 use rcrt_core::{CoreError, Limits, Service, SystemClock};
-use rcrt_keys::{KekError, KeyProvider};
+use rcrt_keys::{KeyProvider, KeyringError};
 use rcrt_store::StoreError;
 
 use crate::auth::{Authenticator, JwtVerifier};
@@ -25,9 +25,10 @@ use crate::config::{AuthMode, Config};
 /// Why the server refused to start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The KEK is missing or malformed (the guide's messages).
+    /// The KEK is missing or malformed (the guide's messages), or its provider could not be
+    /// set up.
     #[error(transparent)]
-    Kek(#[from] KekError),
+    Kek(#[from] KeyringError),
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
@@ -59,14 +60,14 @@ pub enum StartupError {
 /// Builds the service and its background re-wrap from the configuration, and runs the start-up
 /// checks. The re-wrap is not started here.
 pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
-    let keyring = rcrt_keys::load_local_keyring(&config.kek)?;
-    if keyring.current_also_old() {
-        tracing::warn!(
-            kek_id = %keyring.current().id(),
-            "the same KEK is given as current (LOCAL_KEK_BASE64) and as old (LOCAL_KEK_BASE64_OLD); it is used once. During a rotation the old one should be the previous KEK: with the new one there twice, DEKs still under the previous KEK cannot be unwrapped"
-        );
+    let keyring = Arc::new(config.keks.build(&config.kek).await?);
+    for (id, provider, what) in keyring.describe() {
+        tracing::info!(kek_id = %id, provider = %provider, key = %what, "KEK");
     }
-    let keys: Arc<dyn KeyProvider> = Arc::new(keyring);
+    if config.keks.has_remote() {
+        tokio::spawn(keyring.clone().watch_health(config.keks.probe_interval));
+    }
+    let keys: Arc<dyn KeyProvider> = keyring;
     let store = rcrt_store::open(&config.db_url).await?;
     let clock = Arc::new(SystemClock);
     let service = Service::new(

@@ -41,6 +41,11 @@ const REWRAPPED: &str = "rcrt_kek_rewrapped_total";
 const POOL_CONNECTIONS: &str = "rcrt_store_pool_connections";
 const POOL_MAX: &str = "rcrt_store_pool_max_connections";
 const BUILD_INFO: &str = "rcrt_build_info";
+/// Remote KEK calls: latency by provider and operation; failures also by kind.
+const KEK_CALL_DURATION: &str = "rcrt_kek_provider_request_duration_seconds";
+const KEK_CALL_ERRORS: &str = "rcrt_kek_provider_errors_total";
+const KEK_CIRCUIT_OPEN: &str = "rcrt_kek_provider_circuit_open";
+const DEK_CACHE: &str = "rcrt_kek_dek_cache_total";
 
 /// The `route` label of a request that matched no route (the 404 fallback).
 const UNMATCHED: &str = "unmatched";
@@ -101,6 +106,9 @@ impl Exporter {
         // Cannot fail: the only error is an empty bucket list, and BUCKETS is a non-empty const.
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(DURATION.to_owned()), &BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(KEK_CALL_DURATION.to_owned()), &BUCKETS)
+            })
             .expect("non-empty buckets")
             .build_recorder();
         describe(&recorder);
@@ -152,8 +160,8 @@ impl Exporter {
     pub(crate) async fn render(&self, state: &AppState) -> Response {
         let service = &state.service;
         let keys = service.keys();
-        // 1 only while the store answers, the provider holds the KEK new DEKs are wrapped under,
-        // and every KEK the store uses: what the guide's KEKNotConfigured alert is after (the
+        // 1 only while the store answers, the provider holds (and can reach) the KEK new DEKs
+        // are wrapped under, and every KEK the store uses: what the guide's KEKNotConfigured alert is after (the
         // service "will not work", here for the secrets under a KEK it does not hold).
         let ready = matches!(
             tokio::time::timeout(READY_TIMEOUT, service.ready()).await,
@@ -167,7 +175,10 @@ impl Exporter {
             .await,
             Ok(Ok(unheld)) if unheld.is_empty()
         );
-        let configured = ready && all_held && keys.can_unwrap(keys.current_kek_id());
+        let configured = ready
+            && all_held
+            && keys.can_unwrap(keys.current_kek_id())
+            && keys.health().available;
         self.kek_configured.set(if configured { 1.0 } else { 0.0 });
 
         let counts = service.metrics();
@@ -222,6 +233,26 @@ fn describe(recorder: &PrometheusRecorder) {
         name(DURATION),
         None,
         text("Time to answer an HTTP request (to the response head), by route template, method and status."),
+    );
+    recorder.describe_histogram(
+        name(KEK_CALL_DURATION),
+        None,
+        text("Time of one attempt at a remote KEK provider call (KMS, HSM, Vault), by provider and op (wrap, unwrap, probe)."),
+    );
+    recorder.describe_counter(
+        name(KEK_CALL_ERRORS),
+        None,
+        text("Failed remote KEK provider calls, by provider, op and kind (timeout, unavailable, refused, decrypt, circuit_open)."),
+    );
+    recorder.describe_gauge(
+        name(KEK_CIRCUIT_OPEN),
+        None,
+        text("1 while a remote KEK's circuit is open (its provider failing; calls fail fast with 503 kek_unavailable), by provider and kek_id."),
+    );
+    recorder.describe_counter(
+        name(DEK_CACHE),
+        None,
+        text("DEK cache lookups and evictions (result: hit, miss, evicted); only with KEK_DEK_CACHE_TTL set."),
     );
     recorder.describe_gauge(
         name(KEK_CONFIGURED),
@@ -360,4 +391,49 @@ pub(crate) async fn track(
     handles.duration.record(started.elapsed().as_secs_f64());
     handles.count.increment(1);
     response
+}
+
+impl rcrt_keys::guard::CallObserver for Exporter {
+    fn call(
+        &self,
+        provider: rcrt_keys::ProviderKind,
+        op: rcrt_keys::guard::Op,
+        seconds: Option<f64>,
+        outcome: &'static str,
+    ) {
+        let mut labels = vec![
+            Label::from_static_parts("provider", provider.as_str()),
+            Label::from_static_parts("op", op.as_str()),
+        ];
+        if let Some(s) = seconds {
+            self.recorder
+                .register_histogram(&Key::from_parts(KEK_CALL_DURATION, labels.clone()), &METADATA)
+                .record(s);
+        }
+        if outcome != "ok" {
+            labels.push(Label::from_static_parts("kind", outcome));
+            self.recorder
+                .register_counter(&Key::from_parts(KEK_CALL_ERRORS, labels), &METADATA)
+                .increment(1);
+        }
+    }
+
+    fn circuit(&self, provider: rcrt_keys::ProviderKind, kek_id: &rcrt_crypto::KekId, open: bool) {
+        let labels = vec![
+            Label::from_static_parts("provider", provider.as_str()),
+            Label::new("kek_id", kek_id.as_str().to_owned()),
+        ];
+        self.recorder
+            .register_gauge(&Key::from_parts(KEK_CIRCUIT_OPEN, labels), &METADATA)
+            .set(if open { 1.0 } else { 0.0 });
+    }
+
+    fn cache(&self, result: &'static str) {
+        self.recorder
+            .register_counter(
+                &Key::from_parts(DEK_CACHE, vec![Label::from_static_parts("result", result)]),
+                &METADATA,
+            )
+            .increment(1);
+    }
 }

@@ -59,6 +59,8 @@ pub struct AppOptions {
 /// The router with every layer, ready to serve.
 pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
     let exporter = metrics::Exporter::new();
+    // Remote KEK calls (latency, errors, circuit, DEK cache) are recorded by the same exporter.
+    state.service.keys().observe_with(exporter.clone());
     let scrape = {
         let exporter = exporter.clone();
         move |State(state): State<Arc<AppState>>| async move { exporter.render(&state).await }

@@ -210,6 +210,20 @@ pub(crate) async fn ready(
     State(state): State<Arc<AppState>>,
 ) -> AppResult<Json<serde_json::Value>> {
     state.service.ready().await?;
+    // The current KEK's provider must answer (its circuit closed), or every write and decrypt
+    // answers 503 kek_unavailable until it does.
+    let health = state.service.keys().health();
+    if !health.available {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kek_unavailable",
+            format!(
+                "not ready: the current KEK's provider ({}) cannot be used{}; writes and decrypts answer 503 kek_unavailable until it recovers (probed in the background)",
+                health.provider,
+                health.reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+        ));
+    }
     // Every KEK id the store uses must be held, or decrypts of those versions answer 503 (a
     // store re-wrapped to another KEK underneath a running server): from the census cached
     // for the metrics, so /ready stays cheap.
