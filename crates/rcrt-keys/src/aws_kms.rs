@@ -127,6 +127,16 @@ impl AwsKmsKek {
             http,
         };
         kek.key_arn = kek.describe_key().await?;
+        if key_ref.starts_with("alias/") || key_ref.contains(":alias/") {
+            tracing::warn!(
+                key_ref = %kek.key_ref,
+                key_arn = %kek.key_arn,
+                kek_id = %kek.id,
+                "aws-kms: KEK_REF is an alias, resolved once at start; its KEK id follows the \
+                 alias name, so do not repoint the alias while DEKs are wrapped under it (prefer \
+                 the key ARN, and rotate by configuring the new key with the old one in KEK_REF_OLD)"
+            );
+        }
         Ok(kek)
     }
 

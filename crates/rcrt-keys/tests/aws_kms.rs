@@ -158,6 +158,24 @@ async fn wraps_are_bound_to_their_row_and_key() {
         t.await.unwrap();
     }
 
+    // An alias is resolved to its key's ARN at start; the KEK id follows the alias name.
+    moto.create_alias("rcrt-test", moto.key_id());
+    let by_alias = AwsKmsKek::connect("alias/rcrt-test", &settings(&moto), &call(timeout))
+        .await
+        .unwrap();
+    assert_eq!(by_alias.key_arn(), moto.key_arn());
+    assert_ne!(by_alias.id(), &id);
+    let alias_id = by_alias.id().clone();
+    let w = by_alias
+        .wrap(&dek, &ctx(&alias_id, &secret, 1))
+        .await
+        .unwrap();
+    let d = by_alias
+        .unwrap(&w, &ctx(&alias_id, &secret, 1))
+        .await
+        .unwrap();
+    assert_eq!(d.expose_secret(), dek.expose_secret());
+
     // Through `build_backend`, as the server sets it up; the default probe is a round trip.
     let spec = KekSpec {
         provider: ProviderKind::AwsKms,
