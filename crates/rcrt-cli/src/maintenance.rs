@@ -105,11 +105,13 @@ fn kek_list<'a>(usage: impl Iterator<Item = (&'a str, u64)>) -> String {
 /// KEK ids and version counts of the store, except `except`.
 async fn usage_text(job: &Maintenance, except: Option<&KekId>) -> Result<String, String> {
     let usage = job.store().kek_usage().await.map_err(|e| e.to_string())?;
+    // One census row per (KEK, recovery KEK): summed per KEK.
+    let per_kek = rcrt_store::KekUsage::versions_per_kek(&usage);
     Ok(kek_list(
-        usage
+        per_kek
             .iter()
-            .filter(|u| except.is_none_or(|k| k.as_str() != u.kek_id))
-            .map(|u| (u.kek_id.as_str(), u.versions.max(0) as u64)),
+            .filter(|(id, _)| except.is_none_or(|k| k.as_str() != id.as_str()))
+            .map(|(id, n)| (id.as_str(), (*n).max(0) as u64)),
     ))
 }
 
