@@ -383,6 +383,27 @@ enum Fail {
     BadKey(&'static str),
 }
 
+impl Fail {
+    /// True when the token (or the module) itself seems gone, not just one session: only a
+    /// re-initialisation may bring it back.
+    fn token_gone(&self) -> bool {
+        match self {
+            Fail::NoToken => true,
+            Fail::Ck(CkError::Pkcs11(rv, _)) => matches!(
+                rv,
+                RvError::GeneralError
+                    | RvError::DeviceError
+                    | RvError::DeviceRemoved
+                    | RvError::TokenNotPresent
+                    | RvError::TokenNotRecognized
+                    | RvError::SlotIdInvalid
+                    | RvError::CryptokiNotInitialized
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// A logged-in session and the key's handle in it. Its handle is closed only by
 /// [`Pool::retire`]: after a re-initialisation the number may belong to another session.
 struct Pooled {
@@ -561,8 +582,8 @@ impl Pool {
     }
 
     /// Runs `f` on a session; a session that failed with its device or token is dropped and
-    /// retires every session opened before it; when no new session can be opened either, the
-    /// module is re-initialised for the next call.
+    /// retires every session opened before it; when no new session can be opened either because
+    /// the token seems gone, the module is re-initialised for the next call.
     fn run<T>(
         &self,
         f: impl FnOnce(&Session, ObjectHandle) -> Result<T, Fail>,
@@ -572,11 +593,14 @@ impl Pool {
         let pooled = match self.take() {
             Ok(p) => p,
             Err(fail) => {
+                let reinit = fail.token_gone();
                 let err = self.runtime_error(fail, None);
                 drop(gate);
                 if matches!(err, KeyError::Unavailable { .. }) {
                     self.generation.fetch_add(1, Ordering::AcqRel);
-                    self.module.reinitialize(epoch);
+                    if reinit {
+                        self.module.reinitialize(epoch);
+                    }
                 }
                 return Err(err);
             }

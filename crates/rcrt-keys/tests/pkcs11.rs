@@ -28,8 +28,7 @@ const BREAK_TOKEN: &str = "rcrt-break-test";
 
 fn hsm() -> &'static SoftHsm {
     static HSM: OnceLock<SoftHsm> = OnceLock::new();
-    HSM.get_or_init(|| {
-        let hsm = SoftHsm::new();
+    SoftHsm::shared(&HSM, |hsm| {
         let token = hsm.token_label().to_owned();
         hsm.keygen(&token, OTHER_KEY, &["--sensitive"]);
         hsm.keygen(&token, TWIN_KEY, &["--sensitive"]);
@@ -40,8 +39,6 @@ fn hsm() -> &'static SoftHsm {
         hsm.keygen(PIN_TOKEN, "rcrt-kek", &["--sensitive"]);
         hsm.init_token(BREAK_TOKEN);
         hsm.keygen(BREAK_TOKEN, "rcrt-kek", &["--sensitive"]);
-        hsm.use_in_this_process();
-        hsm
     })
 }
 

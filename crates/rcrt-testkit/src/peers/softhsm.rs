@@ -18,6 +18,9 @@ pub const MODULE_ENV: &str = "RCRT_TEST_SOFTHSM_MODULE";
 
 const INSTALL_HINT: &str = "install SoftHSM2 and OpenSC: `apt-get install softhsm2 opensc`";
 
+/// A file in the peer's directory naming the process that made it (see [`SoftHsm::shared`]).
+const OWNER_FILE: &str = "softhsm-owner.pid";
+
 /// The user PIN of tokens this peer makes (a test value; written to a 0600 file).
 const USER_PIN: &str = "rcrt-test-pin-4711";
 const SO_PIN: &str = "rcrt-test-so-pin-0815";
@@ -93,6 +96,7 @@ impl SoftHsm {
             ),
         )
         .unwrap();
+        std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string()).unwrap();
         let pin_file = dir.path().join("pkcs11.pin");
         std::fs::write(&pin_file, format!("{USER_PIN}\n")).unwrap();
         #[cfg(unix)]
@@ -224,6 +228,23 @@ impl SoftHsm {
             .with_extension("away")
     }
 
+    /// The one `SoftHsm` of a test binary that loads the module itself, made by `setup` (which
+    /// adds the tokens and keys its tests need) and put to use in this process by
+    /// [`SoftHsm::use_in_this_process`]. A static is never dropped, so the directories of
+    /// earlier test processes that have exited are removed here instead.
+    pub fn shared(
+        cell: &'static std::sync::OnceLock<SoftHsm>,
+        setup: impl FnOnce(&SoftHsm),
+    ) -> &'static SoftHsm {
+        cell.get_or_init(|| {
+            remove_stale_dirs();
+            let hsm = SoftHsm::new();
+            setup(&hsm);
+            hsm.use_in_this_process();
+            hsm
+        })
+    }
+
     /// Sets `SOFTHSM2_CONF` for this process, for a test that loads the module itself. Call it
     /// once, before the module is first initialised (SoftHSM2 reads it only then).
     pub fn use_in_this_process(&self) {
@@ -257,5 +278,22 @@ impl SoftHsm {
 impl Default for SoftHsm {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Removes the directories of peers whose process has exited (Linux: `/proc/<pid>`).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(pid) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.trim()).exists();
+        if !alive && pid.trim() != std::process::id().to_string() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
