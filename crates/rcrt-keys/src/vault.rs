@@ -8,9 +8,11 @@
 //! decrypts. [`read_kv_kek`] is the guide's `vault kv get -field=value secret/rcrt/kek` without
 //! a shell: the KEK itself is read once at start and used as a local KEK.
 //!
-//! What it does not do: renew or log in for a token (give a token with a long enough TTL, or
-//! refresh `VAULT_TOKEN_FILE` and restart), or retry (the [`crate::Keyring`]'s guard does, except
-//! at connect and for the one KV read, which retry here).
+//! A token from `VAULT_TOKEN_FILE` is read again when Vault answers 403 and the file has
+//! changed (Vault Agent's sink, or any tool that renews the file), and the call is repeated
+//! once with the new token. What it does not do: log in or renew a token itself, or retry (the
+//! [`crate::Keyring`]'s guard does, except at connect and for the one KV read, which retry
+//! here).
 
 use std::time::Duration;
 
@@ -65,7 +67,9 @@ impl Drop for WipedJson {
 struct VaultClient {
     http: reqwest::Client,
     addr: String,
-    token: Zeroizing<String>,
+    token: std::sync::RwLock<Zeroizing<String>>,
+    /// `VAULT_TOKEN_FILE`, read again after a 403.
+    token_file: Option<std::path::PathBuf>,
     namespace: Option<String>,
 }
 
@@ -163,13 +167,66 @@ impl VaultClient {
         Ok(Self {
             http,
             addr: addr.trim_end_matches('/').to_owned(),
-            token,
+            token: std::sync::RwLock::new(token),
+            token_file: settings.token_file.clone(),
             namespace,
         })
     }
 
-    /// One request to `/v1/<path>`; the answer's JSON on 2xx.
+    /// The token as a header value (marked sensitive).
+    fn token_header(&self) -> Result<reqwest::header::HeaderValue, Failure> {
+        let token = self
+            .token
+            .read()
+            .map_err(|_| Failure::Unreachable("the token lock is poisoned".into()))?;
+        let mut value = reqwest::header::HeaderValue::from_str(&token)
+            .map_err(|_| Failure::Unreachable("the token cannot be sent".into()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// After a 403: reads `VAULT_TOKEN_FILE` again; true if it holds a new token (now in use).
+    fn reload_token(&self) -> bool {
+        let Some(path) = &self.token_file else {
+            return false;
+        };
+        let Ok(fresh) = read_secret_file("VAULT_TOKEN_FILE", path) else {
+            return false;
+        };
+        if reqwest::header::HeaderValue::from_str(&fresh).is_err() {
+            return false;
+        }
+        match self.token.write() {
+            Ok(mut token) if **token != *fresh => {
+                *token = fresh;
+                tracing::info!(file = %path.display(), "VAULT_TOKEN_FILE holds a new token: using it");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// One request to `/v1/<path>`; the answer's JSON on 2xx. A 403 with a renewed
+    /// `VAULT_TOKEN_FILE` is repeated once with the new token.
     async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&WipedJson>,
+    ) -> Result<WipedJson, Failure> {
+        match self.call_once(method.clone(), path, body).await {
+            Err(Failure::Status(403, e)) => {
+                if self.reload_token() {
+                    self.call_once(method, path, body).await
+                } else {
+                    Err(Failure::Status(403, e))
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -178,9 +235,7 @@ impl VaultClient {
         let mut req = self
             .http
             .request(method, format!("{}/v1/{path}", self.addr));
-        let mut token = reqwest::header::HeaderValue::from_str(&self.token)
-            .map_err(|_| Failure::Unreachable("the token cannot be sent".into()))?;
-        token.set_sensitive(true);
+        let token = self.token_header()?;
         req = req.header("X-Vault-Token", token);
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns.as_str());

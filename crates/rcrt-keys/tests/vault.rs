@@ -221,6 +221,23 @@ async fn tokens_without_the_policy_and_bad_keys_are_clear_errors() {
         "{e:?}"
     );
     assert!(!e.to_string().contains(&good));
+
+    // VAULT_TOKEN_FILE renewed (as Vault Agent's sink does): after a 403 the file is read
+    // again and the call repeated with the new token; an unchanged file stays Refused.
+    let first = bao.create_token(&[KEY]);
+    let s = settings(&bao, &first);
+    let file = s.token_file.clone().unwrap();
+    let kek = TransitKek::connect(KEY, &s, &c).await.unwrap();
+    bao.revoke_token(&first);
+    let e = kek.unwrap(&w, &ctx(&id, &sid, 1)).await.unwrap_err();
+    assert!(matches!(e, KeyError::Refused { .. }), "{e:?}");
+    let second = bao.create_token(&[KEY]);
+    std::fs::write(&file, format!("{second}\n")).unwrap();
+    let fresh = dek();
+    let w2 = kek.wrap(&fresh, &ctx(&id, &sid, 2)).await.unwrap();
+    let back = kek.unwrap(&w2, &ctx(&id, &sid, 2)).await.unwrap();
+    assert_eq!(back.expose_secret(), fresh.expose_secret());
+    kek.unwrap(&w, &ctx(&id, &sid, 1)).await.unwrap();
 }
 
 #[tokio::test]
