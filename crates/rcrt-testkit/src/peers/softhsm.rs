@@ -2,10 +2,14 @@
 //! operator makes one (`softhsm2-util --init-token`, `pkcs11-tool --keygen --sensitive`).
 //!
 //! SoftHSM2 reads `SOFTHSM2_CONF` once, when a process initialises the module: a server process
-//! gets it from [`SoftHsm::server_env`]; a test that loads the module itself calls
-//! [`SoftHsm::use_in_this_process`] before its first connect, and keeps one `SoftHsm` per test
-//! binary (tokens and keys for every test of that binary are made in it before the module is
-//! initialised).
+//! gets it from [`SoftHsm::server_env`]; a test binary that loads the module itself keeps one
+//! `SoftHsm` ([`SoftHsm::shared`]), with the tokens and keys of all its tests made before the
+//! module is first initialised.
+//!
+//! A failing token: [`SoftHsm::break_token`] moves the token's directory away under the
+//! process using it. SoftHSM2 then marks the token invalid for good in that process (its
+//! `OSToken` never re-validates), so after [`SoftHsm::restore_token`] only a re-initialised
+//! module (`C_Finalize`, `C_Initialize`) sees it again, as the `pkcs11` provider does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
