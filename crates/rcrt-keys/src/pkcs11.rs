@@ -371,7 +371,7 @@ fn initialize(ctx: &Pkcs11) -> Result<(), CkError> {
 enum Fail {
     /// A PKCS#11 call failed.
     Ck(CkError),
-    /// `C_Decrypt` failed (maybe the tag: see [`Pool::classify`]).
+    /// `C_Decrypt` failed (maybe the tag: see [`Pool::runtime_error`]).
     Decrypt(CkError),
     /// No token has the label.
     NoToken,
