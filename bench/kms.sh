@@ -99,7 +99,7 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------------------------
 # Results: one row per measurement, printed as a markdown table at the end.
 CONFIGS=()    # in run order
-declare -A RATE=() P50=() P99=() NON2XX=() ERRS=() CPU_SRV=() CPU_PEER=() BUSY=() UNWRAPS=() CACHE=() LABEL=()
+declare -A COLD_S=() RATE=() P50=() P99=() NON2XX=() ERRS=() CPU_SRV=() CPU_PEER=() BUSY=() UNWRAPS=() CACHE=() LABEL=()
 COMMANDS=()
 FAILED=0
 
@@ -259,15 +259,36 @@ server_alive() { # what -> dies with the server's exit status if it stopped duri
   die "rcrt-server stopped during '$1' (exit status $status; 143 = SIGTERM, 137 = SIGKILL, i.e. killed from outside this script)"
 }
 
-# From the server's /metrics: remote unwrap attempts (all providers) and DEK cache hits/misses.
-scrape() { # config
-  local m="$WORK/$1/metrics.txt"
-  timeout 10 curl -fsS --max-time 5 "$BASE/metrics" >"$m" 2>/dev/null || { echo "? ?"; return 0; }
+# From the server's /metrics: "remote_unwrap_attempts cache_hits cache_misses" (all providers).
+scrape() { # file
+  timeout 10 curl -fsS --max-time 5 "$BASE/metrics" >"$1" 2>/dev/null || die "GET /metrics failed"
   awk '
     /^rcrt_kek_provider_request_duration_seconds_count\{/ && /op="unwrap"/ { u += $NF }
     /^rcrt_kek_dek_cache_total\{/ && /result="hit"/ { h += $NF }
     /^rcrt_kek_dek_cache_total\{/ && /result="miss"/ { m += $NF }
-    END { printf "%d %d/%d\n", u, h, m }' "$m"
+    END { printf "%d %d %d\n", u, h, m }' "$1"
+}
+
+# One decrypt of every seeded secret (16 in flight), before the measurement: the cold pass, in
+# which a DEK cache misses on every secret. wrk then measures the steady state (with the cache:
+# every DEK cached, as long as SEED <= KEK_DEK_CACHE_MAX_ENTRIES and the run is shorter than the
+# TTL). Sets COLD to its duration in seconds.
+cold_pass() { # config
+  local name=$1 dir="$WORK/$1" id t0 t1 ok sep=""
+  while read -r id; do
+    printf '%surl = "%s/secrets/%s/decrypt"\nheader = "Content-Type: application/json"\n' "$sep" "$BASE" "$id"
+    printf 'data = "{\\"reason\\":\\"bench-cold-pass\\"}"\noutput = "/dev/null"\n'
+    printf 'write-out = "%%{http_code}\\n"\nmax-time = 10\n'
+    sep=$'next\n'
+  done <"$dir/ids" >"$dir/cold.curlrc"
+  t0=$(date +%s.%N)
+  timeout 300 curl --no-progress-meter --parallel --parallel-max 16 -K "$dir/cold.curlrc" \
+    >"$dir/cold.codes" 2>"$dir/cold.log" || { cat "$dir/cold.log" >&2; die "cold decrypt pass on $name failed"; }
+  t1=$(date +%s.%N)
+  ok=$(grep -c '^200$' "$dir/cold.codes" || true)
+  [ "$ok" -eq "$SEED" ] || die "cold decrypt pass on $name: $ok of $SEED answered 200 (see $dir/cold.codes)"
+  COLD=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  say "cold pass on $name: $SEED decrypts in $COLD s"
 }
 
 run_decrypt() { # config label [server env...]
@@ -275,6 +296,9 @@ run_decrypt() { # config label [server env...]
   shift 2
   start_server "$name" "$@"
   seed "$name"
+  cold_pass "$name"
+  local before
+  before=$(scrape "$WORK/$name/metrics-before.txt")
   local log="$WORK/$name/wrk-decrypt.log"
   local cmd=(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s --latency
              -s bench/wrk/decrypt.lua "$BASE/secrets" -- "$WORK/$name/ids")
@@ -291,7 +315,10 @@ run_decrypt() { # config label [server env...]
   p50=$(awk -v u="$(field p50_us "$res")" 'BEGIN{printf "%.2f", u/1000}')
   p99=$(awk -v u="$(field p99_us "$res")" 'BEGIN{printf "%.2f", u/1000}')
   errs=$(wrk_errors "$res")
-  calls=$(scrape "$name")
+  calls=$(scrape "$WORK/$name/metrics-after.txt")
+  # The measurement's own counts: after minus before.
+  calls=$(awk -v b="$before" -v a="$calls" 'BEGIN { split(b, x, " "); split(a, y, " ");
+            printf "%d %d/%d\n", y[1] - x[1], y[2] - x[2], y[3] - x[3] }')
   stop_server
   if [ "$non2xx" -ne 0 ] || [ "$errs" -ne 0 ]; then
     FAILED=1
@@ -303,9 +330,9 @@ run_decrypt() { # config label [server env...]
   local srv_cpu peer_cpu busy unwraps cache
   read -r srv_cpu peer_cpu busy <<<"$cpu"
   read -r unwraps cache <<<"$calls"
-  CPU_SRV[$name]=$srv_cpu; CPU_PEER[$name]=$peer_cpu; BUSY[$name]=$busy; UNWRAPS[$name]=$unwraps; CACHE[$name]=$cache
+  COLD_S[$name]=$COLD; CPU_SRV[$name]=$srv_cpu; CPU_PEER[$name]=$peer_cpu; BUSY[$name]=$busy; UNWRAPS[$name]=$unwraps; CACHE[$name]=$cache
   say "  -> $(printf '%.0f' "$rps") req/s, p50 $p50 ms, p99 $p99 ms, non-2xx $non2xx, socket errors $errs," \
-      "provider unwraps ${UNWRAPS[$name]}, cache hit/miss ${CACHE[$name]}, server / peer CPU, machine busy: $cpu"
+      "cold pass $COLD s, provider unwraps ${UNWRAPS[$name]}, cache hit/miss ${CACHE[$name]}, server / peer CPU, machine busy: $cpu"
 }
 
 run_local() { # config label
@@ -371,16 +398,19 @@ BASE_P99=$(awk -v a="${P99[local]}" -v b="${P99[local-end]}" 'BEGIN { printf "%.
   echo
   echo "Baseline: the local KEK, mean of the first and the last run: $(printf '%.0f' "$BASE_RPS") req/s, p99 $BASE_P99 ms."
   echo
-  echo "| configuration | req/s | req/s vs local | p50 ms | p99 ms | p99 vs local | provider unwrap calls | DEK cache hit/miss | non-2xx | socket errors | server CPU (% of 1 core) | peer CPU | machine busy |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "Cold pass: one decrypt of each of the $SEED secrets (16 in flight) before the measurement; provider"
+  echo "unwrap calls and DEK cache hits/misses are counted during the measurement only (from /metrics)."
+  echo
+  echo "| configuration | req/s | req/s vs local | p50 ms | p99 ms | p99 vs local | cold pass s | provider unwrap calls | DEK cache hit/miss | non-2xx | socket errors | server CPU (% of 1 core) | peer CPU | machine busy |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for c in "${CONFIGS[@]}"; do
     cache=${CACHE[$c]}
     case "$c" in *-cache) ;; *) cache="-" ;; esac
-    printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$c]}" "${RATE[$c]}" \
+    printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$c]}" "${RATE[$c]}" \
       "$(awk -v a="${RATE[$c]}" -v b="$BASE_RPS" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "n/a" }')" \
       "${P50[$c]}" "${P99[$c]}" \
       "$(awk -v a="${P99[$c]}" -v b="$BASE_P99" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }')" \
-      "${UNWRAPS[$c]}" "$cache" "${NON2XX[$c]}" "${ERRS[$c]}" "${CPU_SRV[$c]}" "${CPU_PEER[$c]}" "${BUSY[$c]}"
+      "${COLD_S[$c]}" "${UNWRAPS[$c]}" "$cache" "${NON2XX[$c]}" "${ERRS[$c]}" "${CPU_SRV[$c]}" "${CPU_PEER[$c]}" "${BUSY[$c]}"
   done
   echo
   echo "Revision: $REVISION. CPU: ${CPU_MODEL:-unknown}; load average before the run: $LOAD_BEFORE."
