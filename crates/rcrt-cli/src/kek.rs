@@ -59,7 +59,10 @@ fn check_provider() -> Result<Option<rcrt_crypto::KekId>, String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let ring = plan.build(&env_kek_sources()).await.map_err(|e| e.to_string())?;
+        let ring = plan
+            .build(&env_kek_sources())
+            .await
+            .map_err(|e| e.to_string())?;
         for (id, result) in ring.probe_all().await {
             result.map_err(|e| format!("KEK {id}: {e}"))?;
         }

@@ -17,7 +17,6 @@ use zeroize::Zeroizing;
 
 use crate::guard::ObserverSlot;
 
-
 struct Entry {
     dek: Zeroizing<[u8; 32]>,
     at: Instant,
@@ -68,7 +67,9 @@ impl DekCache {
         let key = Self::key(wrapped, ctx);
         let mut entries = self.lock();
         let hit = match entries.get(&key) {
-            Some(e) if e.at.elapsed() < self.ttl => Some(Dek::from_unwrapped(Zeroizing::new(*e.dek))),
+            Some(e) if e.at.elapsed() < self.ttl => {
+                Some(Dek::from_unwrapped(Zeroizing::new(*e.dek)))
+            }
             Some(_) => {
                 // Expired: dropping the entry wipes it.
                 entries.pop(&key);
@@ -135,7 +136,10 @@ mod tests {
         cache.put(&w, &ctx(2), &dek());
         cache.put(&w, &ctx(3), &dek());
         assert_eq!(cache.len(), 2, "bounded");
-        assert!(cache.get(&w, &ctx(1)).is_none(), "least recently used evicted");
+        assert!(
+            cache.get(&w, &ctx(1)).is_none(),
+            "least recently used evicted"
+        );
         std::thread::sleep(Duration::from_millis(100));
         assert!(cache.get(&w, &ctx(3)).is_none(), "expired");
     }

@@ -184,7 +184,9 @@ impl Guarded {
             Ok(_) => None,
             // The provider answered: it is up, the input was bad.
             Err(KeyError::Crypto(_)) => None,
-            Err(e @ (KeyError::Unavailable { .. } | KeyError::Refused { .. })) => Some(e.to_string()),
+            Err(e @ (KeyError::Unavailable { .. } | KeyError::Refused { .. })) => {
+                Some(e.to_string())
+            }
             Err(_) => None,
         };
         let mut c = self.lock();
@@ -198,8 +200,8 @@ impl Guarded {
             }
             Some(reason) => {
                 c.consecutive_failures = c.consecutive_failures.saturating_add(1);
-                let opens = c.consecutive_failures >= self.call.circuit_failures
-                    || matches!(op, Op::Probe);
+                let opens =
+                    c.consecutive_failures >= self.call.circuit_failures || matches!(op, Op::Probe);
                 if opens {
                     if c.open_until.is_none() {
                         tracing::error!(provider = %self.backend.provider(), kek_id = %self.backend.id(), error = %reason, "KEK provider failing: circuit open, answering 503 kek_unavailable until it recovers");
@@ -291,7 +293,10 @@ mod tests {
             circuit_failures: 2,
             circuit_cooldown: Duration::from_millis(100),
         };
-        (flaky.clone(), Guarded::new(flaky, call, ObserverSlot::default()))
+        (
+            flaky.clone(),
+            Guarded::new(flaky, call, ObserverSlot::default()),
+        )
     }
 
     async fn call(g: &Guarded, f: &Arc<Flaky>) -> Result<(), KeyError> {
@@ -305,15 +310,28 @@ mod tests {
     #[tokio::test]
     async fn retries_then_opens_fails_fast_and_recovers_by_probe() {
         let (f, g) = setup();
-        assert!(matches!(call(&g, &f).await, Err(KeyError::Unavailable { .. })));
+        assert!(matches!(
+            call(&g, &f).await,
+            Err(KeyError::Unavailable { .. })
+        ));
         assert_eq!(f.calls.load(Ordering::SeqCst), 3, "one try and two retries");
-        assert!(g.is_available(), "one failed call does not open the circuit");
+        assert!(
+            g.is_available(),
+            "one failed call does not open the circuit"
+        );
         assert!(call(&g, &f).await.is_err());
         assert!(!g.is_available());
         assert!(g.last_error().unwrap().contains("connection refused"));
         let before = f.calls.load(Ordering::SeqCst);
-        assert!(matches!(call(&g, &f).await, Err(KeyError::CircuitOpen { .. })));
-        assert_eq!(f.calls.load(Ordering::SeqCst), before, "an open circuit fails fast");
+        assert!(matches!(
+            call(&g, &f).await,
+            Err(KeyError::CircuitOpen { .. })
+        ));
+        assert_eq!(
+            f.calls.load(Ordering::SeqCst),
+            before,
+            "an open circuit fails fast"
+        );
         // The provider comes back; a probe closes the circuit.
         f.down.store(false, Ordering::SeqCst);
         g.probe().await.unwrap();

@@ -134,9 +134,7 @@ impl Keyring {
         let observer = ObserverSlot::default();
         let slot = |s: KeySource| match s {
             KeySource::Local(k) => Slot::Local(LocalKek::new(k)),
-            KeySource::Remote(b) => {
-                Slot::Remote(Guarded::new(b, call.clone(), observer.clone()))
-            }
+            KeySource::Remote(b) => Slot::Remote(Guarded::new(b, call.clone(), observer.clone())),
         };
         let current = slot(current);
         let current_id = current.backend_id().clone();
@@ -393,7 +391,10 @@ mod tests {
             &CacheSettings::default(),
         );
         assert_eq!(
-            lost.unwrap(&rec.wrapped, &rctx).await.unwrap().expose_secret(),
+            lost.unwrap(&rec.wrapped, &rctx)
+                .await
+                .unwrap()
+                .expose_secret(),
             &[5; 32]
         );
         assert!(matches!(

@@ -13,8 +13,8 @@ use crate::settings::{
     VaultSettings,
 };
 use crate::{
-    build_backend, load_local_keyring, parse_kek, KekError, KekSources, KekSpec, KeyError,
-    Keyring, ProviderKind, ProviderSettings,
+    build_backend, load_local_keyring, parse_kek, KekError, KekSources, KekSpec, KeyError, Keyring,
+    ProviderKind, ProviderSettings,
 };
 
 /// Where the recovery KEK comes from.
@@ -85,7 +85,11 @@ fn number<T: std::str::FromStr>(
 impl ProviderSettings {
     /// Reads every provider's variables through `get`.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<Zeroizing<String>>) -> Result<Self, KeyError> {
-        let plain = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let plain = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let path = |k: &str| plain(k).map(PathBuf::from);
         let defaults = CallSettings::default();
         let call = CallSettings {
@@ -157,7 +161,11 @@ fn current_ref(
     provider: ProviderKind,
     get: &dyn Fn(&str) -> Option<Zeroizing<String>>,
 ) -> Result<String, KeyError> {
-    let plain = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let plain = |k: &str| {
+        get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     let alias = match provider {
         ProviderKind::AwsKms => Some("AWS_KMS_KEY_ID"),
         ProviderKind::AzureKeyVault => Some("AZURE_KEY_NAME"),
@@ -188,7 +196,11 @@ impl KekPlan {
     /// Reads the KEK variables other than the local KEK text (which stays in
     /// [`KekSources`]) through `get`.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<Zeroizing<String>>) -> Result<Self, KeyError> {
-        let plain = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let plain = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let provider: ProviderKind = match plain("KEK_PROVIDER") {
             Some(p) => p.parse()?,
             None => ProviderKind::Local,
@@ -371,9 +383,9 @@ impl KekPlan {
                     &path.display().to_string(),
                 )?))
             }
-            Some(RecoverySource::Remote(spec)) => {
-                Some(KeySource::Remote(build_backend(spec, &self.settings).await?))
-            }
+            Some(RecoverySource::Remote(spec)) => Some(KeySource::Remote(
+                build_backend(spec, &self.settings).await?,
+            )),
         };
         Ok(Keyring::new(
             current,
@@ -403,26 +415,55 @@ mod tests {
     fn reads_providers_aliases_and_refuses_ambiguity() {
         let p = plan(&[]).unwrap();
         assert!(p.current.is_none() && !p.has_remote());
-        let p = plan(&[("KEK_PROVIDER", "aws-kms"), ("AWS_KMS_KEY_ID", "alias/rcrt")]).unwrap();
+        let p = plan(&[
+            ("KEK_PROVIDER", "aws-kms"),
+            ("AWS_KMS_KEY_ID", "alias/rcrt"),
+        ])
+        .unwrap();
         assert_eq!(p.current.unwrap().key_ref, "alias/rcrt");
-        let p = plan(&[("KEK_PROVIDER", "azure-keyvault"), ("AZURE_KEY_NAME", "rcrt-kek")]).unwrap();
+        let p = plan(&[
+            ("KEK_PROVIDER", "azure-keyvault"),
+            ("AZURE_KEY_NAME", "rcrt-kek"),
+        ])
+        .unwrap();
         assert_eq!(p.current.unwrap().provider, ProviderKind::AzureKeyVault);
-        let e = plan(&[("KEK_PROVIDER", "aws-kms"), ("KEK_REF", "a"), ("AWS_KMS_KEY_ID", "b")]);
+        let e = plan(&[
+            ("KEK_PROVIDER", "aws-kms"),
+            ("KEK_REF", "a"),
+            ("AWS_KMS_KEY_ID", "b"),
+        ]);
         assert!(e.unwrap_err().to_string().contains("different keys"));
         let e = plan(&[("KEK_PROVIDER", "pkcs11")]).unwrap_err().to_string();
         assert!(e.contains("needs KEK_REF") && e.contains("label"), "{e}");
-        let e = plan(&[("KEK_PROVIDER", "gcp-kms")]).unwrap_err().to_string();
-        assert!(e.contains("unknown KEK provider") && e.contains("vault-transit"), "{e}");
+        let e = plan(&[("KEK_PROVIDER", "gcp-kms")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown KEK provider") && e.contains("vault-transit"),
+            "{e}"
+        );
         let e = plan(&[("KEK_REF", "x")]).unwrap_err().to_string();
         assert!(e.contains("KEK_PROVIDER"), "{e}");
-        let p = plan(&[("KEK_PROVIDER_OLD", "vault-transit"), ("KEK_REF_OLD", "a, b")]).unwrap();
+        let p = plan(&[
+            ("KEK_PROVIDER_OLD", "vault-transit"),
+            ("KEK_REF_OLD", "a, b"),
+        ])
+        .unwrap();
         assert_eq!(p.old.len(), 2);
         assert!(p.has_remote());
         assert!(plan(&[("KEK_PROVIDER_OLD", "pkcs11")]).is_err());
         let p = plan(&[("RECOVERY_KEK_BASE64_FILE", "/r")]).unwrap();
         assert_eq!(p.recovery, Some(RecoverySource::File("/r".into())));
-        assert!(plan(&[("RECOVERY_KEK_BASE64_FILE", "/r"), ("RECOVERY_KEK_PROVIDER", "aws-kms")]).is_err());
-        let p = plan(&[("KEK_PROVIDER_TIMEOUT", "250ms"), ("KEK_DEK_CACHE_TTL", "1m")]).unwrap();
+        assert!(plan(&[
+            ("RECOVERY_KEK_BASE64_FILE", "/r"),
+            ("RECOVERY_KEK_PROVIDER", "aws-kms")
+        ])
+        .is_err());
+        let p = plan(&[
+            ("KEK_PROVIDER_TIMEOUT", "250ms"),
+            ("KEK_DEK_CACHE_TTL", "1m"),
+        ])
+        .unwrap();
         assert_eq!(p.settings.call.timeout, Duration::from_millis(250));
         assert_eq!(p.settings.cache.ttl, Some(Duration::from_secs(60)));
         assert!(plan(&[("KEK_PROVIDER_RETRIES", "many")]).is_err());

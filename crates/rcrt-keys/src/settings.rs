@@ -146,8 +146,14 @@ impl std::fmt::Debug for AwsSettings {
             .field("region", &self.region)
             .field("endpoint_url", &self.endpoint_url)
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "[REDACTED]"))
-            .field("session_token", &self.session_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("shared_credentials_file", &self.shared_credentials_file)
             .field("profile", &self.profile)
             .finish()
@@ -270,8 +276,7 @@ pub async fn build_backend(
             crate::vault::read_kv_kek(&spec.key_ref, &settings.vault, &settings.call).await?,
         ))),
         ProviderKind::AzureKeyVault => Ok(Arc::new(
-            crate::azure::AzureKek::connect(&spec.key_ref, &settings.azure, &settings.call)
-                .await?,
+            crate::azure::AzureKek::connect(&spec.key_ref, &settings.azure, &settings.call).await?,
         )),
     }
 }

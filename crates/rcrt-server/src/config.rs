@@ -515,7 +515,8 @@ impl Config {
             auth,
             max_value_bytes,
             kek: KekSources::from_lookup(|k| l.get(k)),
-            keks: KekPlan::from_lookup(&|k| l.get(k)).map_err(|e| ConfigError::Keys(e.to_string()))?,
+            keks: KekPlan::from_lookup(&|k| l.get(k))
+                .map_err(|e| ConfigError::Keys(e.to_string()))?,
             log_filter: plain("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
         })
     }

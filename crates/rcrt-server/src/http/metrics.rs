@@ -175,10 +175,8 @@ impl Exporter {
             .await,
             Ok(Ok(unheld)) if unheld.is_empty()
         );
-        let configured = ready
-            && all_held
-            && keys.can_unwrap(keys.current_kek_id())
-            && keys.health().available;
+        let configured =
+            ready && all_held && keys.can_unwrap(keys.current_kek_id()) && keys.health().available;
         self.kek_configured.set(if configured { 1.0 } else { 0.0 });
 
         let counts = service.metrics();
@@ -407,7 +405,10 @@ impl rcrt_keys::guard::CallObserver for Exporter {
         ];
         if let Some(s) = seconds {
             self.recorder
-                .register_histogram(&Key::from_parts(KEK_CALL_DURATION, labels.clone()), &METADATA)
+                .register_histogram(
+                    &Key::from_parts(KEK_CALL_DURATION, labels.clone()),
+                    &METADATA,
+                )
                 .record(s);
         }
         if outcome != "ok" {
