@@ -9,6 +9,9 @@
 //! * [`kms_paused_mid_traffic`]: moto stopped (SIGSTOP) under traffic: 503 `kek_unavailable`,
 //!   `/ready` 503, `rcrt_kek_configured` 0; nothing written while down; after SIGCONT the same
 //!   server recovers by itself and every secret decrypts to its value.
+//! * [`dek_cache_serves_recent_reads_while_kms_is_down`]: `KEK_DEK_CACHE_TTL` on, KMS paused: a
+//!   recently read secret is served from the cache, an unread one answers 503; the provider and
+//!   cache metrics count it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[allow(dead_code)]
@@ -461,5 +464,69 @@ async fn kms_paused_mid_traffic() {
     assert!(
         !out.contains(SECRET_MARKER),
         "the secret access key reached the log"
+    );
+}
+
+/// `KEK_DEK_CACHE_TTL`: with KMS paused, a secret read a moment ago is still served from the DEK
+/// cache (the documented trade-off: a cached DEK outlives a KMS outage or key disable by at most
+/// the TTL), a secret not read since start answers 503, and `/metrics` counts the hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dek_cache_serves_recent_reads_while_kms_is_down() {
+    let moto = tokio::task::block_in_place(MotoServer::start);
+    let dir = TempDir::new();
+    let http = client();
+    let mut env = kms_env(&moto);
+    for (k, v) in [
+        ("KEK_DEK_CACHE_TTL", "60s"),
+        ("KEK_PROVIDER_TIMEOUT", "300ms"),
+        ("KEK_PROVIDER_RETRIES", "0"),
+        ("KEK_PROVIDER_PROBE_INTERVAL", "1h"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let server = start(&dir, &env);
+    let base = server.base_url();
+    let secrets = seed(&http, &base, "cache", 2).await;
+    let mut all = secrets.iter();
+    let (warm, warm_value) = all.next().unwrap();
+    let (cold, _) = all.next().unwrap();
+    let (status, body) = decrypt(&http, &base, warm).await;
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (200, Some(warm_value.as_str()))
+    );
+
+    moto.pause();
+    let (status, body) = decrypt(&http, &base, warm).await;
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (200, Some(warm_value.as_str())),
+        "a cached DEK needs no KMS call: {body}"
+    );
+    let (status, body) = decrypt(&http, &base, cold).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &json!("kek_unavailable")),
+        "an uncached DEK needs KMS: {body}"
+    );
+    moto.resume();
+
+    let text = metrics(&http, &base).await;
+    assert!(
+        metric(&text, "rcrt_kek_dek_cache_total{result=\"hit\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(metric(&text, "rcrt_kek_dek_cache_total{result=\"miss\"}") >= 2.0);
+    let errors: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("rcrt_kek_provider_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(errors >= 1.0, "the failed unwrap is counted:\n{text}");
+    assert!(
+        text.contains(
+            "rcrt_kek_provider_request_duration_seconds_bucket{provider=\"aws-kms\",op=\"unwrap\""
+        ),
+        "{text}"
     );
 }
