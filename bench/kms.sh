@@ -127,15 +127,26 @@ cpu_end() { # prints "server_cpu_pct peer_cpu_pct machine_busy_pct"
                printf "%.0f%% %s %.0f%%\n", 100 * (s1 - s0) / hz / (w1 - w0), pc, 100 * (b1 - b0) / (a1 - a0) }'
 }
 
-# Waits up to 30 s until URL answers with any HTTP status; dies naming WHAT (and its log) if not.
-wait_http() { # what url log
+# True when process PID itself listens on 127.0.0.1:PORT (not another process that took the
+# port between free_port and our bind: other sessions start servers on this machine too).
+owns_port() { # pid port
+  command -v ss >/dev/null 2>&1 || return 0
+  ss -Hltnp "sport = :$2" 2>/dev/null | grep -q "pid=$1,"
+}
+
+# Waits up to 30 s until process PID listens on PORT and URL answers with any HTTP status.
+# Status 1 if the process exited first (e.g. its port was taken meanwhile: the caller retries
+# on another port); dies naming WHAT (and its log) on a timeout.
+wait_listening() { # what pid port url log
   for _ in $(seq 1 150); do
-    [ -z "$PEER_PID" ] || kill -0 "$PEER_PID" 2>/dev/null || { cat "$3" >&2; die "$1 exited"; }
-    [ "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 1 "$2" 2>/dev/null)" != 000 ] && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    if owns_port "$2" "$3" && [ "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 1 "$4" 2>/dev/null)" != 000 ]; then
+      return 0
+    fi
     sleep 0.2
   done
-  cat "$3" >&2
-  die "$1 did not answer $2 within 30 s"
+  cat "$5" >&2
+  die "$1 did not answer $4 within 30 s"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -165,12 +176,18 @@ peer_pkcs11() {
 }
 
 peer_aws_kms() {
-  local dir="$WORK/moto" port key
+  local dir="$WORK/moto" port key try
   mkdir -p "$dir"
-  port=$(free_port) || die "no free loopback port"
-  ( cd "$dir" && exec "$MOTO_BIN" -H 127.0.0.1 -p "$port" ) >"$dir/moto.log" 2>&1 &
-  PEER_PID=$!
-  wait_http moto_server "http://127.0.0.1:$port/" "$dir/moto.log"
+  for try in 1 2 3 4 5; do
+    port=$(free_port) || die "no free loopback port"
+    ( cd "$dir" && exec "$MOTO_BIN" -H 127.0.0.1 -p "$port" ) >"$dir/moto.log" 2>&1 &
+    PEER_PID=$!
+    wait_listening moto_server "$PEER_PID" "$port" "http://127.0.0.1:$port/" "$dir/moto.log" && break
+    wait "$PEER_PID" 2>/dev/null || true
+    PEER_PID=""
+    [ "$try" -lt 5 ] || { cat "$dir/moto.log" >&2; die "moto_server exited at start (5 tries)"; }
+    say "moto_server exited at start (port $port taken?): trying another port"
+  done
   # moto accepts any access key; these are throwaway values, not real credentials.
   key=$(cd "$dir" && timeout 60 env AWS_ACCESS_KEY_ID=rcrtbench AWS_SECRET_ACCESS_KEY=rcrtbench \
         AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
@@ -192,18 +209,24 @@ bao_cli() { # addr args... (the token from $WORK/bao/token, in the environment)
 }
 
 peer_vault_transit() {
-  local dir="$WORK/bao" port addr
+  local dir="$WORK/bao" port addr try
   mkdir -p "$dir"
-  port=$(free_port) || die "no free loopback port"
-  addr="http://127.0.0.1:$port"
   (umask 077 && openssl rand -hex 16 >"$dir/token")
-  # The dev server's root token is a throwaway made above (the dev server takes it only as an
-  # argument); the CLI and rcrt-server get it from the environment / a file.
-  ( cd "$dir" && exec env -i PATH="$PATH" HOME="$dir" "$BAO_BIN" server -dev \
-      -dev-listen-address="127.0.0.1:$port" -dev-root-token-id="$(cat "$dir/token")" -dev-no-store-token ) \
-    >"$dir/bao.log" 2>&1 &
-  PEER_PID=$!
-  wait_http "OpenBao dev server" "$addr/v1/sys/health" "$dir/bao.log"
+  for try in 1 2 3 4 5; do
+    port=$(free_port) || die "no free loopback port"
+    addr="http://127.0.0.1:$port"
+    # The dev server's root token is a throwaway made above (the dev server takes it only as an
+    # argument); the CLI and rcrt-server get it from the environment / a file.
+    ( cd "$dir" && exec env -i PATH="$PATH" HOME="$dir" "$BAO_BIN" server -dev \
+        -dev-listen-address="127.0.0.1:$port" -dev-root-token-id="$(cat "$dir/token")" -dev-no-store-token ) \
+      >"$dir/bao.log" 2>&1 &
+    PEER_PID=$!
+    wait_listening "OpenBao dev server" "$PEER_PID" "$port" "$addr/v1/sys/health" "$dir/bao.log" && break
+    wait "$PEER_PID" 2>/dev/null || true
+    PEER_PID=""
+    [ "$try" -lt 5 ] || { cat "$dir/bao.log" >&2; die "OpenBao dev server exited at start (5 tries)"; }
+    say "OpenBao dev server exited at start (port $port taken?): trying another port"
+  done
   bao_cli "$addr" secrets enable transit
   bao_cli "$addr" write -f transit/keys/rcrt
   say "OpenBao dev server pid $PEER_PID on $addr, Transit key rcrt"
@@ -212,21 +235,31 @@ peer_vault_transit() {
 
 # ---------------------------------------------------------------------------------------------
 start_server() { # config [env...]
-  local name=$1
+  local name=$1 try log
   shift
-  PORT=$(free_port) || die "no free loopback port"
+  log="$WORK/$name/server.log"
   mkdir -p "$WORK/$name"
-  # A clean environment: only what the server needs (no DATABASE_URL, .env, ...).
-  ( cd "$WORK/$name" && exec env -i PATH="$PATH" RUST_LOG=warn DB_URL=rcrt.db \
-      BIND_ADDR="127.0.0.1:$PORT" "$@" "$BIN" ) >>"$WORK/$name/server.log" 2>&1 &
-  SERVER_PID=$!
-  BASE="http://127.0.0.1:$PORT"
-  for _ in $(seq 1 150); do
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/$name/server.log" >&2; die "rcrt-server ($name) exited"; }
-    curl -fsS --max-time 1 "$BASE/health" >/dev/null 2>&1 && { say "rcrt-server ($name) pid $SERVER_PID on $BASE"; return 0; }
-    sleep 0.2
+  for try in 1 2 3 4 5; do
+    PORT=$(free_port) || die "no free loopback port"
+    # A clean environment: only what the server needs (no DATABASE_URL, .env, ...).
+    ( cd "$WORK/$name" && exec env -i PATH="$PATH" RUST_LOG=warn DB_URL=rcrt.db \
+        BIND_ADDR="127.0.0.1:$PORT" "$@" "$BIN" ) >>"$log" 2>&1 &
+    SERVER_PID=$!
+    BASE="http://127.0.0.1:$PORT"
+    if wait_listening "rcrt-server ($name)" "$SERVER_PID" "$PORT" "$BASE/health" "$log"; then
+      say "rcrt-server ($name) pid $SERVER_PID on $BASE"
+      return 0
+    fi
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+    # Another process took the port between free_port and the bind: try another one.
+    if [ "$try" -lt 5 ] && tail -n 3 "$log" | grep -q 'Address already in use'; then
+      say "rcrt-server ($name): port $PORT taken meanwhile, trying another"
+      continue
+    fi
+    cat "$log" >&2
+    die "rcrt-server ($name) exited"
   done
-  die "rcrt-server ($name) did not answer /health within 30 s"
 }
 
 seed() { # config -> $WORK/config/ids (SEED ids), through the HTTP API, 16 requests in flight
