@@ -7,6 +7,8 @@
 # Knobs (environment): DURATION=10 (seconds per measurement) THREADS=2 CONNS=32 SEED=1000
 #   PROVIDERS="pkcs11 aws-kms vault-transit" (any subset, in that order of runs)
 #   CACHE_TTL=60s (KEK_DEK_CACHE_TTL of the "+ DEK cache" runs)
+#   ROUNDS=1 (N > 1: the whole sequence N times, with new peers and stores, and a summary of
+#     the medians over the rounds of each configuration's ratios to its own round's baseline)
 #   SKIP_BUILD=1 (use the existing release binary)
 #   BENCH_REV=<commit> (build a clean `git archive` export of that commit instead of the working
 #     tree, still into the default target dir; the working tree is shared with other sessions)
@@ -32,9 +34,10 @@ CONNS=${CONNS:-32}
 SEED=${SEED:-1000}
 PROVIDERS=${PROVIDERS:-"pkcs11 aws-kms vault-transit"}
 CACHE_TTL=${CACHE_TTL:-60s}
+ROUNDS=${ROUNDS:-1}
 PKCS11_MODULE=${PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-CMDLINE="DURATION=$DURATION THREADS=$THREADS CONNS=$CONNS SEED=$SEED PROVIDERS=\"$PROVIDERS\" CACHE_TTL=$CACHE_TTL${BENCH_REV:+ BENCH_REV=$BENCH_REV} bench/kms.sh"
+CMDLINE="DURATION=$DURATION THREADS=$THREADS CONNS=$CONNS SEED=$SEED PROVIDERS=\"$PROVIDERS\" CACHE_TTL=$CACHE_TTL ROUNDS=$ROUNDS${BENCH_REV:+ BENCH_REV=$BENCH_REV} bench/kms.sh"
 
 say() { printf '[kms %3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -97,8 +100,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------------
-# Results: one row per measurement, printed as a markdown table at the end.
-CONFIGS=()    # in run order
+# Results: one row per measurement, printed as a markdown table at the end. A measurement is
+# named <configuration>.r<round>.
+CONFIGS=()    # configurations in run order
+RUNS=()       # measurements in run order
 declare -A COLD_S=() RATE=() P50=() P99=() NON2XX=() ERRS=() CPU_SRV=() CPU_PEER=() BUSY=() UNWRAPS=() CACHE=() LABEL=()
 COMMANDS=()
 FAILED=0
@@ -156,7 +161,8 @@ wait_listening() { # what pid port url log
 PEER_ENV=()
 
 peer_pkcs11() {
-  local dir="$WORK/softhsm" so_pin pin
+  local dir so_pin pin
+  dir=$(mktemp -d "$WORK/softhsm.XXXX")
   mkdir -p "$dir/tokens"
   printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
     "$dir/tokens" >"$dir/softhsm2.conf"
@@ -176,8 +182,8 @@ peer_pkcs11() {
 }
 
 peer_aws_kms() {
-  local dir="$WORK/moto" port key try
-  mkdir -p "$dir"
+  local dir port key try
+  dir=$(mktemp -d "$WORK/moto.XXXX")
   for try in 1 2 3 4 5; do
     port=$(free_port) || die "no free loopback port"
     ( cd "$dir" && exec "$MOTO_BIN" -H 127.0.0.1 -p "$port" ) >"$dir/moto.log" 2>&1 &
@@ -200,17 +206,17 @@ peer_aws_kms() {
             AWS_ACCESS_KEY_ID=rcrtbench AWS_SECRET_ACCESS_KEY=rcrtbench)
 }
 
-bao_cli() { # addr args... (the token from $WORK/bao/token, in the environment)
-  local dir="$WORK/bao" addr=$1
-  shift
+bao_cli() { # dir addr args... (the token from dir/token, in the environment)
+  local dir=$1 addr=$2
+  shift 2
   (cd "$dir" && timeout 30 env -i PATH="$PATH" HOME="$dir" VAULT_ADDR="$addr" BAO_ADDR="$addr" \
      VAULT_TOKEN="$(cat "$dir/token")" BAO_TOKEN="$(cat "$dir/token")" "$BAO_BIN" "$@") >>"$dir/cli.log" 2>&1 \
     || { cat "$dir/cli.log" >&2; die "bao $* failed"; }
 }
 
 peer_vault_transit() {
-  local dir="$WORK/bao" port addr try
-  mkdir -p "$dir"
+  local dir port addr try
+  dir=$(mktemp -d "$WORK/bao.XXXX")
   (umask 077 && openssl rand -hex 16 >"$dir/token")
   for try in 1 2 3 4 5; do
     port=$(free_port) || die "no free loopback port"
@@ -227,8 +233,8 @@ peer_vault_transit() {
     [ "$try" -lt 5 ] || { cat "$dir/bao.log" >&2; die "OpenBao dev server exited at start (5 tries)"; }
     say "OpenBao dev server exited at start (port $port taken?): trying another port"
   done
-  bao_cli "$addr" secrets enable transit
-  bao_cli "$addr" write -f transit/keys/rcrt
+  bao_cli "$dir" "$addr" secrets enable transit
+  bao_cli "$dir" "$addr" write -f transit/keys/rcrt
   say "OpenBao dev server pid $PEER_PID on $addr, Transit key rcrt"
   PEER_ENV=(KEK_PROVIDER=vault-transit KEK_REF=rcrt VAULT_ADDR="$addr" VAULT_TOKEN_FILE="$dir/token")
 }
@@ -324,9 +330,11 @@ cold_pass() { # config
   say "cold pass on $name: $SEED decrypts in $COLD s"
 }
 
-run_decrypt() { # config label [server env...]
-  local name=$1 label=$2
-  shift 2
+run_decrypt() { # config label round [server env...]
+  local name="$1.r$3" label=$2 round=$3
+  [ "$round" -gt 1 ] || CONFIGS+=("$1")
+  LABEL[$1]=$label
+  shift 3
   start_server "$name" "$@"
   seed "$name"
   cold_pass "$name"
@@ -335,8 +343,8 @@ run_decrypt() { # config label [server env...]
   local log="$WORK/$name/wrk-decrypt.log"
   local cmd=(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s --latency
              -s bench/wrk/decrypt.lua "$BASE/secrets" -- "$WORK/$name/ids")
-  COMMANDS+=("$name: ${cmd[*]}")
-  say "$label: decrypt (${DURATION}s, $THREADS threads, $CONNS connections)"
+  [ "$round" -gt 1 ] || COMMANDS+=("$name: ${cmd[*]}")
+  say "$label (round $round): decrypt (${DURATION}s, $THREADS threads, $CONNS connections)"
   cpu_begin
   timeout $((DURATION + 60)) "${cmd[@]}" >"$log" 2>&1 || { cat "$log" >&2; server_alive "$name decrypt"; die "wrk decrypt on $name failed"; }
   local cpu
@@ -358,8 +366,8 @@ run_decrypt() { # config label [server env...]
     say "WARNING: $name: $non2xx non-2xx responses, $errs socket errors"
     say "server log tail:"; tail -n 20 "$WORK/$name/server.log" >&2 || true
   fi
-  CONFIGS+=("$name")
-  LABEL[$name]=$label; RATE[$name]=$rps; P50[$name]=$p50; P99[$name]=$p99; NON2XX[$name]=$non2xx; ERRS[$name]=$errs
+  RUNS+=("$name")
+  RATE[$name]=$rps; P50[$name]=$p50; P99[$name]=$p99; NON2XX[$name]=$non2xx; ERRS[$name]=$errs
   local srv_cpu peer_cpu busy unwraps cache
   read -r srv_cpu peer_cpu busy <<<"$cpu"
   read -r unwraps cache <<<"$calls"
@@ -368,10 +376,10 @@ run_decrypt() { # config label [server env...]
       "cold pass $COLD s, provider unwraps ${UNWRAPS[$name]}, cache hit/miss ${CACHE[$name]}, server / peer CPU, machine busy: $cpu"
 }
 
-run_local() { # config label
+run_local() { # config label round
   local kek
   kek=$(openssl rand -base64 32)
-  run_decrypt "$1" "$2" LOCAL_KEK_BASE64="$kek"
+  run_decrypt "$1" "$2" "$3" LOCAL_KEK_BASE64="$kek"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -407,50 +415,84 @@ say "measuring $REVISION"
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-run_local local "local KEK"
-for p in $PROVIDERS; do
-  case "$p" in
-    pkcs11) peer_pkcs11; what="pkcs11 (SoftHSM2)" ;;
-    aws-kms) peer_aws_kms; what="aws-kms (moto)" ;;
-    vault-transit) peer_vault_transit; what="vault-transit (OpenBao)" ;;
-  esac
-  run_decrypt "$p" "$what" "${PEER_ENV[@]}"
-  run_decrypt "$p-cache" "$what + DEK cache" "${PEER_ENV[@]}" KEK_DEK_CACHE_TTL="$CACHE_TTL"
-  stop_peer
+for round in $(seq 1 "$ROUNDS"); do
+  [ "$ROUNDS" -eq 1 ] || say "round $round of $ROUNDS"
+  run_local local "local KEK" "$round"
+  for p in $PROVIDERS; do
+    case "$p" in
+      pkcs11) peer_pkcs11; what="pkcs11 (SoftHSM2)" ;;
+      aws-kms) peer_aws_kms; what="aws-kms (moto)" ;;
+      vault-transit) peer_vault_transit; what="vault-transit (OpenBao)" ;;
+    esac
+    run_decrypt "$p" "$what" "$round" "${PEER_ENV[@]}"
+    run_decrypt "$p-cache" "$what + DEK cache" "$round" "${PEER_ENV[@]}" KEK_DEK_CACHE_TTL="$CACHE_TTL"
+    stop_peer
+  done
+  run_local local-end "local KEK (again, last)" "$round"
 done
-run_local local-end "local KEK (again, last)"
 
 # ---------------------------------------------------------------------------------------------
-# The baseline: the mean of the two local runs (first and last), so the drift over the run
-# weighs on every configuration alike.
-BASE_RPS=$(awk -v a="${RATE[local]}" -v b="${RATE[local-end]}" 'BEGIN { printf "%.1f", (a + b) / 2 }')
-BASE_P99=$(awk -v a="${P99[local]}" -v b="${P99[local-end]}" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+# Each round's baseline: the mean of its two local runs (first and last), so the drift over the
+# round weighs on every configuration alike. Ratios are to the baseline of the same round.
+declare -A BASE_RPS=() BASE_P99=() RPS_RATIO=() P99_RATIO=()
+for round in $(seq 1 "$ROUNDS"); do
+  BASE_RPS[$round]=$(awk -v a="${RATE[local.r$round]}" -v b="${RATE[local-end.r$round]}" 'BEGIN { printf "%.1f", (a + b) / 2 }')
+  BASE_P99[$round]=$(awk -v a="${P99[local.r$round]}" -v b="${P99[local-end.r$round]}" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+done
+for r in "${RUNS[@]}"; do
+  round=${r##*.r}
+  RPS_RATIO[$r]=$(awk -v a="${RATE[$r]}" -v b="${BASE_RPS[$round]}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print 0 }')
+  P99_RATIO[$r]=$(awk -v a="${P99[$r]}" -v b="${BASE_P99[$round]}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print 0 }')
+done
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+pct() { awk -v x="$1" 'BEGIN { printf "%.0f%%", 100 * x }'; }
+times() { awk -v x="$1" 'BEGIN { printf "%.1fx", x }'; }
 {
   echo
   echo "### rcrt-server decrypt with the KEK in a provider ($(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, peers and load generator on the same machine)"
   echo
-  echo "Baseline: the local KEK, mean of the first and the last run: $(printf '%.0f' "$BASE_RPS") req/s, p99 $BASE_P99 ms."
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "Baseline of round $round: the local KEK, mean of the round's first and last run: $(printf '%.0f' "${BASE_RPS[$round]}") req/s, p99 ${BASE_P99[$round]} ms."
+  done
   echo
   echo "Cold pass: one decrypt of each of the $SEED secrets (16 in flight) before the measurement; provider"
   echo "unwrap calls and DEK cache hits/misses are counted during the measurement only (from /metrics)."
   echo
-  echo "| configuration | req/s | req/s vs local | p50 ms | p99 ms | p99 vs local | cold pass s | provider unwrap calls | DEK cache hit/miss | non-2xx | socket errors | server CPU (% of 1 core) | peer CPU | machine busy |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  for c in "${CONFIGS[@]}"; do
-    cache=${CACHE[$c]}
+  echo "| configuration | round | req/s | req/s vs local | p50 ms | p99 ms | p99 vs local | cold pass s | provider unwrap calls | DEK cache hit/miss | non-2xx | socket errors | server CPU (% of 1 core) | peer CPU | machine busy |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for r in "${RUNS[@]}"; do
+    c=${r%.r*}
+    cache=${CACHE[$r]}
     case "$c" in *-cache) ;; *) cache="-" ;; esac
-    printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$c]}" "${RATE[$c]}" \
-      "$(awk -v a="${RATE[$c]}" -v b="$BASE_RPS" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "n/a" }')" \
-      "${P50[$c]}" "${P99[$c]}" \
-      "$(awk -v a="${P99[$c]}" -v b="$BASE_P99" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }')" \
-      "${COLD_S[$c]}" "${UNWRAPS[$c]}" "$cache" "${NON2XX[$c]}" "${ERRS[$c]}" "${CPU_SRV[$c]}" "${CPU_PEER[$c]}" "${BUSY[$c]}"
+    printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$c]}" "${r##*.r}" \
+      "${RATE[$r]}" "$(pct "${RPS_RATIO[$r]}")" "${P50[$r]}" "${P99[$r]}" "$(times "${P99_RATIO[$r]}")" \
+      "${COLD_S[$r]}" "${UNWRAPS[$r]}" "$cache" "${NON2XX[$r]}" "${ERRS[$r]}" "${CPU_SRV[$r]}" "${CPU_PEER[$r]}" "${BUSY[$r]}"
   done
+  if [ "$ROUNDS" -gt 1 ]; then
+    echo
+    echo "Medians over the $ROUNDS rounds (each ratio to its own round's baseline, then the median):"
+    echo
+    echo "| configuration | req/s | req/s vs local | p99 ms | p99 vs local | req/s vs local, per round |"
+    echo "|---|---:|---:|---:|---:|---|"
+    for c in "${CONFIGS[@]}"; do
+      rates=(); rr=(); pr=(); p99s=(); each=()
+      for round in $(seq 1 "$ROUNDS"); do
+        rates+=("${RATE[$c.r$round]}"); rr+=("${RPS_RATIO[$c.r$round]}"); pr+=("${P99_RATIO[$c.r$round]}")
+        p99s+=("${P99[$c.r$round]}"); each+=("$(pct "${RPS_RATIO[$c.r$round]}")")
+      done
+      printf '| %s | %.0f | %s | %s | %s | %s |\n' "${LABEL[$c]}" \
+        "$(printf '%s\n' "${rates[@]}" | median)" "$(pct "$(printf '%s\n' "${rr[@]}" | median)")" \
+        "$(printf '%s\n' "${p99s[@]}" | median | xargs printf '%.2f')" "$(times "$(printf '%s\n' "${pr[@]}" | median)")" \
+        "$(joined=$(printf '%s / ' "${each[@]}"); echo "${joined% / }")"
+    done
+  fi
   echo
   echo "Revision: $REVISION. CPU: ${CPU_MODEL:-unknown}; load average before the run: $LOAD_BEFORE."
   echo
   echo "Command: \`$CMDLINE\` (total ${SECONDS}s including the build)"
   echo
   for c in "${COMMANDS[@]}"; do echo "    $c"; done
+  [ "$ROUNDS" -eq 1 ] || echo "    (the same in every round, on that round's servers)"
   echo
   [ "$FAILED" -eq 0 ] && echo "All requests answered 2xx, no socket errors." \
     || echo "**FAILED: some requests got non-2xx answers or socket errors (see the warnings above).**"
