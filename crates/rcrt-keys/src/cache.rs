@@ -94,6 +94,25 @@ impl DekCache {
         }
     }
 
+    /// How long an entry may be used.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Drops (and so wipes) every expired entry. Lookups drop the expired entries they meet;
+    /// this catches the rest, so DEKs do not stay in memory past the TTL on a quiet server.
+    pub fn sweep(&self) {
+        let mut entries = self.lock();
+        let expired: Vec<Vec<u8>> = entries
+            .iter()
+            .filter(|(_, e)| e.at.elapsed() >= self.ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &expired {
+            entries.pop(key);
+        }
+    }
+
     /// How many entries are held (tests, metrics).
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -140,6 +159,13 @@ mod tests {
             cache.get(&w, &ctx(1)).is_none(),
             "least recently used evicted"
         );
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(cache.len(), 2, "expired entries stay until met or swept");
+        cache.sweep();
+        assert!(cache.is_empty(), "the sweep drops every expired entry");
+        cache.put(&w, &ctx(3), &dek());
+        cache.sweep();
+        assert_eq!(cache.len(), 1, "a fresh entry survives the sweep");
         std::thread::sleep(Duration::from_millis(100));
         assert!(cache.get(&w, &ctx(3)).is_none(), "expired");
     }

@@ -99,7 +99,8 @@ impl Guarded {
         &self.backend
     }
 
-    /// True while calls go through (circuit closed, or its cooldown over).
+    /// True while the circuit is closed. An open circuit lets a call through once its cooldown
+    /// is over, but stays open (and this false) until a call or a probe succeeds.
     pub fn is_available(&self) -> bool {
         let c = self.lock();
         c.open_until.is_none()
@@ -184,6 +185,11 @@ impl Guarded {
             Ok(_) => None,
             // The provider answered: it is up, the input was bad.
             Err(KeyError::Crypto(_)) => None,
+            // An unwrap refused is about that row's key (a Transit version below
+            // min_decryption_version, a disabled old Key Vault version): it says nothing about
+            // the current KEK, so it neither opens nor closes the circuit. A key refused as a
+            // whole refuses wraps and probes too, and those open it.
+            Err(KeyError::Refused { .. }) if matches!(op, Op::Unwrap) => return,
             Err(e @ (KeyError::Unavailable { .. } | KeyError::Refused { .. })) => {
                 Some(e.to_string())
             }
@@ -347,6 +353,45 @@ mod tests {
         let e = call(&g, &f).await.unwrap_err();
         assert!(e.to_string().contains("no answer within"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn refused_unwraps_leave_the_circuit_alone_refused_wraps_open_it() {
+        let (f, g) = setup();
+        let refuse = |op| {
+            let f = f.clone();
+            let g = &g;
+            async move {
+                g.run(op, || {
+                    let id = f.id.clone();
+                    async move {
+                        Err::<(), _>(KeyError::Refused {
+                            kek_id: id,
+                            provider: ProviderKind::AwsKms,
+                            reason: "version too old".into(),
+                        })
+                    }
+                })
+                .await
+            }
+        };
+        for _ in 0..10 {
+            assert!(matches!(
+                refuse(Op::Unwrap).await,
+                Err(KeyError::Refused { .. })
+            ));
+        }
+        assert!(
+            g.is_available(),
+            "one old row refused must not take the KEK down"
+        );
+        for _ in 0..2 {
+            let _ = refuse(Op::Wrap).await;
+        }
+        assert!(!g.is_available(), "a key that refuses wraps is down");
+        // A refused unwrap does not close it either.
+        let _ = refuse(Op::Unwrap).await;
+        assert!(!g.is_available());
     }
 
     #[tokio::test]

@@ -217,13 +217,13 @@ impl Keyring {
             .find(|s| s.backend_id() == id || s.unwrap_ids().contains(id))
     }
 
-    /// Probes every remote KEK once: called at start-up and by [`Keyring::watch_health`].
+    /// Probes the remote KEKs that new writes need, the current and the recovery KEK (a wrap
+    /// and an unwrap each): called at start-up, by `rcrt kek check` and by
+    /// [`Keyring::watch_health`]. Old KEKs are not probed: they only unwrap, and may be allowed
+    /// no more than that; their circuits close on the first call that succeeds.
     pub async fn probe_all(&self) -> Vec<(KekId, Result<(), KeyError>)> {
         let mut out = Vec::new();
-        for s in std::iter::once(&self.current)
-            .chain(self.old.iter())
-            .chain(self.recovery.iter())
-        {
+        for s in std::iter::once(&self.current).chain(self.recovery.iter()) {
             if let Slot::Remote(g) = s {
                 out.push((g.backend().id().clone(), g.probe().await));
             }
@@ -231,21 +231,26 @@ impl Keyring {
         out
     }
 
-    /// Runs for ever: probes the remote KEKs, every `interval` while they answer and every
-    /// circuit cooldown while one does not, so that the circuit closes by itself when the
-    /// provider comes back even if no request arrives (a pod that is not ready gets none).
+    /// Runs for ever: probes the current and recovery KEKs, every `interval` while they answer
+    /// and every circuit cooldown while one does not, so that the circuit closes by itself when
+    /// the provider comes back even if no request arrives (a pod that is not ready gets none);
+    /// and drops expired DEKs from the cache.
     pub async fn watch_health(self: Arc<Self>, interval: Duration) {
         loop {
-            let any_down = std::iter::once(&self.current)
-                .chain(self.old.iter())
+            let down = std::iter::once(&self.current)
                 .chain(self.recovery.iter())
-                .any(|s| matches!(s, Slot::Remote(g) if !g.is_available()));
-            let wait = match (&self.current, any_down) {
-                (Slot::Remote(g), true) => g.cooldown(),
-                _ if any_down => Duration::from_secs(5),
-                _ => interval,
-            };
+                .find_map(|s| match s {
+                    Slot::Remote(g) if !g.is_available() => Some(g.cooldown()),
+                    _ => None,
+                });
+            let mut wait = down.unwrap_or(interval);
+            if let Some(cache) = &self.cache {
+                wait = wait.min(cache.ttl().max(Duration::from_secs(1)));
+            }
             tokio::time::sleep(wait).await;
+            if let Some(cache) = &self.cache {
+                cache.sweep();
+            }
             for (id, r) in self.probe_all().await {
                 if let Err(e) = r {
                     tracing::warn!(kek_id = %id, error = %e, "KEK provider probe failed");
@@ -322,14 +327,23 @@ impl KeyProvider for Keyring {
         let _ = self.observer.set(observer);
     }
 
+    /// Unavailable when the current KEK's circuit is open, or the recovery KEK's: every new DEK
+    /// must also be wrapped under the recovery KEK, so writes fail without it.
     fn health(&self) -> KekHealth {
-        match &self.current {
-            Slot::Local(_) => KekHealth::default(),
-            Slot::Remote(g) => KekHealth {
-                provider: self.current.provider(),
-                available: g.is_available(),
-                reason: g.last_error(),
-            },
+        for slot in std::iter::once(&self.current).chain(self.recovery.iter()) {
+            if let Slot::Remote(g) = slot {
+                if !g.is_available() {
+                    return KekHealth {
+                        provider: slot.provider(),
+                        available: false,
+                        reason: g.last_error(),
+                    };
+                }
+            }
+        }
+        KekHealth {
+            provider: self.current.provider(),
+            ..KekHealth::default()
         }
     }
 }
@@ -407,6 +421,98 @@ mod tests {
             lost.unwrap(&rec.wrapped, &other).await,
             Err(KeyError::Crypto(_))
         ));
+        assert!(ring.health().available);
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rcrt_crypto::Kek;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use zeroize::Zeroizing;
+
+    /// A remote KEK whose provider is down; counts the calls it gets.
+    struct Down {
+        id: KekId,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl KekBackend for Down {
+        fn id(&self) -> &KekId {
+            &self.id
+        }
+        fn provider(&self) -> ProviderKind {
+            ProviderKind::AwsKms
+        }
+        fn describe(&self) -> String {
+            "down".into()
+        }
+        async fn wrap(&self, _: &Dek, _: &WrapContext<'_>) -> Result<WrappedDek, KeyError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Err(KeyError::Unavailable {
+                kek_id: self.id.clone(),
+                provider: ProviderKind::AwsKms,
+                reason: "connection refused".into(),
+            })
+        }
+        async fn unwrap(&self, _: &WrappedDek, _: &WrapContext<'_>) -> Result<Dek, KeyError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Err(KeyError::Unavailable {
+                kek_id: self.id.clone(),
+                provider: ProviderKind::AwsKms,
+                reason: "connection refused".into(),
+            })
+        }
+    }
+
+    fn down(name: &str) -> Arc<Down> {
+        Arc::new(Down {
+            id: KekId::from_stored(format!("aws-kms:{name}")),
+            calls: AtomicU32::new(0),
+        })
+    }
+
+    fn call() -> CallSettings {
+        CallSettings {
+            retries: 0,
+            ..CallSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recovery_kek_that_is_down_makes_the_ring_unavailable() {
+        let recovery = down("recovery");
+        let ring = Keyring::new(
+            KeySource::Local(Kek::from_bytes(Zeroizing::new([1; 32]))),
+            vec![],
+            Some(KeySource::Remote(recovery.clone())),
+            &call(),
+            &CacheSettings::default(),
+        );
+        assert!(ring.health().available);
+        let results = ring.probe_all().await;
+        assert_eq!(results.len(), 1);
+        assert!(results[0].1.is_err());
+        let health = ring.health();
+        assert!(!health.available, "writes need the recovery KEK");
+        assert_eq!(health.provider, ProviderKind::AwsKms);
+    }
+
+    #[tokio::test]
+    async fn old_keks_are_not_probed() {
+        let old = down("old");
+        let ring = Keyring::new(
+            KeySource::Local(Kek::from_bytes(Zeroizing::new([1; 32]))),
+            vec![KeySource::Remote(old.clone())],
+            None,
+            &call(),
+            &CacheSettings::default(),
+        );
+        assert!(ring.probe_all().await.is_empty());
+        assert_eq!(old.calls.load(Ordering::SeqCst), 0);
         assert!(ring.health().available);
     }
 }

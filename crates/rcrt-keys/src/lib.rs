@@ -180,7 +180,8 @@ pub fn remote_kek_id(provider: ProviderKind, canonical_ref: &str) -> KekId {
 pub mod alg {
     /// PKCS#11 CKM_AES_GCM: nonce (12) | ciphertext (32) | tag (16).
     pub const PKCS11_AES_GCM: u8 = 0x10;
-    /// PKCS#11 CKM_AES_KEY_WRAP_PAD (RFC 5649).
+    /// Reserved for PKCS#11 CKM_AES_KEY_WRAP_PAD (RFC 5649), for HSMs that refuse
+    /// caller-supplied GCM IVs; nothing writes it yet.
     pub const PKCS11_AES_KWP: u8 = 0x11;
     /// AWS KMS: KMS's ciphertext blob.
     pub const AWS_KMS: u8 = 0x20;
@@ -188,7 +189,7 @@ pub mod alg {
     pub const VAULT_TRANSIT: u8 = 0x30;
     /// Azure Key Vault RSA-OAEP-256: key id (with version) and the wrapped key.
     pub const AZURE_RSA_OAEP_256: u8 = 0x40;
-    /// Azure Managed HSM A256KW / A256KWP: key id (with version) and the wrapped key.
+    /// Azure Managed HSM A256KW: key id (with version) and the wrapped key.
     pub const AZURE_AES_KW: u8 = 0x41;
 }
 

@@ -92,8 +92,14 @@ impl ProviderSettings {
         };
         let path = |k: &str| plain(k).map(PathBuf::from);
         let defaults = CallSettings::default();
+        let timeout = duration(get, "KEK_PROVIDER_TIMEOUT", defaults.timeout)?;
+        if timeout.is_zero() {
+            return Err(config(
+                "KEK_PROVIDER_TIMEOUT: must be more than 0 (e.g. 2s)",
+            ));
+        }
         let call = CallSettings {
-            timeout: duration(get, "KEK_PROVIDER_TIMEOUT", defaults.timeout)?,
+            timeout,
             retries: number(get, "KEK_PROVIDER_RETRIES", defaults.retries)?,
             backoff: defaults.backoff,
             circuit_failures: number(
@@ -207,10 +213,15 @@ impl KekPlan {
         };
         let current = match provider {
             ProviderKind::Local => {
-                if plain("KEK_REF").is_some() {
-                    return Err(config(
-                        "KEK_REF is set but KEK_PROVIDER is local (or unset): set KEK_PROVIDER to the provider holding that key",
-                    ));
+                // The guide's KMS examples set only these: without KEK_PROVIDER the server would
+                // go on with a local KEK while the operator believes the KMS holds it.
+                if let Some(var) = ["KEK_REF", "AWS_KMS_KEY_ID", "AZURE_KEY_NAME"]
+                    .into_iter()
+                    .find(|v| plain(v).is_some())
+                {
+                    return Err(config(format!(
+                        "{var} is set but KEK_PROVIDER is local (or unset): set KEK_PROVIDER to the provider holding that key (aws-kms for AWS_KMS_KEY_ID, azure-keyvault for AZURE_KEY_NAME)"
+                    )));
                 }
                 None
             }
@@ -378,10 +389,12 @@ impl KekPlan {
             None => None,
             Some(RecoverySource::File(path)) => {
                 let text = read_secret_file("RECOVERY_KEK_BASE64_FILE", path)?;
-                Some(KeySource::Local(parse_kek(
-                    &text,
-                    &path.display().to_string(),
-                )?))
+                let name = path.display().to_string();
+                let kek = parse_kek(&text, &name)?;
+                // A recovery wrap under a public key would let anyone with the database read
+                // every secret without the KMS.
+                crate::refuse_published_example(&kek, &name)?;
+                Some(KeySource::Local(kek))
             }
             Some(RecoverySource::Remote(spec)) => Some(KeySource::Remote(
                 build_backend(spec, &self.settings).await?,
@@ -442,8 +455,11 @@ mod tests {
             e.contains("unknown KEK provider") && e.contains("vault-transit"),
             "{e}"
         );
-        let e = plan(&[("KEK_REF", "x")]).unwrap_err().to_string();
-        assert!(e.contains("KEK_PROVIDER"), "{e}");
+        for var in ["KEK_REF", "AWS_KMS_KEY_ID", "AZURE_KEY_NAME"] {
+            let e = plan(&[(var, "x")]).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains("KEK_PROVIDER"), "{e}");
+        }
+        assert!(plan(&[("KEK_PROVIDER_TIMEOUT", "0s")]).is_err());
         let p = plan(&[
             ("KEK_PROVIDER_OLD", "vault-transit"),
             ("KEK_REF_OLD", "a, b"),
@@ -467,6 +483,25 @@ mod tests {
         assert_eq!(p.settings.call.timeout, Duration::from_millis(250));
         assert_eq!(p.settings.cache.ttl, Some(Duration::from_secs(60)));
         assert!(plan(&[("KEK_PROVIDER_RETRIES", "many")]).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_published_example_is_refused_as_recovery_kek() {
+        let dir = std::env::temp_dir().join(format!("rcrt-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("recovery.kek");
+        // The production guide's "example output" of `openssl rand -base64 32`.
+        std::fs::write(&file, "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o=\n").unwrap();
+        let p = plan(&[("RECOVERY_KEK_BASE64_FILE", file.to_str().unwrap())]).unwrap();
+        let sources = KekSources {
+            current: Some(Zeroizing::new(
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned(),
+            )),
+            ..KekSources::default()
+        };
+        let e = p.build(&sources).await.unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.contains("published example"), "{e}");
     }
 
     #[tokio::test]

@@ -210,17 +210,18 @@ pub(crate) async fn ready(
     State(state): State<Arc<AppState>>,
 ) -> AppResult<Json<serde_json::Value>> {
     state.service.ready().await?;
-    // The current KEK's provider must answer (its circuit closed), or every write and decrypt
-    // answers 503 kek_unavailable until it does.
+    // The current KEK's (and the recovery KEK's) provider must answer (its circuit closed), or
+    // every write and decrypt answers 503 kek_unavailable until it does. The provider's own
+    // error (account ids, addresses) went to the log when the circuit opened; this answer is
+    // unauthenticated and says only which provider.
     let health = state.service.keys().health();
     if !health.available {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "kek_unavailable",
             format!(
-                "not ready: the current KEK's provider ({}) cannot be used{}; writes and decrypts answer 503 kek_unavailable until it recovers (probed in the background)",
-                health.provider,
-                health.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                "not ready: the KEK provider {} cannot be used; writes and decrypts answer 503 kek_unavailable until it recovers (probed in the background; the server log says why)",
+                health.provider
             ),
         ));
     }
