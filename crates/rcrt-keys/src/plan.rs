@@ -230,6 +230,11 @@ impl KekPlan {
                 key_ref: current_ref(p, get)?,
             }),
         };
+        if plain("AZURE_CLIENT_SECRET").is_some() {
+            return Err(config(
+                "AZURE_CLIENT_SECRET is not read (a secret in the environment is visible to every child process and in /proc): put the client secret in a file readable only by the server and set AZURE_CLIENT_SECRET_FILE",
+            ));
+        }
         let old = match (plain("KEK_PROVIDER_OLD"), plain("KEK_REF_OLD")) {
             (None, None) => Vec::new(),
             (Some(p), Some(refs)) => {
@@ -460,6 +465,13 @@ mod tests {
             assert!(e.contains(var) && e.contains("KEK_PROVIDER"), "{e}");
         }
         assert!(plan(&[("KEK_PROVIDER_TIMEOUT", "0s")]).is_err());
+        let e = plan(&[("AZURE_CLIENT_SECRET", "s3cr3t-value")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("AZURE_CLIENT_SECRET_FILE") && !e.contains("s3cr3t"),
+            "{e}"
+        );
         let p = plan(&[
             ("KEK_PROVIDER_OLD", "vault-transit"),
             ("KEK_REF_OLD", "a, b"),
