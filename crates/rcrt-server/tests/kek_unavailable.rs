@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use common::http::{client, create_ok, kek_status, metric, metrics, send};
 use common::{server_config, Backend};
 use rcrt_core::maintenance::{Maintenance, NoHook};
 use rcrt_core::SystemClock;
@@ -26,7 +27,7 @@ use rcrt_crypto::Kek;
 use rcrt_keys::LocalKeyring;
 use rcrt_store::{PgStore, SqliteStore, Store};
 use rcrt_testkit::{ServerProcess, TempDir, TempPgDb};
-use serde_json::{json, Value};
+use serde_json::json;
 use zeroize::Zeroizing;
 
 /// A fresh KEK: its base64 (for the server) and the key (for the offline job).
@@ -38,37 +39,6 @@ fn gen_kek() -> (String, Kek) {
         STANDARD.encode(bytes),
         Kek::from_bytes(Zeroizing::new(bytes)),
     )
-}
-
-async fn send(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .timeout(Duration::from_secs(30))
-        .header("X-Access-Reason", "kek test");
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn scrape(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 async fn open_store(pg: Option<&TempPgDb>, dir: &TempDir) -> Arc<dyn Store> {
@@ -87,6 +57,7 @@ async fn kek_rewrapped_underneath(backend: Backend) {
     let dir = TempDir::new();
     let (k1_b64, k1) = gen_kek();
     let (k2_b64, k2) = gen_kek();
+    let http = client("kek test");
     let k2_id = k2.id().as_str().to_owned();
     let server = ServerProcess::start(&server_config(
         pg.as_ref(),
@@ -94,22 +65,14 @@ async fn kek_rewrapped_underneath(backend: Backend) {
         &[("LOCAL_KEK_BASE64", &k1_b64), ("AUTH_MODE", "disabled")],
     ));
     let base = server.base_url();
-    let (status, created) = send(
-        reqwest::Method::POST,
-        format!("{base}/secrets"),
-        Some(json!({"name": "db-password", "value": "s3cret", "scope_type": "global"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = create_ok(&http, &base, "db-password", "s3cret").await;
     let (status, body) = send(
-        reqwest::Method::POST,
-        format!("{base}/secrets/vaults"),
-        Some(json!({"workspace": "w1", "name": "payments", "secrets": {"KEY": "kv"}})),
+        http.post(format!("{base}/secrets/vaults"))
+            .json(&json!({"workspace": "w1", "name": "payments", "secrets": {"KEY": "kv"}})),
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let (status, _) = send(reqwest::Method::GET, format!("{base}/ready"), None).await;
+    let (status, _) = send(http.get(format!("{base}/ready"))).await;
     assert_eq!(status, 200);
 
     // The offline re-wrap to K2 (K1 as old), on the store the server is using.
@@ -124,9 +87,8 @@ async fn kek_rewrapped_underneath(backend: Backend) {
 
     // Decrypt: 503 naming K2, never 500.
     let (status, body) = send(
-        reqwest::Method::POST,
-        format!("{base}/secrets/{id}/decrypt"),
-        Some(json!({"reason": "after the re-wrap"})),
+        http.post(format!("{base}/secrets/{id}/decrypt"))
+            .json(&json!({"reason": "after the re-wrap"})),
     )
     .await;
     assert_eq!(status, 503, "{body}");
@@ -135,12 +97,7 @@ async fn kek_rewrapped_underneath(backend: Backend) {
     assert!(message.contains(&k2_id), "{message}");
     assert!(!body.to_string().contains("s3cret"), "{body}");
     // The vault read too.
-    let (status, body) = send(
-        reqwest::Method::GET,
-        format!("{base}/secrets/vault/payments"),
-        None,
-    )
-    .await;
+    let (status, body) = send(http.get(format!("{base}/secrets/vault/payments"))).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "kek_unavailable", "{body}");
     assert!(
@@ -164,7 +121,7 @@ async fn kek_rewrapped_underneath(backend: Backend) {
     // /ready: 503 naming K2, once the census (at most 5 s old) has seen the re-wrap.
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
-        let (status, body) = send(reqwest::Method::GET, format!("{base}/ready"), None).await;
+        let (status, body) = send(http.get(format!("{base}/ready"))).await;
         if status == 503 {
             break body;
         }
@@ -183,13 +140,7 @@ async fn kek_rewrapped_underneath(backend: Backend) {
     // those versions, and it does not retry them row by row every poll.
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        let (code, status) = send(
-            reqwest::Method::GET,
-            format!("{base}/admin/kek/status"),
-            None,
-        )
-        .await;
-        assert_eq!(code, 200, "{status}");
+        let status = kek_status(&http, &base).await;
         if status["rewrap"]["state"] == "failed" {
             break status;
         }
@@ -207,7 +158,7 @@ async fn kek_rewrapped_underneath(backend: Backend) {
     );
 
     // Metrics: counted apart from decrypt failures; the KEK gauge is 0.
-    let text = scrape(&base).await;
+    let text = metrics(&http, &base).await;
     assert_eq!(metric(&text, "rcrt_kek_unavailable_total"), 2.0, "{text}");
     assert_eq!(metric(&text, "rcrt_secret_decrypt_failures"), 0.0, "{text}");
     assert_eq!(metric(&text, "rcrt_kek_configured"), 0.0, "{text}");
@@ -228,18 +179,20 @@ async fn kek_rewrapped_underneath(backend: Backend) {
     ));
     let base = server.base_url();
     let (status, body) = send(
-        reqwest::Method::POST,
-        format!("{base}/secrets/{id}/decrypt"),
-        Some(json!({"reason": "with K2"})),
+        http.post(format!("{base}/secrets/{id}/decrypt"))
+            .json(&json!({"reason": "with K2"})),
     )
     .await;
     assert_eq!((status, body["value"].as_str()), (200, Some("s3cret")));
-    let (status, body) = send(reqwest::Method::GET, format!("{base}/ready"), None).await;
+    let (status, body) = send(http.get(format!("{base}/ready"))).await;
     assert_eq!(
         (status, body["kek_id"].as_str()),
         (200, Some(k2_id.as_str()))
     );
-    assert_eq!(metric(&scrape(&base).await, "rcrt_kek_configured"), 1.0);
+    assert_eq!(
+        metric(&metrics(&http, &base).await, "rcrt_kek_configured"),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,8 @@
 //!   restart without the old KEK decrypts everything.
 //! * [`kms_paused_mid_traffic`]: moto stopped (SIGSTOP) under traffic: 503 `kek_unavailable`,
 //!   `/ready` 503, `rcrt_kek_configured` 0; nothing written while down; after SIGCONT the same
-//!   server recovers by itself and every secret decrypts to its value.
+//!   server recovers by itself and every secret decrypts to its value (the check in
+//!   `common::outage`).
 //! * [`dek_cache_serves_recent_reads_while_kms_is_down`]: `KEK_DEK_CACHE_TTL` on, KMS paused: a
 //!   recently read secret is served from the cache, an unread one answers 503; the provider and
 //!   cache metrics count it.
@@ -17,14 +18,14 @@
 #[allow(dead_code)]
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use common::{gen_kek, server_config};
+use common::gen_kek;
+use common::http::{
+    client, decrypt, kek_status, kill, metric, metrics, ready_kek_id, rewrap_until_completed, seed,
+    send, start, verify_all,
+};
+use common::outage::{paused_mid_traffic, Peer, FAST_PROVIDER};
 use rcrt_testkit::peers::moto::MotoServer;
-use rcrt_testkit::{ServerProcess, TempDir};
+use rcrt_testkit::TempDir;
 use serde_json::{json, Value};
 
 /// A secret access key distinctive enough to look for in the server's output (moto takes any).
@@ -43,114 +44,12 @@ fn kms_env(moto: &MotoServer) -> Vec<(String, String)> {
     env
 }
 
-fn start(dir: &TempDir, env: &[(String, String)]) -> ServerProcess {
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let cfg = server_config(None, dir, &pairs);
-    tokio::task::block_in_place(|| ServerProcess::start(&cfg))
-}
-
-fn kill(server: &mut ServerProcess) {
-    tokio::task::block_in_place(|| server.kill());
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn send(rb: reqwest::RequestBuilder) -> (u16, Value) {
-    let r = rb
-        .header("X-Access-Reason", "kms test")
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn create(http: &reqwest::Client, base: &str, name: &str, value: &str) -> (u16, Value) {
-    send(
-        http.post(format!("{base}/secrets"))
-            .json(&json!({"name": name, "value": value, "scope_type": "global"})),
-    )
-    .await
-}
-
-async fn decrypt(http: &reqwest::Client, base: &str, id: &str) -> (u16, Value) {
-    send(http.post(format!("{base}/secrets/{id}/decrypt"))).await
-}
-
-async fn metrics(http: &reqwest::Client, base: &str) -> String {
-    http.get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Creates `n` secrets named `<prefix>-<i>`: id -> value.
-async fn seed(
-    http: &reqwest::Client,
-    base: &str,
-    prefix: &str,
-    n: usize,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for i in 0..n {
-        let value = format!("value-{prefix}-{i}-{}", uuid::Uuid::new_v4().simple());
-        let (status, body) = create(http, base, &format!("{prefix}-{i}"), &value).await;
-        assert_eq!(status, 201, "{body}");
-        out.insert(body["id"].as_str().unwrap().to_owned(), value);
-    }
-    out
-}
-
-async fn verify_all(
-    http: &reqwest::Client,
-    base: &str,
-    secrets: &BTreeMap<String, String>,
-    when: &str,
-) {
-    for (id, value) in secrets {
-        let (status, body) = decrypt(http, base, id).await;
-        assert_eq!(status, 200, "{when}: decrypt {id}: {body}");
-        assert_eq!(
-            body["value"].as_str(),
-            Some(value.as_str()),
-            "{when}: {id}: {body}"
-        );
-    }
-}
-
-async fn ready_kek_id(http: &reqwest::Client, base: &str) -> String {
-    let (status, body) = send(http.get(format!("{base}/ready"))).await;
-    assert_eq!(status, 200, "/ready: {body}");
-    body["kek_id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_kms_full_flow() {
     let moto = tokio::task::block_in_place(MotoServer::start);
     let dir = TempDir::new();
     let env = kms_env(&moto);
-    let http = client();
+    let http = client("kms test");
 
     let mut server = start(&dir, &env);
     let base = server.base_url();
@@ -173,8 +72,7 @@ async fn aws_kms_full_flow() {
     secrets.insert(id, "second version".into());
     verify_all(&http, &base, &secrets, "first start").await;
 
-    let (status, st) = send(http.get(format!("{base}/admin/kek/status"))).await;
-    assert_eq!(status, 200, "{st}");
+    let st = kek_status(&http, &base).await;
     assert_eq!(st["current_kek_id"], kek_id.as_str(), "{st}");
     assert_eq!(st["versions_per_kek"][&kek_id], 6, "{st}");
 
@@ -206,7 +104,7 @@ async fn aws_kms_full_flow() {
 async fn rotation_local_to_aws_kms() {
     let moto = tokio::task::block_in_place(MotoServer::start);
     let dir = TempDir::new();
-    let http = client();
+    let http = client("kms test");
     let local = gen_kek();
 
     // Under the local KEK.
@@ -236,22 +134,7 @@ async fn rotation_local_to_aws_kms() {
     let mut all = secrets.clone();
     all.extend(seed(&http, &b2, "rot-new", 3).await);
 
-    let (status, st) = send(http.post(format!("{b2}/admin/kek/rewrap"))).await;
-    assert_eq!(status, 202, "{st}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let st = loop {
-        let (status, st) = send(http.get(format!("{b2}/admin/kek/status"))).await;
-        assert_eq!(status, 200, "{st}");
-        if st["rewrap"]["state"] == "completed" && st["rewrap"]["remaining"] == 0 {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "re-wrap not done after 60 s: {st}\n{}",
-            s2.output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let st = rewrap_until_completed(&http, &s2).await;
     let per_kek = st["versions_per_kek"].as_object().unwrap();
     assert_eq!(
         per_kek.get(&kms_id).and_then(Value::as_u64),
@@ -275,196 +158,24 @@ async fn rotation_local_to_aws_kms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_paused_mid_traffic() {
-    let moto = Arc::new(tokio::task::block_in_place(MotoServer::start));
+    let moto = tokio::task::block_in_place(MotoServer::start);
     let dir = TempDir::new();
-    let http = client();
+    let http = client("kms test");
     let mut env = kms_env(&moto);
-    for (k, v) in [
-        ("KEK_PROVIDER_TIMEOUT", "500ms"),
-        ("KEK_PROVIDER_RETRIES", "1"),
-        ("KEK_PROVIDER_CIRCUIT_FAILURES", "3"),
-        ("KEK_PROVIDER_CIRCUIT_COOLDOWN", "1s"),
-        ("KEK_PROVIDER_PROBE_INTERVAL", "1s"),
-    ] {
-        env.push((k.into(), v.into()));
-    }
+    env.extend(FAST_PROVIDER.map(|(k, v)| (k.to_owned(), v.to_owned())));
     let server = start(&dir, &env);
-    let base = server.base_url();
-    let secrets = Arc::new(Mutex::new(seed(&http, &base, "pre", 10).await));
-
-    // Traffic: a writer and a reader, recording every answer.
-    let stop = Arc::new(AtomicBool::new(false));
-    let refused_names = Arc::new(Mutex::new(Vec::<String>::new()));
-    let bad = Arc::new(Mutex::new(Vec::<String>::new()));
-    let writer = {
-        let (http, base, stop, secrets, refused, bad) = (
-            http.clone(),
-            base.clone(),
-            stop.clone(),
-            secrets.clone(),
-            refused_names.clone(),
-            bad.clone(),
-        );
-        tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let name = format!("during-{i}");
-                let value = format!("v-{i}-{}", uuid::Uuid::new_v4().simple());
-                let (status, body) = create(&http, &base, &name, &value).await;
-                match status {
-                    201 => {
-                        secrets
-                            .lock()
-                            .unwrap()
-                            .insert(body["id"].as_str().unwrap().to_owned(), value);
-                    }
-                    503 if body["error"]["code"] == "kek_unavailable" => {
-                        refused.lock().unwrap().push(name)
-                    }
-                    _ => bad
-                        .lock()
-                        .unwrap()
-                        .push(format!("create {name}: {status} {body}")),
-                }
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
-    let reader = {
-        let (http, base, stop, secrets, bad) = (
-            http.clone(),
-            base.clone(),
-            stop.clone(),
-            secrets.clone(),
-            bad.clone(),
-        );
-        tokio::spawn(async move {
-            let mut unavailable = 0usize;
-            while !stop.load(Ordering::SeqCst) {
-                let snapshot: Vec<(String, String)> = secrets
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                for (id, value) in snapshot {
-                    let (status, body) = decrypt(&http, &base, &id).await;
-                    match status {
-                        200 if body["value"].as_str() == Some(value.as_str()) => {}
-                        503 if body["error"]["code"] == "kek_unavailable" => unavailable += 1,
-                        _ => bad
-                            .lock()
-                            .unwrap()
-                            .push(format!("decrypt {id}: {status} {body}")),
-                    }
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            unavailable
-        })
-    };
-
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    moto.pause();
-    let paused_at = Instant::now();
-
-    // While down: decrypts and writes 503 kek_unavailable, /ready 503, rcrt_kek_configured 0.
-    let id = secrets.lock().unwrap().keys().next().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, body) = decrypt(&http, &base, &id).await;
-        if status == 503 {
-            assert_eq!(body["error"]["code"], "kek_unavailable", "{body}");
-            let text = serde_json::to_string(&body).unwrap();
-            assert!(!text.contains(SECRET_MARKER), "{text}");
-            break;
-        }
-        assert_eq!(status, 200, "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "decrypts kept answering 200 with KMS paused"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (status, body) = create(&http, &base, "while-down", "never stored").await;
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (503, &json!("kek_unavailable")),
-        "{body}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, body) = send(http.get(format!("{base}/ready"))).await;
-        let configured = metric(&metrics(&http, &base).await, "rcrt_kek_configured");
-        if status == 503 && configured == 0.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/ready {status} {body}, rcrt_kek_configured {configured} with KMS paused"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Keep it down a little longer, under traffic (the circuit is open by now).
-    tokio::time::sleep(Duration::from_secs(1).saturating_sub(paused_at.elapsed())).await;
-
-    moto.resume();
-    let resumed_at = Instant::now();
-
-    // Back without a restart: /ready 200, rcrt_kek_configured 1, decrypts and writes work.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, _) = send(http.get(format!("{base}/ready"))).await;
-        let (dstatus, _) = decrypt(&http, &base, &id).await;
-        let configured = metric(&metrics(&http, &base).await, "rcrt_kek_configured");
-        if status == 200 && dstatus == 200 && configured == 1.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not recovered {:?} after SIGCONT: /ready {status}, decrypt {dstatus}, configured {configured}\n{}",
-            resumed_at.elapsed(),
-            server.output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    writer.await.unwrap();
-    let unavailable_reads = reader.await.unwrap();
-    assert!(unavailable_reads > 0, "the reader never saw the outage");
-
-    let bad = bad.lock().unwrap().clone();
-    assert!(
-        bad.is_empty(),
-        "answers other than 200/201 or 503 kek_unavailable:\n{}",
-        bad.join("\n")
-    );
-
-    // Nothing written while down: every refused name (and "while-down") is free again.
-    let mut refused = refused_names.lock().unwrap().clone();
-    refused.push("while-down".into());
-    assert!(refused.len() > 1, "the writer never saw the outage");
-    for name in &refused {
-        let (status, body) = create(&http, &base, name, "after recovery").await;
-        assert_eq!(
-            status, 201,
-            "{name} was refused with 503 but exists: {body}"
-        );
-    }
-
-    // Not one secret lost or corrupted.
-    let secrets = secrets.lock().unwrap().clone();
-    verify_all(&http, &base, &secrets, "after recovery").await;
-    let out = server.output();
-    assert!(
-        !out.contains(SECRET_MARKER),
-        "the secret access key reached the log"
-    );
+    paused_mid_traffic(
+        &server,
+        &http,
+        Peer {
+            name: "KMS",
+            pause: &|| moto.pause(),
+            resume: &|| moto.resume(),
+            credential: SECRET_MARKER,
+            credential_name: "the secret access key",
+        },
+    )
+    .await;
 }
 
 /// `KEK_DEK_CACHE_TTL`: with KMS paused, a secret read a moment ago is still served from the DEK
@@ -474,7 +185,7 @@ async fn kms_paused_mid_traffic() {
 async fn dek_cache_serves_recent_reads_while_kms_is_down() {
     let moto = tokio::task::block_in_place(MotoServer::start);
     let dir = TempDir::new();
-    let http = client();
+    let http = client("kms test");
     let mut env = kms_env(&moto);
     for (k, v) in [
         ("KEK_DEK_CACHE_TTL", "60s"),

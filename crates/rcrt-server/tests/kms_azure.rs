@@ -14,45 +14,18 @@
 #[allow(dead_code)]
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::server_config;
+use common::http::{
+    client, create, create_ok, decrypt, kek_status, metric, metrics, send, start, verify_all,
+};
+use common::outage::FAST_PROVIDER;
 use rcrt_testkit::peers::azure_standin::{AzureStandin, Kty, Outage};
 use rcrt_testkit::{ServerProcess, TempDir};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const KEY: &str = "rcrt-kek";
-
-async fn send(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .timeout(Duration::from_secs(30))
-        .header("X-Access-Reason", "azure kek test");
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn scrape(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 /// A server using the stand-in's key, with short provider timeouts so outages show quickly.
 fn start_server(standin: &AzureStandin, dir: &TempDir) -> ServerProcess {
@@ -60,50 +33,25 @@ fn start_server(standin: &AzureStandin, dir: &TempDir) -> ServerProcess {
     std::fs::write(&secret_file, standin.client_secret()).unwrap();
     let url = standin.url();
     let secret_path = secret_file.to_str().unwrap().to_owned();
-    ServerProcess::start(&server_config(
-        None,
-        dir,
-        &[
-            ("AUTH_MODE", "disabled"),
-            ("KEK_PROVIDER", "azure-keyvault"),
-            ("AZURE_KEY_NAME", KEY),
-            ("AZURE_KEY_VAULT_URL", &url),
-            ("AZURE_AUTHORITY_HOST", &url),
-            ("AZURE_TENANT_ID", AzureStandin::TENANT_ID),
-            ("AZURE_CLIENT_ID", AzureStandin::CLIENT_ID),
-            ("AZURE_CLIENT_SECRET_FILE", &secret_path),
-            ("KEK_PROVIDER_TIMEOUT", "500ms"),
-            ("KEK_PROVIDER_RETRIES", "1"),
-            ("KEK_PROVIDER_CIRCUIT_FAILURES", "3"),
-            ("KEK_PROVIDER_CIRCUIT_COOLDOWN", "1s"),
-            ("KEK_PROVIDER_PROBE_INTERVAL", "1s"),
-        ],
-    ))
-}
-
-async fn create(base: &str, name: &str, value: &str) -> (u16, Value) {
-    send(
-        reqwest::Method::POST,
-        format!("{base}/secrets"),
-        Some(json!({"name": name, "value": value, "scope_type": "global"})),
-    )
-    .await
-}
-
-async fn decrypt(base: &str, id: &str) -> (u16, Value) {
-    send(
-        reqwest::Method::POST,
-        format!("{base}/secrets/{id}/decrypt"),
-        Some(json!({"reason": "azure kek test"})),
-    )
-    .await
+    let mut env = vec![
+        ("AUTH_MODE", "disabled"),
+        ("KEK_PROVIDER", "azure-keyvault"),
+        ("AZURE_KEY_NAME", KEY),
+        ("AZURE_KEY_VAULT_URL", &url),
+        ("AZURE_AUTHORITY_HOST", &url),
+        ("AZURE_TENANT_ID", AzureStandin::TENANT_ID),
+        ("AZURE_CLIENT_ID", AzureStandin::CLIENT_ID),
+        ("AZURE_CLIENT_SECRET_FILE", &secret_path),
+    ];
+    env.extend(FAST_PROVIDER);
+    start(dir, &env)
 }
 
 /// Waits until `/ready` answers `want`, returning its body.
-async fn ready_becomes(base: &str, want: u16) -> Value {
+async fn ready_becomes(http: &reqwest::Client, base: &str, want: u16) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = send(reqwest::Method::GET, format!("{base}/ready"), None).await;
+        let (status, body) = send(http.get(format!("{base}/ready"))).await;
         if status == want {
             return body;
         }
@@ -135,51 +83,44 @@ async fn full_flow_rotation_and_outage_mid_traffic() {
     let standin = AzureStandin::start();
     let kid1 = standin.create_key(KEY, Kty::Rsa);
     let dir = TempDir::new();
+    let http = client("azure kek test");
     let server = start_server(&standin, &dir);
     let base = server.base_url();
 
-    let body = ready_becomes(&base, 200).await;
+    let body = ready_becomes(&http, &base, 200).await;
     let kek_id = body["kek_id"].as_str().unwrap().to_owned();
     assert!(kek_id.starts_with("azure-keyvault:"), "{body}");
-    let (status, kek_status) = send(
-        reqwest::Method::GET,
-        format!("{base}/admin/kek/status"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{kek_status}");
+    let kek_status = kek_status(&http, &base).await;
     assert!(kek_status.to_string().contains(&kek_id), "{kek_status}");
 
     let mut secrets: Vec<(String, String)> = Vec::new();
     for i in 0..5 {
         let value = format!("value-{i}-{}", uuid::Uuid::new_v4());
-        let (status, created) = create(&base, &format!("azure-{i}"), &value).await;
-        assert_eq!(status, 201, "{created}");
-        secrets.push((created["id"].as_str().unwrap().to_owned(), value));
+        let id = create_ok(&http, &base, &format!("azure-{i}"), &value).await;
+        secrets.push((id, value));
     }
-    for (id, value) in &secrets {
-        let (status, body) = decrypt(&base, id).await;
-        assert_eq!(
-            (status, body["value"].as_str()),
-            (200, Some(value.as_str()))
-        );
-    }
+    verify_all(
+        &http,
+        &base,
+        &BTreeMap::from_iter(secrets.clone()),
+        "before the rotation",
+    )
+    .await;
 
     // A new key version in Key Vault: picked up by the next probe (every second here); old
     // secrets still decrypt, new ones are wrapped under the new version.
     let kid2 = standin.rotate_key(KEY);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let value = format!("after-rotation-{}", uuid::Uuid::new_v4());
-    let (status, created) = create(&base, "azure-rotated", &value).await;
-    assert_eq!(status, 201, "{created}");
-    secrets.push((created["id"].as_str().unwrap().to_owned(), value));
-    for (id, value) in &secrets {
-        let (status, body) = decrypt(&base, id).await;
-        assert_eq!(
-            (status, body["value"].as_str()),
-            (200, Some(value.as_str()))
-        );
-    }
+    let id = create_ok(&http, &base, "azure-rotated", &value).await;
+    secrets.push((id, value));
+    verify_all(
+        &http,
+        &base,
+        &BTreeMap::from_iter(secrets.clone()),
+        "after the rotation",
+    )
+    .await;
     let stored = wrapped_deks(&dir);
     let under = |kid: &str| {
         stored
@@ -195,30 +136,35 @@ async fn full_flow_rotation_and_outage_mid_traffic() {
 
     // Outage mid-traffic: 503 kek_unavailable, nothing written.
     standin.set_outage(Outage::Unavailable);
-    let (status, body) = create(&base, "during-outage", "never-stored").await;
+    let (status, body) = create(&http, &base, "during-outage", "never-stored").await;
     assert_kek_unavailable("write during the outage", status, &body);
     for (id, _) in &secrets {
-        let (status, body) = decrypt(&base, id).await;
+        let (status, body) = decrypt(&http, &base, id).await;
         assert_kek_unavailable("decrypt during the outage", status, &body);
         assert!(!body.to_string().contains("value-"), "{body}");
     }
-    let body = ready_becomes(&base, 503).await;
+    let body = ready_becomes(&http, &base, 503).await;
     assert_eq!(body["error"]["code"], "kek_unavailable", "{body}");
-    assert_eq!(metric(&scrape(&base).await, "rcrt_kek_configured"), 0.0);
+    assert_eq!(
+        metric(&metrics(&http, &base).await, "rcrt_kek_configured"),
+        0.0
+    );
 
     // The vault answers again: everything recovers without a restart, nothing was lost.
     standin.set_outage(Outage::None);
-    ready_becomes(&base, 200).await;
-    assert_eq!(metric(&scrape(&base).await, "rcrt_kek_configured"), 1.0);
-    for (id, value) in &secrets {
-        let (status, body) = decrypt(&base, id).await;
-        assert_eq!(
-            (status, body["value"].as_str()),
-            (200, Some(value.as_str())),
-            "{body}"
-        );
-    }
-    let (status, list) = send(reqwest::Method::GET, format!("{base}/secrets"), None).await;
+    ready_becomes(&http, &base, 200).await;
+    assert_eq!(
+        metric(&metrics(&http, &base).await, "rcrt_kek_configured"),
+        1.0
+    );
+    verify_all(
+        &http,
+        &base,
+        &BTreeMap::from_iter(secrets.clone()),
+        "after the outage",
+    )
+    .await;
+    let (status, list) = send(http.get(format!("{base}/secrets"))).await;
     assert_eq!(status, 200, "{list}");
     let names: Vec<&str> = list["items"]
         .as_array()
@@ -228,24 +174,24 @@ async fn full_flow_rotation_and_outage_mid_traffic() {
         .collect();
     assert_eq!(names.len(), secrets.len(), "{list}");
     assert!(!names.contains(&"during-outage"), "{list}");
-    let (status, created) = create(&base, "after-outage", "v").await;
+    let (status, created) = create(&http, &base, "after-outage", "v").await;
     assert_eq!(status, 201, "{created}");
 
     // The vault stops answering (requests hang): 503 within the provider timeout and
     // retries, not a hung request; recovery again without a restart.
     standin.set_outage(Outage::Hang);
     let started = Instant::now();
-    let (status, body) = decrypt(&base, &secrets[0].0).await;
+    let (status, body) = decrypt(&http, &base, &secrets[0].0).await;
     assert_kek_unavailable("decrypt while the vault hangs", status, &body);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
-    ready_becomes(&base, 503).await;
+    ready_becomes(&http, &base, 503).await;
     standin.set_outage(Outage::None);
-    ready_becomes(&base, 200).await;
-    let (status, body) = decrypt(&base, &secrets[0].0).await;
+    ready_becomes(&http, &base, 200).await;
+    let (status, body) = decrypt(&http, &base, &secrets[0].0).await;
     assert_eq!(
         (status, body["value"].as_str()),
         (200, Some(secrets[0].1.as_str()))
@@ -261,10 +207,11 @@ async fn a_disabled_key_is_kek_unavailable_until_enabled() {
     let standin = AzureStandin::start();
     standin.create_key(KEY, Kty::Rsa);
     let dir = TempDir::new();
+    let http = client("azure kek test");
     let server = start_server(&standin, &dir);
     let base = server.base_url();
-    ready_becomes(&base, 200).await;
-    let (status, created) = create(&base, "before", "kept").await;
+    ready_becomes(&http, &base, 200).await;
+    let (status, created) = create(&http, &base, "before", "kept").await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
 
@@ -272,18 +219,18 @@ async fn a_disabled_key_is_kek_unavailable_until_enabled() {
     // from then on writes are refused too (Key Vault would still wrap under a disabled RSA
     // key, so without that check new secrets could be written that cannot be read).
     standin.set_key_enabled(KEY, false);
-    let (status, body) = decrypt(&base, &id).await;
+    let (status, body) = decrypt(&http, &base, &id).await;
     assert_kek_unavailable("decrypt with the key disabled", status, &body);
-    let body = ready_becomes(&base, 503).await;
+    let body = ready_becomes(&http, &base, 503).await;
     assert_eq!(body["error"]["code"], "kek_unavailable", "{body}");
-    let (status, body) = create(&base, "while-disabled", "x").await;
+    let (status, body) = create(&http, &base, "while-disabled", "x").await;
     assert_kek_unavailable("write with the key disabled", status, &body);
-    let (status, body) = decrypt(&base, &id).await;
+    let (status, body) = decrypt(&http, &base, &id).await;
     assert_kek_unavailable("decrypt with the key disabled", status, &body);
 
     standin.set_key_enabled(KEY, true);
-    ready_becomes(&base, 200).await;
-    let (status, body) = decrypt(&base, &id).await;
+    ready_becomes(&http, &base, 200).await;
+    let (status, body) = decrypt(&http, &base, &id).await;
     assert_eq!(
         (status, body["value"].as_str()),
         (200, Some("kept")),

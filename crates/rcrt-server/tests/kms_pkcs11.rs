@@ -17,10 +17,13 @@
 #[allow(dead_code)]
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{gen_kek, server_config};
+use common::gen_kek;
+use common::http::{
+    client, create, decrypt, kek_status, kill, metric, metrics, ready_kek_id, seed, send, start,
+    verify_all,
+};
 use rcrt_keys::{remote_kek_id, ProviderKind};
 use rcrt_testkit::peers::softhsm::SoftHsm;
 use rcrt_testkit::{ServerProcess, TempDir};
@@ -42,108 +45,6 @@ fn with(env: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String
     env
 }
 
-fn start(dir: &TempDir, env: &[(String, String)]) -> ServerProcess {
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let cfg = server_config(None, dir, &pairs);
-    tokio::task::block_in_place(|| ServerProcess::start(&cfg))
-}
-
-fn kill(server: &mut ServerProcess) {
-    tokio::task::block_in_place(|| server.kill());
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn send(rb: reqwest::RequestBuilder) -> (u16, Value) {
-    let r = rb
-        .header("X-Access-Reason", "pkcs11 test")
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn create(http: &reqwest::Client, base: &str, name: &str, value: &str) -> (u16, Value) {
-    send(
-        http.post(format!("{base}/secrets"))
-            .json(&json!({"name": name, "value": value, "scope_type": "global"})),
-    )
-    .await
-}
-
-async fn decrypt(http: &reqwest::Client, base: &str, id: &str) -> (u16, Value) {
-    send(http.post(format!("{base}/secrets/{id}/decrypt"))).await
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-async fn metrics(http: &reqwest::Client, base: &str) -> String {
-    http.get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// Creates `n` secrets named `<prefix>-<i>`: id -> value.
-async fn seed(
-    http: &reqwest::Client,
-    base: &str,
-    prefix: &str,
-    n: usize,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for i in 0..n {
-        let value = format!("value-{prefix}-{i}-{}", uuid::Uuid::new_v4().simple());
-        let (status, body) = create(http, base, &format!("{prefix}-{i}"), &value).await;
-        assert_eq!(status, 201, "{body}");
-        out.insert(body["id"].as_str().unwrap().to_owned(), value);
-    }
-    out
-}
-
-async fn verify_all(
-    http: &reqwest::Client,
-    base: &str,
-    secrets: &BTreeMap<String, String>,
-    when: &str,
-) {
-    for (id, value) in secrets {
-        let (status, body) = decrypt(http, base, id).await;
-        assert_eq!(status, 200, "{when}: decrypt {id}: {body}");
-        assert_eq!(
-            body["value"].as_str(),
-            Some(value.as_str()),
-            "{when}: {id}: {body}"
-        );
-    }
-}
-
-async fn ready_kek_id(http: &reqwest::Client, base: &str) -> String {
-    let (status, body) = send(http.get(format!("{base}/ready"))).await;
-    assert_eq!(status, 200, "/ready: {body}");
-    body["kek_id"].as_str().unwrap().to_owned()
-}
-
 /// `POST /admin/kek/rewrap`, then `GET /admin/kek/status` until nothing remains; returns the
 /// last status.
 async fn rewrap_to_completion(
@@ -156,8 +57,7 @@ async fn rewrap_to_completion(
     assert_eq!(status, 202, "POST /admin/kek/rewrap: {body}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, st) = send(http.get(format!("{base}/admin/kek/status"))).await;
-        assert_eq!(status, 200, "{st}");
+        let st = kek_status(http, &base).await;
         let only_current = st["versions_per_kek"]
             .as_object()
             .is_some_and(|m| m.keys().all(|k| k == current));
@@ -178,7 +78,7 @@ async fn pkcs11_full_flow() {
     let hsm = tokio::task::block_in_place(SoftHsm::new);
     let dir = TempDir::new();
     let env = pkcs11_env(&hsm);
-    let http = client();
+    let http = client("pkcs11 test");
     let mut server = start(&dir, &env);
     let base = server.base_url();
 
@@ -253,7 +153,7 @@ async fn pkcs11_full_flow() {
 async fn rotation_local_to_pkcs11_and_back() {
     let hsm = tokio::task::block_in_place(SoftHsm::new);
     let dir = TempDir::new();
-    let http = client();
+    let http = client("pkcs11 test");
     let (k1, k3) = (gen_kek(), gen_kek());
     let auth = [("AUTH_MODE", "disabled")];
 
@@ -330,7 +230,7 @@ async fn failing_token() {
             ("KEK_PROVIDER_PROBE_INTERVAL", "1s"),
         ],
     );
-    let http = client();
+    let http = client("pkcs11 test");
     let server = start(&dir, &env);
     let base = server.base_url();
     let kek_id = ready_kek_id(&http, &base).await;

@@ -12,67 +12,20 @@
 #[allow(dead_code)]
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::http::{client, create_ok, kek_status, send, verify_all};
 use common::{gen_kek, server_config};
 use rcrt_testkit::{ServerProcess, TempDir};
-use serde_json::{json, Value};
+use serde_json::json;
 
-async fn send(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .timeout(Duration::from_secs(30))
-        .header("X-Access-Reason", "recovery test");
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn create(base: &str, name: &str, value: &str) -> String {
-    let (status, body) = send(
-        reqwest::Method::POST,
-        format!("{base}/secrets"),
-        Some(json!({"name": name, "value": value, "scope_type": "global"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().to_owned()
-}
-
-async fn decrypt(base: &str, id: &str) -> (u16, Value) {
-    send(
-        reqwest::Method::POST,
-        format!("{base}/secrets/{id}/decrypt"),
-        Some(json!({"reason": "recovery test"})),
-    )
-    .await
-}
-
-async fn status(base: &str) -> Value {
-    let (code, body) = send(
-        reqwest::Method::GET,
-        format!("{base}/admin/kek/status"),
-        None,
-    )
-    .await;
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
-async fn rewrap_until_done(base: &str) {
-    let (code, body) = send(
-        reqwest::Method::POST,
-        format!("{base}/admin/kek/rewrap"),
-        None,
-    )
-    .await;
+async fn rewrap_until_done(http: &reqwest::Client, base: &str) {
+    let (code, body) = send(http.post(format!("{base}/admin/kek/rewrap"))).await;
     assert_eq!(code, 202, "{body}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = status(base).await;
+        let s = kek_status(http, base).await;
         if s["rewrap"]["remaining"] == 0 && s["rewrap"]["state"] != "running" {
             assert_eq!(s["rewrap"]["failed"], 0, "{s}");
             return;
@@ -102,7 +55,8 @@ async fn recovery_kek_backfills_counts_and_survives_a_lost_kek() {
     let recovery_file = dir.path().join("recovery.kek");
     std::fs::write(&recovery_file, format!("{r}\n")).unwrap();
     let recovery_path = recovery_file.to_str().unwrap().to_owned();
-    let mut values = Vec::new();
+    let mut values = BTreeMap::new();
+    let http = client("recovery test");
 
     // Two secrets before any recovery KEK.
     {
@@ -114,7 +68,7 @@ async fn recovery_kek_backfills_counts_and_survives_a_lost_kek() {
         let base = server.base_url();
         for i in 0..2 {
             let v = format!("before-{i}-{}", uuid::Uuid::new_v4());
-            values.push((create(&base, &format!("before-{i}"), &v).await, v));
+            values.insert(create_ok(&http, &base, &format!("before-{i}"), &v).await, v);
         }
     }
 
@@ -132,8 +86,8 @@ async fn recovery_kek_backfills_counts_and_survives_a_lost_kek() {
         ));
         let base = server.base_url();
         let v = format!("after-{}", uuid::Uuid::new_v4());
-        values.push((create(&base, "after", &v).await, v));
-        let s = status(&base).await;
+        values.insert(create_ok(&http, &base, "after", &v).await, v);
+        let s = kek_status(&http, &base).await;
         // Rows of one KEK with and without a recovery wrap are one count.
         assert_eq!(s["versions_per_kek"][kek_id(&k1)], 3, "{s}");
         assert_eq!(s["rewrap"]["remaining"], 2, "{s}");
@@ -144,11 +98,8 @@ async fn recovery_kek_backfills_counts_and_survives_a_lost_kek() {
                 .contains(&json!(kek_id(&r))),
             "the recovery KEK wraps only: {s}"
         );
-        rewrap_until_done(&base).await;
-        for (id, v) in &values {
-            let (code, body) = decrypt(&base, id).await;
-            assert_eq!((code, body["value"].as_str()), (200, Some(v.as_str())));
-        }
+        rewrap_until_done(&http, &base).await;
+        verify_all(&http, &base, &values, "after the re-wrap").await;
     }
 
     // K1 is lost. K2 alone cannot start: K1's id is named.
@@ -179,28 +130,14 @@ async fn recovery_kek_backfills_counts_and_survives_a_lost_kek() {
             ],
         ));
         let base = server.base_url();
-        for (id, v) in &values {
-            let (code, body) = decrypt(&base, id).await;
-            assert_eq!(
-                (code, body["value"].as_str()),
-                (200, Some(v.as_str())),
-                "{body}"
-            );
-        }
-        rewrap_until_done(&base).await;
-        let s = status(&base).await;
+        verify_all(&http, &base, &values, "K2 with the recovered KEK as old").await;
+        rewrap_until_done(&http, &base).await;
+        let s = kek_status(&http, &base).await;
         assert_eq!(s["versions_per_kek"], json!({kek_id(&k2): 3}), "{s}");
     }
 
     // K2 alone now reads everything.
     let server = ServerProcess::start(&server_config(None, &dir, &[("LOCAL_KEK_BASE64", &k2)]));
     let base = server.base_url();
-    for (id, v) in &values {
-        let (code, body) = decrypt(&base, id).await;
-        assert_eq!(
-            (code, body["value"].as_str()),
-            (200, Some(v.as_str())),
-            "{body}"
-        );
-    }
+    verify_all(&http, &base, &values, "K2 alone").await;
 }

@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use common::{gen_kek, server_config};
+use common::gen_kek;
+use common::http::{client, create_ok, decrypt, kek_status, kill, ready_kek_id, send, start};
 use rcrt_testkit::peers::moto::MotoServer;
-use rcrt_testkit::{ServerProcess, TempDir};
+use rcrt_testkit::TempDir;
 use serde_json::{json, Value};
 
 /// The `rcrt` CLI binary: beside this crate's server binary in the target directory, built
@@ -82,28 +82,13 @@ fn write_secret_file(path: &Path, text: &str) {
     writeln!(f, "{text}").unwrap();
 }
 
-async fn send(rb: reqwest::RequestBuilder) -> (u16, Value) {
-    let r = rb
-        .header("X-Access-Reason", "recovery drill")
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_key_lost_drill() {
     let bin = tokio::task::block_in_place(rcrt_binary);
     let mut moto = tokio::task::block_in_place(MotoServer::start);
     let dir = TempDir::new();
     let keys = TempDir::new();
-    let http = reqwest::Client::new();
+    let http = client("recovery drill");
 
     // 1. The recovery KEK, split 2-of-3.
     let recovery = gen_kek();
@@ -136,25 +121,15 @@ async fn kms_key_lost_drill() {
         ]
         .map(|(k, v)| (k.to_owned(), v)),
     );
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let cfg = server_config(None, &dir, &pairs);
-    let mut server = tokio::task::block_in_place(|| ServerProcess::start(&cfg));
+    let mut server = start(&dir, &env);
     let base = server.base_url();
-    let (status, ready) = send(http.get(format!("{base}/ready"))).await;
-    assert_eq!(status, 200, "{ready}");
-    let kms_kek_id = ready["kek_id"].as_str().unwrap().to_owned();
-    assert!(kms_kek_id.starts_with("aws-kms:"), "{ready}");
+    let kms_kek_id = ready_kek_id(&http, &base).await;
+    assert!(kms_kek_id.starts_with("aws-kms:"), "{kms_kek_id}");
 
     let mut secrets: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..12 {
         let value = format!("drill-{i}-{}", uuid::Uuid::new_v4().simple());
-        let (status, body) =
-            send(http.post(format!("{base}/secrets")).json(
-                &json!({"name": format!("drill-{i}"), "value": value, "scope_type": "global"}),
-            ))
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let id = body["id"].as_str().unwrap().to_owned();
+        let id = create_ok(&http, &base, &format!("drill-{i}"), &value).await;
         let value = if i % 3 == 0 {
             let second = format!("drill-{i}-v2-{}", uuid::Uuid::new_v4().simple());
             let (status, body) = send(
@@ -170,7 +145,7 @@ async fn kms_key_lost_drill() {
         secrets.insert(id, value);
     }
     let server_log = server.output();
-    tokio::task::block_in_place(|| server.kill());
+    kill(&mut server);
     assert!(
         !server_log.contains(&recovery),
         "the recovery KEK reached the log"
@@ -227,15 +202,16 @@ async fn kms_key_lost_drill() {
     );
 
     // 6. The server on the new KEK alone: every secret decrypts to its value.
-    let cfg = server_config(
-        None,
+    let server = start(
         &dir,
-        &[("LOCAL_KEK_BASE64", &new_kek), ("AUTH_MODE", "disabled")],
+        &[
+            ("LOCAL_KEK_BASE64", new_kek.as_str()),
+            ("AUTH_MODE", "disabled"),
+        ],
     );
-    let server = tokio::task::block_in_place(|| ServerProcess::start(&cfg));
     let base = server.base_url();
     for (id, value) in &secrets {
-        let (status, body) = send(http.post(format!("{base}/secrets/{id}/decrypt"))).await;
+        let (status, body) = decrypt(&http, &base, id).await;
         assert_eq!(
             status,
             200,
@@ -244,8 +220,7 @@ async fn kms_key_lost_drill() {
         );
         assert_eq!(body["value"].as_str(), Some(value.as_str()), "{id}: {body}");
     }
-    let (status, st) = send(http.get(format!("{base}/admin/kek/status"))).await;
-    assert_eq!(status, 200, "{st}");
+    let st = kek_status(&http, &base).await;
     let per_kek = st["versions_per_kek"].as_object().unwrap();
     assert_eq!(
         per_kek

@@ -1,5 +1,13 @@
 //! What the server's test suites share: the backend a test runs on, a fresh KEK, and how a
-//! server of this crate's binary is configured in a test's directory and database.
+//! server of this crate's binary is configured in a test's directory and database; [`http`]:
+//! driving a running server over HTTP; [`outage`]: a KEK provider's peer paused under traffic.
+
+// Used by some suites only: allowed here so that the suites that declare `mod common;` without
+// `#[allow(dead_code)]` need nothing more.
+#[allow(dead_code)]
+pub mod http;
+#[allow(dead_code)]
+pub mod outage;
 
 use std::path::PathBuf;
 
