@@ -2,12 +2,15 @@
 //! tests fail naming it when it is missing).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcrt_crypto::{CryptoError, Dek, KekId, ValueContext, WrapContext, WrappedDek};
+use common::{call, ctx, fresh_dek, is_decrypt_failure};
+use rcrt_crypto::{CryptoError, WrappedDek};
 use rcrt_keys::aws_kms::AwsKmsKek;
-use rcrt_keys::settings::{AwsSettings, CallSettings, ProviderSettings};
+use rcrt_keys::settings::{AwsSettings, ProviderSettings};
 use rcrt_keys::{build_backend, KekBackend, KekSpec, KeyError, ProviderKind};
 use rcrt_testkit::peers::moto::{self, MotoServer};
 use zeroize::Zeroizing;
@@ -20,38 +23,6 @@ fn settings(moto: &MotoServer) -> AwsSettings {
         secret_access_key: Some(Zeroizing::new(moto::SECRET_ACCESS_KEY.into())),
         ..Default::default()
     }
-}
-
-fn call(timeout: Duration) -> CallSettings {
-    CallSettings {
-        timeout,
-        ..Default::default()
-    }
-}
-
-fn fresh_dek(secret_id: &[u8; 16]) -> Dek {
-    rcrt_crypto::seal_value(
-        b"x",
-        &ValueContext {
-            tenant: "t",
-            secret_id,
-            version: 1,
-        },
-    )
-    .unwrap()
-    .0
-}
-
-fn ctx<'a>(kek_id: &'a KekId, secret_id: &'a [u8; 16], version: i64) -> WrapContext<'a> {
-    WrapContext {
-        kek_id,
-        secret_id,
-        version,
-    }
-}
-
-fn is_decrypt_failure(r: &Result<Dek, KeyError>) -> bool {
-    matches!(r, Err(KeyError::Crypto(CryptoError::Decrypt)))
 }
 
 #[tokio::test]
@@ -72,7 +43,7 @@ async fn wraps_are_bound_to_their_row_and_key() {
 
     // Round trip; the stored bytes carry the aws-kms header, then KMS's blob.
     let secret = [7u8; 16];
-    let dek = fresh_dek(&secret);
+    let dek = fresh_dek();
     let wrapped = kek.wrap(&dek, &ctx(&id, &secret, 1)).await.unwrap();
     assert_eq!(&wrapped.as_bytes()[..2], &[0x01, rcrt_keys::alg::AWS_KMS]);
     assert!(wrapped.as_bytes().len() > 2 + 32);
@@ -147,7 +118,7 @@ async fn wraps_are_bound_to_their_row_and_key() {
             tokio::spawn(async move {
                 let sid = [i; 16];
                 let id = kek.id().clone();
-                let dek = fresh_dek(&sid);
+                let dek = fresh_dek();
                 let w = kek.wrap(&dek, &ctx(&id, &sid, i64::from(i))).await.unwrap();
                 let d = kek.unwrap(&w, &ctx(&id, &sid, i64::from(i))).await.unwrap();
                 assert_eq!(d.expose_secret(), dek.expose_secret());
@@ -272,7 +243,7 @@ async fn paused_kms_is_unavailable_within_the_timeout_and_recovers() {
         .unwrap();
     let id = kek.id().clone();
     let secret = [3u8; 16];
-    let dek = fresh_dek(&secret);
+    let dek = fresh_dek();
     let wrapped = kek.wrap(&dek, &ctx(&id, &secret, 1)).await.unwrap();
 
     moto.pause();

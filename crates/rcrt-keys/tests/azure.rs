@@ -3,11 +3,14 @@
 //! API 7.4 and the Azure AD client-credentials token endpoint. No real Key Vault runs here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use rcrt_crypto::{CryptoError, Dek, KekId, ValueContext, WrapContext, WrappedDek};
+use common::{call, ctx, fresh_dek, is_decrypt_failure};
+use rcrt_crypto::{CryptoError, WrappedDek};
 use rcrt_keys::azure::AzureKek;
-use rcrt_keys::settings::{AzureSettings, CallSettings, ProviderSettings};
+use rcrt_keys::settings::{AzureSettings, ProviderSettings};
 use rcrt_keys::{build_backend, remote_kek_id, KekBackend, KekSpec, KeyError, ProviderKind};
 use rcrt_testkit::peers::azure_standin::{AzureStandin, Kty, Outage};
 use rcrt_testkit::TempDir;
@@ -27,13 +30,6 @@ fn settings(standin: &AzureStandin, dir: &TempDir, secret: &str) -> AzureSetting
     }
 }
 
-fn call(timeout: Duration) -> CallSettings {
-    CallSettings {
-        timeout,
-        ..Default::default()
-    }
-}
-
 /// The stand-in with one RSA key, and a backend connected to it.
 async fn connected(kty: Kty) -> (AzureStandin, TempDir, AzureKek) {
     let standin = AzureStandin::start();
@@ -44,31 +40,6 @@ async fn connected(kty: Kty) -> (AzureStandin, TempDir, AzureKek) {
         .await
         .unwrap();
     (standin, dir, kek)
-}
-
-fn fresh_dek(secret_id: &[u8; 16]) -> Dek {
-    rcrt_crypto::seal_value(
-        b"x",
-        &ValueContext {
-            tenant: "t",
-            secret_id,
-            version: 1,
-        },
-    )
-    .unwrap()
-    .0
-}
-
-fn ctx<'a>(kek_id: &'a KekId, secret_id: &'a [u8; 16], version: i64) -> WrapContext<'a> {
-    WrapContext {
-        kek_id,
-        secret_id,
-        version,
-    }
-}
-
-fn is_decrypt_failure(r: &Result<Dek, KeyError>) -> bool {
-    matches!(r, Err(KeyError::Crypto(CryptoError::Decrypt)))
 }
 
 /// The kid stored in a wrapped DEK.
@@ -96,7 +67,7 @@ async fn round_trip_is_bound_to_its_row_and_key() {
     assert!(!kek.describe().contains(&standin.client_secret()));
 
     let secret = [7u8; 16];
-    let dek = fresh_dek(&secret);
+    let dek = fresh_dek();
     let wrapped = kek.wrap(&dek, &ctx(&id, &secret, 1)).await.unwrap();
     let b = wrapped.as_bytes();
     assert_eq!(&b[..2], &[0x01, rcrt_keys::alg::AZURE_RSA_OAEP_256]);
@@ -185,7 +156,7 @@ async fn managed_hsm_oct_keys_use_aes_key_wrap() {
     let (_standin, _dir, kek) = connected(Kty::OctHsm).await;
     let id = kek.id().clone();
     let secret = [3u8; 16];
-    let dek = fresh_dek(&secret);
+    let dek = fresh_dek();
     let wrapped = kek.wrap(&dek, &ctx(&id, &secret, 4)).await.unwrap();
     let kid = stored_kid(&wrapped);
     assert_eq!(
@@ -294,7 +265,7 @@ async fn a_disabled_key_is_refused_until_enabled() {
     let (standin, _dir, kek) = connected(Kty::Rsa).await;
     let id = kek.id().clone();
     let secret = [1u8; 16];
-    let dek = fresh_dek(&secret);
+    let dek = fresh_dek();
     let wrapped = kek.wrap(&dek, &ctx(&id, &secret, 1)).await.unwrap();
 
     standin.set_key_enabled(KEY, false);
@@ -330,7 +301,7 @@ async fn old_versions_unwrap_after_a_rotation() {
     let (standin, _dir, kek) = connected(Kty::Rsa).await;
     let id = kek.id().clone();
     let secret = [2u8; 16];
-    let dek1 = fresh_dek(&secret);
+    let dek1 = fresh_dek();
     let w1 = kek.wrap(&dek1, &ctx(&id, &secret, 1)).await.unwrap();
     let kid1 = stored_kid(&w1);
 
@@ -339,7 +310,7 @@ async fn old_versions_unwrap_after_a_rotation() {
     // The next probe (the keyring's health task) picks up the new version.
     kek.probe().await.unwrap();
     assert_eq!(kek.id(), &id, "the KEK id is the same for every version");
-    let dek2 = fresh_dek(&secret);
+    let dek2 = fresh_dek();
     let w2 = kek.wrap(&dek2, &ctx(&id, &secret, 2)).await.unwrap();
     assert_eq!(stored_kid(&w2), kid2);
 
@@ -376,7 +347,7 @@ async fn tokens_are_cached_refreshed_before_expiry_and_on_401() {
     let (standin, _dir, kek) = connected(Kty::Rsa).await;
     let id = kek.id().clone();
     let secret = [4u8; 16];
-    let dek = fresh_dek(&secret);
+    let dek = fresh_dek();
     assert_eq!(standin.token_requests(), 1, "connect signs in once");
     for v in 1..=3 {
         kek.wrap(&dek, &ctx(&id, &secret, v)).await.unwrap();
@@ -420,7 +391,7 @@ async fn an_outage_is_unavailable_and_recovers() {
     .unwrap();
     let id = kek.id().clone();
     let secret = [5u8; 16];
-    let dek = fresh_dek(&secret);
+    let dek = fresh_dek();
     let wrapped = kek.wrap(&dek, &ctx(&id, &secret, 1)).await.unwrap();
 
     let unavailable = |r: &Result<(), KeyError>| matches!(r, Err(KeyError::Unavailable { .. }));

