@@ -155,6 +155,16 @@ pub async fn paused_mid_traffic(server: &ServerProcess, http: &reqwest::Client, 
         let (status, body) = send(http.get(format!("{base}/ready"))).await;
         let configured = metric(&metrics(http, &base).await, "rcrt_kek_configured");
         if status == 503 && configured == 0.0 {
+            // Unauthenticated: it names the provider, never the provider's own error (account
+            // ids, addresses, timeouts), which goes to the log.
+            assert_eq!(body["error"]["code"], "kek_unavailable", "{body}");
+            let text = body.to_string();
+            for internal in ["no answer within", "connection", "127.0.0.1", "HTTP 5"] {
+                assert!(
+                    !text.contains(internal),
+                    "/ready shows {internal:?}: {text}"
+                );
+            }
             break;
         }
         assert!(
