@@ -8,12 +8,16 @@
 //! decrypts. [`read_kv_kek`] is the guide's `vault kv get -field=value secret/rcrt/kek` without
 //! a shell: the KEK itself is read once at start and used as a local KEK.
 //!
-//! A token from `VAULT_TOKEN_FILE` is read again when Vault answers 403 and the file has
-//! changed (Vault Agent's sink, or any tool that renews the file), and the call is repeated
-//! once with the new token. What it does not do: log in or renew a token itself, or retry (the
-//! [`crate::Keyring`]'s guard does, except at connect and for the one KV read, which retry
-//! here).
+//! The Transit backend keeps its token alive: each [`KekBackend::probe`] (the keyring's health
+//! task, every `KEK_PROVIDER_PROBE_INTERVAL` and every circuit cooldown) looks the token up and,
+//! when it is renewable and less than half of its period (or of its TTL at creation) is left,
+//! renews it. A token that reaches its max TTL cannot be renewed: a token from
+//! `VAULT_TOKEN_FILE` is read again when Vault answers 403 and the file has changed (Vault
+//! Agent's sink, or any tool that renews the file), and the call is repeated once with the new
+//! token. What it does not do: log in, or retry (the [`crate::Keyring`]'s guard does, except at
+//! connect and for the one KV read, which retry here).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,6 +75,41 @@ struct VaultClient {
     /// `VAULT_TOKEN_FILE`, read again after a 403.
     token_file: Option<std::path::PathBuf>,
     namespace: Option<String>,
+    /// What [`VaultClient::keep_token_alive`] already warned about for the token in use.
+    warned: TokenWarnings,
+}
+
+/// Warnings about the token's lifetime, each logged once per token (the probe runs every 30 s).
+#[derive(Default)]
+struct TokenWarnings {
+    /// `lookup-self` was refused.
+    no_lookup: AtomicBool,
+    /// The token expires and is not renewable.
+    not_renewable: AtomicBool,
+    /// A renewal no longer extends the token (its max TTL is near).
+    at_max_ttl: AtomicBool,
+}
+
+impl TokenWarnings {
+    fn reset(&self) {
+        for flag in [&self.no_lookup, &self.not_renewable, &self.at_max_ttl] {
+            flag.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// True the first time `flag` is raised.
+    fn first(flag: &AtomicBool) -> bool {
+        !flag.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// A whole number of seconds in a Vault answer (a JSON number, or a string of digits).
+fn seconds(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 impl std::fmt::Debug for VaultClient {
@@ -95,12 +134,23 @@ impl VaultClient {
                     "{what}: VAULT_ADDR is not set: set it to the Vault or OpenBao address, e.g. https://vault.example.com:8200"
                 ))
             })?;
+        // An address with '@' may hold a user name or password: never echo it.
+        let shown = if addr.contains('@') {
+            String::new()
+        } else {
+            format!(" {addr:?}")
+        };
         let url = url::Url::parse(addr).map_err(|e| {
-            KeyError::Config(format!("{what}: VAULT_ADDR {addr:?} is not a URL: {e}"))
+            KeyError::Config(format!("{what}: VAULT_ADDR{shown} is not a URL: {e}"))
         })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(KeyError::Config(format!(
+                "{what}: VAULT_ADDR holds a user name or password (user:pass@): remove it; the token comes from VAULT_TOKEN_FILE (or VAULT_TOKEN)"
+            )));
+        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err(KeyError::Config(format!(
-                "{what}: VAULT_ADDR {addr:?} must start with https:// (or http://)"
+                "{what}: VAULT_ADDR{shown} must start with https:// (or http://)"
             )));
         }
         let token = match (&settings.token, &settings.token_file) {
@@ -170,6 +220,7 @@ impl VaultClient {
             token: std::sync::RwLock::new(token),
             token_file: settings.token_file.clone(),
             namespace,
+            warned: TokenWarnings::default(),
         })
     }
 
@@ -199,10 +250,106 @@ impl VaultClient {
         match self.token.write() {
             Ok(mut token) if **token != *fresh => {
                 *token = fresh;
+                self.warned.reset();
                 tracing::info!(file = %path.display(), "VAULT_TOKEN_FILE holds a new token: using it");
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Keeps a renewable token alive (the Transit probe runs it): one `lookup-self`, and when the
+    /// token is renewable with less than half of its period (or of its TTL at creation) left,
+    /// one `renew-self` without an increment (Vault renews to the period, or by the TTL at
+    /// creation, up to the max TTL). Never fails: whether the key is usable is the round
+    /// trip's to say; what cannot be done is logged, once per token.
+    async fn keep_token_alive(&self) {
+        let info = match self
+            .call(reqwest::Method::GET, "auth/token/lookup-self", None)
+            .await
+        {
+            Ok(info) => info,
+            Err(Failure::Status(403, _)) => {
+                if TokenWarnings::first(&self.warned.no_lookup) {
+                    tracing::warn!(
+                        addr = %self.addr,
+                        "Vault refused auth/token/lookup-self (403): the token has expired or been revoked, \
+                         or its policy lacks read on auth/token/lookup-self and update on auth/token/renew-self \
+                         (Vault's default policy has both): rcrt cannot renew it"
+                    );
+                }
+                return;
+            }
+            // Sealed, throttled, down: the round trip that follows says so.
+            Err(Failure::Status(status @ (412 | 429 | 500..=599), errors)) => {
+                tracing::debug!(addr = %self.addr, status, %errors, "Vault token lookup failed");
+                return;
+            }
+            Err(Failure::Status(status, errors)) => {
+                tracing::warn!(addr = %self.addr, status, %errors, "Vault token lookup failed");
+                return;
+            }
+            Err(Failure::Unreachable(reason)) => {
+                tracing::debug!(addr = %self.addr, %reason, "Vault token lookup failed");
+                return;
+            }
+        };
+        // (The answer holds the token itself as `id`: read only the lifetime fields.)
+        let data = info.0.get("data").unwrap_or(&Value::Null);
+        let ttl = seconds(data.get("ttl"));
+        let period = seconds(data.get("period"));
+        let base = match period {
+            0 => seconds(data.get("creation_ttl")),
+            p => p,
+        };
+        let renewable = data.get("renewable").and_then(Value::as_bool) == Some(true);
+        if ttl == 0 && base == 0 {
+            // A token that does not expire (root, or created with no TTL).
+            return;
+        }
+        if !renewable {
+            if TokenWarnings::first(&self.warned.not_renewable) {
+                tracing::warn!(
+                    addr = %self.addr,
+                    expires_in_s = ttl,
+                    "the Vault token is not renewable: every call fails once it expires; \
+                     use a periodic token, or have Vault Agent write new ones to VAULT_TOKEN_FILE"
+                );
+            }
+            return;
+        }
+        if base == 0
+            || ttl.saturating_mul(2) >= base
+            || self.warned.at_max_ttl.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let body = WipedJson(json!({}));
+        match self
+            .call(reqwest::Method::POST, "auth/token/renew-self", Some(&body))
+            .await
+        {
+            Ok(answer) => {
+                let lease = seconds(answer.0.pointer("/auth/lease_duration"));
+                if lease.saturating_mul(2) < base {
+                    if TokenWarnings::first(&self.warned.at_max_ttl) {
+                        tracing::warn!(
+                            addr = %self.addr,
+                            expires_in_s = lease,
+                            "the Vault token is near its max TTL and cannot be renewed further: \
+                             every call fails once it expires unless VAULT_TOKEN_FILE gets a new token (Vault Agent)"
+                        );
+                    }
+                } else {
+                    tracing::info!(addr = %self.addr, valid_for_s = lease, "renewed the Vault token");
+                }
+            }
+            Err(Failure::Status(status, errors)) => {
+                tracing::warn!(addr = %self.addr, status, %errors, expires_in_s = ttl, "renewing the Vault token failed");
+            }
+            Err(Failure::Unreachable(reason)) => {
+                tracing::warn!(addr = %self.addr, %reason, expires_in_s = ttl, "renewing the Vault token failed");
+            }
         }
     }
 
@@ -466,6 +613,23 @@ impl TransitKek {
                 "vault-transit: the {shown} reports no usable version (latest_version {latest}, min_decryption_version {min})"
             )));
         }
+        for (flag, what) in [
+            ("exportable", "exported (transit/export)"),
+            (
+                "allow_plaintext_backup",
+                "backed up in plaintext (transit/backup)",
+            ),
+        ] {
+            if data.get(flag).and_then(Value::as_bool) == Some(true) {
+                tracing::warn!(
+                    key = %key_name,
+                    mount = %mount,
+                    addr = %client.addr,
+                    "the Vault Transit KEK has {flag}=true: its key material can be {what} by anyone with that permission, \
+                     and the flag cannot be turned off; make KEKs without it"
+                );
+            }
+        }
         let versions: Vec<(u64, KekId)> = (min..=latest)
             .rev()
             .map(|v| (v, version_id(&reference, v)))
@@ -491,6 +655,8 @@ impl TransitKek {
                 )),
                 other => other,
             })?;
+        // Renews the token now if it is past half its life, and says once if it cannot be.
+        kek.client.keep_token_alive().await;
         Ok(kek)
     }
 
@@ -566,6 +732,13 @@ impl KekBackend for TransitKek {
             "vault-transit key {} v{} at {}",
             self.reference, self.current, self.client.addr
         )
+    }
+
+    /// Keeps the token alive ([`VaultClient::keep_token_alive`], which never fails), then wraps
+    /// and unwraps a throwaway DEK.
+    async fn probe(&self) -> Result<(), KeyError> {
+        self.client.keep_token_alive().await;
+        crate::probe_by_round_trip(self).await
     }
 
     async fn wrap(&self, dek: &Dek, ctx: &WrapContext<'_>) -> Result<WrappedDek, KeyError> {
@@ -899,5 +1072,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("VAULT_TOKEN_FILE"), "{e}");
+    }
+
+    #[test]
+    fn an_address_with_a_user_or_password_is_refused_without_echoing_it() {
+        let call = CallSettings::default();
+        let with = |addr: &str| VaultSettings {
+            addr: Some(addr.into()),
+            token: Some(Zeroizing::new("s.token".into())),
+            ..Default::default()
+        };
+        for addr in [
+            "https://vault-user:s3cr3t-pass@vault.example.com:8200",
+            "https://vault-user@vault.example.com:8200",
+            "http://:s3cr3t-pass@127.0.0.1:8200/",
+        ] {
+            let e = VaultClient::new(&with(addr), &call, "vault-transit").unwrap_err();
+            assert!(matches!(e, KeyError::Config(_)), "{e:?}");
+            let e = e.to_string();
+            assert!(e.contains("user name or password"), "{e}");
+            assert!(!e.contains("s3cr3t") && !e.contains("vault-user"), "{e}");
+        }
+        // A malformed address with '@' is not echoed either.
+        for addr in ["vault-user:s3cr3t-pass@vault:8200", "ftp://u:s3cr3t@vault"] {
+            let e = VaultClient::new(&with(addr), &call, "vault-kv")
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+        // Without userinfo the address is accepted and shown.
+        let c =
+            VaultClient::new(&with("https://vault.example.com:8200/"), &call, "vault-kv").unwrap();
+        assert_eq!(c.addr, "https://vault.example.com:8200");
+    }
+
+    #[test]
+    fn lifetime_seconds() {
+        assert_eq!(seconds(Some(&json!(86400))), 86400);
+        assert_eq!(seconds(Some(&json!("3600"))), 3600);
+        assert_eq!(seconds(Some(&json!(-1))), 0);
+        assert_eq!(seconds(Some(&Value::Null)), 0);
+        assert_eq!(seconds(None), 0);
     }
 }

@@ -289,6 +289,30 @@ impl OpenBao {
         self.bao(&args)
     }
 
+    /// A new periodic token (`-period=`, whole seconds) with these policies and no others: it
+    /// expires unless renewed within `period`, and a renewal gives it `period` again.
+    pub fn create_periodic_token(&self, policies: &[&str], period: Duration) -> String {
+        assert!(!policies.is_empty(), "a token needs at least one policy");
+        let period = format!("-period={}s", period.as_secs().max(1));
+        let mut args = vec![
+            "token",
+            "create",
+            "-no-default-policy",
+            "-field=token",
+            period.as_str(),
+        ];
+        let flags: Vec<String> = policies.iter().map(|p| format!("-policy={p}")).collect();
+        args.extend(flags.iter().map(String::as_str));
+        self.bao(&args)
+    }
+
+    /// The policy letting a token look itself up and renew itself (what Vault's `default`
+    /// policy grants, and what a token created with `-no-default-policy` lacks).
+    pub fn token_self_policy() -> &'static str {
+        "path \"auth/token/lookup-self\" { capabilities = [\"read\"] }\n\
+         path \"auth/token/renew-self\" { capabilities = [\"update\"] }\n"
+    }
+
     /// Revokes a token.
     pub fn revoke_token(&self, token: &str) {
         // (`bao token revoke -` does not read the token from standard input.)
