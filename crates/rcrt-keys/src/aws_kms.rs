@@ -12,8 +12,19 @@
 //! shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`;
 //! `AWS_PROFILE`, default `default`). Not implemented: web identity (`AWS_WEB_IDENTITY_TOKEN_FILE`),
 //! the ECS container endpoint, EC2 instance metadata (IMDS), SSO, `credential_process` and
-//! role assumption from `~/.aws/config`. Credentials are read once at start: temporary ones are
-//! not refreshed.
+//! role assumption from `~/.aws/config`. Credentials are read at start. Those from the shared
+//! credentials file are read again when KMS rejects them (`ExpiredTokenException`,
+//! `UnrecognizedClientException`, `InvalidSignatureException`), and the call is repeated once if
+//! the file now holds other ones: a tool that renews a session token in the file is picked up
+//! without a restart. Credentials from the environment cannot change under a running process.
+//!
+//! KEK id: `remote_kek_id(aws-kms, <key ARN>)`, the ARN being the one `DescribeKey` answers at
+//! start. One key has one id whether `KEK_REF` names it by key id, ARN, alias or alias ARN; an
+//! alias repointed to another key is another id, so rows wrapped under the old key are named by
+//! the start-up check (configure the old key as `KEK_REF_OLD`) instead of failing as tampering.
+//!
+//! The HTTP client follows no redirect (a request body carries a DEK), and the endpoint must be
+//! `https://` except on a loopback host (127.0.0.1, ::1, localhost: the tests' moto).
 //!
 //! Wrapped DEK bytes: `0x01 | alg::AWS_KMS | CiphertextBlob`. The encryption context is
 //! readable (see [`encryption_context`]) so that CloudTrail shows which secret version each
@@ -22,7 +33,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
@@ -54,8 +66,18 @@ pub struct AwsKmsKek {
     key_arn: String,
     region: String,
     endpoint: url::Url,
-    credentials: Credentials,
+    /// Replaced when the shared credentials file holds new ones after KMS rejected these.
+    credentials: RwLock<Credentials>,
+    /// Where `credentials` came from, if from the shared credentials file.
+    shared_file: Option<SharedFile>,
     http: reqwest::Client,
+}
+
+/// A profile of the shared credentials file, read again when KMS rejects the credentials.
+#[derive(Debug, Clone)]
+struct SharedFile {
+    path: PathBuf,
+    profile: String,
 }
 
 impl std::fmt::Debug for AwsKmsKek {
@@ -67,6 +89,7 @@ impl std::fmt::Debug for AwsKmsKek {
             .field("key_arn", &self.key_arn)
             .field("region", &self.region)
             .field("endpoint", &self.endpoint.as_str())
+            .field("shared_file", &self.shared_file)
             .finish_non_exhaustive()
     }
 }
@@ -76,8 +99,9 @@ impl AwsKmsKek {
     /// enabled `SYMMETRIC_DEFAULT` key for `ENCRYPT_DECRYPT` (a [`KeyError::Config`] otherwise;
     /// [`KeyError::Unavailable`] if KMS cannot be reached).
     ///
-    /// The KEK id is derived from `key_ref` as configured, without the network, so it is stable
-    /// for as long as the setting is.
+    /// The KEK id is derived from the key's ARN as `DescribeKey` answers it, so it is the same
+    /// whether `key_ref` is the key id, the key ARN, an alias or an alias ARN, and follows the
+    /// key (not the alias name) when an alias is repointed.
     pub async fn connect(
         key_ref: &str,
         settings: &AwsSettings,
@@ -110,31 +134,34 @@ impl AwsKmsKek {
         }
         let endpoint = endpoint_for(settings.endpoint_url.as_deref(), &region)
             .map_err(|why| KeyError::Config(format!("aws-kms key {key_ref}: {why}")))?;
-        let credentials = credentials_from_chain(settings, home_dir().as_deref())
+        let (credentials, shared_file) = credentials_from_chain(settings, home_dir().as_deref())
             .map_err(|why| KeyError::Config(format!("aws-kms key {key_ref}: {why}")))?;
-        let http = reqwest::Client::builder()
-            .timeout(call.timeout)
-            .connect_timeout(call.timeout)
-            .build()
-            .map_err(|e| KeyError::Config(format!("aws-kms: cannot build the HTTP client: {e}")))?;
+        let http = http_client(call.timeout, &endpoint)
+            .map_err(|why| KeyError::Config(format!("aws-kms key {key_ref}: {why}")))?;
         let mut kek = Self {
+            // Until `DescribeKey` names the key's ARN (errors at start carry this one; it is
+            // already the final id when `key_ref` is the key ARN).
             id: remote_kek_id(ProviderKind::AwsKms, key_ref),
             key_ref: key_ref.to_owned(),
             key_arn: key_ref.to_owned(),
             region,
             endpoint,
-            credentials,
+            credentials: RwLock::new(credentials),
+            shared_file,
             http,
         };
         kek.key_arn = kek.describe_key().await?;
+        kek.id = remote_kek_id(ProviderKind::AwsKms, &kek.key_arn);
         if key_ref.starts_with("alias/") || key_ref.contains(":alias/") {
             tracing::warn!(
                 key_ref = %kek.key_ref,
                 key_arn = %kek.key_arn,
                 kek_id = %kek.id,
-                "aws-kms: KEK_REF is an alias, resolved once at start; its KEK id follows the \
-                 alias name, so do not repoint the alias while DEKs are wrapped under it (prefer \
-                 the key ARN, and rotate by configuring the new key with the old one in KEK_REF_OLD)"
+                "aws-kms: KEK_REF is an alias, resolved once at start to the key ARN above, \
+                 whose KEK id this is; if the alias is repointed to another key, the next start \
+                 refuses the rows wrapped under this key until it is configured as \
+                 KEK_PROVIDER_OLD=aws-kms KEK_REF_OLD=<this key ARN>, and the re-wrap then moves \
+                 them to the new key (prefer the key ARN in KEK_REF)"
             );
         }
         Ok(kek)
@@ -152,7 +179,9 @@ impl AwsKmsKek {
         let response = match self.call("DescribeKey", Zeroizing::new(body)).await {
             Ok(r) => r,
             Err(Failure::Unavailable(reason)) => return Err(self.unavailable(reason)),
-            Err(Failure::Refused(reason) | Failure::Decrypt(reason)) => {
+            Err(
+                Failure::Refused(reason) | Failure::Credentials(reason) | Failure::Decrypt(reason),
+            ) => {
                 return Err(KeyError::Config(format!(
                     "aws-kms key {} at {}: DescribeKey refused: {reason}",
                     self.key_ref, self.endpoint
@@ -181,7 +210,7 @@ impl AwsKmsKek {
     fn failure(&self, f: Failure) -> KeyError {
         match f {
             Failure::Unavailable(reason) => self.unavailable(reason),
-            Failure::Refused(reason) => KeyError::Refused {
+            Failure::Refused(reason) | Failure::Credentials(reason) => KeyError::Refused {
                 kek_id: self.id.clone(),
                 provider: ProviderKind::AwsKms,
                 reason,
@@ -191,10 +220,75 @@ impl AwsKmsKek {
     }
 
     /// One signed call to KMS; the successful response body. `body` may hold key material: it is
-    /// wiped when the request is done with it, and never quoted in an error.
+    /// wiped when the request is done with it, and never quoted in an error. If KMS rejects
+    /// credentials from the shared credentials file and the file now holds other ones, the call
+    /// is repeated once with them.
     async fn call(
         &self,
         operation: &str,
+        body: Zeroizing<Vec<u8>>,
+    ) -> Result<Zeroizing<Vec<u8>>, Failure> {
+        let used = self.current_credentials(operation)?;
+        if self.shared_file.is_none() {
+            return self.call_once(operation, &used, body).await;
+        }
+        match self.call_once(operation, &used, body.clone()).await {
+            Err(Failure::Credentials(reason)) => {
+                // Compared with the credentials this call used, not with the ones in use now:
+                // concurrent calls rejected together all retry after one of them reloaded.
+                self.reload_credentials();
+                let now = self.current_credentials(operation)?;
+                if same_credentials(&now, &used) {
+                    Err(Failure::Credentials(reason))
+                } else {
+                    self.call_once(operation, &now, body).await
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn current_credentials(&self, operation: &str) -> Result<Credentials, Failure> {
+        self.credentials
+            .read()
+            .map(|c| c.clone())
+            .map_err(|_| Failure::Refused(format!("{operation}: the credentials lock is poisoned")))
+    }
+
+    /// After KMS rejected the credentials: reads the shared credentials file again, and uses
+    /// what it holds from now on if that differs from the credentials in use.
+    fn reload_credentials(&self) {
+        let Some(file) = &self.shared_file else {
+            return;
+        };
+        let fresh = match read_shared_file(file, true) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!(kek_id = %self.id, "aws-kms: {why}");
+                return;
+            }
+        };
+        let Ok(mut current) = self.credentials.write() else {
+            return;
+        };
+        if same_credentials(&current, &fresh) {
+            return;
+        }
+        *current = fresh;
+        tracing::info!(
+            kek_id = %self.id,
+            file = %file.path.display(),
+            profile = %file.profile,
+            "aws-kms: KMS rejected the credentials and the shared credentials file holds new \
+             ones: using them"
+        );
+    }
+
+    /// One attempt of [`AwsKmsKek::call`], signed with `credentials`.
+    async fn call_once(
+        &self,
+        operation: &str,
+        credentials: &Credentials,
         body: Zeroizing<Vec<u8>>,
     ) -> Result<Zeroizing<Vec<u8>>, Failure> {
         let target = format!("TrentService.{operation}");
@@ -202,7 +296,7 @@ impl AwsKmsKek {
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target.as_str()),
         ];
-        let identity: Identity = self.credentials.clone().into();
+        let identity: Identity = credentials.clone().into();
         let signing_params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
@@ -501,6 +595,9 @@ enum Failure {
     Unavailable(String),
     /// Answered and refused: permissions, key state, bad request.
     Refused(String),
+    /// KMS rejected the credentials (expired or unknown session token, unknown access key, bad
+    /// signature): refused, but worth one retry if the shared credentials file has new ones.
+    Credentials(String),
     /// KMS refused the ciphertext or its encryption context.
     Decrypt(String),
 }
@@ -547,8 +644,18 @@ fn classify_error(operation: &str, status: u16, type_header: Option<&str>, body:
         reason.truncate(cut);
         reason.push('…');
     }
+    if (300..400).contains(&status) {
+        // The client follows no redirect: a request body carries a DEK.
+        return Failure::Refused(format!(
+            "{operation}: HTTP {status} redirect, not followed: AWS_ENDPOINT_URL_KMS / \
+             AWS_ENDPOINT_URL must be the KMS endpoint itself"
+        ));
+    }
     match kind.as_str() {
         "InvalidCiphertextException" | "IncorrectKeyException" => Failure::Decrypt(reason),
+        "ExpiredTokenException" | "UnrecognizedClientException" | "InvalidSignatureException" => {
+            Failure::Credentials(reason)
+        }
         "ThrottlingException"
         | "KeyUnavailableException"
         | "DependencyTimeoutException"
@@ -560,8 +667,7 @@ fn classify_error(operation: &str, status: u16, type_header: Option<&str>, body:
         | "RequestTimeoutException" => Failure::Unavailable(reason),
         _ if status == 429 || status >= 500 => Failure::Unavailable(reason),
         // AccessDeniedException, DisabledException, KMSInvalidStateException,
-        // NotFoundException, InvalidKeyUsageException, UnrecognizedClientException,
-        // InvalidSignatureException, ExpiredTokenException, ValidationException and any other
+        // NotFoundException, InvalidKeyUsageException, ValidationException and any other
         // 4xx: the provider answered; retrying will not help.
         _ => Failure::Refused(reason),
     }
@@ -593,10 +699,42 @@ fn endpoint_for(configured: Option<&str>, region: &str) -> Result<url::Url, Stri
             "AWS_ENDPOINT_URL {text:?} must be an http:// or https:// URL with a host"
         ));
     }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(format!(
+            "AWS_ENDPOINT_URL {text:?} must be an https:// URL (http:// only on a loopback host: \
+             127.0.0.1, ::1 or localhost)"
+        ));
+    }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("AWS_ENDPOINT_URL must not carry a user name or password".to_owned());
     }
     Ok(url)
+}
+
+/// Whether the URL's host is the local machine (127.0.0.0/8, ::1, localhost).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// The client for one endpoint: a per-request timeout, and no redirects (a request body holds
+/// a DEK and the headers a session token: a 3xx must not send them to another host). No proxy
+/// for a loopback endpoint.
+fn http_client(timeout: Duration, endpoint: &url::Url) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none());
+    if is_loopback(endpoint) {
+        builder = builder.no_proxy();
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// The home directory, for the default `~/.aws/credentials` (the one variable this module
@@ -607,11 +745,12 @@ fn home_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Environment keys first, then the shared credentials file's profile.
+/// Environment keys first, then the shared credentials file's profile (which is then returned
+/// too, to be read again when KMS rejects the credentials).
 fn credentials_from_chain(
     settings: &AwsSettings,
     home: Option<&Path>,
-) -> Result<Credentials, String> {
+) -> Result<(Credentials, Option<SharedFile>), String> {
     let key_id = settings
         .access_key_id
         .as_deref()
@@ -629,7 +768,10 @@ fn credentials_from_chain(
                 .as_ref()
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty());
-            return Ok(Credentials::new(id, secret, token, None, "environment"));
+            return Ok((
+                Credentials::new(id, secret, token, None, "environment"),
+                None,
+            ));
         }
         (Some(_), None) => {
             return Err("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".to_owned())
@@ -654,7 +796,20 @@ fn credentials_from_chain(
             }
         },
     };
-    let text = match std::fs::read_to_string(&path) {
+    let file = SharedFile {
+        path,
+        profile: profile.to_owned(),
+    };
+    let credentials = read_shared_file(&file, explicit)?;
+    Ok((credentials, Some(file)))
+}
+
+/// The credentials of a profile of the shared credentials file. A missing file is "no
+/// credentials" unless it was named (`explicit`).
+fn read_shared_file(file: &SharedFile, explicit: bool) -> Result<Credentials, String> {
+    let path = &file.path;
+    let profile = file.profile.as_str();
+    let text = match std::fs::read_to_string(path) {
         Ok(t) => Zeroizing::new(t),
         Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
             return Err(no_credentials(&format!(
@@ -676,6 +831,13 @@ fn credentials_from_chain(
             path.display()
         )
     })
+}
+
+/// Whether two sets of credentials are the same keys and token.
+fn same_credentials(a: &Credentials, b: &Credentials) -> bool {
+    a.access_key_id() == b.access_key_id()
+        && a.secret_access_key() == b.secret_access_key()
+        && a.session_token() == b.session_token()
 }
 
 fn no_credentials(why: &str) -> String {
@@ -739,6 +901,7 @@ mod tests {
         match classify_error("Decrypt", status, None, body.as_bytes()) {
             Failure::Unavailable(_) => "unavailable",
             Failure::Refused(_) => "refused",
+            Failure::Credentials(_) => "credentials",
             Failure::Decrypt(_) => "decrypt",
         }
     }
@@ -777,8 +940,20 @@ mod tests {
             (
                 400,
                 r#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#,
-                "refused",
+                "credentials",
             ),
+            (
+                400,
+                r#"{"__type":"ExpiredTokenException","message":"The security token included in the request is expired"}"#,
+                "credentials",
+            ),
+            (
+                400,
+                r#"{"__type":"InvalidSignatureException"}"#,
+                "credentials",
+            ),
+            (307, "", "refused"),
+            (308, "", "refused"),
             (
                 400,
                 r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
@@ -862,6 +1037,7 @@ mod tests {
         assert_eq!(
             credentials_from_chain(&env, Some(&dir))
                 .unwrap()
+                .0
                 .access_key_id(),
             "FROMENV"
         );
@@ -879,6 +1055,7 @@ mod tests {
         assert_eq!(
             credentials_from_chain(&none, Some(&dir))
                 .unwrap()
+                .0
                 .access_key_id(),
             "FROMFILE"
         );
@@ -889,6 +1066,7 @@ mod tests {
         assert_eq!(
             credentials_from_chain(&other, Some(&dir))
                 .unwrap()
+                .0
                 .access_key_id(),
             "OTHER"
         );
@@ -931,6 +1109,27 @@ mod tests {
         );
         assert!(endpoint_for(Some("ftp://x"), "us-east-1").is_err());
         assert!(endpoint_for(Some("https://u:p@kms.example"), "us-east-1").is_err());
+        // https, or http on a loopback host only.
+        assert!(endpoint_for(Some("https://kms.example:8443"), "us-east-1").is_ok());
+        for ok in [
+            "http://localhost:4566",
+            "http://[::1]:4566",
+            "http://127.0.0.2",
+        ] {
+            assert!(endpoint_for(Some(ok), "us-east-1").is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://kms.example",
+            "http://10.0.0.1:4566",
+            "http://localhost.example",
+            "http://[::2]",
+        ] {
+            let err = endpoint_for(Some(bad), "us-east-1").unwrap_err();
+            assert!(
+                err.contains("https://") && err.contains("loopback"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -983,5 +1182,220 @@ mod tests {
         assert_eq!(ec["rcrt:kek-id"], "aws-kms:0011223344556677");
         assert_eq!(ec["rcrt:secret-id"], "ab".repeat(16));
         assert_eq!(ec["rcrt:version"], "7");
+    }
+
+    /// A tiny HTTP/1.1 server on 127.0.0.1: answers each request with `respond(request head,
+    /// lower-cased)`, closes the connection, and counts requests.
+    async fn serve<F>(respond: F) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+    where
+        F: Fn(&str) -> String + Send + Sync + 'static,
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = count.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some((String::from_utf8_lossy(&buf[..end]).to_lowercase(), end + 4));
+                    }
+                };
+                let Some((head, body_at)) = head else {
+                    continue;
+                };
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while buf.len() < body_at + len {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = respond(&head);
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+        });
+        (port, count)
+    }
+
+    fn http_answer(status: &str, extra: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\n{extra}\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// A backend on `http://127.0.0.1:port`, built as `connect` builds it but without the
+    /// `DescribeKey`.
+    fn test_kek(port: u16, credentials: Credentials, shared_file: Option<SharedFile>) -> AwsKmsKek {
+        let endpoint =
+            endpoint_for(Some(&format!("http://127.0.0.1:{port}")), "us-east-1").unwrap();
+        let http = http_client(Duration::from_secs(5), &endpoint).unwrap();
+        let arn = "arn:aws:kms:us-east-1:123456789012:key/test".to_owned();
+        AwsKmsKek {
+            id: remote_kek_id(ProviderKind::AwsKms, &arn),
+            key_ref: arn.clone(),
+            key_arn: arn,
+            region: "us-east-1".into(),
+            endpoint,
+            credentials: RwLock::new(credentials),
+            shared_file,
+            http,
+        }
+    }
+
+    fn test_dek() -> Dek {
+        Dek::from_unwrapped(Zeroizing::new([9u8; 32]))
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        use std::sync::atomic::Ordering;
+        // Where a redirect would lead: it must never see the request (the DEK, the token).
+        let (target, reached) = serve(|_| {
+            http_answer(
+                "200 OK",
+                "",
+                r#"{"CiphertextBlob":"AAAA","KeyMetadata":{"Arn":"x"}}"#,
+            )
+        })
+        .await;
+        for code in ["307 Temporary Redirect", "308 Permanent Redirect"] {
+            let location = format!("Location: http://127.0.0.1:{target}/\r\n");
+            let (port, asked) = serve(move |_| http_answer(code, &location, "")).await;
+            let kek = test_kek(
+                port,
+                Credentials::new("AKIATEST", "secret", Some("token".into()), None, "test"),
+                None,
+            );
+            let id = kek.id.clone();
+            let ctx = WrapContext {
+                kek_id: &id,
+                secret_id: &[1u8; 16],
+                version: 1,
+            };
+            match kek.wrap(&test_dek(), &ctx).await {
+                Err(KeyError::Refused { reason, .. }) => {
+                    assert!(reason.contains("redirect"), "{reason}")
+                }
+                other => panic!(
+                    "{code}: expected Refused, got {:?}",
+                    other.map(|_| "a wrap")
+                ),
+            }
+            assert_eq!(asked.load(Ordering::SeqCst), 1, "{code}");
+        }
+        assert_eq!(
+            reached.load(Ordering::SeqCst),
+            0,
+            "a redirect was followed: the Encrypt body went to another host"
+        );
+    }
+
+    #[tokio::test]
+    async fn rejected_credentials_are_read_again_from_the_shared_file() {
+        use std::sync::atomic::Ordering;
+        let dir = std::env::temp_dir().join(format!("rcrt-aws-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("credentials");
+        let write = |token: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "[ci]\naws_access_key_id=AKIATEST\naws_secret_access_key=s\naws_session_token={token}\n"
+                ),
+            )
+            .unwrap();
+        };
+        write("old-token");
+        let settings = AwsSettings {
+            shared_credentials_file: Some(path.clone()),
+            profile: Some("ci".into()),
+            ..Default::default()
+        };
+        let (credentials, shared_file) = credentials_from_chain(&settings, None).unwrap();
+        assert_eq!(credentials.session_token(), Some("old-token"));
+
+        // A KMS that takes only the renewed token.
+        let blob = B64.encode([0x5au8; 40]);
+        let (port, asked) = serve(move |head| {
+            if head.contains("x-amz-security-token: new-token") {
+                http_answer("200 OK", "", &format!(r#"{{"CiphertextBlob":"{blob}"}}"#))
+            } else {
+                http_answer(
+                    "400 Bad Request",
+                    "",
+                    r#"{"__type":"ExpiredTokenException","message":"The security token included in the request is expired"}"#,
+                )
+            }
+        })
+        .await;
+        let kek = test_kek(port, credentials, shared_file);
+        let id = kek.id.clone();
+        let ctx = WrapContext {
+            kek_id: &id,
+            secret_id: &[1u8; 16],
+            version: 1,
+        };
+
+        // The file still holds the expired token: refused after one request, no retry.
+        match kek.wrap(&test_dek(), &ctx).await {
+            Err(KeyError::Refused { reason, .. }) => {
+                assert!(reason.contains("ExpiredTokenException"), "{reason}")
+            }
+            other => panic!("expected Refused, got {:?}", other.map(|_| "a wrap")),
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+
+        // Renewed in the file: calls rejected with the old token are repeated once with the new
+        // one and succeed, including a concurrent call that finds the reload already done.
+        write("new-token");
+        let (dek_a, dek_b) = (test_dek(), test_dek());
+        let (a, b) = tokio::join!(kek.wrap(&dek_a, &ctx), kek.wrap(&dek_b, &ctx));
+        assert_eq!(&a.unwrap().as_bytes()[2..], &[0x5au8; 40]);
+        b.unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 5);
+        // The new credentials stay in use: one request.
+        kek.wrap(&test_dek(), &ctx).await.unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 6);
+
+        // Credentials from the environment are never read again: one request, refused.
+        let (env_creds, none) = credentials_from_chain(
+            &AwsSettings {
+                access_key_id: Some("AKIATEST".into()),
+                secret_access_key: Some(Zeroizing::new("s".into())),
+                session_token: Some(Zeroizing::new("old-token".into())),
+                ..settings.clone()
+            },
+            None,
+        )
+        .unwrap();
+        assert!(none.is_none());
+        let env_kek = test_kek(port, env_creds, None);
+        assert!(matches!(
+            env_kek.wrap(&test_dek(), &ctx).await,
+            Err(KeyError::Refused { .. })
+        ));
+        assert_eq!(asked.load(Ordering::SeqCst), 7);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -120,8 +120,8 @@ pub struct CacheSettings {
     pub max_entries: usize,
 }
 
-/// AWS: the standard variables and credential chain (environment, then the shared credentials
-/// file's profile, then a web identity token file).
+/// AWS: the standard variables and part of the credential chain (environment, then the shared
+/// credentials file's profile; no web identity, container, instance metadata or SSO credentials).
 #[derive(Default, Clone)]
 pub struct AwsSettings {
     /// `AWS_REGION` (or `AWS_DEFAULT_REGION`).

@@ -182,6 +182,15 @@ impl MotoServer {
         assert_eq!(status, 200, "moto CreateAlias: {body}");
     }
 
+    /// Repoints the existing `alias/<name>` at another key.
+    pub fn update_alias(&self, name: &str, key_id: &str) {
+        let (status, body) = self.kms(
+            "UpdateAlias",
+            &serde_json::json!({ "AliasName": format!("alias/{name}"), "TargetKeyId": key_id }),
+        );
+        assert_eq!(status, 200, "moto UpdateAlias: {body}");
+    }
+
     /// One KMS JSON call to moto: (HTTP status, parsed body or `null`).
     pub fn kms(&self, operation: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let body = body.to_string();
