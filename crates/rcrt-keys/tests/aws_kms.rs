@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{call, ctx, fresh_dek, is_decrypt_failure};
-use rcrt_crypto::{CryptoError, WrappedDek};
+use rcrt_crypto::{CryptoError, KekId, WrappedDek};
 use rcrt_keys::aws_kms::AwsKmsKek;
 use rcrt_keys::settings::{AwsSettings, ProviderSettings};
 use rcrt_keys::{build_backend, KekBackend, KekSpec, KeyError, ProviderKind};
@@ -66,19 +66,24 @@ async fn wraps_are_bound_to_their_row_and_key() {
         &kek.unwrap(&wrapped, &ctx(&id, &secret, 2)).await
     ));
 
-    // Relabelled with another KEK id: the same KMS key configured by its key id instead of its
-    // ARN is another KEK id, and the context (which names the KEK id) no longer matches.
+    // The same KMS key configured by its key id instead of its ARN is the same KEK id (ids
+    // come from the ARN DescribeKey answers), so it unwraps the row.
     let by_key_id = AwsKmsKek::connect(moto.key_id(), &settings(&moto), &call(timeout))
         .await
         .unwrap();
-    let id2 = by_key_id.id().clone();
-    assert_ne!(id2, id, "KEK ids follow the configured reference");
-    assert!(is_decrypt_failure(
-        &by_key_id.unwrap(&wrapped, &ctx(&id2, &secret, 1)).await
-    ));
-    // A context naming a KEK id the backend does not hold never reaches KMS.
+    assert_eq!(by_key_id.id(), &id, "one key, one KEK id");
+    let back = by_key_id
+        .unwrap(&wrapped, &ctx(&id, &secret, 1))
+        .await
+        .unwrap();
+    assert_eq!(back.expose_secret(), dek.expose_secret());
+    // A context naming a KEK id the backend does not hold never reaches KMS. (That KMS binds
+    // the KEK id in the encryption context: tests/aws_kms_ids.rs.)
+    let relabelled = KekId::from_stored("aws-kms:0123456789abcdef");
     assert!(matches!(
-        by_key_id.unwrap(&wrapped, &ctx(&id, &secret, 1)).await,
+        by_key_id
+            .unwrap(&wrapped, &ctx(&relabelled, &secret, 1))
+            .await,
         Err(KeyError::UnknownKek(_))
     ));
 
@@ -129,13 +134,14 @@ async fn wraps_are_bound_to_their_row_and_key() {
         t.await.unwrap();
     }
 
-    // An alias is resolved to its key's ARN at start; the KEK id follows the alias name.
+    // An alias is resolved to its key's ARN at start; the KEK id is the key's (more in
+    // tests/aws_kms_ids.rs, with a repointed alias).
     moto.create_alias("rcrt-test", moto.key_id());
     let by_alias = AwsKmsKek::connect("alias/rcrt-test", &settings(&moto), &call(timeout))
         .await
         .unwrap();
     assert_eq!(by_alias.key_arn(), moto.key_arn());
-    assert_ne!(by_alias.id(), &id);
+    assert_eq!(by_alias.id(), &id);
     let alias_id = by_alias.id().clone();
     let w = by_alias
         .wrap(&dek, &ctx(&alias_id, &secret, 1))
