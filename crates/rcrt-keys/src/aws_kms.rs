@@ -7,16 +7,29 @@
 //! sends it over the HTTP client the workspace already has and signs each request with AWS's
 //! own SigV4 signer (`aws-sigv4`), which is the part worth not writing ourselves.
 //!
-//! Credentials come from a subset of the standard chain, in its order: the environment
-//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), then a profile of the
-//! shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`;
-//! `AWS_PROFILE`, default `default`). Not implemented: web identity (`AWS_WEB_IDENTITY_TOKEN_FILE`),
-//! the ECS container endpoint, EC2 instance metadata (IMDS), SSO, `credential_process` and
-//! role assumption from `~/.aws/config`. Credentials are read at start. Those from the shared
-//! credentials file are read again when KMS rejects them (`ExpiredTokenException`,
-//! `UnrecognizedClientException`, `InvalidSignatureException`), and the call is repeated once if
-//! the file now holds other ones: a tool that renews a session token in the file is picked up
-//! without a restart. Credentials from the environment cannot change under a running process.
+//! Credentials come from the standard chain, in its order, the first link that has them:
+//! 1. the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`);
+//! 2. a profile of the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default
+//!    `~/.aws/credentials`; `AWS_PROFILE`, default `default`), if the file exists;
+//! 3. web identity (EKS IRSA and the like): `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`
+//!    (`AWS_ROLE_SESSION_NAME`, default `rcrt-server`), exchanged for a session by an unsigned
+//!    STS `AssumeRoleWithWebIdentity` at `https://sts.<region>.amazonaws.com/` (or
+//!    `AWS_ENDPOINT_URL_STS` / `AWS_ENDPOINT_URL`);
+//! 4. container credentials (ECS, EKS Pod Identity): `GET http://169.254.170.2` +
+//!    `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, or `AWS_CONTAINER_CREDENTIALS_FULL_URI` (https, or
+//!    http on a loopback host or on 169.254.170.2 / 169.254.170.23 / fd00:ec2::23), with
+//!    `Authorization` from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (read at each fetch) or
+//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+//!
+//! Not implemented: EC2 instance metadata (IMDS), SSO, `credential_process` and role assumption
+//! from `~/.aws/config`. Credentials are read at start. Those of links 3 and 4 expire: they are
+//! fetched again at the first call that finds less than five minutes left (the token file
+//! read again each time, as Kubernetes rotates it), and when KMS rejects them
+//! (`ExpiredTokenException`, `UnrecognizedClientException`, `InvalidSignatureException`). Those
+//! from the shared credentials file are read again when KMS rejects them. In both cases the
+//! call is repeated once if the credentials are now other ones: a tool that renews a session
+//! token in the file is picked up without a restart. Credentials from the environment cannot
+//! change under a running process.
 //!
 //! KEK id: `remote_kek_id(aws-kms, <key ARN>)`, the ARN being the one `DescribeKey` answers at
 //! start. One key has one id whether `KEK_REF` names it by key id, ARN, alias or alias ARN; an
@@ -56,6 +69,19 @@ const HEADER: [u8; 2] = [0x01, alg::AWS_KMS];
 /// Longest provider message kept in an error (KMS messages are short; this bounds odd ones).
 const MAX_REASON: usize = 300;
 
+/// Expiring credentials are fetched again at the first call that finds less than this left.
+const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+/// `AWS_ROLE_SESSION_NAME` when unset.
+const DEFAULT_SESSION_NAME: &str = "rcrt-server";
+
+/// The ECS agent's credentials host (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` is a path on it).
+const ECS_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 170, 2);
+/// The EKS Pod Identity agent's host (IPv4).
+const EKS_HOST_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 170, 23);
+/// The EKS Pod Identity agent's host (IPv6, `fd00:ec2::23`).
+const EKS_HOST_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23);
+
 /// A KEK in AWS KMS (or a service speaking its API, such as moto).
 pub struct AwsKmsKek {
     id: KekId,
@@ -70,6 +96,10 @@ pub struct AwsKmsKek {
     credentials: RwLock<Credentials>,
     /// Where `credentials` came from, if from the shared credentials file.
     shared_file: Option<SharedFile>,
+    /// Where `credentials` are fetched again before they expire (web identity, container).
+    refresher: Option<Refresher>,
+    /// One fetch from `refresher` at a time.
+    refresh_lock: tokio::sync::Mutex<()>,
     http: reqwest::Client,
 }
 
@@ -90,6 +120,8 @@ impl std::fmt::Debug for AwsKmsKek {
             .field("region", &self.region)
             .field("endpoint", &self.endpoint.as_str())
             .field("shared_file", &self.shared_file)
+            .field("credential_source", &self.credential_source())
+            .field("refresher", &self.refresher)
             .finish_non_exhaustive()
     }
 }
@@ -134,10 +166,26 @@ impl AwsKmsKek {
         }
         let endpoint = endpoint_for(settings.endpoint_url.as_deref(), &region)
             .map_err(|why| KeyError::Config(format!("aws-kms key {key_ref}: {why}")))?;
-        let (credentials, shared_file) = credentials_from_chain(settings, home_dir().as_deref())
-            .map_err(|why| KeyError::Config(format!("aws-kms key {key_ref}: {why}")))?;
-        let http = http_client(call.timeout, &endpoint)
-            .map_err(|why| KeyError::Config(format!("aws-kms key {key_ref}: {why}")))?;
+        let config = |why: String| KeyError::Config(format!("aws-kms key {key_ref}: {why}"));
+        let (credentials, shared_file, refresher) =
+            match static_chain(settings, home_dir().as_deref()).map_err(config)? {
+                Ok((credentials, shared_file)) => (credentials, shared_file, None),
+                Err(why) => {
+                    let refresher = refresher_from_chain(settings, &region, call.timeout)
+                        .map_err(config)?
+                        .ok_or_else(|| config(no_credentials(&why)))?;
+                    let credentials = refresher.fetch().await.map_err(|f| match f {
+                        Failure::Unavailable(reason) => KeyError::Unavailable {
+                            kek_id: remote_kek_id(ProviderKind::AwsKms, key_ref),
+                            provider: ProviderKind::AwsKms,
+                            reason,
+                        },
+                        other => config(other.into_reason()),
+                    })?;
+                    (credentials, None, Some(refresher))
+                }
+            };
+        let http = http_client(call.timeout, &endpoint).map_err(config)?;
         let mut kek = Self {
             // Until `DescribeKey` names the key's ARN (errors at start carry this one; it is
             // already the final id when `key_ref` is the key ARN).
@@ -148,6 +196,8 @@ impl AwsKmsKek {
             endpoint,
             credentials: RwLock::new(credentials),
             shared_file,
+            refresher,
+            refresh_lock: tokio::sync::Mutex::new(()),
             http,
         };
         kek.key_arn = kek.describe_key().await?;
@@ -170,6 +220,16 @@ impl AwsKmsKek {
     /// The key's ARN as `DescribeKey` gave it at start.
     pub fn key_arn(&self) -> &str {
         &self.key_arn
+    }
+
+    /// The link of the credential chain in use: `environment`, `shared-credentials-file`,
+    /// `web-identity` or `container`.
+    pub fn credential_source(&self) -> &'static str {
+        match (&self.refresher, &self.shared_file) {
+            (Some(r), _) => r.source(),
+            (None, Some(_)) => "shared-credentials-file",
+            (None, None) => "environment",
+        }
     }
 
     /// `DescribeKey`: the key's ARN if it is usable for wrapping DEKs.
@@ -220,23 +280,37 @@ impl AwsKmsKek {
     }
 
     /// One signed call to KMS; the successful response body. `body` may hold key material: it is
-    /// wiped when the request is done with it, and never quoted in an error. If KMS rejects
-    /// credentials from the shared credentials file and the file now holds other ones, the call
-    /// is repeated once with them.
+    /// wiped when the request is done with it, and never quoted in an error. Expiring
+    /// credentials are fetched again first if less than [`REFRESH_BEFORE`] is left. If KMS
+    /// rejects credentials from the shared credentials file, web identity or the container
+    /// endpoint and the source now gives other ones, the call is repeated once with them.
     async fn call(
         &self,
         operation: &str,
         body: Zeroizing<Vec<u8>>,
     ) -> Result<Zeroizing<Vec<u8>>, Failure> {
+        self.refresh(None, operation).await?;
         let used = self.current_credentials(operation)?;
-        if self.shared_file.is_none() {
+        if self.shared_file.is_none() && self.refresher.is_none() {
             return self.call_once(operation, &used, body).await;
         }
         match self.call_once(operation, &used, body.clone()).await {
             Err(Failure::Credentials(reason)) => {
                 // Compared with the credentials this call used, not with the ones in use now:
                 // concurrent calls rejected together all retry after one of them reloaded.
-                self.reload_credentials();
+                if self.refresher.is_some() {
+                    if let Err(f) = self.refresh(Some(&used), operation).await {
+                        tracing::warn!(
+                            kek_id = %self.id,
+                            "aws-kms: KMS rejected the {} credentials and fetching new ones \
+                             failed: {}",
+                            self.credential_source(),
+                            f.reason()
+                        );
+                    }
+                } else {
+                    self.reload_credentials();
+                }
                 let now = self.current_credentials(operation)?;
                 if same_credentials(&now, &used) {
                     Err(Failure::Credentials(reason))
@@ -245,6 +319,65 @@ impl AwsKmsKek {
                 }
             }
             other => other,
+        }
+    }
+
+    /// Fetches credentials from the refresher (if any) when due: after KMS rejected `rejected`
+    /// (unless a concurrent call already replaced them), else when less than
+    /// [`REFRESH_BEFORE`] is left. While the old credentials have not expired, a failed fetch
+    /// is logged and they stay in use (the next call tries again).
+    async fn refresh(
+        &self,
+        rejected: Option<&Credentials>,
+        operation: &str,
+    ) -> Result<(), Failure> {
+        let Some(refresher) = &self.refresher else {
+            return Ok(());
+        };
+        if rejected.is_none()
+            && !refresh_due(&self.current_credentials(operation)?, SystemTime::now())
+        {
+            return Ok(());
+        }
+        let _one_at_a_time = self.refresh_lock.lock().await;
+        let current = self.current_credentials(operation)?;
+        let now = SystemTime::now();
+        let due = match rejected {
+            Some(used) => same_credentials(&current, used),
+            None => refresh_due(&current, now),
+        };
+        if !due {
+            return Ok(());
+        }
+        match refresher.fetch().await {
+            Ok(fresh) => {
+                let expires = fresh.expiry().map(|e| {
+                    time::OffsetDateTime::from(e)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                });
+                if let Ok(mut held) = self.credentials.write() {
+                    *held = fresh;
+                }
+                tracing::info!(
+                    kek_id = %self.id,
+                    source = refresher.source(),
+                    expires = expires.as_deref().unwrap_or("never"),
+                    "aws-kms: fetched new credentials"
+                );
+                Ok(())
+            }
+            Err(f) if rejected.is_none() && current.expiry().is_some_and(|e| e > now) => {
+                tracing::warn!(
+                    kek_id = %self.id,
+                    source = refresher.source(),
+                    "aws-kms: cannot renew the credentials yet (the current ones stay in use \
+                     until they expire): {}",
+                    f.reason()
+                );
+                Ok(())
+            }
+            Err(f) => Err(f),
         }
     }
 
@@ -335,35 +468,9 @@ impl AwsKmsKek {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut out = Zeroizing::new(Vec::with_capacity(
-            response
-                .content_length()
-                .and_then(|n| usize::try_from(n).ok())
-                .unwrap_or(1024)
-                .min(64 * 1024),
-        ));
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if out.len() + chunk.len() > out.capacity() {
-                        // Grow by hand so no unwiped copy of a partial body is left behind.
-                        let mut bigger =
-                            Zeroizing::new(Vec::with_capacity((out.len() + chunk.len()) * 2));
-                        bigger.extend_from_slice(&out);
-                        out = bigger;
-                    }
-                    out.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(Failure::Unavailable(transport_reason(
-                        operation,
-                        &self.endpoint,
-                        &e,
-                    )))
-                }
-            }
-        }
+        let out = read_body(&mut response)
+            .await
+            .map_err(|e| Failure::Unavailable(transport_reason(operation, &self.endpoint, &e)))?;
         if (200..300).contains(&status) {
             Ok(out)
         } else {
@@ -492,6 +599,27 @@ pub fn encryption_context(ctx: &WrapContext<'_>) -> BTreeMap<&'static str, Strin
     ])
 }
 
+/// A response body, read into a buffer wiped on drop (grown by hand so that no unwiped copy of
+/// a partial body is left behind).
+async fn read_body(response: &mut reqwest::Response) -> Result<Zeroizing<Vec<u8>>, reqwest::Error> {
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        response
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(1024)
+            .min(64 * 1024),
+    ));
+    while let Some(chunk) = response.chunk().await? {
+        if out.len() + chunk.len() > out.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity((out.len() + chunk.len()) * 2));
+            bigger.extend_from_slice(&out);
+            out = bigger;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// Serializes a request that may hold key material into a buffer wiped on drop (sized up front
 /// so it never reallocates and leaves a copy behind).
 fn to_zeroizing_json<T: serde::Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, KeyError> {
@@ -602,6 +730,33 @@ enum Failure {
     Decrypt(String),
 }
 
+impl Failure {
+    fn reason(&self) -> &str {
+        match self {
+            Self::Unavailable(r) | Self::Refused(r) | Self::Credentials(r) | Self::Decrypt(r) => r,
+        }
+    }
+
+    fn into_reason(self) -> String {
+        match self {
+            Self::Unavailable(r) | Self::Refused(r) | Self::Credentials(r) | Self::Decrypt(r) => r,
+        }
+    }
+}
+
+/// Cuts a provider's message to [`MAX_REASON`] bytes.
+fn bounded(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    reason
+}
+
 /// Classifies a KMS error answer by its error type (`__type` in the JSON body, or the
 /// `x-amzn-ErrorType` header) and HTTP status.
 fn classify_error(operation: &str, status: u16, type_header: Option<&str>, body: &[u8]) -> Failure {
@@ -629,21 +784,13 @@ fn classify_error(operation: &str, status: u16, type_header: Option<&str>, body:
         .trim()
         .to_owned();
     let message = parsed.and_then(|b| b.message).unwrap_or_default();
-    let mut reason = if kind.is_empty() {
+    let reason = bounded(if kind.is_empty() {
         format!("{operation}: HTTP {status}")
     } else if message.is_empty() {
         format!("{operation}: {kind} (HTTP {status})")
     } else {
         format!("{operation}: {kind} (HTTP {status}): {message}")
-    };
-    if reason.len() > MAX_REASON {
-        let mut cut = MAX_REASON;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason.truncate(cut);
-        reason.push('…');
-    }
+    });
     if (300..400).contains(&status) {
         // The client follows no redirect: a request body carries a DEK.
         return Failure::Refused(format!(
@@ -688,25 +835,39 @@ fn transport_reason(operation: &str, endpoint: &url::Url, e: &reqwest::Error) ->
 
 /// `AWS_ENDPOINT_URL_KMS` / `AWS_ENDPOINT_URL` if set, else the region's public endpoint.
 fn endpoint_for(configured: Option<&str>, region: &str) -> Result<url::Url, String> {
+    service_endpoint(configured, "kms", region)
+}
+
+/// `AWS_ENDPOINT_URL_<SERVICE>` / `AWS_ENDPOINT_URL` if set (`configured`), else the region's
+/// public endpoint of `service`: https, or http on a loopback host only.
+fn service_endpoint(
+    configured: Option<&str>,
+    service: &str,
+    region: &str,
+) -> Result<url::Url, String> {
     let text = match configured.map(str::trim).filter(|s| !s.is_empty()) {
         Some(s) => s.to_owned(),
-        None => format!("https://kms.{region}.amazonaws.com/"),
+        None => format!("https://{service}.{region}.amazonaws.com/"),
     };
-    let url = url::Url::parse(&text)
-        .map_err(|e| format!("AWS_ENDPOINT_URL {text:?} is not a URL ({e})"))?;
+    let var = format!(
+        "AWS_ENDPOINT_URL_{} or AWS_ENDPOINT_URL",
+        service.to_ascii_uppercase()
+    );
+    let url = url::Url::parse(&text).map_err(|e| format!("{var} is not a URL ({e})"))?;
+    // Before any message quotes the URL.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{var} must not carry a user name or password"));
+    }
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!(
-            "AWS_ENDPOINT_URL {text:?} must be an http:// or https:// URL with a host"
+            "{var} {text:?} must be an http:// or https:// URL with a host"
         ));
     }
     if url.scheme() == "http" && !is_loopback(&url) {
         return Err(format!(
-            "AWS_ENDPOINT_URL {text:?} must be an https:// URL (http:// only on a loopback host: \
+            "{var} {text:?} must be an https:// URL (http:// only on a loopback host: \
              127.0.0.1, ::1 or localhost)"
         ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("AWS_ENDPOINT_URL must not carry a user name or password".to_owned());
     }
     Ok(url)
 }
@@ -745,12 +906,24 @@ fn home_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Environment keys first, then the shared credentials file's profile (which is then returned
-/// too, to be read again when KMS rejects the credentials).
+/// The first two links of the chain, as [`static_chain`], or the "no credentials" error.
+#[cfg(test)]
 fn credentials_from_chain(
     settings: &AwsSettings,
     home: Option<&Path>,
 ) -> Result<(Credentials, Option<SharedFile>), String> {
+    static_chain(settings, home)?.map_err(|why| no_credentials(&why))
+}
+
+/// The chain's links that need no network: environment keys first, then the shared
+/// credentials file's profile (which is then returned too, to be read again when KMS rejects
+/// the credentials). `Ok(Err(why))`: neither has credentials (go on down the chain); `Err`: a
+/// set-up error (half a key pair, an unreadable file, a missing profile).
+#[allow(clippy::type_complexity)]
+fn static_chain(
+    settings: &AwsSettings,
+    home: Option<&Path>,
+) -> Result<Result<(Credentials, Option<SharedFile>), String>, String> {
     let key_id = settings
         .access_key_id
         .as_deref()
@@ -768,10 +941,10 @@ fn credentials_from_chain(
                 .as_ref()
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty());
-            return Ok((
+            return Ok(Ok((
                 Credentials::new(id, secret, token, None, "environment"),
                 None,
-            ));
+            )));
         }
         (Some(_), None) => {
             return Err("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".to_owned())
@@ -787,21 +960,423 @@ fn credentials_from_chain(
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .unwrap_or("default");
-    let (path, explicit) = match &settings.shared_credentials_file {
-        Some(p) => (p.clone(), true),
-        None => match home {
-            Some(h) => (h.join(".aws").join("credentials"), false),
-            None => {
-                return Err(no_credentials("no HOME for ~/.aws/credentials"));
-            }
-        },
+    let path = match (&settings.shared_credentials_file, home) {
+        (Some(p), _) => p.clone(),
+        (None, Some(h)) => h.join(".aws").join("credentials"),
+        (None, None) => return Ok(Err("no HOME for ~/.aws/credentials".to_owned())),
     };
+    // A file that does not exist is no link of the chain (as in the AWS SDKs), even when
+    // named: the "no credentials" error names it if nothing further down has credentials.
+    if !path.exists() {
+        return Ok(Err(format!("{} does not exist", path.display())));
+    }
     let file = SharedFile {
         path,
         profile: profile.to_owned(),
     };
-    let credentials = read_shared_file(&file, explicit)?;
-    Ok((credentials, Some(file)))
+    let credentials = read_shared_file(&file, true)?;
+    Ok(Ok((credentials, Some(file))))
+}
+
+/// Credentials that expire and are fetched again: the chain's web identity and container links.
+enum Refresher {
+    /// STS `AssumeRoleWithWebIdentity` with the token in a file.
+    WebIdentity {
+        token_file: PathBuf,
+        role_arn: String,
+        session_name: String,
+        sts: url::Url,
+        http: reqwest::Client,
+    },
+    /// The ECS / EKS Pod Identity credentials endpoint.
+    Container {
+        url: url::Url,
+        token: Option<Zeroizing<String>>,
+        token_file: Option<PathBuf>,
+        http: reqwest::Client,
+    },
+}
+
+impl std::fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::WebIdentity {
+                token_file,
+                role_arn,
+                session_name,
+                sts,
+                ..
+            } => f
+                .debug_struct("WebIdentity")
+                .field("token_file", token_file)
+                .field("role_arn", role_arn)
+                .field("session_name", session_name)
+                .field("sts", &sts.as_str())
+                .finish_non_exhaustive(),
+            Self::Container {
+                url,
+                token,
+                token_file,
+                ..
+            } => f
+                .debug_struct("Container")
+                .field("url", &url.as_str())
+                .field("token", &token.as_ref().map(|_| "[REDACTED]"))
+                .field("token_file", token_file)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The chain's links after the shared credentials file: web identity if
+/// `AWS_WEB_IDENTITY_TOKEN_FILE` is set, else container credentials if one of the
+/// `AWS_CONTAINER_CREDENTIALS_*_URI` is; `None` if neither.
+fn refresher_from_chain(
+    settings: &AwsSettings,
+    region: &str,
+    timeout: Duration,
+) -> Result<Option<Refresher>, String> {
+    let nonempty = |s: &Option<String>| {
+        s.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    if let Some(token_file) = &settings.web_identity_token_file {
+        let role_arn = nonempty(&settings.role_arn).ok_or(
+            "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not: web identity needs both",
+        )?;
+        let session_name = nonempty(&settings.role_session_name)
+            .unwrap_or_else(|| DEFAULT_SESSION_NAME.to_owned());
+        let sts = service_endpoint(settings.sts_endpoint_url.as_deref(), "sts", region)?;
+        let http = http_client(timeout, &sts)?;
+        return Ok(Some(Refresher::WebIdentity {
+            token_file: token_file.clone(),
+            role_arn,
+            session_name,
+            sts,
+            http,
+        }));
+    }
+    let Some(url) = container_url(
+        nonempty(&settings.container_credentials_relative_uri).as_deref(),
+        nonempty(&settings.container_credentials_full_uri).as_deref(),
+    )?
+    else {
+        return Ok(None);
+    };
+    // Never through a proxy: the answer is a set of credentials, the request may carry a token.
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    Ok(Some(Refresher::Container {
+        url,
+        token: settings
+            .container_authorization_token
+            .as_ref()
+            .map(|t| Zeroizing::new(t.trim().to_owned()))
+            .filter(|t| !t.is_empty()),
+        token_file: settings.container_authorization_token_file.clone(),
+        http,
+    }))
+}
+
+/// The container credentials URL: `http://169.254.170.2` + the relative URI (which wins, as in
+/// the AWS SDKs), else the full URI if it is https, or http on a loopback host or on one of
+/// the documented agent hosts (169.254.170.2, 169.254.170.23, fd00:ec2::23).
+fn container_url(relative: Option<&str>, full: Option<&str>) -> Result<Option<url::Url>, String> {
+    if let Some(rel) = relative {
+        let url = (rel.starts_with('/'))
+            .then(|| url::Url::parse(&format!("http://{ECS_HOST}{rel}")).ok())
+            .flatten()
+            .filter(|u| u.host() == Some(url::Host::Ipv4(ECS_HOST)))
+            .ok_or("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI must be a path starting with /")?;
+        return Ok(Some(url));
+    }
+    let Some(full) = full else {
+        return Ok(None);
+    };
+    let url = url::Url::parse(full)
+        .map_err(|e| format!("AWS_CONTAINER_CREDENTIALS_FULL_URI is not a URL ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI must not carry a user name or password".to_owned(),
+        );
+    }
+    let allowed = match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => {
+            is_loopback(&url)
+                || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip == ECS_HOST || ip == EKS_HOST_V4)
+                || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip == EKS_HOST_V6)
+        }
+        _ => false,
+    };
+    if !allowed {
+        return Err(format!(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI (host {}) must be an https:// URL, or http:// on \
+             a loopback host or on 169.254.170.2, 169.254.170.23 or [fd00:ec2::23]",
+            url.host_str().unwrap_or("none")
+        ));
+    }
+    Ok(Some(url))
+}
+
+/// Whether credentials should be fetched again: they expire in less than [`REFRESH_BEFORE`].
+fn refresh_due(credentials: &Credentials, now: SystemTime) -> bool {
+    credentials
+        .expiry()
+        .is_some_and(|e| e < now + REFRESH_BEFORE)
+}
+
+/// Reads a token from a file, trimmed, into a wiped buffer (never quoted in an error).
+fn read_token_file(var: &str, path: &Path) -> Result<Zeroizing<String>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| Failure::Refused(format!("cannot read {var} {}: {e}", path.display())))?;
+    let token = Zeroizing::new(text.trim().to_owned());
+    if token.is_empty() {
+        return Err(Failure::Refused(format!(
+            "{var} {} is empty",
+            path.display()
+        )));
+    }
+    Ok(token)
+}
+
+/// A credentials endpoint's failure: 5xx, 429 and throttling are worth retrying.
+fn endpoint_failure(what: &str, status: u16, code: &str, message: &str) -> Failure {
+    let reason = bounded(match (code.is_empty(), message.is_empty()) {
+        (true, _) => format!("{what}: HTTP {status}"),
+        (false, true) => format!("{what}: {code} (HTTP {status})"),
+        (false, false) => format!("{what}: {code} (HTTP {status}): {message}"),
+    });
+    let retryable = status == 429
+        || status >= 500
+        || matches!(
+            code,
+            "Throttling" | "ThrottlingException" | "IDPCommunicationError" | "ServiceUnavailable"
+        );
+    if retryable {
+        Failure::Unavailable(reason)
+    } else {
+        Failure::Refused(reason)
+    }
+}
+
+impl Refresher {
+    /// The chain link's name.
+    fn source(&self) -> &'static str {
+        match self {
+            Self::WebIdentity { .. } => "web-identity",
+            Self::Container { .. } => "container",
+        }
+    }
+
+    /// One fetch of fresh credentials (one attempt; the guard retries the KMS call around it).
+    async fn fetch(&self) -> Result<Credentials, Failure> {
+        match self {
+            Self::WebIdentity {
+                token_file,
+                role_arn,
+                session_name,
+                sts,
+                http,
+            } => {
+                let what = format!("web identity: STS AssumeRoleWithWebIdentity at {sts}");
+                let token = read_token_file("AWS_WEB_IDENTITY_TOKEN_FILE", token_file)?;
+                // Sized up front so the form is never reallocated (a JWT needs no escaping
+                // but `.`, which it does not contain; the margin covers the rest).
+                let mut form = Zeroizing::new(String::with_capacity(
+                    token.len() * 3 + role_arn.len() * 3 + session_name.len() * 3 + 128,
+                ));
+                url::form_urlencoded::Serializer::new(&mut *form)
+                    .append_pair("Action", "AssumeRoleWithWebIdentity")
+                    .append_pair("Version", "2011-06-15")
+                    .append_pair("RoleArn", role_arn)
+                    .append_pair("RoleSessionName", session_name)
+                    .append_pair("WebIdentityToken", &token)
+                    .finish();
+                let body = Zeroizing::new(std::mem::take(&mut *form).into_bytes());
+                let mut response = http
+                    .post(sts.clone())
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(reqwest::Body::from(bytes::Bytes::from_owner(body)))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        Failure::Unavailable(transport_reason("AssumeRoleWithWebIdentity", sts, &e))
+                    })?;
+                let status = response.status().as_u16();
+                let answer = read_body(&mut response).await.map_err(|e| {
+                    Failure::Unavailable(transport_reason("AssumeRoleWithWebIdentity", sts, &e))
+                })?;
+                let text = std::str::from_utf8(&answer).unwrap_or_default();
+                if !(200..300).contains(&status) {
+                    return Err(endpoint_failure(
+                        &what,
+                        status,
+                        xml_text(text, "Code").as_deref().map_or("", String::as_str),
+                        xml_text(text, "Message")
+                            .as_deref()
+                            .map_or("", String::as_str),
+                    ));
+                }
+                let field = |tag: &str| {
+                    xml_text(text, tag)
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| {
+                            Failure::Unavailable(format!("{what}: the answer has no {tag}"))
+                        })
+                };
+                let key_id = field("AccessKeyId")?;
+                let secret = field("SecretAccessKey")?;
+                let session = field("SessionToken")?;
+                let expiry = parse_expiration(&field("Expiration")?)
+                    .ok_or_else(|| Failure::Unavailable(format!("{what}: bad Expiration")))?;
+                Ok(Credentials::new(
+                    key_id.as_str(),
+                    secret.as_str(),
+                    Some(session.as_str().to_owned()),
+                    Some(expiry),
+                    "web-identity",
+                ))
+            }
+            Self::Container {
+                url,
+                token,
+                token_file,
+                http,
+            } => {
+                let what = format!(
+                    "container credentials at {}",
+                    url.host_str().unwrap_or_default()
+                );
+                let auth = match (token_file, token) {
+                    (Some(file), _) => Some(read_token_file(
+                        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                        file,
+                    )?),
+                    (None, Some(t)) => Some(t.clone()),
+                    (None, None) => None,
+                };
+                let mut request = http.get(url.clone());
+                if let Some(auth) = auth {
+                    let mut value =
+                        reqwest::header::HeaderValue::from_str(&auth).map_err(|_| {
+                            Failure::Refused(format!(
+                                "{what}: the authorization token is not a valid header value"
+                            ))
+                        })?;
+                    value.set_sensitive(true);
+                    request = request.header(reqwest::header::AUTHORIZATION, value);
+                }
+                let mut response = request
+                    .send()
+                    .await
+                    .map_err(|e| Failure::Unavailable(transport_reason(&what, url, &e)))?;
+                let status = response.status().as_u16();
+                let answer = read_body(&mut response)
+                    .await
+                    .map_err(|e| Failure::Unavailable(transport_reason(&what, url, &e)))?;
+                if !(200..300).contains(&status) {
+                    #[derive(Deserialize)]
+                    struct ErrorBody {
+                        #[serde(default, alias = "Code")]
+                        code: Option<String>,
+                        #[serde(default, alias = "Message")]
+                        message: Option<String>,
+                    }
+                    let e: Option<ErrorBody> = serde_json::from_slice(&answer).ok();
+                    let (code, message) = e.map(|e| (e.code, e.message)).unwrap_or_default();
+                    return Err(endpoint_failure(
+                        &what,
+                        status,
+                        code.as_deref().unwrap_or_default(),
+                        message.as_deref().unwrap_or_default(),
+                    ));
+                }
+                let parsed: ContainerCredentials<'_> =
+                    serde_json::from_slice(&answer).map_err(|_| {
+                        Failure::Unavailable(format!(
+                            "{what}: the answer is not AccessKeyId/SecretAccessKey JSON"
+                        ))
+                    })?;
+                let expiry =
+                    match parsed.expiration.as_deref() {
+                        None => None,
+                        Some(e) => Some(parse_expiration(e).ok_or_else(|| {
+                            Failure::Unavailable(format!("{what}: bad Expiration"))
+                        })?),
+                    };
+                let secret = Zeroizing::new(parsed.secret_access_key.into_owned());
+                let token = parsed.token.map(Cow::into_owned).filter(|t| !t.is_empty());
+                if parsed.access_key_id.is_empty() || secret.is_empty() {
+                    return Err(Failure::Unavailable(format!(
+                        "{what}: the answer has no AccessKeyId or SecretAccessKey"
+                    )));
+                }
+                Ok(Credentials::new(
+                    parsed.access_key_id.as_ref(),
+                    secret.as_str(),
+                    token,
+                    expiry,
+                    "container",
+                ))
+            }
+        }
+    }
+}
+
+/// The container endpoint's answer.
+#[derive(Deserialize)]
+struct ContainerCredentials<'a> {
+    #[serde(rename = "AccessKeyId", borrow)]
+    access_key_id: Cow<'a, str>,
+    #[serde(rename = "SecretAccessKey", borrow)]
+    secret_access_key: Cow<'a, str>,
+    #[serde(rename = "Token", borrow, default)]
+    token: Option<Cow<'a, str>>,
+    #[serde(rename = "Expiration", borrow, default)]
+    expiration: Option<Cow<'a, str>>,
+}
+
+/// An RFC 3339 time (`2026-12-01T05:06:59Z`, fractions allowed).
+fn parse_expiration(text: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// The text of the first `<tag>...</tag>` in an XML answer, unescaped, in a wiped buffer (a
+/// tiny reader for STS's few flat fields; no attributes, no CDATA).
+fn xml_text(xml: &str, tag: &str) -> Option<Zeroizing<String>> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let rest = xml.get(start..)?;
+    let raw = rest.get(..rest.find(&close)?)?.trim();
+    let mut out = Zeroizing::new(String::with_capacity(raw.len()));
+    let mut chars = raw.split('&');
+    out.push_str(chars.next().unwrap_or_default());
+    for piece in chars {
+        let (entity, after) = piece.split_once(';')?;
+        let c = match entity {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => return None,
+        };
+        out.push(c);
+        out.push_str(after);
+    }
+    Some(out)
 }
 
 /// The credentials of a profile of the shared credentials file. A missing file is "no
@@ -843,8 +1418,10 @@ fn same_credentials(a: &Credentials, b: &Credentials) -> bool {
 fn no_credentials(why: &str) -> String {
     format!(
         "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or provide a \
-         shared credentials file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE) ({why}); web \
-         identity, ECS and instance-metadata credentials are not supported"
+         shared credentials file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE) ({why}), web \
+         identity (AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN) or container credentials \
+         (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or AWS_CONTAINER_CREDENTIALS_FULL_URI); \
+         instance-metadata (IMDS), SSO and credential_process credentials are not supported"
     )
 }
 
@@ -1184,8 +1761,8 @@ mod tests {
         assert_eq!(ec["rcrt:version"], "7");
     }
 
-    /// A tiny HTTP/1.1 server on 127.0.0.1: answers each request with `respond(request head,
-    /// lower-cased)`, closes the connection, and counts requests.
+    /// A tiny HTTP/1.1 server on 127.0.0.1: answers each request with `respond(request head
+    /// and body, lower-cased)`, closes the connection, and counts requests.
     async fn serve<F>(respond: F) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>)
     where
         F: Fn(&str) -> String + Send + Sync + 'static,
@@ -1228,7 +1805,8 @@ mod tests {
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 counted.fetch_add(1, Ordering::SeqCst);
-                let answer = respond(&head);
+                let body = String::from_utf8_lossy(buf.get(body_at..).unwrap_or_default());
+                let answer = respond(&format!("{head}\r\n\r\n{}", body.to_lowercase()));
                 let _ = s.write_all(answer.as_bytes()).await;
                 let _ = s.shutdown().await;
             }
@@ -1259,6 +1837,8 @@ mod tests {
             endpoint,
             credentials: RwLock::new(credentials),
             shared_file,
+            refresher: None,
+            refresh_lock: tokio::sync::Mutex::new(()),
             http,
         }
     }
@@ -1396,6 +1976,252 @@ mod tests {
             Err(KeyError::Refused { .. })
         ));
         assert_eq!(asked.load(Ordering::SeqCst), 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refresh_is_due_when_less_than_five_minutes_are_left() {
+        let now = SystemTime::now();
+        let with = |left: Option<Duration>| {
+            Credentials::new("A", "s", Some("t".into()), left.map(|l| now + l), "test")
+        };
+        assert!(refresh_due(&with(Some(Duration::from_secs(60))), now));
+        assert!(refresh_due(&with(Some(Duration::from_secs(299))), now));
+        assert!(!refresh_due(&with(Some(Duration::from_secs(301))), now));
+        assert!(!refresh_due(&with(Some(Duration::from_secs(3600))), now));
+        assert!(!refresh_due(&with(None), now));
+        // Already expired.
+        let old = Credentials::new("A", "s", None, Some(now - Duration::from_secs(1)), "test");
+        assert!(refresh_due(&old, now));
+    }
+
+    #[test]
+    fn sts_answers_and_expirations_are_parsed() {
+        let xml =
+            "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>\
+            <AccessKeyId>ASIAX</AccessKeyId><SecretAccessKey>a/b+c&amp;d</SecretAccessKey>\
+            <SessionToken> tok </SessionToken><Expiration>2026-12-01T05:06:59.014281Z</Expiration>\
+            </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
+        assert_eq!(xml_text(xml, "AccessKeyId").unwrap().as_str(), "ASIAX");
+        assert_eq!(
+            xml_text(xml, "SecretAccessKey").unwrap().as_str(),
+            "a/b+c&d"
+        );
+        assert_eq!(xml_text(xml, "SessionToken").unwrap().as_str(), "tok");
+        assert!(xml_text(xml, "Missing").is_none());
+        assert!(xml_text("<A>x&bogus;</A>", "A").is_none());
+        let e = parse_expiration(&xml_text(xml, "Expiration").unwrap()).unwrap();
+        let t = time::OffsetDateTime::from(e);
+        assert_eq!(
+            (t.year(), t.hour(), t.minute(), t.second()),
+            (2026, 5, 6, 59)
+        );
+        assert!(parse_expiration("2026-12-01T05:06:59+01:00").is_some());
+        assert!(parse_expiration("tomorrow").is_none());
+    }
+
+    #[test]
+    fn container_urls() {
+        assert_eq!(
+            container_url(Some("/v2/credentials/abc"), Some("http://127.0.0.1:1/x"))
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "http://169.254.170.2/v2/credentials/abc"
+        );
+        assert!(container_url(Some("v2/x"), None).is_err());
+        assert!(container_url(Some("@evil.example/x"), None).is_err());
+        assert!(container_url(None, None).unwrap().is_none());
+        for ok in [
+            "http://127.0.0.1:8080/creds",
+            "http://localhost/creds",
+            "http://[::1]:9/creds",
+            "http://169.254.170.2/v1/credentials",
+            "http://169.254.170.23/v1/credentials",
+            "http://[fd00:ec2::23]/v1/credentials",
+            "https://creds.example/get",
+        ] {
+            assert!(container_url(None, Some(ok)).unwrap().is_some(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1/creds",
+            "http://169.254.169.254/latest/meta-data",
+            "http://creds.example/get",
+            "ftp://127.0.0.1/x",
+            "https://user:pass@creds.example/get",
+        ] {
+            let err = container_url(None, Some(bad)).unwrap_err();
+            assert!(!err.contains("pass@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn chain_falls_through_to_web_identity_and_container() {
+        let dir = std::env::temp_dir().join(format!("rcrt-aws-chain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = Duration::from_secs(5);
+        // A named shared file that does not exist is no link: the error names it.
+        let base = AwsSettings {
+            shared_credentials_file: Some(dir.join("absent")),
+            ..Default::default()
+        };
+        assert!(static_chain(&base, None).unwrap().is_err());
+        assert!(refresher_from_chain(&base, "us-east-1", t)
+            .unwrap()
+            .is_none());
+        // Web identity needs the role too.
+        let half = AwsSettings {
+            web_identity_token_file: Some(dir.join("token")),
+            ..base.clone()
+        };
+        let err = refresher_from_chain(&half, "us-east-1", t).unwrap_err();
+        assert!(err.contains("AWS_ROLE_ARN"), "{err}");
+        let web = AwsSettings {
+            role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
+            container_credentials_full_uri: Some("http://127.0.0.1:1/c".into()),
+            ..half
+        };
+        let r = refresher_from_chain(&web, "eu-west-1", t).unwrap().unwrap();
+        assert_eq!(r.source(), "web-identity");
+        let Refresher::WebIdentity {
+            sts, session_name, ..
+        } = &r
+        else {
+            panic!("not web identity")
+        };
+        assert_eq!(sts.as_str(), "https://sts.eu-west-1.amazonaws.com/");
+        assert_eq!(session_name, "rcrt-server");
+        // Container credentials; the token never shows in Debug.
+        let container = AwsSettings {
+            container_credentials_full_uri: Some("http://127.0.0.1:1/c".into()),
+            container_authorization_token: Some(Zeroizing::new("very-secret-token".into())),
+            ..base
+        };
+        let r = refresher_from_chain(&container, "us-east-1", t)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.source(), "container");
+        assert!(!format!("{r:?}").contains("very-secret-token"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn web_identity_credentials_are_fetched_again_before_they_expire() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = std::env::temp_dir().join(format!("rcrt-aws-webid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, "jwt-one\n").unwrap();
+
+        // An STS stand-in: answer n carries session token session-n; the first expires in 2
+        // minutes (inside the 5-minute margin), later ones in an hour. It records the web
+        // identity token each request carried.
+        let seen = Arc::new(RwLock::new(Vec::<String>::new()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (seen_in, fetches_in) = (seen.clone(), fetches.clone());
+        let (sts_port, _) = serve(move |request| {
+            let n = fetches_in.fetch_add(1, Ordering::SeqCst) + 1;
+            let token = request
+                .split("webidentitytoken=")
+                .nth(1)
+                .unwrap_or_default()
+                .split('&')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            seen_in.write().unwrap().push(token);
+            assert!(request.contains("action=assumerolewithwebidentity"), "{request}");
+            assert!(request.contains("rolesessionname=rcrt-server"), "{request}");
+            let left = if n == 1 { 120 } else { 3600 };
+            let expires = (time::OffsetDateTime::now_utc() + Duration::from_secs(left))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nConnection: close\r\n\r\n\
+                 <AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>\
+                 <AccessKeyId>ASIA{n}</AccessKeyId><SecretAccessKey>s{n}</SecretAccessKey>\
+                 <SessionToken>session-{n}</SessionToken><Expiration>{expires}</Expiration>\
+                 </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+            )
+        })
+        .await;
+        // A KMS stand-in that takes only the second session.
+        let blob = B64.encode([0x33u8; 40]);
+        let (kms_port, kms_asked) = serve(move |head| {
+            if head.contains("x-amz-security-token: session-2") {
+                http_answer("200 OK", "", &format!(r#"{{"CiphertextBlob":"{blob}"}}"#))
+            } else {
+                http_answer(
+                    "400 Bad Request",
+                    "",
+                    r#"{"__type":"ExpiredTokenException","message":"expired"}"#,
+                )
+            }
+        })
+        .await;
+        let settings = AwsSettings {
+            web_identity_token_file: Some(token_file.clone()),
+            role_arn: Some("arn:aws:iam::123456789012:role/rcrt".into()),
+            sts_endpoint_url: Some(format!("http://127.0.0.1:{sts_port}")),
+            ..Default::default()
+        };
+        let refresher = refresher_from_chain(&settings, "us-east-1", Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        let first = refresher.fetch().await.unwrap();
+        assert_eq!(first.session_token(), Some("session-1"));
+        assert!(refresh_due(&first, SystemTime::now()));
+        let mut kek = test_kek(kms_port, first, None);
+        kek.refresher = Some(refresher);
+        assert_eq!(kek.credential_source(), "web-identity");
+        let id = kek.id.clone();
+        let ctx = WrapContext {
+            kek_id: &id,
+            secret_id: &[1u8; 16],
+            version: 1,
+        };
+
+        // Kubernetes rotated the token file: the next fetch sends the new token.
+        std::fs::write(&token_file, "jwt-two\n").unwrap();
+        // Near expiry: fetched again before the call, which then goes out with session-2.
+        let wrapped = kek.wrap(&test_dek(), &ctx).await.unwrap();
+        assert_eq!(&wrapped.as_bytes()[2..], &[0x33u8; 40]);
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(kms_asked.load(Ordering::SeqCst), 1);
+        assert_eq!(*seen.read().unwrap(), ["jwt-one", "jwt-two"]);
+        // An hour left: no fetch.
+        kek.wrap(&test_dek(), &ctx).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+
+        // The token file gone while the credentials are still good: they stay in use.
+        std::fs::remove_file(&token_file).unwrap();
+        *kek.credentials.write().unwrap() = Credentials::new(
+            "ASIA2",
+            "s2",
+            Some("session-2".into()),
+            Some(SystemTime::now() + Duration::from_secs(60)),
+            "test",
+        );
+        kek.wrap(&test_dek(), &ctx).await.unwrap();
+        // Expired and no way to renew: refused, naming the file, never a token.
+        *kek.credentials.write().unwrap() = Credentials::new(
+            "ASIA2",
+            "s2",
+            Some("session-2".into()),
+            Some(SystemTime::now() - Duration::from_secs(1)),
+            "test",
+        );
+        match kek.wrap(&test_dek(), &ctx).await {
+            Err(KeyError::Refused { reason, .. }) => {
+                assert!(reason.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{reason}");
+                assert!(
+                    !reason.contains("jwt") && !reason.contains("session-"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected Refused, got {:?}", other.map(|_| "a wrap")),
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

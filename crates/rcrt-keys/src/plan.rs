@@ -133,6 +133,15 @@ impl ProviderSettings {
                 session_token: get("AWS_SESSION_TOKEN"),
                 shared_credentials_file: path("AWS_SHARED_CREDENTIALS_FILE"),
                 profile: plain("AWS_PROFILE"),
+                web_identity_token_file: path("AWS_WEB_IDENTITY_TOKEN_FILE"),
+                role_arn: plain("AWS_ROLE_ARN"),
+                role_session_name: plain("AWS_ROLE_SESSION_NAME"),
+                sts_endpoint_url: plain("AWS_ENDPOINT_URL_STS")
+                    .or_else(|| plain("AWS_ENDPOINT_URL")),
+                container_credentials_relative_uri: plain("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+                container_credentials_full_uri: plain("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+                container_authorization_token: get("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+                container_authorization_token_file: path("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
             },
             vault: VaultSettings {
                 addr: plain("VAULT_ADDR"),

@@ -120,8 +120,8 @@ pub struct CacheSettings {
     pub max_entries: usize,
 }
 
-/// AWS: the standard variables and part of the credential chain (environment, then the shared
-/// credentials file's profile; no web identity, container, instance metadata or SSO credentials).
+/// AWS: the standard variables and part of the credential chain (environment, the shared
+/// credentials file's profile, web identity, container credentials; no instance metadata or SSO).
 #[derive(Default, Clone)]
 pub struct AwsSettings {
     /// `AWS_REGION` (or `AWS_DEFAULT_REGION`).
@@ -138,6 +138,22 @@ pub struct AwsSettings {
     pub shared_credentials_file: Option<PathBuf>,
     /// `AWS_PROFILE` (default `default`).
     pub profile: Option<String>,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`: web identity (EKS IRSA), with `role_arn`.
+    pub web_identity_token_file: Option<PathBuf>,
+    /// `AWS_ROLE_ARN`: the role to assume with the web identity token.
+    pub role_arn: Option<String>,
+    /// `AWS_ROLE_SESSION_NAME` (default `rcrt-server`).
+    pub role_session_name: Option<String>,
+    /// `AWS_ENDPOINT_URL_STS` or `AWS_ENDPOINT_URL`: an STS-compatible endpoint.
+    pub sts_endpoint_url: Option<String>,
+    /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (ECS): a path on `http://169.254.170.2`.
+    pub container_credentials_relative_uri: Option<String>,
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` (EKS Pod Identity, or a loopback/https endpoint).
+    pub container_credentials_full_uri: Option<String>,
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`: the container endpoint's `Authorization` header.
+    pub container_authorization_token: Option<Zeroizing<String>>,
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`: the same, read from a file at each fetch.
+    pub container_authorization_token_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AwsSettings {
@@ -156,6 +172,29 @@ impl std::fmt::Debug for AwsSettings {
             )
             .field("shared_credentials_file", &self.shared_credentials_file)
             .field("profile", &self.profile)
+            .field("web_identity_token_file", &self.web_identity_token_file)
+            .field("role_arn", &self.role_arn)
+            .field("role_session_name", &self.role_session_name)
+            .field("sts_endpoint_url", &self.sts_endpoint_url)
+            .field(
+                "container_credentials_relative_uri",
+                &self.container_credentials_relative_uri,
+            )
+            .field(
+                "container_credentials_full_uri",
+                &self.container_credentials_full_uri,
+            )
+            .field(
+                "container_authorization_token",
+                &self
+                    .container_authorization_token
+                    .as_ref()
+                    .map(|_| "[REDACTED]"),
+            )
+            .field(
+                "container_authorization_token_file",
+                &self.container_authorization_token_file,
+            )
             .finish()
     }
 }
