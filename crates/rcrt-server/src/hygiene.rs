@@ -13,7 +13,7 @@
 /// The variables that hold KEK material or a credential (their `_FILE` variants hold paths):
 /// the KEKs, the store URL, which may carry a database password, and the KEK providers'
 /// credentials (a Vault token, AWS secret keys), which the providers keep in memory of their own.
-pub(crate) const SECRET_VARS: [&str; 7] = [
+pub(crate) const SECRET_VARS: [&str; 8] = [
     "LOCAL_KEK_BASE64",
     "LOCAL_KEK_BASE64_OLD",
     "DB_URL",
@@ -21,6 +21,7 @@ pub(crate) const SECRET_VARS: [&str; 7] = [
     "VAULT_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 ];
 
 /// Removes `vars` from the environment and overwrites their `NAME=value` text in the initial

@@ -267,6 +267,11 @@ fn the_running_server_keeps_its_keks_to_itself() {
         .env("RCRT_MARKER", "still-here")
         // The store URL may carry a database password: it leaves the environment too.
         .env("DB_URL", dir.path().join("hygiene-marker.db"))
+        // KEK provider credentials leave it too (read even with the local KEK).
+        .env("VAULT_TOKEN", "hygiene-vault-token")
+        .env("AWS_SECRET_ACCESS_KEY", "hygiene-aws-secret")
+        .env("AWS_SESSION_TOKEN", "hygiene-aws-session")
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "hygiene-aws-container")
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -312,6 +317,16 @@ fn the_running_server_keeps_its_keks_to_itself() {
         assert!(environ.contains("RCRT_MARKER=still-here"), "{environ:?}");
         assert!(!environ.contains("LOCAL_KEK_BASE64"), "{environ:?}");
         assert!(!environ.contains("hygiene-marker"), "{environ:?}");
+        for var in [
+            "VAULT_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        ] {
+            assert!(!environ.contains(var), "{var} left: {environ:?}");
+        }
+        assert!(!environ.contains("hygiene-vault"), "{environ:?}");
+        assert!(!environ.contains("hygiene-aws"), "{environ:?}");
         for kek in [&current, &old] {
             assert!(!environ.contains(kek.as_str()));
         }
