@@ -2,12 +2,13 @@
 //! tests fail naming it when it is missing).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, ctx, fresh_dek, is_decrypt_failure};
+use common::{call, ctx, fresh_dek, is_decrypt_failure, moto_settings};
 use rcrt_crypto::{CryptoError, KekId, WrappedDek};
 use rcrt_keys::aws_kms::AwsKmsKek;
 use rcrt_keys::settings::{AwsSettings, ProviderSettings};
@@ -15,21 +16,11 @@ use rcrt_keys::{build_backend, KekBackend, KekSpec, KeyError, ProviderKind};
 use rcrt_testkit::peers::moto::{self, MotoServer};
 use zeroize::Zeroizing;
 
-fn settings(moto: &MotoServer) -> AwsSettings {
-    AwsSettings {
-        region: Some(moto::REGION.into()),
-        endpoint_url: Some(moto.endpoint()),
-        access_key_id: Some(moto::ACCESS_KEY_ID.into()),
-        secret_access_key: Some(Zeroizing::new(moto::SECRET_ACCESS_KEY.into())),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn wraps_are_bound_to_their_row_and_key() {
     let moto = MotoServer::start();
     let timeout = Duration::from_secs(5);
-    let kek = AwsKmsKek::connect(moto.key_arn(), &settings(&moto), &call(timeout))
+    let kek = AwsKmsKek::connect(moto.key_arn(), &moto_settings(&moto), &call(timeout))
         .await
         .unwrap();
     let id = kek.id().clone();
@@ -68,7 +59,7 @@ async fn wraps_are_bound_to_their_row_and_key() {
 
     // The same KMS key configured by its key id instead of its ARN is the same KEK id (ids
     // come from the ARN DescribeKey answers), so it unwraps the row.
-    let by_key_id = AwsKmsKek::connect(moto.key_id(), &settings(&moto), &call(timeout))
+    let by_key_id = AwsKmsKek::connect(moto.key_id(), &moto_settings(&moto), &call(timeout))
         .await
         .unwrap();
     assert_eq!(by_key_id.id(), &id, "one key, one KEK id");
@@ -89,7 +80,7 @@ async fn wraps_are_bound_to_their_row_and_key() {
 
     // Another KMS key cannot unwrap it.
     let (_, other_arn) = moto.create_key();
-    let other_kek = AwsKmsKek::connect(&other_arn, &settings(&moto), &call(timeout))
+    let other_kek = AwsKmsKek::connect(&other_arn, &moto_settings(&moto), &call(timeout))
         .await
         .unwrap();
     let other_id = other_kek.id().clone();
@@ -137,7 +128,7 @@ async fn wraps_are_bound_to_their_row_and_key() {
     // An alias is resolved to its key's ARN at start; the KEK id is the key's (more in
     // tests/aws_kms_ids.rs, with a repointed alias).
     moto.create_alias("rcrt-test", moto.key_id());
-    let by_alias = AwsKmsKek::connect("alias/rcrt-test", &settings(&moto), &call(timeout))
+    let by_alias = AwsKmsKek::connect("alias/rcrt-test", &moto_settings(&moto), &call(timeout))
         .await
         .unwrap();
     assert_eq!(by_alias.key_arn(), moto.key_arn());
@@ -159,7 +150,7 @@ async fn wraps_are_bound_to_their_row_and_key() {
         key_ref: moto.key_arn().to_owned(),
     };
     let all = ProviderSettings {
-        aws: settings(&moto),
+        aws: moto_settings(&moto),
         ..Default::default()
     };
     let built = build_backend(&spec, &all).await.unwrap();
@@ -170,7 +161,7 @@ async fn wraps_are_bound_to_their_row_and_key() {
 #[tokio::test]
 async fn connect_refuses_keys_that_cannot_wrap() {
     let moto = MotoServer::start();
-    let s = settings(&moto);
+    let s = moto_settings(&moto);
     let c = call(Duration::from_secs(5));
     let config_err = |r: Result<AwsKmsKek, KeyError>| match r {
         Err(KeyError::Config(msg)) => msg,
@@ -244,7 +235,7 @@ async fn unreachable_kms_is_unavailable() {
 async fn paused_kms_is_unavailable_within_the_timeout_and_recovers() {
     let moto = MotoServer::start();
     let timeout = Duration::from_millis(800);
-    let kek = AwsKmsKek::connect(moto.key_arn(), &settings(&moto), &call(timeout))
+    let kek = AwsKmsKek::connect(moto.key_arn(), &moto_settings(&moto), &call(timeout))
         .await
         .unwrap();
     let id = kek.id().clone();

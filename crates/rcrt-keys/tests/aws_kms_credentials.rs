@@ -9,6 +9,7 @@
 //! `Authorization`, when it should be).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

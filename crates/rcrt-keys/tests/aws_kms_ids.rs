@@ -4,57 +4,22 @@
 //! another id (a clear "KEK not held" at start, never a decrypt failure).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
+mod common;
+
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rcrt_crypto::{CryptoError, Dek, KekId, ValueContext, WrapContext};
+use rcrt_crypto::{CryptoError, KekId};
 use rcrt_keys::aws_kms::{encryption_context, AwsKmsKek};
-use rcrt_keys::settings::{AwsSettings, CallSettings};
 use rcrt_keys::{remote_kek_id, KekBackend, KeyError, ProviderKind};
-use rcrt_testkit::peers::moto::{self, MotoServer};
-use zeroize::Zeroizing;
+use rcrt_testkit::peers::moto::MotoServer;
 
-fn settings(moto: &MotoServer) -> AwsSettings {
-    AwsSettings {
-        region: Some(moto::REGION.into()),
-        endpoint_url: Some(moto.endpoint()),
-        access_key_id: Some(moto::ACCESS_KEY_ID.into()),
-        secret_access_key: Some(Zeroizing::new(moto::SECRET_ACCESS_KEY.into())),
-        ..Default::default()
-    }
-}
-
-fn call() -> CallSettings {
-    CallSettings {
-        timeout: Duration::from_secs(5),
-        ..Default::default()
-    }
-}
-
-fn fresh_dek() -> Dek {
-    rcrt_crypto::seal_value(
-        b"x",
-        &ValueContext {
-            tenant: "t",
-            secret_id: &[7u8; 16],
-            version: 1,
-        },
-    )
-    .unwrap()
-    .0
-}
-
-fn ctx<'a>(kek_id: &'a KekId, secret_id: &'a [u8; 16], version: i64) -> WrapContext<'a> {
-    WrapContext {
-        kek_id,
-        secret_id,
-        version,
-    }
-}
+use common::{call, ctx, fresh_dek, moto_settings};
 
 async fn connect(moto: &MotoServer, key_ref: &str) -> AwsKmsKek {
-    AwsKmsKek::connect(key_ref, &settings(moto), &call())
+    AwsKmsKek::connect(key_ref, &moto_settings(moto), &call(Duration::from_secs(5)))
         .await
         .unwrap_or_else(|e| panic!("connect {key_ref}: {e}"))
 }

@@ -3,6 +3,7 @@
 //! API 7.4 and the Azure AD client-credentials token endpoint. No real Key Vault runs here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
 mod common;
 
 use std::time::{Duration, Instant};
