@@ -106,7 +106,8 @@ pub struct Keyring {
     old: Vec<Slot>,
     recovery: Option<Slot>,
     cache: Option<DekCache>,
-    ids: Vec<KekId>,
+    /// Every id the ring unwraps, current first, with its slot (0: current, i + 1: old[i]).
+    by_id: Vec<(KekId, usize)>,
     current_id: KekId,
     recovery_id: Option<KekId>,
     observer: ObserverSlot,
@@ -116,7 +117,7 @@ impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
             .field("current", &self.current_id)
-            .field("ids", &self.ids)
+            .field("ids", &self.kek_ids())
             .field("recovery", &self.recovery_id)
             .finish_non_exhaustive()
     }
@@ -138,17 +139,20 @@ impl Keyring {
         };
         let current = slot(current);
         let current_id = current.backend_id().clone();
-        let mut ids = current.unwrap_ids();
+        // Every id the ring unwraps, with its slot (0: current, i + 1: old[i]), computed once:
+        // the decrypt path looks its KEK up here without allocating.
+        let mut by_id: Vec<(KekId, usize)> =
+            current.unwrap_ids().into_iter().map(|id| (id, 0)).collect();
         let mut kept = Vec::new();
         for s in old.into_iter().map(slot) {
             let new_ids: Vec<KekId> = s
                 .unwrap_ids()
                 .into_iter()
-                .filter(|id| !ids.contains(id))
+                .filter(|id| !by_id.iter().any(|(known, _)| known == id))
                 .collect();
             if !new_ids.is_empty() {
-                ids.extend(new_ids);
                 kept.push(s);
+                by_id.extend(new_ids.into_iter().map(|id| (id, kept.len())));
             }
         }
         // The recovery KEK only wraps: it is never in `ids` and never unwraps (`slot_for`), so
@@ -169,23 +173,11 @@ impl Keyring {
                 }
                 _ => None,
             },
-            ids,
+            by_id,
             current_id,
             recovery_id,
             observer,
         }
-    }
-
-    /// The local keyring of the guide's variables, as a [`Keyring`].
-    pub fn from_local(ring: crate::LocalKeyring) -> Self {
-        let (current, old) = ring.into_keys();
-        Self::new(
-            KeySource::Local(current),
-            old.into_iter().map(KeySource::Local).collect(),
-            None,
-            &CallSettings::default(),
-            &CacheSettings::default(),
-        )
     }
 
     /// Where each KEK lives, safe to log: (id, provider, description), current first.
@@ -205,16 +197,12 @@ impl Keyring {
             .collect()
     }
 
-    /// True when a DEK cache is on.
-    pub fn caches_deks(&self) -> bool {
-        self.cache.is_some()
-    }
-
     /// The slot that unwraps `id`: the current KEK or an old one, never the recovery KEK.
     fn slot_for(&self, id: &KekId) -> Option<&Slot> {
-        std::iter::once(&self.current)
-            .chain(self.old.iter())
-            .find(|s| s.backend_id() == id || s.unwrap_ids().contains(id))
+        match self.by_id.iter().find(|(known, _)| known == id)?.1 {
+            0 => Some(&self.current),
+            i => self.old.get(i - 1),
+        }
     }
 
     /// Probes the remote KEKs that new writes need, the current and the recovery KEK (a wrap
@@ -267,11 +255,11 @@ impl KeyProvider for Keyring {
     }
 
     fn kek_ids(&self) -> Vec<KekId> {
-        self.ids.clone()
+        self.by_id.iter().map(|(id, _)| id.clone()).collect()
     }
 
     fn can_unwrap(&self, id: &KekId) -> bool {
-        self.ids.contains(id)
+        self.by_id.iter().any(|(known, _)| known == id)
     }
 
     async fn wrap(&self, dek: &Dek, ctx: &WrapContext<'_>) -> Result<WrappedDek, KeyError> {
