@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use rcrt_crypto::{ValueContext, WrapContext};
 use rcrt_keys::KeyProvider;
-use rcrt_store::{RecoveryRecord, Rewrapped, Store, StoredVersion, VersionFilter};
+use rcrt_store::{Rewrapped, Store, StoredVersion, VersionFilter};
 use rcrt_types::{AuditAction, AuditEntry, AuditOutcome, SecretId, TenantId, Version};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::service::{open_stored, unwrap_stored};
+use crate::service::{open_stored, recovery_record, unwrap_stored};
 use crate::{Clock, CoreError};
 
 /// Passes over the store before a job gives up on rows that keep changing under it.
@@ -245,10 +245,7 @@ impl Maintenance {
                 .wrap_recovery(&dek, id, row.version)
                 .await
                 .map_err(|_| ())?
-                .map(|r| RecoveryRecord {
-                    kek_id: r.kek_id.as_str().to_owned(),
-                    wrapped_dek: r.wrapped.as_bytes().to_vec(),
-                }),
+                .map(recovery_record),
             None if same_dek => row.recovery.clone(),
             None => None,
         };

@@ -124,6 +124,14 @@ pub(crate) async fn unwrap_stored(
     }
 }
 
+/// A recovery wrap as the store keeps it (the request path's writes and the whole-store jobs).
+pub(crate) fn recovery_record(r: rcrt_keys::RecoveryWrap) -> RecoveryRecord {
+    RecoveryRecord {
+        kek_id: r.kek_id.as_str().to_owned(),
+        wrapped_dek: r.wrapped.as_bytes().to_vec(),
+    }
+}
+
 /// Unwraps one wrapping of a row's DEK, bound to the row and to `kek_id`.
 async fn unwrap_one(
     keys: &dyn KeyProvider,
@@ -525,10 +533,7 @@ impl Service {
             .wrap_recovery(&dek, id.as_bytes(), version)
             .await
             .map_err(wrap_error)?
-            .map(|r| RecoveryRecord {
-                kek_id: r.kek_id.as_str().to_owned(),
-                wrapped_dek: r.wrapped.as_bytes().to_vec(),
-            });
+            .map(recovery_record);
         Ok(VersionRecord {
             version,
             kek_id: kek_id.as_str().to_owned(),
