@@ -327,10 +327,25 @@ async fn vault_kv_reads_the_guides_kek() {
         "value",
         "xKj3n9vP2qR8wT5yL6mN0aB4cD7eF1gH2iJ3kL4mN5o=",
     );
-    let e = read_kv_kek("secret/rcrt/example", &root, &c)
-        .await
-        .unwrap_err();
+    let vars = |role: &str| {
+        let mut m = std::collections::HashMap::new();
+        m.insert("VAULT_ADDR".to_owned(), bao.addr());
+        m.insert("VAULT_TOKEN".to_owned(), bao.root_token().to_owned());
+        m.insert(format!("KEK_PROVIDER{role}"), "vault-kv".to_owned());
+        m.insert(format!("KEK_REF{role}"), "secret/rcrt/example".to_owned());
+        rcrt_keys::KekPlan::from_lookup(&|k| m.get(k).map(|v| zeroize::Zeroizing::new(v.clone())))
+            .unwrap()
+    };
+    let e = vars("").build(&Default::default()).await.unwrap_err();
     assert!(e.to_string().contains("published example"), "{e}");
+    // As an old KEK it is accepted, to re-wrap a store off it.
+    let old_only = rcrt_keys::KekSources {
+        current: Some(zeroize::Zeroizing::new(kek_b64.clone())),
+        ..Default::default()
+    };
+    let ring = vars("_OLD").build(&old_only).await.unwrap();
+    let example = rcrt_crypto::KekId::from_stored(rcrt_keys::PUBLISHED_EXAMPLE_KEK_ID);
+    assert!(rcrt_keys::KeyProvider::can_unwrap(&ring, &example));
 
     // The guide's second form (field kek) on a KV v1 mount.
     bao.bao(&["secrets", "enable", "-path=kv1", "-version=1", "kv"]);
