@@ -389,8 +389,13 @@ mod tests {
             let _ = refuse(Op::Wrap).await;
         }
         assert!(!g.is_available(), "a key that refuses wraps is down");
-        // A refused unwrap does not close it either.
-        let _ = refuse(Op::Unwrap).await;
+        // Nor does a refused unwrap close it: once the cooldown lets calls through again, one
+        // reaches the provider and is refused, and the circuit stays open.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(matches!(
+            refuse(Op::Unwrap).await,
+            Err(KeyError::Refused { .. })
+        ));
         assert!(!g.is_available());
     }
 
