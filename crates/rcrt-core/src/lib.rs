@@ -5,6 +5,7 @@
 //! plaintext only after its audit row is durable. What it does not do: parse HTTP, read the
 //! environment, or know which database or KEK provider sits behind the traits it is given.
 
+pub mod audit;
 pub mod authz;
 mod error;
 pub mod maintenance;

@@ -31,6 +31,7 @@ macro_rules! select_current {
     };
 }
 
+pub mod chain;
 mod migrate;
 mod postgres;
 mod sqlite;
@@ -188,6 +189,142 @@ pub struct AuditRecord {
     pub outcome: String,
     /// The request id.
     pub request_id: String,
+    /// Its place in the hash chain; `None` for rows written before the chain existed (or
+    /// inserted by hand, which `rcrt audit verify` reports).
+    pub chain: Option<ChainLink>,
+}
+
+/// The fields of an entry to write that the chain covers (its timestamp cut to microseconds
+/// by [`chain::content_hash`]; the store must write the same cut value).
+pub fn entry_chain_fields(a: &AuditEntry) -> chain::ChainFields<'_> {
+    chain::ChainFields {
+        timestamp: a.timestamp,
+        action: a.action.as_str(),
+        outcome: a.outcome.as_str(),
+        secret_id: a.secret_id.map(|s| *s.as_uuid().as_bytes()),
+        token_id: a.token_id.map(|t| *t.as_uuid().as_bytes()),
+        tenant: a.tenant.as_str(),
+        user_id: &a.user_id,
+        reason: a.reason.as_deref(),
+        request_id: &a.request_id,
+    }
+}
+
+impl AuditRecord {
+    /// The fields the chain covers.
+    pub fn chain_fields(&self) -> chain::ChainFields<'_> {
+        chain::ChainFields {
+            timestamp: self.timestamp,
+            action: &self.action,
+            outcome: &self.outcome,
+            secret_id: self.secret_id.map(|s| *s.as_uuid().as_bytes()),
+            token_id: self.token_id.map(|t| *t.as_uuid().as_bytes()),
+            tenant: &self.tenant,
+            user_id: &self.user_id,
+            reason: self.reason.as_deref(),
+            request_id: &self.request_id,
+        }
+    }
+}
+
+/// Where a stored audit row sits in the hash chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    /// The lane (one of a few independent chains).
+    pub lane: i32,
+    /// Its number in the lane, from 1.
+    pub seq: i64,
+    /// Its link hash (see [`chain`]).
+    pub hash: [u8; 32],
+}
+
+/// A lane's newest row (seq 0 and [`chain::GENESIS`] for an empty lane).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainHead {
+    /// The lane.
+    pub lane: i32,
+    /// The newest row's number.
+    pub seq: i64,
+    /// The newest row's link hash.
+    #[serde(with = "hex_bytes")]
+    pub hash: [u8; 32],
+}
+
+/// A signed statement of every lane's head at one time: rows up to it cannot be changed,
+/// removed or re-chained without the signature failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// Row id (ignored on insert).
+    pub id: i64,
+    /// When it was made.
+    pub created_at: OffsetDateTime,
+    /// Which signing key ([`AuditSigningKey::id`]).
+    pub key_id: String,
+    /// Every lane's head, by lane.
+    pub heads: Vec<ChainHead>,
+    /// The Ed25519 signature over the checkpoint's canonical bytes (made in rcrt-core).
+    pub signature: Vec<u8>,
+}
+
+/// The key that signs checkpoints: its public half in clear, its seed wrapped like a DEK.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuditSigningKey {
+    /// Its id (a fingerprint of the public key).
+    pub id: String,
+    /// The Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// The KEK that wraps the seed.
+    pub kek_id: String,
+    /// The wrapped seed.
+    pub wrapped_key: Vec<u8>,
+    /// When it was made.
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for AuditSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSigningKey")
+            .field("id", &self.id)
+            .field("kek_id", &self.kek_id)
+            .field("wrapped_key", &Redacted(self.wrapped_key.len()))
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// Which way [`Store::query_audit`] pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditOrder {
+    /// Newest first; the cursor gives rows with a smaller id (`GET /audit`, `rcrt audit query`).
+    #[default]
+    NewestFirst,
+    /// Oldest first; the cursor gives rows with a larger id (`rcrt audit export`).
+    OldestFirst,
+}
+
+/// A filtered page of the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this tenant's rows; `None`: every tenant (the operator CLI).
+    pub tenant: Option<TenantId>,
+    /// Only rows about this secret.
+    pub secret_id: Option<SecretId>,
+    /// Only rows by this principal (`user_id`).
+    pub user_id: Option<String>,
+    /// Only this action.
+    pub action: Option<rcrt_types::AuditAction>,
+    /// Only this outcome.
+    pub outcome: Option<rcrt_types::AuditOutcome>,
+    /// Only rows at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only rows before this time.
+    pub until: Option<OffsetDateTime>,
+    /// The previous page's last row id (see [`AuditOrder`]).
+    pub cursor: Option<i64>,
+    /// Page direction.
+    pub order: AuditOrder,
+    /// At most this many rows.
+    pub limit: u32,
 }
 
 /// A service token as stored: its metadata and the verifier of its secret, never the token.
@@ -246,6 +383,20 @@ pub struct TokenQuery {
     pub after: Option<TokenId>,
     /// At most this many rows.
     pub limit: u32,
+}
+
+/// Hex (de)serialisation of a 32-byte hash.
+mod hex_bytes {
+    pub fn serialize<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        let mut out = [0; 32];
+        hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
 }
 
 /// Role names as stored.
@@ -526,6 +677,83 @@ pub trait Store: Send + Sync + 'static {
         secret_id: Option<SecretId>,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// One page of the audit log matching `query`, ordered by id as `query.order` says.
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let _ = query;
+        Err(StoreError::Unavailable(
+            "TODO(issue 12): query_audit".into(),
+        ))
+    }
+
+    /// Chained audit rows in (lane, seq) order after `after`, at most `limit` (every tenant).
+    async fn audit_chain_page(
+        &self,
+        after: Option<(i32, i64)>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let _ = (after, limit);
+        Err(StoreError::Unavailable(
+            "TODO(issue 12): audit_chain_page".into(),
+        ))
+    }
+
+    /// Audit rows without a chain link, in id order after `after_id`, at most `limit`.
+    async fn unchained_audit(
+        &self,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let _ = (after_id, limit);
+        Err(StoreError::Unavailable(
+            "TODO(issue 12): unchained_audit".into(),
+        ))
+    }
+
+    /// Every lane's head, by lane.
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
+        Err(StoreError::Unavailable(
+            "TODO(issue 12): audit_heads".into(),
+        ))
+    }
+
+    /// Stores a signed checkpoint.
+    async fn insert_audit_checkpoint(
+        &self,
+        checkpoint: &AuditCheckpoint,
+    ) -> Result<(), StoreError> {
+        let _ = checkpoint;
+        Err(StoreError::Unavailable(
+            "TODO(issue 12): insert_audit_checkpoint".into(),
+        ))
+    }
+
+    /// Every checkpoint, oldest first.
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        Err(StoreError::Unavailable(
+            "TODO(issue 12): audit_checkpoints".into(),
+        ))
+    }
+
+    /// Every checkpoint signing key, oldest first.
+    async fn audit_signing_keys(&self) -> Result<Vec<AuditSigningKey>, StoreError> {
+        Err(StoreError::Unavailable(
+            "TODO(issue 12): audit_signing_keys".into(),
+        ))
+    }
+
+    /// Inserts a signing key, or replaces the wrapping (`kek_id`, `wrapped_key`) of the key with
+    /// its id; writes `audit` in the same transaction when given.
+    async fn put_audit_signing_key(
+        &self,
+        key: &AuditSigningKey,
+        audit: Option<AuditEntry>,
+    ) -> Result<(), StoreError> {
+        let _ = (key, audit);
+        Err(StoreError::Unavailable(
+            "TODO(issue 12): put_audit_signing_key".into(),
+        ))
+    }
 
     /// Versions per (KEK id, recovery KEK id), over all tenants (for the start-up check and
     /// rotation status), ordered by KEK id then recovery KEK id (`None` first).

@@ -886,6 +886,7 @@ impl Store for PgStore {
                             .try_get::<_, Option<Uuid>>(9)
                             .map_err(corrupt)?
                             .map(TokenId::from),
+                        chain: None,
                     })
                 })
                 .collect()

@@ -646,6 +646,7 @@ fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> 
         reason: r.get(6)?,
         outcome: r.get(7)?,
         request_id: r.get(8)?,
+        chain: None,
     };
     Ok((|| {
         Ok(AuditRecord {

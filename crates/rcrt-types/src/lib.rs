@@ -346,17 +346,21 @@ pub enum Role {
     /// `rcrt.operator`: deployment-wide KEK operations (`/admin/kek/*`), which act on every
     /// tenant. No tenant administrator has it unless given explicitly.
     Operator,
+    /// `audit.read`: read the tenant's audit log (`GET /audit`). A tenant administrator does not
+    /// have it unless given explicitly: reading who did what is a separate duty.
+    AuditRead,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Read,
         Role::Decrypt,
         Role::Write,
         Role::Admin,
         Role::TokensCreate,
         Role::Operator,
+        Role::AuditRead,
     ];
 
     /// The claim spelling.
@@ -368,6 +372,7 @@ impl Role {
             Self::Admin => "secrets.admin",
             Self::TokensCreate => "tokens.create",
             Self::Operator => "rcrt.operator",
+            Self::AuditRead => "audit.read",
         }
     }
 
@@ -385,6 +390,7 @@ impl Role {
             Self::Admin => 8,
             Self::TokensCreate => 16,
             Self::Operator => 32,
+            Self::AuditRead => 64,
         }
     }
 }
@@ -480,6 +486,20 @@ pub enum AuditAction {
     /// An offline `rcrt secrets reencrypt` decrypted and sealed again every value (one
     /// summary row).
     Reencrypt,
+    /// `GET /admin/kek/status` was read.
+    KekStatus,
+    /// `POST /admin/kek/rewrap` asked for a background re-wrap.
+    KekRewrapTrigger,
+    /// The background re-wrap started a pass (the summary names the KEK ids and the rows to do).
+    RewrapStart,
+    /// The background re-wrap's progress checkpoint (rows done so far).
+    RewrapProgress,
+    /// The background re-wrap ended a pass (rows re-wrapped, rows failed).
+    RewrapEnd,
+    /// The audit log was read (`GET /audit`).
+    AuditRead,
+    /// A new key for signing audit checkpoints was made (none could be unwrapped).
+    AuditKeyCreate,
 }
 
 impl AuditAction {
@@ -495,7 +515,39 @@ impl AuditAction {
             Self::KekVerify => "kek_verify",
             Self::KekRewrap => "kek_rewrap",
             Self::Reencrypt => "reencrypt",
+            Self::KekStatus => "kek_status",
+            Self::KekRewrapTrigger => "kek_rewrap_trigger",
+            Self::RewrapStart => "rewrap_start",
+            Self::RewrapProgress => "rewrap_progress",
+            Self::RewrapEnd => "rewrap_end",
+            Self::AuditRead => "audit_read",
+            Self::AuditKeyCreate => "audit_key_create",
         }
+    }
+
+    /// Every action, in declaration order.
+    pub const ALL: [AuditAction; 16] = [
+        Self::Create,
+        Self::Update,
+        Self::Delete,
+        Self::Decrypt,
+        Self::TokenCreate,
+        Self::TokenRevoke,
+        Self::KekVerify,
+        Self::KekRewrap,
+        Self::Reencrypt,
+        Self::KekStatus,
+        Self::KekRewrapTrigger,
+        Self::RewrapStart,
+        Self::RewrapProgress,
+        Self::RewrapEnd,
+        Self::AuditRead,
+        Self::AuditKeyCreate,
+    ];
+
+    /// Parses the storage spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
     }
 }
 
@@ -519,6 +571,13 @@ impl AuditOutcome {
             Self::Failure => "failure",
             Self::Denied => "denied",
         }
+    }
+
+    /// Parses the storage spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Success, Self::Failure, Self::Denied]
+            .into_iter()
+            .find(|o| o.as_str() == s)
     }
 }
 
