@@ -41,6 +41,32 @@ pub struct AuditPage {
 }
 
 impl Service {
+    /// Writes the audit row of a deployment-wide KEK administration request (`/admin/kek/*`),
+    /// before it is answered. `action` is [`AuditAction::KekStatus`] or
+    /// [`AuditAction::KekRewrapTrigger`]; `summary` names KEK ids, never key material.
+    pub async fn audit_kek_admin(
+        &self,
+        ctx: &RequestContext,
+        action: AuditAction,
+        summary: Option<String>,
+    ) -> Result<(), CoreError> {
+        let p = &ctx.principal;
+        self.store
+            .append_audit(AuditEntry {
+                timestamp: self.clock.now(),
+                action,
+                secret_id: None,
+                token_id: None,
+                tenant: p.tenant.clone(),
+                user_id: p.user_id.clone(),
+                reason: summary,
+                outcome: AuditOutcome::Success,
+                request_id: ctx.request_id.clone(),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// One page of the caller's tenant's audit log. Needs `audit.read`. The read itself is
     /// audited first (fail closed: no audit row, no answer).
     pub async fn query_audit(
