@@ -1,6 +1,9 @@
 //! Reading the audit log (`GET /audit`), its checkpoints and their signing key, and verifying
 //! the hash chain.
 
+pub mod checkpoint;
+pub mod verify;
+
 use rcrt_store::{AuditOrder, AuditQuery, AuditRecord};
 use rcrt_types::{AuditAction, AuditEntry, AuditOutcome, Role, SecretId};
 use time::OffsetDateTime;
