@@ -98,6 +98,11 @@ pub struct Config {
     pub keks: KekPlan,
     /// The log filter (tracing `EnvFilter` syntax).
     pub log_filter: String,
+    /// How log lines are written (`LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// How often the audit chain's heads are signed into a checkpoint
+    /// (`AUDIT_CHECKPOINT_INTERVAL`, 1 s to 1 h).
+    pub audit_checkpoint_interval: Duration,
     /// The background re-wrap.
     pub rewrap: RewrapSettings,
     /// A token that must exist as the bootstrap admin token (`BOOTSTRAP_ADMIN_TOKEN_FILE`).
@@ -110,6 +115,19 @@ pub struct Config {
     /// The certificate and key served over TLS, if the listener speaks TLS.
     pub tls: Option<TlsFiles>,
 }
+
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (`text`, the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors (`json`).
+    Json,
+}
+
+/// The default `AUDIT_CHECKPOINT_INTERVAL`.
+pub const DEFAULT_AUDIT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Where the listener's certificate chain and private key are (`TLS_CERT_FILE`, `TLS_KEY_FILE`),
 /// both PEM. Paths only: the files are read, and re-read when they change, by `tls`.
@@ -470,6 +488,31 @@ impl Config {
                     }),
             }
         };
+        let log_format = match plain("LOG_FORMAT")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: "LOG_FORMAT",
+                    reason: "must be text or json".into(),
+                })
+            }
+        };
+        // Not the HTTP bounds: a checkpoint every 100 ms would be a row per tick, and one
+        // more than an hour apart leaves too long a tail protected only by the chain.
+        let audit_checkpoint_interval = match plain("AUDIT_CHECKPOINT_INTERVAL") {
+            None => DEFAULT_AUDIT_CHECKPOINT_INTERVAL,
+            Some(v) => humantime::parse_duration(&v)
+                .ok()
+                .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(3600))
+                .ok_or(ConfigError::Invalid {
+                    var: "AUDIT_CHECKPOINT_INTERVAL",
+                    reason: "must be a duration from 1s to 1h, e.g. 30s or 5m".into(),
+                })?,
+        };
         let http_defaults = HttpSettings::default();
         let http = HttpSettings {
             header_timeout: duration("HTTP_HEADER_TIMEOUT", http_defaults.header_timeout)?,
@@ -518,6 +561,8 @@ impl Config {
             keks: KekPlan::from_lookup(&|k| l.get(k))
                 .map_err(|e| ConfigError::Keys(e.to_string()))?,
             log_filter: plain("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_format,
+            audit_checkpoint_interval,
         })
     }
 }
@@ -781,6 +826,46 @@ mod tests {
             ("ALLOWED_HOSTS", "evil.example:8081/x"),
             ("ALLOWED_HOSTS", "a b"),
             ("ALLOWED_HOSTS", "rcrt.internal:8081"),
+        ] {
+            let err = cfg(&[(var, bad)]).err().unwrap().to_string();
+            assert!(err.starts_with(var), "{var}={bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn log_format_and_checkpoint_interval() {
+        let cfg = |pairs: &[(&str, &str)]| Config::from_lookup(&Lookup::from_pairs(pairs));
+        let d = cfg(&[]).unwrap();
+        assert_eq!(d.log_format, LogFormat::Text);
+        assert_eq!(d.audit_checkpoint_interval, Duration::from_secs(30));
+        assert_eq!(
+            cfg(&[("LOG_FORMAT", "json")]).unwrap().log_format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            cfg(&[("LOG_FORMAT", " JSON ")]).unwrap().log_format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            cfg(&[("LOG_FORMAT", "text")]).unwrap().log_format,
+            LogFormat::Text
+        );
+        for (v, want) in [("1s", 1), ("5m", 300), ("1h", 3600), ("90s", 90)] {
+            let c = cfg(&[("AUDIT_CHECKPOINT_INTERVAL", v)]).unwrap();
+            assert_eq!(
+                c.audit_checkpoint_interval,
+                Duration::from_secs(want),
+                "{v}"
+            );
+        }
+        for (var, bad) in [
+            ("LOG_FORMAT", "yaml"),
+            ("LOG_FORMAT", "json,text"),
+            ("AUDIT_CHECKPOINT_INTERVAL", "500ms"),
+            ("AUDIT_CHECKPOINT_INTERVAL", "0s"),
+            ("AUDIT_CHECKPOINT_INTERVAL", "61m"),
+            ("AUDIT_CHECKPOINT_INTERVAL", "30"),
+            ("AUDIT_CHECKPOINT_INTERVAL", "often"),
         ] {
             let err = cfg(&[(var, bad)]).err().unwrap().to_string();
             assert!(err.starts_with(var), "{var}={bad}: {err}");
