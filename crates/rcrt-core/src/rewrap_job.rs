@@ -3,12 +3,18 @@
 //! Every replica runs this loop; a lease in the store lets one work at a time, and another takes
 //! over when the holder stops renewing (crash, `kill -9`). Correctness does not rest on the lease:
 //! each row changes by compare-and-swap, so two workers at once would only duplicate effort.
+//!
+//! Every pass leaves audit rows: `rewrap_start` (target and recovery KEK ids, versions to do),
+//! `rewrap_progress` every 10 s or 50 batches (versions done), `rewrap_end` (re-wrapped, failed,
+//! outcome), all with the pass's request id `rewrap-<uuid>` and the user `rcrt-server@<host>`.
+//! A row that cannot be written stops the pass (fail closed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rcrt_store::KekUsage;
+use rcrt_types::{AuditAction, AuditEntry, AuditOutcome, TenantId};
 use tokio::sync::Notify;
 
 use crate::maintenance::{BatchHook, Maintenance, Progress};
@@ -16,6 +22,11 @@ use crate::service::{row_held, unheld_census};
 use crate::CoreError;
 
 const LEASE: &str = "kek-rewrap";
+
+/// A `rewrap_progress` audit row at least this often while a pass runs...
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// ...or after this many batches, whichever comes first.
+const PROGRESS_BATCHES: u64 = 50;
 
 /// How the background re-wrap runs.
 #[derive(Debug, Clone, Copy)]
@@ -102,12 +113,49 @@ pub struct RewrapJob {
     census_refresh: tokio::sync::Mutex<()>,
     /// Table scans the census has run.
     census_scans: AtomicU64,
+    /// Who the pass's audit rows name (`rcrt-server@<host>`).
+    actor: String,
 }
 
 struct Pacer<'a> {
     job: &'a RewrapJob,
     started: Instant,
     before: u64,
+    /// The pass's request id, on each of its audit rows.
+    request_id: &'a str,
+    batches: AtomicU64,
+    last_progress: Mutex<Instant>,
+}
+
+impl Pacer<'_> {
+    /// Writes a `rewrap_progress` row when one is due.
+    async fn progress_row(&self, total: Progress) -> Result<(), CoreError> {
+        let batches = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = self
+            .last_progress
+            .lock()
+            .map(|last| last.elapsed() >= PROGRESS_EVERY)
+            .unwrap_or(true)
+            || batches % PROGRESS_BATCHES == 0;
+        if !due {
+            return Ok(());
+        }
+        self.job
+            .audit(
+                AuditAction::RewrapProgress,
+                format!(
+                    "background re-wrap: {} versions scanned, {} re-wrapped, {} failed",
+                    total.scanned, total.changed, total.failed
+                ),
+                AuditOutcome::Success,
+                self.request_id,
+            )
+            .await?;
+        if let Ok(mut last) = self.last_progress.lock() {
+            *last = Instant::now();
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -117,6 +165,7 @@ impl BatchHook for Pacer<'_> {
             .rewrapped_total
             .store(self.before + total.changed, Ordering::Relaxed);
         self.job.renew_lease().await?;
+        self.progress_row(total).await?;
         let rate = self.job.settings.max_rows_per_sec;
         if rate > 0 {
             let due = Duration::from_secs_f64(total.scanned as f64 / f64::from(rate));
@@ -148,7 +197,33 @@ impl RewrapJob {
             census: Mutex::new(None),
             census_refresh: tokio::sync::Mutex::new(()),
             census_scans: AtomicU64::new(0),
+            actor: crate::audit::checkpoint::server_actor(),
         })
+    }
+
+    /// Writes one of the pass's audit rows (deployment-wide: the default tenant, no secret).
+    async fn audit(
+        &self,
+        action: AuditAction,
+        summary: String,
+        outcome: AuditOutcome,
+        request_id: &str,
+    ) -> Result<(), CoreError> {
+        self.maintenance
+            .store()
+            .append_audit(AuditEntry {
+                timestamp: self.maintenance.now(),
+                action,
+                secret_id: None,
+                token_id: None,
+                tenant: TenantId::default_tenant(),
+                user_id: self.actor.clone(),
+                reason: Some(summary),
+                outcome,
+                request_id: request_id.to_owned(),
+            })
+            .await
+            .map_err(CoreError::Unavailable)
     }
 
     /// Takes or renews the lease; false while another replica holds it.
@@ -364,15 +439,8 @@ impl RewrapJob {
         }
         self.set(RewrapState::Running, 0);
         tracing::info!(target_kek = %self.maintenance.keys().current_kek_id(), "background re-wrap started");
-        let pacer = Pacer {
-            job: self,
-            started: Instant::now(),
-            before: self.rewrapped_total.load(Ordering::Relaxed),
-        };
-        let result = self
-            .maintenance
-            .rewrap(self.settings.batch_size, &pacer)
-            .await;
+        let request_id = format!("rewrap-{}", uuid::Uuid::new_v4());
+        let result = self.audited_pass(remaining, &request_id).await;
         let _ = self
             .maintenance
             .store()
@@ -390,5 +458,63 @@ impl RewrapJob {
             self.set(RewrapState::Failed, progress.failed);
         }
         Ok(())
+    }
+
+    /// The re-wrap between its `rewrap_start` and `rewrap_end` rows (the end row is written
+    /// for a pass the store cut short too, when the store takes it).
+    async fn audited_pass(
+        &self,
+        remaining: u64,
+        request_id: &str,
+    ) -> Result<(Progress, Vec<crate::maintenance::Failure>), CoreError> {
+        let keys = self.maintenance.keys();
+        let recovery = keys
+            .recovery_kek_id()
+            .map_or_else(|| "none".to_owned(), |k| k.as_str().to_owned());
+        self.audit(
+            AuditAction::RewrapStart,
+            format!(
+                "background re-wrap to KEK {} (recovery KEK {recovery}): {remaining} versions to do",
+                keys.current_kek_id()
+            ),
+            AuditOutcome::Success,
+            request_id,
+        )
+        .await?;
+        let pacer = Pacer {
+            job: self,
+            started: Instant::now(),
+            before: self.rewrapped_total.load(Ordering::Relaxed),
+            request_id,
+            batches: AtomicU64::new(0),
+            last_progress: Mutex::new(Instant::now()),
+        };
+        let result = self
+            .maintenance
+            .rewrap(self.settings.batch_size, &pacer)
+            .await;
+        let (summary, outcome) = match &result {
+            Ok((p, _)) => (
+                format!(
+                    "background re-wrap ended: {} re-wrapped, {} failed",
+                    p.changed, p.failed
+                ),
+                if p.failed == 0 {
+                    AuditOutcome::Success
+                } else {
+                    AuditOutcome::Failure
+                },
+            ),
+            Err(e) => (
+                format!("background re-wrap stopped early: {e}"),
+                AuditOutcome::Failure,
+            ),
+        };
+        let end = self
+            .audit(AuditAction::RewrapEnd, summary, outcome, request_id)
+            .await;
+        let done = result?;
+        end?;
+        Ok(done)
     }
 }
