@@ -6,6 +6,7 @@
 //! Exit codes: 0 success, 1 rejected input or a failed check, 2 usage error; `rcrt run` exits
 //! with its command's status.
 
+mod audit_cmd;
 mod client_cmd;
 mod dotenv;
 mod input;
@@ -41,6 +42,10 @@ enum Command {
     /// Service tokens (`rcrt_...`): generate offline; create, list, revoke (through the HTTP API).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The audit log, read straight from the store: verify its hash chain and signed
+    /// checkpoints, query it, export it for a SIEM.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run a command with a vault's keys (and named secrets) as environment variables.
     ///
     /// Every value is read through the server, audited with --reason; then rcrt becomes the
@@ -201,6 +206,60 @@ enum KekCommand {
         keks: KekArgs,
         #[command(flatten)]
         db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain and every signed checkpoint; name the first broken row.
+    ///
+    /// Reports rows changed, deleted, inserted or reordered, a truncated tail, and checkpoints
+    /// whose signature or heads do not match. The checkpoint signing keys are authenticated
+    /// with the KEK (the same variables and flags as `rcrt kek verify`) or trusted from
+    /// --public-key. Exit 0 when everything verifies, 1 otherwise.
+    Verify {
+        /// The store: `postgres://...` (the owner role), or a SQLite path. Defaults to DB_URL /
+        /// DATABASE_URL.
+        #[arg(long)]
+        db_url: Option<String>,
+        /// Trust this checkpoint public key (base64, as the server logs it) instead of
+        /// authenticating the stored keys with the KEK; repeat for several.
+        #[arg(long = "public-key", value_name = "BASE64")]
+        public_keys: Vec<String>,
+        #[command(flatten)]
+        keks: KekArgs,
+    },
+    /// Print audit rows, newest first (every tenant unless --tenant).
+    #[command(
+        after_help = "Example (the guide's 30-day query):\n  rcrt audit query --since 30d --db-url \"$DB_URL\""
+    )]
+    Query {
+        #[command(flatten)]
+        filters: audit_cmd::Filters,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = audit_cmd::QueryFormat::Table)]
+        format: audit_cmd::QueryFormat,
+        /// The store: `postgres://...`, or a SQLite path. Defaults to DB_URL / DATABASE_URL.
+        #[arg(long)]
+        db_url: Option<String>,
+    },
+    /// Write audit rows as JSON lines, oldest first, for a SIEM (with each row's chain lane,
+    /// seq and hash).
+    Export {
+        #[command(flatten)]
+        filters: audit_cmd::Filters,
+        /// Only rows with a larger id (resume after the last exported row).
+        #[arg(long)]
+        after_id: Option<i64>,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The store: `postgres://...`, or a SQLite path. Defaults to DB_URL / DATABASE_URL.
+        #[arg(long)]
+        db_url: Option<String>,
     },
 }
 
@@ -413,6 +472,23 @@ fn main() -> ExitCode {
             maintenance::rewrap(&keks, &db, dry_run)
         }
         Command::Kek(KekCommand::Verify { keks, db }) => maintenance::verify(&keks, &db),
+        Command::Audit(AuditCommand::Verify {
+            db_url,
+            public_keys,
+            keks,
+        }) => audit_cmd::verify(db_url.as_deref(), &public_keys, &keks),
+        Command::Audit(AuditCommand::Query {
+            filters,
+            limit,
+            format,
+            db_url,
+        }) => audit_cmd::query(db_url.as_deref(), &filters, limit, format),
+        Command::Audit(AuditCommand::Export {
+            filters,
+            after_id,
+            out,
+            db_url,
+        }) => audit_cmd::export(db_url.as_deref(), &filters, after_id, out.as_ref()),
         Command::Secrets(SecretsCommand::Reencrypt { keks, db, yes }) => {
             maintenance::reencrypt(&keks, &db, yes)
         }

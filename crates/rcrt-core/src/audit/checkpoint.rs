@@ -265,6 +265,10 @@ pub async fn ensure_signing_key(
     clock: &dyn Clock,
 ) -> Result<CheckpointSigner, CoreError> {
     let stored = store.audit_signing_keys().await?;
+    let mut newest = None;
+    // Newest first. Every key the provider can open moves to the current KEK, older ones too,
+    // so that `rcrt audit verify` with only the current KEK still authenticates the keys of
+    // old checkpoints once an old KEK is retired.
     for key in stored.iter().rev() {
         if !keys.can_unwrap(&KekId::from_stored(key.kek_id.clone())) {
             continue;
@@ -284,6 +288,11 @@ pub async fn ensure_signing_key(
             store.put_audit_signing_key(&rewrapped, None).await?;
             tracing::info!(key_id = %signer.id(), from_kek = %key.kek_id, to_kek = %keys.current_kek_id(), "audit signing key re-wrapped under the current KEK");
         }
+        if newest.is_none() {
+            newest = Some(signer);
+        }
+    }
+    if let Some(signer) = newest {
         tracing::info!(key_id = %signer.id(), public_key = %signer.public_key_base64(), "audit checkpoint signing key");
         return Ok(signer);
     }
