@@ -3,6 +3,7 @@
 //! `main.rs` only parses the configuration and calls [`run`]; everything else lives here so the
 //! routes can be tested without a socket.
 
+pub mod access_log;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;

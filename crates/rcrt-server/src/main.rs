@@ -28,17 +28,26 @@ fn main() -> ExitCode {
         }
     };
     {
+        use rcrt_server::access_log::{JsonFields, JsonLines};
+        use rcrt_server::config::LogFormat;
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
         use tracing_subscriber::Layer;
-        tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
+        let layer: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> =
+            match config.log_format {
+                LogFormat::Text => tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_filter(log_filter(&config.log_filter)),
-            )
-            .init();
+                    .with_filter(log_filter(&config.log_filter))
+                    .boxed(),
+                LogFormat::Json => tracing_subscriber::fmt::layer()
+                    .fmt_fields(JsonFields)
+                    .event_format(JsonLines)
+                    .with_writer(std::io::stderr)
+                    .with_filter(log_filter(&config.log_filter))
+                    .boxed(),
+            };
+        tracing_subscriber::registry().with(layer).init();
     }
     for problem in hygiene_problems {
         tracing::warn!("key hygiene: {problem}");
