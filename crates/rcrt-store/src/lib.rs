@@ -679,68 +679,35 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// One page of the audit log matching `query`, ordered by id as `query.order` says.
-    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let _ = query;
-        Err(StoreError::Unavailable(
-            "TODO(issue 12): query_audit".into(),
-        ))
-    }
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Chained audit rows in (lane, seq) order after `after`, at most `limit` (every tenant).
     async fn audit_chain_page(
         &self,
         after: Option<(i32, i64)>,
         limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let _ = (after, limit);
-        Err(StoreError::Unavailable(
-            "TODO(issue 12): audit_chain_page".into(),
-        ))
-    }
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Audit rows without a chain link, in id order after `after_id`, at most `limit`.
     async fn unchained_audit(
         &self,
         after_id: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let _ = (after_id, limit);
-        Err(StoreError::Unavailable(
-            "TODO(issue 12): unchained_audit".into(),
-        ))
-    }
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Every lane's head, by lane.
-    async fn audit_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
-        Err(StoreError::Unavailable(
-            "TODO(issue 12): audit_heads".into(),
-        ))
-    }
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>, StoreError>;
 
-    /// Stores a signed checkpoint.
-    async fn insert_audit_checkpoint(
-        &self,
-        checkpoint: &AuditCheckpoint,
-    ) -> Result<(), StoreError> {
-        let _ = checkpoint;
-        Err(StoreError::Unavailable(
-            "TODO(issue 12): insert_audit_checkpoint".into(),
-        ))
-    }
+    /// Stores a signed checkpoint (its `id` is ignored; `created_at` is kept to the
+    /// microsecond, which the signature must cover).
+    async fn insert_audit_checkpoint(&self, checkpoint: &AuditCheckpoint)
+        -> Result<(), StoreError>;
 
     /// Every checkpoint, oldest first.
-    async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError> {
-        Err(StoreError::Unavailable(
-            "TODO(issue 12): audit_checkpoints".into(),
-        ))
-    }
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError>;
 
     /// Every checkpoint signing key, oldest first.
-    async fn audit_signing_keys(&self) -> Result<Vec<AuditSigningKey>, StoreError> {
-        Err(StoreError::Unavailable(
-            "TODO(issue 12): audit_signing_keys".into(),
-        ))
-    }
+    async fn audit_signing_keys(&self) -> Result<Vec<AuditSigningKey>, StoreError>;
 
     /// Inserts a signing key, or replaces the wrapping (`kek_id`, `wrapped_key`) of the key with
     /// its id; writes `audit` in the same transaction when given.
@@ -748,12 +715,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key: &AuditSigningKey,
         audit: Option<AuditEntry>,
-    ) -> Result<(), StoreError> {
-        let _ = (key, audit);
-        Err(StoreError::Unavailable(
-            "TODO(issue 12): put_audit_signing_key".into(),
-        ))
-    }
+    ) -> Result<(), StoreError>;
 
     /// Versions per (KEK id, recovery KEK id), over all tenants (for the start-up check and
     /// rotation status), ordered by KEK id then recovery KEK id (`None` first).
@@ -888,6 +850,105 @@ fn recovery_from_stored(
         _ => Err(StoreError::Corrupt(
             "recovery KEK id and recovery wrapped DEK must be set together".into(),
         )),
+    }
+}
+
+/// A bound value of an audit query (each store binds it in its own column types).
+enum AuditArg {
+    Text(String),
+    Secret(SecretId),
+    Time(OffsetDateTime),
+    Int(i64),
+}
+
+/// The `WHERE ... ORDER BY ... LIMIT ...` part of [`Store::query_audit`] with its values in
+/// placeholder order; `placeholder(n)` spells the n-th (from 1). Only the filters given appear,
+/// so each combination gets a plan that can use its index (tenant and id, secret, timestamp).
+fn audit_query_sql(
+    q: &AuditQuery,
+    placeholder: impl Fn(usize) -> String,
+) -> (String, Vec<AuditArg>) {
+    let mut args = Vec::new();
+    let mut conds = Vec::new();
+    let mut add = |cond: &str, arg: AuditArg| {
+        args.push(arg);
+        conds.push(format!("{cond} {}", placeholder(args.len())));
+    };
+    if let Some(t) = &q.tenant {
+        add("tenant =", AuditArg::Text(t.as_str().to_owned()));
+    }
+    if let Some(id) = q.secret_id {
+        add("secret_id =", AuditArg::Secret(id));
+    }
+    if let Some(u) = &q.user_id {
+        add("user_id =", AuditArg::Text(u.clone()));
+    }
+    if let Some(a) = q.action {
+        add("action =", AuditArg::Text(a.as_str().to_owned()));
+    }
+    if let Some(o) = q.outcome {
+        add("outcome =", AuditArg::Text(o.as_str().to_owned()));
+    }
+    if let Some(t) = q.since {
+        add("timestamp >=", AuditArg::Time(chain::to_micros(t)));
+    }
+    if let Some(t) = q.until {
+        add("timestamp <", AuditArg::Time(chain::to_micros(t)));
+    }
+    let (after, order) = match q.order {
+        AuditOrder::NewestFirst => ("id <", "DESC"),
+        AuditOrder::OldestFirst => ("id >", "ASC"),
+    };
+    if let Some(c) = q.cursor {
+        add(after, AuditArg::Int(c));
+    }
+    args.push(AuditArg::Int(i64::from(q.limit)));
+    let limit = placeholder(args.len());
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    (format!("{filter} ORDER BY id {order} LIMIT {limit}"), args)
+}
+
+/// A lane head's stored hash, which must be 32 bytes.
+fn head_hash(lane: i32, hash: &[u8]) -> Result<[u8; 32], StoreError> {
+    hash.try_into()
+        .map_err(|_| StoreError::Corrupt(format!("audit chain head {lane}: hash is not 32 bytes")))
+}
+
+/// A checkpoint's heads as stored (JSON).
+fn heads_to_stored(heads: &[ChainHead]) -> Result<String, StoreError> {
+    serde_json::to_string(heads).map_err(|e| StoreError::Corrupt(format!("checkpoint heads: {e}")))
+}
+
+/// A stored checkpoint's heads back from JSON.
+fn heads_from_stored(id: i64, heads: &str) -> Result<Vec<ChainHead>, StoreError> {
+    serde_json::from_str(heads)
+        .map_err(|e| StoreError::Corrupt(format!("audit checkpoint {id}: heads: {e}")))
+}
+
+/// A row's chain link from its three nullable columns: all set (a chained row) or all NULL (a
+/// row from before the chain). Anything else (the migration's CHECKs forbid it) is reported
+/// with the row's id, since only a hand edit makes it.
+fn chain_from_stored(
+    id: i64,
+    lane: Option<i32>,
+    seq: Option<i64>,
+    hash: Option<&[u8]>,
+) -> Result<Option<ChainLink>, StoreError> {
+    match (lane, seq, hash) {
+        (None, None, None) => Ok(None),
+        (Some(lane), Some(seq), Some(hash)) => {
+            let hash = hash.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("audit row {id}: chain hash is not 32 bytes"))
+            })?;
+            Ok(Some(ChainLink { lane, seq, hash }))
+        }
+        _ => Err(StoreError::Corrupt(format!(
+            "audit row {id}: chain columns partly NULL"
+        ))),
     }
 }
 

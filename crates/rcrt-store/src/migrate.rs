@@ -14,6 +14,7 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/sqlite/0005_recovery_wrap.sql"),
     ),
+    (6, include_str!("../migrations/sqlite/0006_audit_chain.sql")),
 ];
 
 /// (version, SQL) for PostgreSQL.
@@ -31,6 +32,10 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
     (
         5,
         include_str!("../migrations/postgres/0005_recovery_wrap.sql"),
+    ),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_audit_chain.sql"),
     ),
 ];
 

@@ -9,14 +9,17 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rcrt_types::{AuditEntry, SecretId, TenantId, TokenId, VaultId};
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::{
-    filter_sql, hash_from_stored, migrate, name_from_stored, recovery_from_stored,
-    roles_from_stored, roles_to_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
-    NewSecret, PoolStatus, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, TokenQuery,
-    TokenRecord, VaultRecord, VersionFilter, VersionRecord,
+    audit_query_sql, chain, chain_from_stored, entry_chain_fields, filter_sql, hash_from_stored,
+    head_hash, heads_from_stored, heads_to_stored, migrate, name_from_stored, recovery_from_stored,
+    roles_from_stored, roles_to_stored, scope_from_stored, AuditArg, AuditCheckpoint, AuditQuery,
+    AuditRecord, AuditSigningKey, ChainHead, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped,
+    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
+    VersionFilter, VersionRecord,
 };
 
 /// Arbitrary constant naming the advisory lock that serializes migrations across replicas.
@@ -126,35 +129,76 @@ fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
     })
 }
 
-const INSERT_AUDIT: &str = "INSERT INTO secret_access_log
-    (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id, token_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// One chained audit insert: picks a lane's head row `$lane_pick` (locking it until the
+/// transaction ends), inserts the row with the next seq and its link hash
+/// (`sha256(prev || content || int4send(lane) || int8send(seq))`, the same bytes as
+/// [`chain::link_hash`]; `$10` is the content hash computed in Rust) and moves the head, in one
+/// statement. Returns the lane, or no row when no lane could be taken. The row's id (a column
+/// DEFAULT) is drawn by the INSERT, after the lane lock: within a lane, ids grow with seq.
+macro_rules! chained_insert {
+    ($lane_pick:literal) => {
+        concat!(
+            "WITH head AS MATERIALIZED (
+                SELECT lane, seq + 1 AS seq,
+                       sha256(hash || $10::bytea || int4send(lane) || int8send(seq + 1)) AS hash
+                FROM audit_chain_heads ",
+            $lane_pick,
+            "), ins AS (
+                INSERT INTO secret_access_log
+                    (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
+                     token_id, chain_lane, chain_seq, chain_hash)
+                SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, lane, seq, hash FROM head
+            )
+            UPDATE audit_chain_heads h SET seq = head.seq, hash = head.hash
+            FROM head WHERE h.lane = head.lane
+            RETURNING h.lane"
+        )
+    };
+}
 
-/// An audit row's fields in `INSERT_AUDIT`'s parameter order.
+/// A chained insert on any lane no other transaction holds, preferring one that depends on the
+/// connection (so a connection keeps using "its" lane and concurrent connections spread over
+/// the 32 lanes of migration 0006). Never waits; no row when every lane is held.
+const INSERT_AUDIT_FREE_LANE: &str =
+    chained_insert!("ORDER BY (lane + pg_backend_pid()) % 32 LIMIT 1 FOR UPDATE SKIP LOCKED");
+
+/// A chained insert on lane `$11` (one this transaction already holds), or, with `$11` NULL, on
+/// the connection's lane, waiting for it (every lane was held).
+const INSERT_AUDIT_ON_LANE: &str =
+    chained_insert!("WHERE lane = COALESCE($11::int4, pg_backend_pid() % 32) FOR UPDATE");
+
+/// An audit row's fields in the chained inserts' parameter order.
 struct AuditRow<'a> {
     a: &'a AuditEntry,
+    /// The timestamp as stored and hashed (whole microseconds).
+    timestamp: OffsetDateTime,
     action: &'static str,
     secret_id: Option<Uuid>,
     token_id: Option<Uuid>,
     tenant: &'a str,
     outcome: &'static str,
+    /// The content hash (`Vec`: the driver binds byte vectors and slices, not arrays).
+    content: Vec<u8>,
 }
 
 impl<'a> AuditRow<'a> {
     fn new(a: &'a AuditEntry) -> Self {
         Self {
             a,
+            timestamp: chain::to_micros(a.timestamp),
             action: a.action.as_str(),
             secret_id: a.secret_id.map(|s| s.as_uuid()),
             token_id: a.token_id.map(|t| t.as_uuid()),
             tenant: a.tenant.as_str(),
             outcome: a.outcome.as_str(),
+            content: chain::content_hash(&entry_chain_fields(a)).to_vec(),
         }
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+    /// The parameters of [`INSERT_AUDIT_FREE_LANE`].
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
         [
-            &self.a.timestamp,
+            &self.timestamp,
             &self.action,
             &self.secret_id,
             &self.tenant,
@@ -163,8 +207,104 @@ impl<'a> AuditRow<'a> {
             &self.outcome,
             &self.a.request_id,
             &self.token_id,
+            &self.content,
         ]
     }
+}
+
+/// Errors of a chained insert: a taken (lane, seq) would be a broken lane lock, not a name
+/// conflict.
+fn audit_err(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        StoreError::Unavailable("audit chain position already taken".into())
+    } else {
+        pg_err(e)
+    }
+}
+
+/// The lane a chained insert returned.
+fn lane_of(row: &Row) -> Result<i32, StoreError> {
+    row.try_get(0).map_err(corrupt)
+}
+
+/// Inserts `row` on lane `lane` (held by this transaction already), or with `None` on the
+/// connection's lane, waiting for it. Returns the lane.
+async fn insert_audit_on_lane(
+    c: &impl deadpool_postgres::GenericClient,
+    row: &AuditRow<'_>,
+    lane: Option<i32>,
+) -> Result<i32, StoreError> {
+    let st = c
+        .prepare_cached(INSERT_AUDIT_ON_LANE)
+        .await
+        .map_err(audit_err)?;
+    let p = row.params();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = p.to_vec();
+    params.push(&lane);
+    let head = c.query_opt(&st, &params).await.map_err(audit_err)?;
+    let head = head.ok_or_else(|| StoreError::Corrupt("audit chain lane missing".into()))?;
+    lane_of(&head)
+}
+
+/// Inserts an audit row as the next link of a lane, in `c`'s transaction. `held` is the lane
+/// this transaction already holds (its later rows reuse it, so a transaction holds one lane and
+/// waits for one at most once, before it holds any); it is set after the first row.
+async fn insert_audit(
+    c: &impl deadpool_postgres::GenericClient,
+    a: &AuditEntry,
+    held: &mut Option<i32>,
+) -> Result<(), StoreError> {
+    let row = AuditRow::new(a);
+    let lane = match *held {
+        Some(lane) => insert_audit_on_lane(c, &row, Some(lane)).await?,
+        None => {
+            let st = c
+                .prepare_cached(INSERT_AUDIT_FREE_LANE)
+                .await
+                .map_err(audit_err)?;
+            match c.query_opt(&st, &row.params()).await.map_err(audit_err)? {
+                Some(head) => lane_of(&head)?,
+                // Every lane is held by another transaction: wait for one.
+                None => insert_audit_on_lane(c, &row, None).await?,
+            }
+        }
+    };
+    *held = Some(lane);
+    Ok(())
+}
+
+/// The audit columns in the order [`audit_record`] reads them.
+const AUDIT_COLS: &str = "id, timestamp, action, secret_id, tenant, user_id, reason, outcome,
+    request_id, token_id, chain_lane, chain_seq, chain_hash";
+
+fn audit_record(r: &Row) -> Result<AuditRecord, StoreError> {
+    let id: i64 = r.try_get(0).map_err(corrupt)?;
+    Ok(AuditRecord {
+        id,
+        timestamp: r.try_get(1).map_err(corrupt)?,
+        action: r.try_get(2).map_err(corrupt)?,
+        secret_id: r
+            .try_get::<_, Option<Uuid>>(3)
+            .map_err(corrupt)?
+            .map(SecretId::from),
+        tenant: r.try_get(4).map_err(corrupt)?,
+        user_id: r.try_get(5).map_err(corrupt)?,
+        reason: r.try_get(6).map_err(corrupt)?,
+        outcome: r.try_get(7).map_err(corrupt)?,
+        request_id: r.try_get(8).map_err(corrupt)?,
+        token_id: r
+            .try_get::<_, Option<Uuid>>(9)
+            .map_err(corrupt)?
+            .map(TokenId::from),
+        chain: chain_from_stored(
+            id,
+            r.try_get(10).map_err(corrupt)?,
+            r.try_get(11).map_err(corrupt)?,
+            r.try_get::<_, Option<Vec<u8>>>(12)
+                .map_err(corrupt)?
+                .as_deref(),
+        )?,
+    })
 }
 
 const TOKEN_COLS: &str = "id, tenant, name, principal, roles, workspaces, secret_hash, created_by,
@@ -240,17 +380,6 @@ async fn query_token(
         .as_ref()
         .map(token)
         .transpose()
-}
-
-async fn insert_audit(
-    c: &impl deadpool_postgres::GenericClient,
-    a: &AuditEntry,
-) -> Result<(), StoreError> {
-    let st = c.prepare_cached(INSERT_AUDIT).await.map_err(pg_err)?;
-    c.execute(&st, &AuditRow::new(a).params())
-        .await
-        .map_err(pg_err)?;
-    Ok(())
 }
 
 async fn insert_secret(
@@ -521,7 +650,7 @@ impl Store for PgStore {
             let mut c = self.tenant_client(&secret.meta.tenant).await?;
             let tx = c.transaction().await.map_err(pg_err)?;
             insert_secret(&tx, &secret).await?;
-            insert_audit(&tx, &audit).await?;
+            insert_audit(&tx, &audit, &mut None).await?;
             tx.commit().await.map_err(pg_err)
         })
         .await
@@ -670,7 +799,7 @@ impl Store for PgStore {
                 };
             };
             insert_version(&tx, id, &record).await?;
-            insert_audit(&tx, &audit).await?;
+            insert_audit(&tx, &audit, &mut None).await?;
             let m = meta(&row)?;
             tx.commit().await.map_err(pg_err)?;
             Ok(Some(m))
@@ -694,7 +823,7 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg_err)?;
-            insert_audit(&tx, &audit).await?;
+            insert_audit(&tx, &audit, &mut None).await?;
             tx.commit().await.map_err(pg_err)?;
             Ok(n > 0)
         })
@@ -707,14 +836,24 @@ impl Store for PgStore {
                 return Ok(());
             };
             if audits.len() == 1 {
-                // The decrypt path's audit row: tenant setting and insert in one round trip.
+                // The decrypt path's audit row: tenant setting and chained insert (one
+                // statement, its own transaction) in one round trip.
                 let c = self.client().await?;
-                let st = c.prepare_cached(INSERT_AUDIT).await.map_err(pg_err)?;
-                let row = AuditRow::new(first);
-                return self
-                    .as_tenant(&c, &first.tenant, c.execute(&st, &row.params()))
+                let st = c
+                    .prepare_cached(INSERT_AUDIT_FREE_LANE)
                     .await
-                    .map(|_| ());
+                    .map_err(audit_err)?;
+                let row = AuditRow::new(first);
+                let params = row.params();
+                let head = self
+                    .as_tenant(&c, &first.tenant, c.query_opt(&st, &params))
+                    .await?;
+                if head.is_none() {
+                    // Every lane was held by another transaction: wait for one (the session
+                    // already acts for the tenant).
+                    insert_audit_on_lane(&c, &row, None).await?;
+                }
+                return Ok(());
             }
             let mut c = if audits.iter().all(|a| a.tenant == first.tenant) {
                 self.tenant_client(&first.tenant).await?
@@ -722,8 +861,9 @@ impl Store for PgStore {
                 self.owner_client().await?
             };
             let tx = c.transaction().await.map_err(pg_err)?;
+            let mut lane = None;
             for a in &audits {
-                insert_audit(&tx, a).await?;
+                insert_audit(&tx, a, &mut lane).await?;
             }
             tx.commit().await.map_err(pg_err)
         })
@@ -754,8 +894,9 @@ impl Store for PgStore {
             for secret in &secrets {
                 insert_secret(&tx, secret).await?;
             }
+            let mut lane = None;
             for a in &audits {
-                insert_audit(&tx, a).await?;
+                insert_audit(&tx, a, &mut lane).await?;
             }
             tx.commit().await.map_err(pg_err)
         })
@@ -841,8 +982,9 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg_err)?;
+            let mut lane = None;
             for a in &audits {
-                insert_audit(&tx, a).await?;
+                insert_audit(&tx, a, &mut lane).await?;
             }
             tx.commit().await.map_err(pg_err)?;
             Ok(n > 0)
@@ -857,39 +999,240 @@ impl Store for PgStore {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         self.bounded(self.timeouts.operation, async {
             let c = self.owner_client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {AUDIT_COLS} FROM secret_access_log
+                     WHERE ($1::uuid IS NULL OR secret_id = $1)
+                     ORDER BY id DESC LIMIT $2"
+                ))
+                .await
+                .map_err(pg_err)?;
+            let rows = c
+                .query(&st, &[&secret_id.map(|s| s.as_uuid()), &i64::from(limit)])
+                .await
+                .map_err(pg_err)?;
+            rows.iter().map(audit_record).collect()
+        })
+        .await
+    }
+
+    async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            // One tenant: as the app role, so row-level security holds the line too. Every
+            // tenant (the operator CLI): as the owner (the audit log is not forced).
+            let c = match &q.tenant {
+                Some(t) => self.tenant_client(t).await?,
+                None => self.owner_client().await?,
+            };
+            let (rest, args) = audit_query_sql(q, |n| format!("${n}"));
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {AUDIT_COLS} FROM secret_access_log {rest}"
+                ))
+                .await
+                .map_err(pg_err)?;
+            let values: Vec<Box<dyn ToSql + Sync + Send>> = args
+                .into_iter()
+                .map(|a| -> Box<dyn ToSql + Sync + Send> {
+                    match a {
+                        AuditArg::Text(t) => Box::new(t),
+                        AuditArg::Secret(id) => Box::new(id.as_uuid()),
+                        AuditArg::Time(t) => Box::new(t),
+                        AuditArg::Int(i) => Box::new(i),
+                    }
+                })
+                .collect();
+            let params: Vec<&(dyn ToSql + Sync)> = values
+                .iter()
+                .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            let rows = c.query(&st, &params).await.map_err(pg_err)?;
+            rows.iter().map(audit_record).collect()
+        })
+        .await
+    }
+
+    async fn audit_chain_page(
+        &self,
+        after: Option<(i32, i64)>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            // The row comparison reads the (chain_lane, chain_seq) unique index in order; it
+            // is false for unchained rows (NULL lane).
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {AUDIT_COLS} FROM secret_access_log
+                     WHERE (chain_lane, chain_seq) > ($1, $2)
+                     ORDER BY chain_lane, chain_seq LIMIT $3"
+                ))
+                .await
+                .map_err(pg_err)?;
+            let (lane, seq) = after.unwrap_or((i32::MIN, i64::MIN));
+            let rows = c
+                .query(&st, &[&lane, &seq, &i64::from(limit)])
+                .await
+                .map_err(pg_err)?;
+            rows.iter().map(audit_record).collect()
+        })
+        .await
+    }
+
+    async fn unchained_audit(
+        &self,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {AUDIT_COLS} FROM secret_access_log
+                     WHERE chain_lane IS NULL AND id > $1
+                     ORDER BY id LIMIT $2"
+                ))
+                .await
+                .map_err(pg_err)?;
+            let rows = c
+                .query(&st, &[&after_id.unwrap_or(i64::MIN), &i64::from(limit)])
+                .await
+                .map_err(pg_err)?;
+            rows.iter().map(audit_record).collect()
+        })
+        .await
+    }
+
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
             let rows = c
                 .query(
-                    "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
-                            token_id
-                     FROM secret_access_log WHERE ($1::uuid IS NULL OR secret_id = $1)
-                     ORDER BY id DESC LIMIT $2",
-                    &[&secret_id.map(|s| s.as_uuid()), &i64::from(limit)],
+                    "SELECT lane, seq, hash FROM audit_chain_heads ORDER BY lane",
+                    &[],
                 )
                 .await
                 .map_err(pg_err)?;
             rows.iter()
                 .map(|r| {
-                    Ok(AuditRecord {
-                        id: r.try_get(0).map_err(corrupt)?,
-                        timestamp: r.try_get(1).map_err(corrupt)?,
-                        action: r.try_get(2).map_err(corrupt)?,
-                        secret_id: r
-                            .try_get::<_, Option<Uuid>>(3)
-                            .map_err(corrupt)?
-                            .map(SecretId::from),
-                        tenant: r.try_get(4).map_err(corrupt)?,
-                        user_id: r.try_get(5).map_err(corrupt)?,
-                        reason: r.try_get(6).map_err(corrupt)?,
-                        outcome: r.try_get(7).map_err(corrupt)?,
-                        request_id: r.try_get(8).map_err(corrupt)?,
-                        token_id: r
-                            .try_get::<_, Option<Uuid>>(9)
-                            .map_err(corrupt)?
-                            .map(TokenId::from),
-                        chain: None,
+                    let lane: i32 = r.try_get(0).map_err(corrupt)?;
+                    let hash: Vec<u8> = r.try_get(2).map_err(corrupt)?;
+                    Ok(ChainHead {
+                        lane,
+                        seq: r.try_get(1).map_err(corrupt)?,
+                        hash: head_hash(lane, &hash)?,
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn insert_audit_checkpoint(
+        &self,
+        checkpoint: &AuditCheckpoint,
+    ) -> Result<(), StoreError> {
+        let heads = heads_to_stored(&checkpoint.heads)?;
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            c.execute(
+                "INSERT INTO audit_checkpoints (created_at, key_id, heads, signature)
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &chain::to_micros(checkpoint.created_at),
+                    &checkpoint.key_id,
+                    &heads,
+                    &checkpoint.signature,
+                ],
+            )
+            .await
+            .map(|_| ())
+            .map_err(pg_err)
+        })
+        .await
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            let rows = c
+                .query(
+                    "SELECT id, created_at, key_id, heads, signature FROM audit_checkpoints
+                     ORDER BY id",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)?;
+            rows.iter()
+                .map(|r| {
+                    let id: i64 = r.try_get(0).map_err(corrupt)?;
+                    let heads: String = r.try_get(3).map_err(corrupt)?;
+                    Ok(AuditCheckpoint {
+                        id,
+                        created_at: r.try_get(1).map_err(corrupt)?,
+                        key_id: r.try_get(2).map_err(corrupt)?,
+                        heads: heads_from_stored(id, &heads)?,
+                        signature: r.try_get(4).map_err(corrupt)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn audit_signing_keys(&self) -> Result<Vec<AuditSigningKey>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            let rows = c
+                .query(
+                    "SELECT id, public_key, kek_id, wrapped_key, created_at FROM audit_signing_keys
+                     ORDER BY created_at, id",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditSigningKey {
+                        id: r.try_get(0).map_err(corrupt)?,
+                        public_key: r.try_get(1).map_err(corrupt)?,
+                        kek_id: r.try_get(2).map_err(corrupt)?,
+                        wrapped_key: r.try_get(3).map_err(corrupt)?,
+                        created_at: r.try_get(4).map_err(corrupt)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_audit_signing_key(
+        &self,
+        key: &AuditSigningKey,
+        audit: Option<AuditEntry>,
+    ) -> Result<(), StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.owner_client().await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO audit_signing_keys (id, public_key, kek_id, wrapped_key, created_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE
+                 SET kek_id = excluded.kek_id, wrapped_key = excluded.wrapped_key",
+                &[
+                    &key.id,
+                    &key.public_key,
+                    &key.kek_id,
+                    &key.wrapped_key,
+                    &chain::to_micros(key.created_at),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+            if let Some(a) = &audit {
+                insert_audit(&tx, a, &mut None).await?;
+            }
+            tx.commit().await.map_err(pg_err)
         })
         .await
     }
@@ -1072,7 +1415,7 @@ impl Store for PgStore {
             let mut c = self.tenant_client(&token.tenant).await?;
             let tx = c.transaction().await.map_err(pg_err)?;
             insert_token(&tx, &token, false).await?;
-            insert_audit(&tx, &audit).await?;
+            insert_audit(&tx, &audit, &mut None).await?;
             tx.commit().await.map_err(pg_err)
         })
         .await
@@ -1088,7 +1431,7 @@ impl Store for PgStore {
             let tx = c.transaction().await.map_err(pg_err)?;
             let inserted = insert_token(&tx, &token, true).await?;
             if inserted == 1 {
-                insert_audit(&tx, &audit).await?;
+                insert_audit(&tx, &audit, &mut None).await?;
             }
             let stored = query_token(&tx, token.id).await?;
             tx.commit().await.map_err(pg_err)?;
@@ -1118,7 +1461,7 @@ impl Store for PgStore {
                 return Ok(false);
             }
             insert_token(&tx, &token, false).await?;
-            insert_audit(&tx, &audit).await?;
+            insert_audit(&tx, &audit, &mut None).await?;
             tx.commit().await.map_err(pg_err)?;
             Ok(true)
         })
@@ -1193,7 +1536,7 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg_err)?;
-            insert_audit(&tx, &audit).await?;
+            insert_audit(&tx, &audit, &mut None).await?;
             tx.commit().await.map_err(pg_err)?;
             Ok(n > 0)
         })

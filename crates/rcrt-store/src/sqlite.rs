@@ -23,10 +23,12 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::{
-    filter_sql, hash_from_stored, migrate, name_from_stored, recovery_from_stored,
-    roles_from_stored, roles_to_stored, scope_from_stored, AuditRecord, KekUsage, ListQuery,
-    NewSecret, PoolStatus, Rewrapped, SecretMeta, Store, StoreError, StoredVersion, TokenQuery,
-    TokenRecord, VaultRecord, VersionFilter, VersionRecord,
+    audit_query_sql, chain, chain_from_stored, entry_chain_fields, filter_sql, hash_from_stored,
+    head_hash, heads_from_stored, heads_to_stored, migrate, name_from_stored, recovery_from_stored,
+    roles_from_stored, roles_to_stored, scope_from_stored, AuditArg, AuditCheckpoint, AuditQuery,
+    AuditRecord, AuditSigningKey, ChainHead, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped,
+    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
+    VersionFilter, VersionRecord,
 };
 use rcrt_types::{AuditEntry, SecretId, TenantId, TokenId, VaultId};
 
@@ -288,23 +290,54 @@ fn list_statement(q: &ListQuery) -> Option<(String, Vec<Value>)> {
     ))
 }
 
-fn insert_audit(conn: &Connection, a: &AuditEntry) -> rusqlite::Result<usize> {
+/// The one lane SQLite writes (its single writer serializes audit rows anyway).
+const LANE: i32 = 0;
+
+/// Inserts an audit row as the next link of the chain, in the writer's transaction: reads the
+/// head, computes the link, inserts the row with it and moves the head. The timestamp stored is
+/// the one hashed (whole microseconds).
+fn insert_audit(conn: &Connection, a: &AuditEntry) -> Result<(), StoreError> {
+    let (seq, prev): (i64, Vec<u8>) = conn
+        .prepare_cached("SELECT seq, hash FROM audit_chain_heads WHERE lane = ?1")
+        .and_then(|mut st| st.query_row([LANE], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(unavailable)?;
+    let prev: [u8; 32] = prev
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("audit chain head hash is not 32 bytes".into()))?;
+    let seq = seq + 1;
+    let link = chain::link_hash(
+        &prev,
+        &chain::content_hash(&entry_chain_fields(a)),
+        LANE,
+        seq,
+    );
     conn.prepare_cached(
         "INSERT INTO secret_access_log
-         (timestamp, action, secret_id, token_id, tenant, user_id, reason, outcome, request_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        ts(a.timestamp),
-        a.action.as_str(),
-        a.secret_id.map(|s| s.to_string()),
-        a.token_id.map(|t| t.to_string()),
-        a.tenant.as_str(),
-        a.user_id,
-        a.reason,
-        a.outcome.as_str(),
-        a.request_id,
-    ])
+         (timestamp, action, secret_id, token_id, tenant, user_id, reason, outcome, request_id,
+          chain_lane, chain_seq, chain_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            ts(chain::to_micros(a.timestamp)),
+            a.action.as_str(),
+            a.secret_id.map(|s| s.to_string()),
+            a.token_id.map(|t| t.to_string()),
+            a.tenant.as_str(),
+            a.user_id,
+            a.reason,
+            a.outcome.as_str(),
+            a.request_id,
+            LANE,
+            seq,
+            &link[..],
+        ])
+    })
+    .map_err(unavailable)?;
+    conn.prepare_cached("UPDATE audit_chain_heads SET seq = ?1, hash = ?2 WHERE lane = ?3")
+        .and_then(|mut st| st.execute(params![seq, &link[..], LANE]))
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 fn insert_secret(c: &Connection, secret: &NewSecret) -> Result<(), StoreError> {
@@ -631,12 +664,20 @@ fn read_version(
     })())
 }
 
+/// The audit columns in the order [`read_audit`] reads them.
+const AUDIT_COLS: &str = "id, timestamp, action, secret_id, tenant, user_id, reason, outcome,
+    request_id, token_id, chain_lane, chain_seq, chain_hash";
+
 fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> {
+    let id: i64 = r.get(0)?;
     let timestamp: String = r.get(1)?;
     let secret_id: Option<String> = r.get(3)?;
     let token_id: Option<String> = r.get(9)?;
+    let lane: Option<i32> = r.get(10)?;
+    let seq: Option<i64> = r.get(11)?;
+    let hash: Option<Vec<u8>> = r.get(12)?;
     let record = AuditRecord {
-        id: r.get(0)?,
+        id,
         timestamp: OffsetDateTime::UNIX_EPOCH,
         action: r.get(2)?,
         secret_id: None,
@@ -653,9 +694,21 @@ fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> 
             timestamp: parse_ts(&timestamp)?,
             secret_id: secret_id.as_deref().map(parse_id).transpose()?,
             token_id: token_id.as_deref().map(parse_token_id).transpose()?,
+            chain: chain_from_stored(id, lane, seq, hash.as_deref())?,
             ..record
         })
     })())
+}
+
+/// Runs an audit SELECT and reads its rows.
+fn query_audits(
+    c: &Connection,
+    sql: &str,
+    values: impl rusqlite::Params,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut st = c.prepare_cached(sql).map_err(unavailable)?;
+    let rows = st.query_map(values, read_audit).map_err(unavailable)?;
+    rows.map(|r| r.map_err(unavailable)?).collect()
 }
 
 fn parse_token_id(s: &str) -> Result<TokenId, StoreError> {
@@ -755,7 +808,7 @@ impl Store for SqliteStore {
     async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError> {
         self.write(move |c| {
             insert_secret(c, &secret)?;
-            insert_audit(c, &audit).map_err(unavailable)?;
+            insert_audit(c, &audit)?;
             Ok(())
         })
         .await
@@ -850,7 +903,7 @@ impl Store for SqliteStore {
             })
             .map_err(unavailable)?;
             insert_version(c, id, &record).map_err(unavailable)?;
-            insert_audit(c, &audit).map_err(unavailable)?;
+            insert_audit(c, &audit)?;
             c.prepare_cached(concat!(
                 "SELECT ",
                 meta_cols!(),
@@ -875,7 +928,7 @@ impl Store for SqliteStore {
                 .prepare_cached("DELETE FROM secrets WHERE id = ?1 AND tenant = ?2")
                 .and_then(|mut st| st.execute(params![id.to_string(), tenant.as_str()]))
                 .map_err(unavailable)?;
-            insert_audit(c, &audit).map_err(unavailable)?;
+            insert_audit(c, &audit)?;
             Ok(n > 0)
         })
         .await
@@ -884,7 +937,7 @@ impl Store for SqliteStore {
     async fn append_audits(&self, audits: Vec<AuditEntry>) -> Result<(), StoreError> {
         self.write(move |c| {
             for a in &audits {
-                insert_audit(c, a).map_err(unavailable)?;
+                insert_audit(c, a)?;
             }
             Ok(())
         })
@@ -913,7 +966,7 @@ impl Store for SqliteStore {
                 insert_secret(c, secret)?;
             }
             for a in &audits {
-                insert_audit(c, a).map_err(unavailable)?;
+                insert_audit(c, a)?;
             }
             Ok(())
         })
@@ -1008,7 +1061,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(unavailable)?;
             for a in &audits {
-                insert_audit(c, a).map_err(unavailable)?;
+                insert_audit(c, a)?;
             }
             Ok(n > 0)
         })
@@ -1021,19 +1074,219 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         self.read(move |c| {
+            query_audits(
+                c,
+                &format!(
+                    "SELECT {AUDIT_COLS} FROM secret_access_log
+                     WHERE (?1 IS NULL OR secret_id = ?1)
+                     ORDER BY id DESC LIMIT ?2"
+                ),
+                params![secret_id.map(|s| s.to_string()), limit],
+            )
+        })
+        .await
+    }
+
+    async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let (rest, args) = audit_query_sql(q, |n| format!("?{n}"));
+        let sql = format!("SELECT {AUDIT_COLS} FROM secret_access_log {rest}");
+        let values: Vec<Value> = args
+            .into_iter()
+            .map(|a| match a {
+                AuditArg::Text(t) => Value::Text(t),
+                AuditArg::Secret(id) => Value::Text(id.to_string()),
+                AuditArg::Time(t) => Value::Text(ts(t)),
+                AuditArg::Int(i) => Value::Integer(i),
+            })
+            .collect();
+        self.read(move |c| query_audits(c, &sql, params_from_iter(values)))
+            .await
+    }
+
+    async fn audit_chain_page(
+        &self,
+        after: Option<(i32, i64)>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let (lane, seq) = after.unwrap_or((i32::MIN, i64::MIN));
+        self.read(move |c| {
+            // The row comparison reads the (chain_lane, chain_seq) index in order; it is false
+            // for unchained rows (NULL lane).
+            query_audits(
+                c,
+                &format!(
+                    "SELECT {AUDIT_COLS} FROM secret_access_log
+                     WHERE (chain_lane, chain_seq) > (?1, ?2)
+                     ORDER BY chain_lane, chain_seq LIMIT ?3"
+                ),
+                params![lane, seq, limit],
+            )
+        })
+        .await
+    }
+
+    async fn unchained_audit(
+        &self,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let after_id = after_id.unwrap_or(i64::MIN);
+        self.read(move |c| {
+            query_audits(
+                c,
+                &format!(
+                    "SELECT {AUDIT_COLS} FROM secret_access_log
+                     WHERE chain_lane IS NULL AND id > ?1
+                     ORDER BY id LIMIT ?2"
+                ),
+                params![after_id, limit],
+            )
+        })
+        .await
+    }
+
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT lane, seq, hash FROM audit_chain_heads ORDER BY lane")
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i32>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            rows.map(|r| {
+                let (lane, seq, hash) = r.map_err(unavailable)?;
+                Ok(ChainHead {
+                    lane,
+                    seq,
+                    hash: head_hash(lane, &hash)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn insert_audit_checkpoint(
+        &self,
+        checkpoint: &AuditCheckpoint,
+    ) -> Result<(), StoreError> {
+        let heads = heads_to_stored(&checkpoint.heads)?;
+        let (created_at, key_id, signature) = (
+            ts(chain::to_micros(checkpoint.created_at)),
+            checkpoint.key_id.clone(),
+            checkpoint.signature.clone(),
+        );
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO audit_checkpoints (created_at, key_id, heads, signature)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![created_at, key_id, heads, signature],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        self.read(|c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT id, timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
-                            token_id
-                     FROM secret_access_log WHERE (?1 IS NULL OR secret_id = ?1)
-                     ORDER BY id DESC LIMIT ?2",
+                    "SELECT id, created_at, key_id, heads, signature FROM audit_checkpoints
+                     ORDER BY id",
                 )
                 .map_err(unavailable)?;
             let rows = st
-                .query_map(params![secret_id.map(|s| s.to_string()), limit], read_audit)
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                    ))
+                })
                 .map_err(unavailable)?;
-            rows.map(|r| r.map_err(unavailable)?)
+            rows.map(|r| {
+                let (id, created_at, key_id, heads, signature) = r.map_err(unavailable)?;
+                Ok(AuditCheckpoint {
+                    id,
+                    created_at: parse_ts(&created_at)?,
+                    key_id,
+                    heads: heads_from_stored(id, &heads)?,
+                    signature,
+                })
+            })
             .collect()
+        })
+        .await
+    }
+
+    async fn audit_signing_keys(&self) -> Result<Vec<AuditSigningKey>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, public_key, kek_id, wrapped_key, created_at FROM audit_signing_keys
+                     ORDER BY created_at, id",
+                )
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            rows.map(|r| {
+                let (id, public_key, kek_id, wrapped_key, created_at) = r.map_err(unavailable)?;
+                Ok(AuditSigningKey {
+                    id,
+                    public_key,
+                    kek_id,
+                    wrapped_key,
+                    created_at: parse_ts(&created_at)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn put_audit_signing_key(
+        &self,
+        key: &AuditSigningKey,
+        audit: Option<AuditEntry>,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO audit_signing_keys (id, public_key, kek_id, wrapped_key, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE
+                 SET kek_id = excluded.kek_id, wrapped_key = excluded.wrapped_key",
+                params![
+                    key.id,
+                    key.public_key,
+                    key.kek_id,
+                    key.wrapped_key,
+                    ts(chain::to_micros(key.created_at)),
+                ],
+            )
+            .map_err(unavailable)?;
+            if let Some(a) = &audit {
+                insert_audit(c, a)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -1170,7 +1423,7 @@ impl Store for SqliteStore {
     async fn create_token(&self, token: TokenRecord, audit: AuditEntry) -> Result<(), StoreError> {
         self.write(move |c| {
             insert_token(c, &token)?;
-            insert_audit(c, &audit).map_err(unavailable)?;
+            insert_audit(c, &audit)?;
             Ok(())
         })
         .await
@@ -1186,7 +1439,7 @@ impl Store for SqliteStore {
                 return Ok(existing);
             }
             insert_token(c, &token)?;
-            insert_audit(c, &audit).map_err(unavailable)?;
+            insert_audit(c, &audit)?;
             Ok(token)
         })
         .await
@@ -1208,7 +1461,7 @@ impl Store for SqliteStore {
                 return Ok(false);
             }
             insert_token(c, &token)?;
-            insert_audit(c, &audit).map_err(unavailable)?;
+            insert_audit(c, &audit)?;
             Ok(true)
         })
         .await
@@ -1272,7 +1525,7 @@ impl Store for SqliteStore {
                 )
                 .and_then(|mut st| st.execute(params![ts(at), id.to_string(), tenant.as_str()]))
                 .map_err(unavailable)?;
-            insert_audit(c, &audit).map_err(unavailable)?;
+            insert_audit(c, &audit)?;
             Ok(n > 0)
         })
         .await
