@@ -130,13 +130,14 @@ struct Pacer<'a> {
 impl Pacer<'_> {
     /// Writes a `rewrap_progress` row when one is due.
     async fn progress_row(&self, total: Progress) -> Result<(), CoreError> {
+        // Batches since the last progress row.
         let batches = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
-        let due = self
-            .last_progress
-            .lock()
-            .map(|last| last.elapsed() >= PROGRESS_EVERY)
-            .unwrap_or(true)
-            || batches % PROGRESS_BATCHES == 0;
+        let due = batches >= PROGRESS_BATCHES
+            || self
+                .last_progress
+                .lock()
+                .map(|last| last.elapsed() >= PROGRESS_EVERY)
+                .unwrap_or(true);
         if !due {
             return Ok(());
         }
@@ -151,6 +152,7 @@ impl Pacer<'_> {
                 self.request_id,
             )
             .await?;
+        self.batches.store(0, Ordering::Relaxed);
         if let Ok(mut last) = self.last_progress.lock() {
             *last = Instant::now();
         }

@@ -345,13 +345,16 @@ impl Report {
     }
 }
 
+/// A witness's claim of the link hash at one place in a lane.
+type Claim = (Witness, [u8; 32]);
+
 /// The chain walk. Feed it [`Verifier::chained`] pages in (lane, seq) order, then
 /// [`Verifier::unchained`] pages, then [`Verifier::finish`].
 #[derive(Debug)]
 pub struct Verifier {
     start: BTreeMap<i32, ChainHead>,
     /// (lane, seq) -> who says which hash is there.
-    expected: HashMap<(i32, i64), Vec<(Witness, [u8; 32])>>,
+    expected: HashMap<(i32, i64), Vec<Claim>>,
     valid_checkpoints: Vec<AuditCheckpoint>,
     checkpoints: usize,
     lanes: BTreeMap<i32, Lane>,
@@ -625,6 +628,7 @@ pub async fn verify_store(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use rcrt_store::ChainLink;
