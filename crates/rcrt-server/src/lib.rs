@@ -14,6 +14,7 @@ pub mod tls;
 
 use std::sync::Arc;
 
+use rcrt_core::audit::checkpoint::{ensure_signing_key, CheckpointJob, CheckpointSettings};
 use rcrt_core::maintenance::Maintenance;
 use rcrt_core::rewrap_job::RewrapJob;
 use rcrt_core::{CoreError, Limits, Service, SystemClock};
@@ -59,8 +60,16 @@ pub enum StartupError {
 }
 
 /// Builds the service and its background re-wrap from the configuration, and runs the start-up
-/// checks. The re-wrap is not started here.
+/// checks (the audit checkpoint signing key is loaded or made here). The re-wrap is not started
+/// here.
 pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
+    Ok(build_parts(config).await?.0)
+}
+
+/// [`build`], and the audit checkpoint job (not started).
+async fn build_parts(
+    config: &Config,
+) -> Result<(http::AppState, Arc<CheckpointJob>), StartupError> {
     let keyring = Arc::new(config.keks.build(&config.kek).await?);
     for (id, provider, what) in keyring.describe() {
         tracing::info!(kek_id = %id, provider = %provider, key = %what, "KEK");
@@ -80,6 +89,13 @@ pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
         },
     );
     service.check_keks().await?;
+    let signer = ensure_signing_key(&*store, &*keys, &*clock).await?;
+    let checkpoints = CheckpointJob::new(
+        store.clone(),
+        clock.clone(),
+        signer,
+        CheckpointSettings::every(config.audit_checkpoint_interval),
+    );
     let rewrap = RewrapJob::new(
         Arc::new(Maintenance::new(store, keys, clock)),
         config.rewrap,
@@ -105,16 +121,20 @@ pub async fn build(config: &Config) -> Result<http::AppState, StartupError> {
         )
         .await?;
     }
-    Ok(http::AppState {
-        service,
-        rewrap,
-        auth,
-    })
+    Ok((
+        http::AppState {
+            service,
+            rewrap,
+            auth,
+        },
+        checkpoints,
+    ))
 }
 
 /// Starts the service and serves until SIGINT or SIGTERM.
 pub async fn run(mut config: Config) -> Result<(), StartupError> {
-    let state = Arc::new(build(&config).await?);
+    let (state, checkpoints) = build_parts(&config).await?;
+    let state = Arc::new(state);
     // The keyring holds the KEKs now: wipe their text (base64) rather than keep it for the
     // process's life.
     drop(std::mem::take(&mut config.kek));
@@ -143,6 +163,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
         );
     }
     state.rewrap.spawn();
+    checkpoints.spawn();
     let app = http::app(
         state,
         http::AppOptions {
