@@ -691,3 +691,94 @@ fn query_and_export_sqlite() {
 fn query_and_export_postgres() {
     query_and_export(pg());
 }
+
+// --- a real server writes signed checkpoints ----------------------------------------------------
+
+/// The server makes its signing key at start-up (logging its public key), writes signed
+/// checkpoints every AUDIT_CHECKPOINT_INTERVAL (logging each with its heads digest), and keeps the
+/// same key across restarts; `rcrt audit verify` then passes and prints the digest the log shows.
+fn server_checkpoints(db: Db) {
+    let rt = runtime();
+    let kek = new_kek();
+    let dir = TempDir::new();
+    let url = db.url();
+    let cfg = common::server_config(
+        dir.path(),
+        &[
+            ("LOCAL_KEK_BASE64", &kek.text),
+            ("DB_URL", &url),
+            ("AUDIT_CHECKPOINT_INTERVAL", "1s"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let store = rt.block_on(rcrt_store::open(&url)).unwrap();
+    let mut logs = String::new();
+    for round in 0..2 {
+        let mut server = rcrt_testkit::ServerProcess::start(&cfg);
+        let api = common::Api::new(server.base_url());
+        rt.block_on(async {
+            for i in 0..3 {
+                let id = api.create(&format!("R{round}S{i}"), "v").await;
+                api.decrypt(&id).await;
+            }
+        });
+        // Wait for a checkpoint that covers every row written so far.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let heads = rt.block_on(store.audit_heads()).unwrap();
+            let cps = rt.block_on(store.audit_checkpoints()).unwrap();
+            if cps.last().is_some_and(|c| c.heads == heads) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint of the current heads:\n{}",
+                server.output()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server.kill();
+        logs.push_str(&server.output());
+    }
+    let keys = rt.block_on(store.audit_signing_keys()).unwrap();
+    assert_eq!(keys.len(), 1, "one key, kept across the restart");
+    let public = base64::engine::general_purpose::STANDARD.encode(&keys[0].public_key);
+    assert!(logs.contains("audit checkpoint signing key"), "{logs}");
+    assert!(logs.contains(&public), "the public key is logged: {logs}");
+    let created = rt.block_on(store.list_audit(None, 1000)).unwrap();
+    assert_eq!(
+        created
+            .iter()
+            .filter(|r| r.action == "audit_key_create")
+            .count(),
+        1
+    );
+
+    let mut cmd = rcrt_cmd();
+    cmd.args(["audit", "verify", "--db-url", &url])
+        .env("LOCAL_KEK_BASE64", &kek.text);
+    let out = run_with_stdin(&mut cmd, "");
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = text(&out.stdout);
+    let digest = stdout
+        .split("heads digest ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        logs.contains(&format!("heads_digest={digest}")) || logs.contains(digest),
+        "the newest checkpoint's digest {digest} is in the server log:\n{logs}"
+    );
+    assert!(stdout.contains("0 rows after it"), "{stdout}");
+    drop(db);
+}
+
+#[test]
+fn a_server_writes_verifiable_checkpoints_sqlite() {
+    server_checkpoints(Db::sqlite());
+}
+
+#[test]
+fn a_server_writes_verifiable_checkpoints_postgres() {
+    server_checkpoints(pg());
+}
