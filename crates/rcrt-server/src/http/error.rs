@@ -4,7 +4,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rcrt_core::CoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -121,11 +122,81 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// A stable machine-readable code and a human-readable message.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: clients branch on it.
+    #[schema(value_type = ErrorCode)]
+    pub code: &'static str,
+    /// For people; its wording may change. Never carries a secret value, key or token.
+    pub message: String,
+}
+
+/// Every `code` an error answer may carry (the README's error table).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Documents the codes for the OpenAPI document; the codes are `&'static str`.
+pub enum ErrorCode {
+    /// 400: a parameter or field is not acceptable.
+    InvalidRequest,
+    /// 400: the body is not JSON or not of the expected shape.
+    InvalidJson,
+    /// 400: a path id is not a UUID.
+    InvalidId,
+    /// 400: a decrypt without a reason.
+    ReasonRequired,
+    /// 400: an empty value without `allow_empty`.
+    EmptyValue,
+    /// 401: no valid credential.
+    Unauthorized,
+    /// 403: the caller lacks the role or the scope.
+    Forbidden,
+    /// 404: no such secret, vault, key, token or endpoint.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 408: the body did not arrive in time.
+    RequestTimeout,
+    /// 409: the name is taken in that scope.
+    NameTaken,
+    /// 412: `If-Match` names no current version.
+    VersionMismatch,
+    /// 413: the value is over `MAX_VALUE_BYTES`.
+    ValueTooLarge,
+    /// 413: the body is over the body limit.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 421: authentication is disabled and the `Host` is not allowed.
+    HostNotAllowed,
+    /// 500: a stored value failed to authenticate.
+    DecryptFailed,
+    /// 500: an unexpected failure (the log has the detail).
+    Internal,
+    /// 503: the store cannot be reached.
+    StoreUnavailable,
+    /// 503: a KEK or its provider cannot be used.
+    KekUnavailable,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (
             self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
+            Json(ErrorBody {
+                error: ErrorDetail {
+                    code: self.code,
+                    message: self.message,
+                },
+            }),
         )
             .into_response();
         if self.status == StatusCode::UNAUTHORIZED {

@@ -218,6 +218,21 @@ impl Exporter {
     }
 }
 
+/// The Prometheus scrape (no credential: it shows counts and KEK ids, never values).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format 0.0.4.", content_type = "text/plain", body = String))
+)]
+pub(crate) async fn scrape(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(exporter): axum::Extension<Arc<Exporter>>,
+) -> Response {
+    exporter.render(&state).await
+}
+
 /// Every metric's HELP text.
 fn describe(recorder: &PrometheusRecorder) {
     let text = |s: &'static str| SharedString::const_str(s);

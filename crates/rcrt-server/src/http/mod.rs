@@ -1,9 +1,11 @@
 //! HTTP: routes, request parsing and the error mapping. Handlers stay thin: parse, call
 //! [`rcrt_core::Service`], map the result.
 
+mod audit;
 mod error;
 pub mod guard;
 mod metrics;
+pub mod openapi;
 mod routes;
 mod secret_body;
 mod tokens;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::routing::{get, post};
 use axum::Router;
@@ -22,7 +24,7 @@ use rcrt_core::Service;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
 use guard::{BodyLimits, ClientRequestId, HostPolicy, RequestId};
 
 /// The request id header: our id for the request on every response (a caller's own id comes
@@ -61,11 +63,7 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
     let exporter = metrics::Exporter::new();
     // Remote KEK calls (latency, errors, circuit, DEK cache) are recorded by the same exporter.
     state.service.keys().observe_with(exporter.clone());
-    let scrape = {
-        let exporter = exporter.clone();
-        move |State(state): State<Arc<AppState>>| async move { exporter.render(&state).await }
-    };
-    // Everything under /secrets, /auth and /admin needs an authenticated caller.
+    // Everything under /secrets, /auth, /admin and /audit needs an authenticated caller.
     let protected = Router::new()
         .route("/secrets", post(routes::create).get(routes::list))
         .route(
@@ -89,6 +87,7 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
         .route("/auth/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/admin/kek/status", get(routes::kek_status))
         .route("/admin/kek/rewrap", post(routes::kek_rewrap))
+        .route("/audit", get(audit::query))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::authenticate,
@@ -96,7 +95,12 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
     let router = Router::new()
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))
-        .route("/metrics", get(scrape))
+        .route(
+            "/metrics",
+            get(metrics::scrape).layer(axum::Extension(exporter.clone())),
+        )
+        // The OpenAPI document and the docs page: public, like the API's shape.
+        .merge(openapi::router())
         .merge(protected)
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::method_not_allowed)

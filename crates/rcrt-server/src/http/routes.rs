@@ -15,9 +15,12 @@ use rcrt_types::{Principal, Scope, ScopeType, SecretId, SecretName};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
+use super::error::ErrorBody;
 use super::guard::RequestId;
+use super::openapi::{RewrapStateName, ScopeTypeName};
 use super::{ApiError, AppState};
 
 pub(crate) type AppResult<T> = Result<T, ApiError>;
@@ -161,14 +164,22 @@ fn secret_id(path: Result<Path<String>, PathRejection>) -> AppResult<SecretId> {
 }
 
 /// Metadata as the API shows it (never the value).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Secret)]
 pub(crate) struct SecretView {
+    #[schema(format = Uuid)]
     id: String,
     name: String,
+    #[schema(value_type = ScopeTypeName)]
     scope_type: ScopeType,
+    /// The workspace or agent id; null for a global secret.
     scope_id: Option<String>,
+    /// The current version (also the `ETag`).
+    #[schema(minimum = 1)]
     version: i64,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -202,13 +213,49 @@ fn with_etag(status: StatusCode, meta: &SecretMeta) -> Response {
     resp
 }
 
-pub(crate) async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// `GET /health`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    status: &'static str,
 }
 
-pub(crate) async fn ready(
-    State(state): State<Arc<AppState>>,
-) -> AppResult<Json<serde_json::Value>> {
+/// `GET /ready`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Ready {
+    /// Always `ready`.
+    #[schema(pattern = "^ready$")]
+    status: &'static str,
+    /// The current KEK's id (a public fingerprint, never key material).
+    kek_id: String,
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "health",
+    responses((status = 200, description = "The process runs.", body = Health))
+)]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the store answers, the current KEK's provider can be used and every KEK id the
+/// store uses is held.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    operation_id = "ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve.", body = Ready),
+        (status = 503, description = "`store_unavailable`, or `kek_unavailable` naming the KEK provider or the KEK ids not held.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> AppResult<Json<Ready>> {
     state.service.ready().await?;
     // The current KEK's (and the recovery KEK's) provider must answer (its circuit closed), or
     // every write and decrypt answers 503 kek_unavailable until it does. The provider's own
@@ -232,18 +279,26 @@ pub(crate) async fn ready(
         .rewrap
         .check_keks_cached(super::metrics::CENSUS_MAX_AGE)
         .await?;
-    Ok(Json(serde_json::json!({
-        "status": "ready",
-        "kek_id": state.service.keys().current_kek_id().as_str(),
-    })))
+    Ok(Json(Ready {
+        status: "ready",
+        kek_id: state.service.keys().current_kek_id().as_str().to_owned(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// A new secret.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+#[schema(as = CreateSecret)]
+pub(crate) struct CreateBody {
+    /// Letters, digits, `-`, `_`, `.`, `/`; 1 to 128 characters.
+    #[schema(pattern = "^[A-Za-z0-9._/-]{1,128}$")]
     name: String,
+    /// The value (UTF-8 text); never returned except by a decrypt.
+    #[schema(value_type = String)]
     value: Zeroizing<String>,
+    #[schema(value_type = ScopeTypeName)]
     scope_type: String,
+    /// Required for `workspace` and `agent`, refused for `global`.
     #[serde(default)]
     scope_id: Option<String>,
     /// Stores an empty `value` (refused otherwise: see `rcrt_core::check_not_empty`).
@@ -251,6 +306,30 @@ struct CreateBody {
     allow_empty: bool,
 }
 
+/// Creates a secret (version 1 under a fresh DEK).
+#[utoipa::path(
+    post,
+    path = "/secrets",
+    operation_id = "createSecret",
+    tag = "secrets",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created: its metadata (never the value).", body = SecretView,
+            headers(("ETag" = String, description = "The version, quoted: `\"1\"`.")),
+            links(
+                ("GetSecret" = (operation_id = "getSecret", parameters(("id" = "$response.body#/id")))),
+                ("DecryptSecret" = (operation_id = "decryptSecret", parameters(("id" = "$response.body#/id")))),
+                ("UpdateSecret" = (operation_id = "updateSecret", parameters(("id" = "$response.body#/id")))),
+                ("DeleteSecret" = (operation_id = "deleteSecret", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "`invalid_request`, `invalid_json` or `empty_value`.", body = ErrorBody),
+        (status = 403, description = "The caller may not write to that scope.", body = ErrorBody),
+        (status = 409, description = "`name_taken`: the name exists in that scope.", body = ErrorBody),
+        (status = 413, description = "`value_too_large` or `payload_too_large`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -283,21 +362,46 @@ pub(crate) async fn create(
     Ok(with_etag(StatusCode::CREATED, &meta))
 }
 
-#[derive(Deserialize)]
+/// `GET /secrets`' query.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
+    /// Only this scope type.
+    #[param(value_type = Option<ScopeTypeName>)]
     scope_type: Option<String>,
+    /// Only this workspace or agent id.
     scope_id: Option<String>,
+    /// Page size, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of secrets' metadata.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SecretPage)]
 pub(crate) struct ListView {
     items: Vec<SecretView>,
+    /// Pass as `cursor` for the next page; null on the last.
     next_cursor: Option<String>,
 }
 
+/// Lists the secrets the caller may see (metadata only).
+#[utoipa::path(
+    get,
+    path = "/secrets",
+    operation_id = "listSecrets",
+    tag = "secrets",
+    security(("bearer" = []), ("api_key" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of metadata.", body = ListView),
+        (status = 400, description = "`invalid_request`: a bad parameter, limit or cursor.", body = ErrorBody),
+        (status = 403, description = "The caller lacks `secrets.read` or that scope.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -320,6 +424,22 @@ pub(crate) async fn list(
     }))
 }
 
+/// A secret's metadata.
+#[utoipa::path(
+    get,
+    path = "/secrets/{id}",
+    operation_id = "getSecret",
+    tag = "secrets",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The secret's id.")),
+    responses(
+        (status = 200, description = "Its metadata.", body = SecretView,
+            headers(("ETag" = String, description = "The current version, quoted."))),
+        (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
+        (status = 403, description = "The caller lacks `secrets.read`.", body = ErrorBody),
+        (status = 404, description = "No such secret the caller may see.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get_meta(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -330,9 +450,12 @@ pub(crate) async fn get_meta(
     Ok(with_etag(StatusCode::OK, &meta))
 }
 
-#[derive(Deserialize, Default)]
+/// A decrypt's optional body.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DecryptBody {
+#[schema(as = DecryptRequest)]
+pub(crate) struct DecryptBody {
+    /// Why the value is read (audited); required unless `X-Access-Reason` is sent.
     #[serde(default)]
     reason: Option<String>,
 }
@@ -349,12 +472,38 @@ pub(crate) fn access_reason(headers: &HeaderMap) -> AppResult<Option<String>> {
         .transpose()
 }
 
-#[derive(Serialize)]
-struct DecryptView<'a> {
+/// A decrypted value.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DecryptedSecret)]
+pub(crate) struct DecryptView<'a> {
     value: &'a str,
+    /// The version read (the current one).
+    #[schema(minimum = 1)]
     version: i64,
 }
 
+/// Decrypts the current version (audited, with the reason).
+#[utoipa::path(
+    post,
+    path = "/secrets/{id}/decrypt",
+    operation_id = "decryptSecret",
+    tag = "secrets",
+    security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("id" = String, Path, format = Uuid, description = "The secret's id."),
+        ("X-Access-Reason" = Option<String>, Header, description = "The reason, for a caller that sends no body."),
+    ),
+    request_body(content = Option<DecryptBody>, description = "The reason (or an empty body and `X-Access-Reason`)."),
+    responses(
+        (status = 200, description = "The value (`Cache-Control: no-store`).", body = DecryptView,
+            headers(("Cache-Control" = String, description = "`no-store`."))),
+        (status = 400, description = "`reason_required`, `invalid_id`, `invalid_json` or `invalid_request`.", body = ErrorBody),
+        (status = 403, description = "The caller lacks `secrets.decrypt` or that scope.", body = ErrorBody),
+        (status = 404, description = "No such secret the caller may see.", body = ErrorBody),
+        (status = 500, description = "`decrypt_failed`: the stored value failed to authenticate.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn decrypt(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -368,7 +517,8 @@ pub(crate) async fn decrypt(
     let from_body = if empty_body {
         DecryptBody::default()
     } else {
-        json_body::<DecryptBody>(&headers, body)?
+        // `null` is the document's "no body" too.
+        json_body::<Option<DecryptBody>>(&headers, body)?.unwrap_or_default()
     };
     let from_header = access_reason(&headers)?;
     let reason = from_body.reason.or(from_header);
@@ -381,9 +531,12 @@ pub(crate) async fn decrypt(
     })?))
 }
 
-#[derive(Deserialize)]
+/// A new version's value.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateBody {
+#[schema(as = UpdateSecret)]
+pub(crate) struct UpdateBody {
+    #[schema(value_type = String)]
     value: Zeroizing<String>,
     /// Stores an empty `value` (refused otherwise).
     #[serde(default)]
@@ -520,6 +673,29 @@ async fn expected_version(
     })
 }
 
+/// Writes a new version under a fresh DEK.
+#[utoipa::path(
+    put,
+    path = "/secrets/{id}",
+    operation_id = "updateSecret",
+    tag = "secrets",
+    security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("id" = String, Path, format = Uuid, description = "The secret's id."),
+        ("If-Match" = Option<String>, Header, description = "`*` or the strong tag of the version to replace (`\"3\"`): 412 when it is not current."),
+    ),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The new version's metadata.", body = SecretView,
+            headers(("ETag" = String, description = "The new version, quoted."))),
+        (status = 400, description = "`invalid_id`, `invalid_json`, `invalid_request` (a malformed `If-Match`) or `empty_value`.", body = ErrorBody),
+        (status = 403, description = "The caller may not write to that scope.", body = ErrorBody),
+        (status = 404, description = "No such secret the caller may see.", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names no current version.", body = ErrorBody),
+        (status = 413, description = "`value_too_large` or `payload_too_large`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn update(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -558,6 +734,21 @@ pub(crate) async fn update(
     Ok(with_etag(StatusCode::OK, &meta))
 }
 
+/// Deletes a secret: every version crypto-shredded, audit rows kept.
+#[utoipa::path(
+    delete,
+    path = "/secrets/{id}",
+    operation_id = "deleteSecret",
+    tag = "secrets",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The secret's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
+        (status = 403, description = "The caller may not write to that scope.", body = ErrorBody),
+        (status = 404, description = "No such secret the caller may see.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -586,18 +777,27 @@ pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Resp
     .into_response()
 }
 
-#[derive(Serialize)]
+/// The background re-wrap's state.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RewrapStatus)]
 pub(crate) struct RewrapView {
+    #[schema(value_type = RewrapStateName)]
     state: &'static str,
+    /// Versions not yet under the current KEK (and recovery KEK).
     remaining: u64,
+    /// Versions re-wrapped since the server started.
     rewrapped_total: u64,
+    /// Versions that failed in the last pass.
     failed: u64,
 }
 
-#[derive(Serialize)]
+/// The KEKs and the store's use of them (ids are public fingerprints, never key material).
+#[derive(Serialize, ToSchema)]
+#[schema(as = KekStatus)]
 pub(crate) struct KekStatusView {
     current_kek_id: String,
     configured_kek_ids: Vec<String>,
+    /// Secret versions per KEK id.
     versions_per_kek: std::collections::BTreeMap<String, i64>,
     rewrap: RewrapView,
 }
@@ -629,19 +829,64 @@ fn require_operator(ctx: &RequestContext) -> AppResult<()> {
     }
 }
 
+/// The KEKs, the store's use of them and the background re-wrap (audited: `kek_status`).
+#[utoipa::path(
+    get,
+    path = "/admin/kek/status",
+    operation_id = "getKekStatus",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The status.", body = KekStatusView),
+        (status = 403, description = "The caller lacks `rcrt.operator`.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn kek_status(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
 ) -> AppResult<Json<KekStatusView>> {
     require_operator(&ctx)?;
+    // Audited before the answer (fail closed: no row, no answer).
+    let current = state.service.keys().current_kek_id().to_string();
+    state
+        .service
+        .audit_kek_admin(
+            &ctx,
+            rcrt_types::AuditAction::KekStatus,
+            Some(format!("current KEK {current}")),
+        )
+        .await?;
     Ok(Json(kek_status_view(&state).await?))
 }
 
+/// Starts or resumes the background re-wrap onto the current KEK (audited:
+/// `kek_rewrap_trigger`).
+#[utoipa::path(
+    post,
+    path = "/admin/kek/rewrap",
+    operation_id = "triggerKekRewrap",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 202, description = "A pass was requested; the status as it stands.", body = KekStatusView),
+        (status = 403, description = "The caller lacks `rcrt.operator`.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn kek_rewrap(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
 ) -> AppResult<(StatusCode, Json<KekStatusView>)> {
     require_operator(&ctx)?;
+    // Audited before the pass is asked for, so an unaudited trigger never happens.
+    let current = state.service.keys().current_kek_id().to_string();
+    state
+        .service
+        .audit_kek_admin(
+            &ctx,
+            rcrt_types::AuditAction::KekRewrapTrigger,
+            Some(format!("re-wrap pass requested onto current KEK {current}")),
+        )
+        .await?;
     state.rewrap.trigger();
     Ok((StatusCode::ACCEPTED, Json(kek_status_view(&state).await?)))
 }

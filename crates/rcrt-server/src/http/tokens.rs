@@ -15,15 +15,20 @@ use rcrt_types::{Role, Roles, TokenId};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
+use super::openapi::{RoleName, TokenStatusName};
 use super::routes::{json_body, no_store, path_param, AppResult, Caller};
 use super::{ApiError, AppState};
 
 /// A token's lifetime: seconds, or text such as `30d`, `12h`, `90m`, `1h 30m`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
-enum Ttl {
+pub(crate) enum Ttl {
+    /// Seconds.
     Seconds(u64),
+    /// A duration such as `30d`, `12h`, `90m`, `1h 30m`.
     Text(String),
 }
 
@@ -40,32 +45,44 @@ impl Ttl {
     }
 }
 
-#[derive(Deserialize)]
+/// A service token to mint: no broader than the caller.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MintBody {
+#[schema(as = CreateToken)]
+pub(crate) struct MintBody {
     name: String,
+    /// The principal the token acts as (default: the caller).
     #[serde(default)]
     principal: Option<String>,
+    #[schema(value_type = Vec<RoleName>)]
     roles: Vec<String>,
     #[serde(default)]
     workspaces: Vec<String>,
+    /// Lifetime; none: the token does not expire.
     #[serde(default)]
     ttl: Option<Ttl>,
 }
 
-/// A token's metadata as the API shows it.
-#[derive(Serialize)]
-struct TokenView {
+/// A token's metadata as the API shows it (never the token or its hash).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Token)]
+pub(crate) struct TokenView {
+    #[schema(format = Uuid)]
     id: String,
     name: String,
     tenant: String,
     principal: String,
+    #[schema(value_type = Vec<RoleName>)]
     roles: Vec<&'static str>,
     workspaces: Vec<String>,
     created_by: String,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    #[schema(format = DateTime)]
     revoked_at: Option<String>,
+    #[schema(value_type = TokenStatusName)]
     status: &'static str,
 }
 
@@ -91,13 +108,34 @@ impl TokenView {
     }
 }
 
-#[derive(Serialize)]
-struct MintedView<'a> {
+/// A minted token: the token itself is shown this once.
+#[derive(Serialize, ToSchema)]
+#[schema(as = MintedToken)]
+pub(crate) struct MintedView<'a> {
+    /// The bearer token (shown once).
     token: &'a str,
     #[serde(flatten)]
     meta: TokenView,
 }
 
+/// Mints a service token for the caller (no broader than it).
+#[utoipa::path(
+    post,
+    path = "/auth/tokens",
+    operation_id = "createToken",
+    tag = "tokens",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = MintBody,
+    responses(
+        (status = 201, description = "Minted (`Cache-Control: no-store`); the token is shown this once.", body = MintedView,
+            headers(("Cache-Control" = String, description = "`no-store`.")),
+            links(
+                ("RevokeToken" = (operation_id = "revokeToken", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "`invalid_request` (an unknown role, a bad ttl) or `invalid_json`.", body = ErrorBody),
+        (status = 403, description = "The caller lacks `tokens.create`, or the token would be broader than it.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -141,19 +179,40 @@ pub(crate) async fn create(
     Ok(no_store(resp))
 }
 
-#[derive(Deserialize)]
+/// `GET /auth/tokens`' query.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
+    /// Page size, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ListView {
+/// A page of tokens' metadata.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TokenPage)]
+pub(crate) struct ListView {
     items: Vec<TokenView>,
     next_cursor: Option<String>,
 }
 
+/// Lists the tenant's tokens the caller may see (never a token or its hash).
+#[utoipa::path(
+    get,
+    path = "/auth/tokens",
+    operation_id = "listTokens",
+    tag = "tokens",
+    security(("bearer" = []), ("api_key" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of metadata (`Cache-Control: no-store`).", body = ListView),
+        (status = 400, description = "`invalid_request`: a bad limit or cursor.", body = ErrorBody),
+        (status = 403, description = "The caller may not list tokens.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -174,6 +233,21 @@ pub(crate) async fn list(
     ))
 }
 
+/// Revokes a token (204 also when already revoked).
+#[utoipa::path(
+    delete,
+    path = "/auth/tokens/{id}",
+    operation_id = "revokeToken",
+    tag = "tokens",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The token's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
+        (status = 403, description = "The caller may not revoke that token.", body = ErrorBody),
+        (status = 404, description = "No such token the caller may see.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn revoke(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,

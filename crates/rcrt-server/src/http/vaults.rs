@@ -11,13 +11,18 @@ use axum::response::Response;
 use axum::Json;
 use rcrt_core::vaults::VaultView;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
+use super::error::ErrorBody;
 use super::routes::{access_reason, json_body, no_store, path_param as path, AppResult, Caller};
 use super::{ApiError, AppState};
 
-#[derive(Serialize)]
+/// A vault's metadata: its keys, never their values.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Vault)]
 pub(crate) struct VaultJson {
+    #[schema(format = Uuid)]
     id: String,
     name: String,
     workspace: String,
@@ -35,27 +40,37 @@ impl From<VaultView> for VaultJson {
     }
 }
 
-#[derive(Deserialize)]
+/// A new vault and its first keys.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateVaultBody {
+#[schema(as = CreateVault)]
+pub(crate) struct CreateVaultBody {
     workspace: String,
     name: String,
+    /// `KEY: value` pairs (values are UTF-8 text).
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     secrets: BTreeMap<String, Zeroizing<String>>,
     /// Stores empty values (one flag for every key of the body; refused otherwise).
     #[serde(default)]
     allow_empty: bool,
 }
 
-#[derive(Deserialize)]
+/// The workspace a vault named by name lives in.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct WorkspaceParam {
+    /// The vault's workspace (needed when the path names the vault by name).
     workspace: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A vault key's new value.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KeyValueBody {
+#[schema(as = VaultKeyValue)]
+pub(crate) struct KeyValueBody {
+    #[schema(value_type = String)]
     value: Zeroizing<String>,
     /// Stores an empty `value` (refused otherwise).
     #[serde(default)]
@@ -67,6 +82,28 @@ fn workspace(q: Result<Query<WorkspaceParam>, QueryRejection>) -> AppResult<Opti
         .map_err(|e| ApiError::invalid(format!("invalid query: {e}")))
 }
 
+/// Creates a vault in a workspace with its first keys.
+#[utoipa::path(
+    post,
+    path = "/secrets/vaults",
+    operation_id = "createVault",
+    tag = "vaults",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = CreateVaultBody,
+    responses(
+        (status = 201, description = "Created.", body = VaultJson,
+            links(
+                ("GetVault" = (operation_id = "getVault", parameters(("vault" = "$response.body#/id")))),
+                ("ReadVaultValues" = (operation_id = "readVaultValues", parameters(("vault" = "$response.body#/id")))),
+                ("DeleteVault" = (operation_id = "deleteVault", parameters(("vault" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "`invalid_request`, `invalid_json` or `empty_value`.", body = ErrorBody),
+        (status = 403, description = "The caller may not write to that workspace.", body = ErrorBody),
+        (status = 409, description = "`name_taken`: the vault exists in that workspace.", body = ErrorBody),
+        (status = 413, description = "`value_too_large` or `payload_too_large`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -85,6 +122,21 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 
+/// A vault's metadata (its keys, never values).
+#[utoipa::path(
+    get,
+    path = "/secrets/vaults/{vault}",
+    operation_id = "getVault",
+    tag = "vaults",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("vault" = String, Path, description = "The vault's id or name (with `workspace`)."), WorkspaceParam),
+    responses(
+        (status = 200, description = "The vault.", body = VaultJson),
+        (status = 400, description = "`invalid_request`.", body = ErrorBody),
+        (status = 403, description = "The caller lacks `secrets.read` or the workspace.", body = ErrorBody),
+        (status = 404, description = "No such vault the caller may see.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get_meta(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -98,6 +150,28 @@ pub(crate) async fn get_meta(
     ))
 }
 
+/// Every value of a vault (each read audited, with the reason).
+#[utoipa::path(
+    get,
+    path = "/secrets/vault/{vault}",
+    operation_id = "readVaultValues",
+    tag = "vaults",
+    security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("vault" = String, Path, description = "The vault's id or name (with `workspace`)."),
+        WorkspaceParam,
+        ("X-Access-Reason" = Option<String>, Header, description = "Why the values are read (audited); required."),
+    ),
+    responses(
+        (status = 200, description = "`KEY: value` (`Cache-Control: no-store`).", body = BTreeMap<String, String>,
+            headers(("Cache-Control" = String, description = "`no-store`."))),
+        (status = 400, description = "`reason_required` or `invalid_request`.", body = ErrorBody),
+        (status = 403, description = "The caller lacks `secrets.decrypt` or the workspace.", body = ErrorBody),
+        (status = 404, description = "No such vault the caller may see.", body = ErrorBody),
+        (status = 500, description = "`decrypt_failed`: a stored value failed to authenticate.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn values(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -121,6 +195,28 @@ pub(crate) async fn values(
     Ok(no_store(super::secret_body::json(&out)?))
 }
 
+/// Adds or replaces one key of a vault (a new version).
+#[utoipa::path(
+    put,
+    path = "/secrets/vaults/{vault}/keys/{key}",
+    operation_id = "putVaultKey",
+    tag = "vaults",
+    security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("vault" = String, Path, description = "The vault's id or name (with `workspace`)."),
+        ("key" = String, Path, description = "The key."),
+        WorkspaceParam,
+    ),
+    request_body = KeyValueBody,
+    responses(
+        (status = 200, description = "The vault after the write.", body = VaultJson),
+        (status = 400, description = "`invalid_request`, `invalid_json` or `empty_value`.", body = ErrorBody),
+        (status = 403, description = "The caller may not write to that workspace.", body = ErrorBody),
+        (status = 404, description = "No such vault the caller may see.", body = ErrorBody),
+        (status = 413, description = "`value_too_large` or `payload_too_large`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn put_key(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -145,6 +241,25 @@ pub(crate) async fn put_key(
     ))
 }
 
+/// Deletes one key of a vault (crypto-shredded).
+#[utoipa::path(
+    delete,
+    path = "/secrets/vaults/{vault}/keys/{key}",
+    operation_id = "deleteVaultKey",
+    tag = "vaults",
+    security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("vault" = String, Path, description = "The vault's id or name (with `workspace`)."),
+        ("key" = String, Path, description = "The key."),
+        WorkspaceParam,
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "`invalid_request`.", body = ErrorBody),
+        (status = 403, description = "The caller may not write to that workspace.", body = ErrorBody),
+        (status = 404, description = "No such vault or key the caller may see.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn delete_key(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
@@ -160,6 +275,21 @@ pub(crate) async fn delete_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Deletes a vault: every key crypto-shredded.
+#[utoipa::path(
+    delete,
+    path = "/secrets/vaults/{vault}",
+    operation_id = "deleteVault",
+    tag = "vaults",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("vault" = String, Path, description = "The vault's id or name (with `workspace`)."), WorkspaceParam),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "`invalid_request`.", body = ErrorBody),
+        (status = 403, description = "The caller may not write to that workspace.", body = ErrorBody),
+        (status = 404, description = "No such vault the caller may see.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
