@@ -145,6 +145,69 @@ fn assert_links_followed(all: &[Exchange]) {
     );
 }
 
+/// Whether `path` (`/secrets/abc`) fits the template (`/secrets/{id}`); the number of
+/// parameters it took, to prefer the most literal template.
+fn fits(template: &str, path: &str) -> Option<usize> {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    if t.len() != p.len() {
+        return None;
+    }
+    let mut params = 0;
+    for (t, p) in t.iter().zip(&p) {
+        if t.starts_with('{') && t.ends_with('}') && !p.is_empty() {
+            params += 1;
+        } else if t != p {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+/// Asserts that every operation of the document was reached (at least one answer that is not
+/// 401 or 405: the request got past authentication to the handler), so that a document that
+/// lost operations cannot pass by testing nothing; prints how each operation answered.
+fn assert_every_operation_reached(spec: &Value, all: &[Exchange]) {
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "patch", "head", "options", "trace",
+    ];
+    let mut statuses: BTreeMap<(String, String), BTreeMap<u16, usize>> = BTreeMap::new();
+    let paths = spec["paths"].as_object().expect("the document has paths");
+    for (template, item) in paths {
+        for m in METHODS {
+            if item.get(m).is_some() {
+                statuses.insert((m.to_uppercase(), template.clone()), BTreeMap::new());
+            }
+        }
+    }
+    assert!(
+        statuses.len() >= 20,
+        "the document lists only {} operations",
+        statuses.len()
+    );
+    for x in all {
+        let best = paths
+            .keys()
+            .filter_map(|t| fits(t, &x.path).map(|n| (n, t)))
+            .filter(|(_, t)| statuses.contains_key(&(x.method.clone(), (*t).clone())))
+            .min();
+        if let Some((_, t)) = best {
+            let per = statuses.get_mut(&(x.method.clone(), t.clone())).unwrap();
+            *per.entry(x.status).or_default() += 1;
+        }
+    }
+    let mut unreached = Vec::new();
+    for ((method, template), per) in &statuses {
+        println!("{method:7} {template:45} {per:?}");
+        if per.keys().all(|s| *s == 401 || *s == 405) {
+            unreached.push(format!("{method} {template}"));
+        }
+    }
+    assert!(
+        unreached.is_empty(),
+        "schemathesis never got past authentication on: {unreached:?}"
+    );
+}
+
 /// Runs `scripts/contract-test` against `server`; its exit code and output. Killed (with its
 /// children) and failed when it outlives [`BUDGET`].
 fn run_schemathesis(server: &ServerProcess, token: &str, reports: &Path) -> (i32, String) {
@@ -238,13 +301,33 @@ fn schemathesis_finds_no_contract_failure() {
     // The failures the hooks dropped as not the API's (opaque cursors, header values off their
     // own pattern), for the record.
     let dropped = std::fs::read_to_string(reports.join("dropped.txt")).unwrap_or_default();
+    let mut why: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in dropped.lines() {
+        // "METHOD /path -> 400: why"
+        let reason = line.split_once(": ").map_or(line, |(_, r)| r);
+        *why.entry(reason).or_default() += 1;
+    }
     println!(
-        "{} failures dropped as not the API's:\n{}",
-        dropped.lines().count(),
-        tail(&dropped, 20)
+        "{} failures dropped as not the API's: {why:?}",
+        dropped.lines().count()
     );
 
-    assert_links_followed(&exchanges(&reports));
+    let all = exchanges(&reports);
+    // Independent of schemathesis' own checks: no answer of the whole run was a 5xx.
+    let server_errors: Vec<String> = all
+        .iter()
+        .filter(|x| x.status >= 500)
+        .map(|x| format!("{} {} -> {} {}", x.method, x.path, x.status, x.body))
+        .collect();
+    assert!(
+        server_errors.is_empty(),
+        "server errors during the run:\n{}",
+        server_errors.join("\n")
+    );
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(reports.join("openapi.json")).unwrap()).unwrap();
+    assert_every_operation_reached(&spec, &all);
+    assert_links_followed(&all);
 
     assert_eq!(
         http_get_status(server.port(), "/health"),
