@@ -129,20 +129,21 @@ fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
     })
 }
 
-/// One chained audit insert: picks a lane's head row `$lane_pick` (locking it until the
+/// One chained audit insert: takes a lane's head row `h` from `$from` (locking it until the
 /// transaction ends), inserts the row with the next seq and its link hash
 /// (`sha256(prev || content || int4send(lane) || int8send(seq))`, the same bytes as
 /// [`chain::link_hash`]; `$10` is the content hash computed in Rust) and moves the head, in one
 /// statement. Returns the lane, or no row when no lane could be taken. The row's id (a column
 /// DEFAULT) is drawn by the INSERT, after the lane lock: within a lane, ids grow with seq.
 macro_rules! chained_insert {
-    ($lane_pick:literal) => {
+    ($from:literal) => {
         concat!(
             "WITH head AS MATERIALIZED (
-                SELECT lane, seq + 1 AS seq,
-                       sha256(hash || $10::bytea || int4send(lane) || int8send(seq + 1)) AS hash
-                FROM audit_chain_heads ",
-            $lane_pick,
+                SELECT h.lane, h.seq + 1 AS seq,
+                       sha256(h.hash || $10::bytea || int4send(h.lane) || int8send(h.seq + 1))
+                           AS hash
+                FROM ",
+            $from,
             "), ins AS (
                 INSERT INTO secret_access_log
                     (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
@@ -156,16 +157,24 @@ macro_rules! chained_insert {
     };
 }
 
-/// A chained insert on any lane no other transaction holds, preferring one that depends on the
-/// connection (so a connection keeps using "its" lane and concurrent connections spread over
-/// the 32 lanes of migration 0006). Never waits; no row when every lane is held.
-const INSERT_AUDIT_FREE_LANE: &str =
-    chained_insert!("ORDER BY (lane + pg_backend_pid()) % 32 LIMIT 1 FOR UPDATE SKIP LOCKED");
+/// A chained insert on the first lane no other transaction holds, trying the 32 lanes of
+/// migration 0006 from one that depends on the connection (so a connection keeps to "its"
+/// lane and concurrent connections spread out). Each try is one primary-key probe, so the cost
+/// does not grow with the dead row versions the head updates leave until vacuum (a scan and
+/// sort of the table did). Never waits; no row when every lane is held.
+const INSERT_AUDIT_FREE_LANE: &str = chained_insert!(
+    "generate_series(0, 31) AS o(i),
+     LATERAL (SELECT lane, seq, hash FROM audit_chain_heads
+              WHERE lane = (o.i + pg_backend_pid()) % 32
+              FOR UPDATE SKIP LOCKED) AS h
+     LIMIT 1"
+);
 
 /// A chained insert on lane `$11` (one this transaction already holds), or, with `$11` NULL, on
 /// the connection's lane, waiting for it (every lane was held).
-const INSERT_AUDIT_ON_LANE: &str =
-    chained_insert!("WHERE lane = COALESCE($11::int4, pg_backend_pid() % 32) FOR UPDATE");
+const INSERT_AUDIT_ON_LANE: &str = chained_insert!(
+    "audit_chain_heads h WHERE h.lane = COALESCE($11::int4, pg_backend_pid() % 32) FOR UPDATE"
+);
 
 /// An audit row's fields in the chained inserts' parameter order.
 struct AuditRow<'a> {

@@ -396,7 +396,8 @@ struct Spec {
 /// rows written, so a filter the store ignored or misapplied shows up.
 async fn query_audit_filters_pages_and_tenants(s: Arc<dyn Store>) {
     let secrets = [SecretId::new(), SecretId::new(), SecretId::new()];
-    let base = OffsetDateTime::now_utc() - time::Duration::hours(2);
+    let now = chain::to_micros(OffsetDateTime::now_utc());
+    let base = now - time::Duration::hours(2) + time::Duration::nanoseconds(100);
     let tenants = ["acme", "acme", "umbrella"];
     let users = ["alice", "bob", "carol"];
     let actions = [
@@ -421,7 +422,8 @@ async fn query_audit_filters_pages_and_tenants(s: Arc<dyn Store>) {
             spec.user,
         );
         e.outcome = spec.outcome;
-        // One row a minute, with sub-microsecond digits the store drops.
+        // One row a minute, with sub-microsecond digits the store drops (the bounds below
+        // fall inside a row's microsecond, before its nanoseconds).
         e.timestamp = base + time::Duration::minutes(i as i64) + time::Duration::nanoseconds(789);
         s.append_audit(e.clone()).await.unwrap();
         written.push(e);
@@ -501,8 +503,9 @@ async fn query_audit_filters_pages_and_tenants(s: Arc<dyn Store>) {
                     && q.user_id.as_ref().is_none_or(|u| *u == e.user_id)
                     && q.action.is_none_or(|a| a == e.action)
                     && q.outcome.is_none_or(|o| o == e.outcome)
-                    && q.since.is_none_or(|t| chain::to_micros(e.timestamp) >= t)
-                    && q.until.is_none_or(|t| chain::to_micros(e.timestamp) < t)
+                    // Both databases keep microseconds: bounds compare at that precision.
+                    && q.since.is_none_or(|t| chain::to_micros(e.timestamp) >= chain::to_micros(t))
+                    && q.until.is_none_or(|t| chain::to_micros(e.timestamp) < chain::to_micros(t))
             })
             .map(|(r, _)| r.id)
             .collect();
