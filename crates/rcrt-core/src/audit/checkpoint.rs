@@ -316,7 +316,8 @@ pub async fn ensure_signing_key(
             row.kek_id
         )),
         outcome: AuditOutcome::Success,
-        request_id: format!("audit-key-{}", uuid::Uuid::new_v4()),
+        // A request id like any request's (the action says what it is).
+        request_id: uuid::Uuid::new_v4().to_string(),
     };
     store.put_audit_signing_key(&row, Some(audit)).await?;
     tracing::info!(key_id = %signer.id(), public_key = %signer.public_key_base64(), "audit checkpoint signing key created");

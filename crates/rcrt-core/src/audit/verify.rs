@@ -355,7 +355,8 @@ pub struct Verifier {
     start: BTreeMap<i32, ChainHead>,
     /// (lane, seq) -> who says which hash is there.
     expected: HashMap<(i32, i64), Vec<Claim>>,
-    valid_checkpoints: Vec<AuditCheckpoint>,
+    /// The newest checkpoint whose signature verified.
+    newest: Option<AuditCheckpoint>,
     checkpoints: usize,
     lanes: BTreeMap<i32, Lane>,
     min_chained_id: Option<i64>,
@@ -375,7 +376,7 @@ impl Verifier {
         let mut v = Self {
             start: BTreeMap::new(),
             expected: HashMap::new(),
-            valid_checkpoints: Vec::new(),
+            newest: None,
             checkpoints: checkpoints.len(),
             lanes: BTreeMap::new(),
             min_chained_id: None,
@@ -414,15 +415,26 @@ impl Verifier {
                 }
                 Some(_) => {
                     for h in cp.heads.iter().filter(|h| h.seq > 0) {
-                        v.expected.entry((h.lane, h.seq)).or_default().push((
-                            Witness::Checkpoint {
-                                id: cp.id,
-                                created_at: cp.created_at,
-                            },
-                            h.hash,
-                        ));
+                        let claims = v.expected.entry((h.lane, h.seq)).or_default();
+                        // Quiet lanes repeat their head in checkpoint after checkpoint: one
+                        // claim per distinct hash keeps memory bounded by the rows, not by
+                        // checkpoints x lanes.
+                        if claims.iter().all(|(_, hash)| *hash != h.hash) {
+                            claims.push((
+                                Witness::Checkpoint {
+                                    id: cp.id,
+                                    created_at: cp.created_at,
+                                },
+                                h.hash,
+                            ));
+                        }
                     }
-                    v.valid_checkpoints.push(cp);
+                    if v.newest
+                        .as_ref()
+                        .is_none_or(|n| (n.created_at, n.id) < (cp.created_at, cp.id))
+                    {
+                        v.newest = Some(cp);
+                    }
                 }
             }
         }
@@ -569,10 +581,7 @@ impl Verifier {
         self.problems
             .sort_by_key(|p| (p.row_id().is_none(), p.row_id().unwrap_or(i64::MAX)));
 
-        let newest = self
-            .valid_checkpoints
-            .iter()
-            .max_by_key(|c| (c.created_at, c.id));
+        let newest = self.newest.as_ref();
         let rows_after_newest_checkpoint = end
             .values()
             .map(|h| {
