@@ -323,6 +323,14 @@ async fn audit_rows_round_trip(s: Arc<dyn Store>) {
     );
     assert_eq!(r.secret_id, Some(id));
     assert_eq!(r.user_id, "tester");
+    // The first row of its lane: linked to GENESIS over exactly these fields.
+    let link = r.chain.clone().expect("a chained row");
+    assert_eq!(link.seq, 1);
+    let content = rcrt_store::chain::content_hash(&rcrt_store::entry_chain_fields(&e));
+    assert_eq!(
+        link.hash,
+        rcrt_store::chain::link_hash(&rcrt_store::chain::GENESIS, &content, link.lane, 1)
+    );
 }
 
 async fn kek_usage_counts(s: Arc<dyn Store>) {

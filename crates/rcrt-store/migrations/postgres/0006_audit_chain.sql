@@ -21,12 +21,13 @@ CREATE INDEX secret_access_log_unchained ON secret_access_log (id) WHERE chain_l
 -- Each lane's newest link. A writer locks its lane's row for the rest of its transaction, so the
 -- lane's rows are numbered (and their ids assigned) in commit order. seq 0 with 32 zero bytes
 -- (chain.rs GENESIS) is an empty lane. Updated on every audit row: a low fillfactor keeps the
--- updates HOT (nothing indexed changes).
+-- updates HOT (nothing indexed changes), and autovacuum visits it after every few thousand
+-- updates (whatever its size), so dead versions do not pile up on 32 live rows.
 CREATE TABLE audit_chain_heads (
     lane INT PRIMARY KEY,
     seq  BIGINT NOT NULL,
     hash BYTEA NOT NULL CHECK (octet_length(hash) = 32)
-) WITH (fillfactor = 50);
+) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000);
 INSERT INTO audit_chain_heads (lane, seq, hash)
     SELECT g, 0, decode(repeat('00', 32), 'hex') FROM generate_series(0, 31) AS g;
 
