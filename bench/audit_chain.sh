@@ -9,8 +9,9 @@
 #   SEED=1000 (1 KiB secrets per store) BACKENDS="sqlite postgres"
 #   BASE_REV=a2965ba~1 CHAIN_REV=HEAD
 #   BENCH_CACHE=/tmp/rcrt-audit-bench (each revision is checked out in a git worktree
-#     $BENCH_CACHE-src-{base,chain} and built in release into $BENCH_CACHE-target, one target
-#     dir so the two share their dependencies' builds; all kept between runs, so a second run
+#     $BENCH_CACHE-src-{base,chain} and built in release into its own target dir
+#     $BENCH_CACHE-target-{base,chain}: cargo names a workspace crate's build independently of its path, so one shared target dir
+#     would rebuild both revisions' crates on every run; all kept between runs, so a second run
 #     builds only what changed)
 #   PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres
 #
@@ -82,14 +83,15 @@ build() {
   sha=$(git -C "$ROOT" rev-parse --verify "$rev^{commit}") || die "unknown revision $rev"
   SHA[$label]=$(git -C "$ROOT" rev-parse --short "$sha")
   if [ -d "$src" ]; then
-    git -C "$src" checkout --quiet --detach "$sha" || die "cannot check out $rev in $src"
+    # --force: the worktree is this script's own; a build may have rewritten its Cargo.lock.
+    git -C "$src" checkout --quiet --force --detach "$sha" || die "cannot check out $rev in $src"
   else
     git -C "$ROOT" worktree add --quiet --detach "$src" "$sha" || die "cannot create the worktree $src"
   fi
   say "$label = $rev (${SHA[$label]}): cargo build --release --bin rcrt-server in $src"
-  ( cd "$src" && CARGO_TARGET_DIR="$BENCH_CACHE-target" cargo build --release --bin rcrt-server >&2 ) \
+  ( cd "$src" && CARGO_TARGET_DIR="$BENCH_CACHE-target-$label" cargo build --release --bin rcrt-server >&2 ) \
     || die "build of $rev failed"
-  cp "$BENCH_CACHE-target/release/rcrt-server" "$WORK/rcrt-server-$label"
+  cp "$BENCH_CACHE-target-$label/release/rcrt-server" "$WORK/rcrt-server-$label"
 }
 
 start_server() { # label db_url dir
