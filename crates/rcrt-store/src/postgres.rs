@@ -129,51 +129,53 @@ fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
     })
 }
 
-/// One chained audit insert: takes a lane's head row `h` from `$from` (locking it until the
-/// transaction ends), inserts the row with the next seq and its link hash
+/// One chained audit insert: `pick` names the lane, whose advisory lock it holds until the
+/// transaction ends (`pg_advisory_xact_lock(1919118446, lane)`: 0x72636c6e, "rcln"; the
+/// two-key space does not overlap the one-key locks above); the statement moves that lane's head to the next seq and link hash
 /// (`sha256(prev || content || int4send(lane) || int8send(seq))`, the same bytes as
-/// [`chain::link_hash`]; `$10` is the content hash computed in Rust) and moves the head, in one
-/// statement. Returns the lane, or no row when no lane could be taken. The row's id (a column
-/// DEFAULT) is drawn by the INSERT, after the lane lock: within a lane, ids grow with seq.
+/// [`chain::link_hash`]; `$10` is the content hash computed in Rust) and inserts the row with
+/// them. Returns the lane, or no row when no lane could be taken. Every writer takes the lane's
+/// lock before touching its head, so the UPDATE never waits and reads the head the previous
+/// holder committed. The row's id (a column DEFAULT) is drawn by the INSERT, after the lock:
+/// within a lane, ids grow with seq. An advisory lock instead of `SELECT ... FOR UPDATE` on the
+/// head row: the row lock would be written to the WAL and the page dirtied before the UPDATE
+/// does both again (measured: ~10% less WAL per row and more rows per second).
 macro_rules! chained_insert {
-    ($from:literal) => {
+    ($pick:literal) => {
         concat!(
-            "WITH head AS MATERIALIZED (
-                SELECT h.lane, h.seq + 1 AS seq,
-                       sha256(h.hash || $10::bytea || int4send(h.lane) || int8send(h.seq + 1))
-                           AS hash
-                FROM ",
-            $from,
-            "), ins AS (
-                INSERT INTO secret_access_log
-                    (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
-                     token_id, chain_lane, chain_seq, chain_hash)
-                SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, lane, seq, hash FROM head
+            "WITH pick AS MATERIALIZED (",
+            $pick,
+            "), moved AS (
+                UPDATE audit_chain_heads h
+                SET seq = h.seq + 1,
+                    hash = sha256(h.hash || $10::bytea || int4send(h.lane) || int8send(h.seq + 1))
+                FROM pick WHERE h.lane = pick.lane
+                RETURNING h.lane, h.seq, h.hash
             )
-            UPDATE audit_chain_heads h SET seq = head.seq, hash = head.hash
-            FROM head WHERE h.lane = head.lane
-            RETURNING h.lane"
+            INSERT INTO secret_access_log
+                (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
+                 token_id, chain_lane, chain_seq, chain_hash)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, lane, seq, hash FROM moved
+            RETURNING chain_lane"
         )
     };
 }
 
 /// A chained insert on the first lane no other transaction holds, trying the 32 lanes of
-/// migration 0006 from one that depends on the connection (so a connection keeps to "its"
-/// lane and concurrent connections spread out). Each try is one primary-key probe, so the cost
-/// does not grow with the dead row versions the head updates leave until vacuum (a scan and
-/// sort of the table did). Never waits; no row when every lane is held.
+/// migration 0006 from one that depends on the connection (so a connection keeps to "its" lane
+/// and concurrent connections spread out). Never waits; no row when every lane is held.
 const INSERT_AUDIT_FREE_LANE: &str = chained_insert!(
-    "generate_series(0, 31) AS o(i),
-     LATERAL (SELECT lane, seq, hash FROM audit_chain_heads
-              WHERE lane = (o.i + pg_backend_pid()) % 32
-              FOR UPDATE SKIP LOCKED) AS h
+    "SELECT o.lane FROM generate_series(0, 31) AS g(i),
+            LATERAL (SELECT (g.i + pg_backend_pid()) % 32 AS lane) AS o
+     WHERE pg_try_advisory_xact_lock(1919118446, o.lane)
      LIMIT 1"
 );
 
-/// A chained insert on lane `$11` (one this transaction already holds), or, with `$11` NULL, on
-/// the connection's lane, waiting for it (every lane was held).
+/// A chained insert on lane `$11` (one this transaction already holds: taking it again does not
+/// wait), or, with `$11` NULL, on the connection's lane, waiting for it (every lane was held).
 const INSERT_AUDIT_ON_LANE: &str = chained_insert!(
-    "audit_chain_heads h WHERE h.lane = COALESCE($11::int4, pg_backend_pid() % 32) FOR UPDATE"
+    "SELECT o.lane FROM (SELECT COALESCE($11::int4, pg_backend_pid() % 32) AS lane) AS o,
+            LATERAL (SELECT pg_advisory_xact_lock(1919118446, o.lane)) AS locked"
 );
 
 /// An audit row's fields in the chained inserts' parameter order.

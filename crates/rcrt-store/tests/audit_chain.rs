@@ -616,8 +616,11 @@ async fn postgres_writers_wait_for_a_lane_when_every_lane_is_held() {
         .await
         .unwrap();
     let holder = pg_client(db.url()).await;
+    // Writers hold a lane by its transaction-level advisory lock (key 0x72636c6e, lane).
     holder
-        .batch_execute("BEGIN; SELECT lane FROM audit_chain_heads FOR UPDATE")
+        .batch_execute(
+            "BEGIN; SELECT pg_advisory_xact_lock(1919118446, g) FROM generate_series(0, 31) AS g",
+        )
         .await
         .unwrap();
     let single = {

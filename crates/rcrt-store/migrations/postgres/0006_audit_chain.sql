@@ -18,8 +18,9 @@ CREATE INDEX secret_access_log_tenant_id ON secret_access_log (tenant, id);
 -- The verifier lists rows without a link; they are few (pre-chain rows), the table is not.
 CREATE INDEX secret_access_log_unchained ON secret_access_log (id) WHERE chain_lane IS NULL;
 
--- Each lane's newest link. A writer locks its lane's row for the rest of its transaction, so the
--- lane's rows are numbered (and their ids assigned) in commit order. seq 0 with 32 zero bytes
+-- Each lane's newest link. A writer holds its lane (a transaction-level advisory lock, see
+-- postgres.rs) for the rest of its transaction, so the lane's rows are numbered (and their ids
+-- assigned) in commit order. seq 0 with 32 zero bytes
 -- (chain.rs GENESIS) is an empty lane. Updated on every audit row: a low fillfactor keeps the
 -- updates HOT (nothing indexed changes), and autovacuum visits it after every few thousand
 -- updates (whatever its size), so dead versions do not pile up on 32 live rows.
