@@ -60,7 +60,7 @@ fn exchanges(reports: &Path) -> Vec<Exchange> {
     let har: Value = serde_json::from_slice(
         &std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())),
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     har["log"]["entries"]
         .as_array()
         .into_iter()
@@ -281,9 +281,13 @@ fn schemathesis_finds_no_contract_failure() {
         ],
     );
     let server = ServerProcess::start(&cfg);
-    // Kept after the test (under target/) to read the failures: the JUnit and HAR reports.
-    let reports = Path::new(env!("CARGO_TARGET_TMPDIR")).join("contract-reports");
-    let _ = std::fs::remove_dir_all(&reports);
+    // Under target/, one directory per run (runs at the same time must not write into each
+    // other's reports), kept when the test fails to read the failures (schemathesis' output in
+    // <dir>.log, the JUnit and HAR reports inside), removed when it passes.
+    let reports = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "contract-reports-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
 
     let (code, output) = run_schemathesis(&server, &token, &reports);
     assert_ne!(
@@ -347,4 +351,6 @@ fn schemathesis_finds_no_contract_failure() {
         "the server panicked during the run:\n{}",
         tail(&log, 60)
     );
+    let _ = std::fs::remove_dir_all(&reports);
+    let _ = std::fs::remove_file(reports.with_extension("log"));
 }
