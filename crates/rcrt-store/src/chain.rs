@@ -14,7 +14,8 @@
 //! The first row of a lane has `seq` 1 and links to [`GENESIS`]. Several lanes let concurrent
 //! writers (and replicas) commit without waiting for one chain head; PostgreSQL computes `link`
 //! in the insert statement itself (`sha256`, `int4send`, `int8send`) from a `content` computed
-//! here, so the writer holds its lane's head lock for one statement only.
+//! here, so a row costs no extra round trip, and the decrypt path's row (one statement, its own
+//! transaction) holds its lane for that statement only.
 
 use ring::digest::{Context, SHA256};
 use time::OffsetDateTime;
