@@ -211,7 +211,72 @@ pub fn document() -> serde_json::Value {
     // Serializing the document's maps and strings cannot fail.
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     fix_link_keys(&mut doc);
+    add_cross_field_rules(&mut doc);
     doc
+}
+
+/// The body rules that tie two fields together, which utoipa's attributes cannot say: an
+/// empty value only with `"allow_empty": true` (`rcrt_core::check_not_empty`), and a
+/// `scope_id` for `workspace` and `agent` but none for `global` (`rcrt_types::Scope::new`);
+/// vault keys' spelling (`rcrt_core::vaults`).
+fn add_cross_field_rules(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let empty_allowed = |field: serde_json::Value| {
+        json!({"anyOf": [
+            {"properties": field},
+            {"properties": {"allow_empty": {"const": true}}, "required": ["allow_empty"]},
+        ]})
+    };
+    let non_empty = json!({"value": {"type": "string", "minLength": 1}});
+    let non_empty_values = json!({"secrets": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}}});
+    let scope = json!({"oneOf": [
+        {"properties": {"scope_type": {"const": "global"}, "scope_id": {"type": "null"}}},
+        {
+            "properties": {"scope_type": {"enum": ["workspace", "agent"]}, "scope_id": {"type": "string"}},
+            "required": ["scope_id"],
+        },
+    ]});
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    else {
+        return;
+    };
+    let mut all_of = |name: &str, rules: Vec<serde_json::Value>| {
+        if let Some(schema) = schemas.get_mut(name).and_then(|s| s.as_object_mut()) {
+            schema.insert("allOf".to_owned(), serde_json::Value::Array(rules));
+        }
+    };
+    all_of(
+        "CreateSecret",
+        vec![empty_allowed(non_empty.clone()), scope],
+    );
+    all_of("UpdateSecret", vec![empty_allowed(non_empty.clone())]);
+    all_of("VaultKeyValue", vec![empty_allowed(non_empty)]);
+    all_of("CreateVault", vec![empty_allowed(non_empty_values)]);
+    // A ttl in seconds: 1 to `rcrt_core::tokens::MAX_TOKEN_TTL` (utoipa takes no bounds on
+    // an enum variant's field).
+    if let Some(seconds) = schemas
+        .get_mut("Ttl")
+        .and_then(|s| s.pointer_mut("/oneOf/0"))
+        .and_then(|s| s.as_object_mut())
+    {
+        seconds.insert("minimum".to_owned(), json!(1));
+        seconds.insert(
+            "maximum".to_owned(),
+            json!(rcrt_core::tokens::MAX_TOKEN_TTL.as_secs()),
+        );
+    }
+    if let Some(secrets) = schemas
+        .get_mut("CreateVault")
+        .and_then(|s| s.pointer_mut("/properties/secrets"))
+        .and_then(|s| s.as_object_mut())
+    {
+        secrets.insert(
+            "propertyNames".to_owned(),
+            json!({"pattern": "^(?!\\.+$)[A-Za-z0-9._-]{1,63}$"}),
+        );
+    }
 }
 
 /// utoipa 5 writes a Link object's fields in snake case (`operation_id`); OpenAPI spells them

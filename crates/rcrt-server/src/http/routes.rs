@@ -300,6 +300,7 @@ pub(crate) struct CreateBody {
     scope_type: String,
     /// Required for `workspace` and `agent`, refused for `global`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$")]
     scope_id: Option<String>,
     /// Stores an empty `value` (refused otherwise: see `rcrt_core::check_not_empty`).
     #[serde(default)]
@@ -455,8 +456,13 @@ pub(crate) async fn get_meta(
 #[serde(deny_unknown_fields)]
 #[schema(as = DecryptRequest)]
 pub(crate) struct DecryptBody {
-    /// Why the value is read (audited); required unless `X-Access-Reason` is sent.
+    /// Why the value is read (audited); required unless `X-Access-Reason` is sent. Trimmed;
+    /// at most 1024 characters, no control characters.
     #[serde(default)]
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        max_length = 1024
+    )]
     reason: Option<String>,
 }
 
@@ -491,7 +497,7 @@ pub(crate) struct DecryptView<'a> {
     security(("bearer" = []), ("api_key" = [])),
     params(
         ("id" = String, Path, format = Uuid, description = "The secret's id."),
-        ("X-Access-Reason" = Option<String>, Header, description = "The reason, for a caller that sends no body."),
+        ("X-Access-Reason" = Option<String>, Header, pattern = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$", description = "The reason, for a caller that sends no body (visible ASCII)."),
     ),
     request_body(content = Option<DecryptBody>, description = "The reason (or an empty body and `X-Access-Reason`)."),
     responses(
@@ -682,7 +688,7 @@ async fn expected_version(
     security(("bearer" = []), ("api_key" = [])),
     params(
         ("id" = String, Path, format = Uuid, description = "The secret's id."),
-        ("If-Match" = Option<String>, Header, description = "`*` or the strong tag of the version to replace (`\"3\"`): 412 when it is not current."),
+        ("If-Match" = Option<String>, Header, pattern = r#"^([ \t]*\*[ \t]*|[ \t,]*((W/)?"[!#-~]*"([ \t]*,[ \t,]*(W/)?"[!#-~]*")*[ \t,]*)?)$"#, description = "`*` or the strong tag of the version to replace (`\"3\"`): 412 when it is not current."),
     ),
     request_body = UpdateBody,
     responses(

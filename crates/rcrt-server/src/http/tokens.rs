@@ -50,11 +50,23 @@ impl Ttl {
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateToken)]
 pub(crate) struct MintBody {
+    /// 1 to 128 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: String,
-    /// The principal the token acts as (default: the caller).
+    /// The principal the token acts as (default: the caller); 1 to 256 characters, no control
+    /// characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     principal: Option<String>,
-    #[schema(value_type = Vec<RoleName>)]
+    #[schema(value_type = Vec<RoleName>, min_items = 1)]
     roles: Vec<String>,
     #[serde(default)]
     workspaces: Vec<String>,

@@ -45,7 +45,10 @@ impl From<VaultView> for VaultJson {
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateVault)]
 pub(crate) struct CreateVaultBody {
+    #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$")]
     workspace: String,
+    /// 1 to 64 letters, digits, `_`, `-` or `.` (not dots alone).
+    #[schema(pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,64}$")]
     name: String,
     /// `KEY: value` pairs (values are UTF-8 text).
     #[serde(default)]
@@ -62,6 +65,7 @@ pub(crate) struct CreateVaultBody {
 #[into_params(parameter_in = Query)]
 pub(crate) struct WorkspaceParam {
     /// The vault's workspace (needed when the path names the vault by name).
+    #[param(pattern = "^[A-Za-z0-9._:@-]{1,128}$")]
     workspace: Option<String>,
 }
 
@@ -129,7 +133,7 @@ pub(crate) async fn create(
     operation_id = "getVault",
     tag = "vaults",
     security(("bearer" = []), ("api_key" = [])),
-    params(("vault" = String, Path, description = "The vault's id or name (with `workspace`)."), WorkspaceParam),
+    params(("vault" = String, Path, pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,64}$", description = "The vault's id or name (with `workspace`)."), WorkspaceParam),
     responses(
         (status = 200, description = "The vault.", body = VaultJson),
         (status = 400, description = "`invalid_request`.", body = ErrorBody),
@@ -158,9 +162,9 @@ pub(crate) async fn get_meta(
     tag = "vaults",
     security(("bearer" = []), ("api_key" = [])),
     params(
-        ("vault" = String, Path, description = "The vault's id or name (with `workspace`)."),
+        ("vault" = String, Path, pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,64}$", description = "The vault's id or name (with `workspace`)."),
         WorkspaceParam,
-        ("X-Access-Reason" = Option<String>, Header, description = "Why the values are read (audited); required."),
+        ("X-Access-Reason" = Option<String>, Header, pattern = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$", description = "Why the values are read (audited; visible ASCII); required."),
     ),
     responses(
         (status = 200, description = "`KEY: value` (`Cache-Control: no-store`).", body = BTreeMap<String, String>,
@@ -203,8 +207,8 @@ pub(crate) async fn values(
     tag = "vaults",
     security(("bearer" = []), ("api_key" = [])),
     params(
-        ("vault" = String, Path, description = "The vault's id or name (with `workspace`)."),
-        ("key" = String, Path, description = "The key."),
+        ("vault" = String, Path, pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,64}$", description = "The vault's id or name (with `workspace`)."),
+        ("key" = String, Path, pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,63}$", description = "The key."),
         WorkspaceParam,
     ),
     request_body = KeyValueBody,
@@ -249,8 +253,8 @@ pub(crate) async fn put_key(
     tag = "vaults",
     security(("bearer" = []), ("api_key" = [])),
     params(
-        ("vault" = String, Path, description = "The vault's id or name (with `workspace`)."),
-        ("key" = String, Path, description = "The key."),
+        ("vault" = String, Path, pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,64}$", description = "The vault's id or name (with `workspace`)."),
+        ("key" = String, Path, pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,63}$", description = "The key."),
         WorkspaceParam,
     ),
     responses(
@@ -282,7 +286,7 @@ pub(crate) async fn delete_key(
     operation_id = "deleteVault",
     tag = "vaults",
     security(("bearer" = []), ("api_key" = [])),
-    params(("vault" = String, Path, description = "The vault's id or name (with `workspace`)."), WorkspaceParam),
+    params(("vault" = String, Path, pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,64}$", description = "The vault's id or name (with `workspace`)."), WorkspaceParam),
     responses(
         (status = 204, description = "Deleted."),
         (status = 400, description = "`invalid_request`.", body = ErrorBody),
