@@ -100,6 +100,8 @@ fn workspace(q: Result<Query<WorkspaceParam>, QueryRejection>) -> AppResult<Opti
                 ("GetVault" = (operation_id = "getVault", parameters(("vault" = "$response.body#/id")))),
                 ("ReadVaultValues" = (operation_id = "readVaultValues", parameters(("vault" = "$response.body#/id")))),
                 ("DeleteVault" = (operation_id = "deleteVault", parameters(("vault" = "$response.body#/id")))),
+                ("PutVaultKey" = (operation_id = "putVaultKey", parameters(("vault" = "$response.body#/id")))),
+                ("DeleteVaultKey" = (operation_id = "deleteVaultKey", parameters(("vault" = "$response.body#/id")))),
             )),
         (status = 400, description = "`invalid_request`, `invalid_json` or `empty_value`.", body = ErrorBody),
         (status = 403, description = "The caller may not write to that workspace.", body = ErrorBody),
