@@ -267,6 +267,14 @@ fn add_cross_field_rules(doc: &mut serde_json::Value) {
             json!(rcrt_core::tokens::MAX_TOKEN_TTL.as_secs()),
         );
     }
+    // A token's workspaces are scope ids (`rcrt_types::Scope`'s spelling).
+    if let Some(items) = schemas
+        .get_mut("CreateToken")
+        .and_then(|s| s.pointer_mut("/properties/workspaces/items"))
+        .and_then(|s| s.as_object_mut())
+    {
+        items.insert("pattern".to_owned(), json!("^[A-Za-z0-9._:@-]{1,128}$"));
+    }
     if let Some(secrets) = schemas
         .get_mut("CreateVault")
         .and_then(|s| s.pointer_mut("/properties/secrets"))
