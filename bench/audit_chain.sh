@@ -20,7 +20,8 @@
 # AUTH_MODE=disabled and a fresh KEK, SEED secrets created through the HTTP API, then wrk
 # decrypt (bench/wrk/decrypt.lua over the seeded ids; every decrypt writes one audit row, which
 # is what the chain adds work to). Every step is bounded by a timeout except the cargo builds.
-# Prints a markdown table and the chain/baseline ratios; exits 1 if any request failed.
+# Prints a markdown table and the chain/baseline ratios of the means and of the medians (one slow
+# run on a shared machine moves a mean); exits 1 if any request failed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -127,7 +128,7 @@ seed() { # dir -> dir/ids: SEED secrets of 1 KiB, 16 creates in flight
 }
 
 ROWS=()             # "backend|build|round|rps|p50|p99|non2xx|errors"
-declare -A SUM_RPS=() SUM_P99=()
+declare -A SUM_RPS=() SUM_P99=() RPS_LIST=()
 FAILED=0
 
 run_one() { # backend label round
@@ -159,6 +160,7 @@ run_one() { # backend label round
     FAILED=1; say "WARNING: $non2xx non-2xx answers, $errs socket errors"; tail -n 20 "$dir/server.log" >&2 || true
   fi
   ROWS+=("$backend|$label (${SHA[$label]})|$round|$(printf '%.0f' "$rps")|$p50|$p99|$non2xx|$errs")
+  RPS_LIST[$backend/$label]="${RPS_LIST[$backend/$label]:-} $rps"
   SUM_RPS[$backend/$label]=$(awk -v a="${SUM_RPS[$backend/$label]:-0}" -v b="$rps" 'BEGIN{print a + b}')
   SUM_P99[$backend/$label]=$(awk -v a="${SUM_P99[$backend/$label]:-0}" -v b="$p99" 'BEGIN{print a + b}')
   say "  -> $(printf '%.0f' "$rps") req/s, p50 $p50 ms, p99 $p99 ms"
@@ -181,6 +183,7 @@ for backend in $BACKENDS; do
 done
 
 mean() { awk -v s="$1" -v n="$ROUNDS" 'BEGIN{printf "%.0f", s / n}'; }
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {printf "%.0f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 mean2() { awk -v s="$1" -v n="$ROUNDS" 'BEGIN{printf "%.2f", s / n}'; }
 {
   echo
@@ -190,10 +193,11 @@ mean2() { awk -v s="$1" -v n="$ROUNDS" 'BEGIN{printf "%.2f", s / n}'; }
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
   for r in "${ROWS[@]}"; do echo "| ${r//|/ | } |"; done
   echo
-  echo "| backend | baseline req/s (mean) | chain req/s (mean) | chain / baseline | baseline p99 ms | chain p99 ms |"
+  echo "| backend | baseline req/s (mean / median) | chain req/s (mean / median) | chain / baseline (means / medians) | baseline p99 ms (mean) | chain p99 ms (mean) |"
   echo "|---|---:|---:|---:|---:|---:|"
   for b in $BACKENDS; do
-    echo "| $b | $(mean "${SUM_RPS[$b/base]}") | $(mean "${SUM_RPS[$b/chain]}") | $(awk -v c="${SUM_RPS[$b/chain]}" -v a="${SUM_RPS[$b/base]}" 'BEGIN{printf "%.1f%%", 100 * c / a}') | $(mean2 "${SUM_P99[$b/base]}") | $(mean2 "${SUM_P99[$b/chain]}") |"
+    mb=$(median "${RPS_LIST[$b/base]}"); mc=$(median "${RPS_LIST[$b/chain]}")
+    echo "| $b | $(mean "${SUM_RPS[$b/base]}") / $mb | $(mean "${SUM_RPS[$b/chain]}") / $mc | $(awk -v c="${SUM_RPS[$b/chain]}" -v a="${SUM_RPS[$b/base]}" -v mc="$mc" -v mb="$mb" 'BEGIN{printf "%.1f%% / %.1f%%", 100 * c / a, 100 * mc / mb}') | $(mean2 "${SUM_P99[$b/base]}") | $(mean2 "${SUM_P99[$b/chain]}") |"
   done
   echo
   echo "Baseline: ${SHA[base]} ($BASE_REV), chain: ${SHA[chain]} ($CHAIN_REV). Command: \`$CMDLINE\` (${SECONDS}s including builds)"
