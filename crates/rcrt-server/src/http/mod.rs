@@ -128,7 +128,11 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
             exporter,
             metrics::track,
         ))
-        // Spans carry method, path and the request ids only: never other headers or bodies.
+        // Inside the request span (its fields are on the line) and the router (route template);
+        // outside authentication, which names the caller through the request's AccessSlot.
+        .layer(axum::middleware::from_fn(crate::access_log::access_log))
+        // Spans carry method, route template and the request ids only: never the raw path,
+        // other headers or bodies.
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {
@@ -140,15 +144,17 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
-                        // Escaped: a path may hold UTF-8 control characters (C1 CSI).
-                        path = %req.uri().path().escape_debug(),
+                        // The route template, never the raw path: it may carry names.
+                        route = req
+                            .extensions()
+                            .get::<axum::extract::MatchedPath>()
+                            .map_or("unmatched", |m| m.as_str()),
                         request_id = %id.as_deref().unwrap_or("-"),
                         client_request_id = %client_id.as_deref().unwrap_or("-"),
                     )
                 })
-                .on_response(
-                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
-                ),
+                // The access log writes the one line per request.
+                .on_response(()),
         )
         .layer(axum::middleware::from_fn(guard::request_ids))
 }

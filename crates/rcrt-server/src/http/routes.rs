@@ -65,6 +65,11 @@ pub(crate) async fn authenticate(
     let outcome = state.auth.authenticate(&state.service, presented).await;
     match outcome {
         Ok(principal) => {
+            crate::access_log::record_principal(
+                req.extensions(),
+                &principal.user_id,
+                principal.tenant.as_str(),
+            );
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
