@@ -620,7 +620,8 @@ impl Service {
             .ok_or(CoreError::NotFound)
     }
 
-    /// One page of metadata.
+    /// One page of metadata. `scope_id` without `scope_type` matches workspace and agent
+    /// scopes of that id (a global secret has no scope id).
     pub async fn list(
         &self,
         ctx: &RequestContext,
@@ -631,11 +632,6 @@ impl Service {
     ) -> Result<Page, CoreError> {
         if !ctx.principal.roles.has(Role::Read) {
             return Err(CoreError::Forbidden("listing secrets needs secrets.read"));
-        }
-        if scope_id.is_some() && scope_type.is_none() {
-            return Err(CoreError::Invalid(
-                "scope_id filter needs scope_type".into(),
-            ));
         }
         let (limit, after) = page_request::<SecretId>(limit, cursor)?;
         let items = self

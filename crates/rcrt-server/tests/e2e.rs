@@ -883,7 +883,6 @@ async fn check_bad_requests(api: Api) {
         "cursor=abc",
         "scope_type=bogus",
         "scope_type=Global",
-        "scope_id=ws-1",
         "scope_type=%FF",
         "foo=1",
     ] {
@@ -1038,6 +1037,21 @@ async fn check_conflicts_and_scopes(api: Api) {
     let items = r.json()["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 1, "{}", r.ctx());
     assert_eq!(items[0]["id"], agent["id"]);
+    // A scope id alone: the workspace and the agent scope of that id (it used to be a 400).
+    let r = api
+        .get(&format!("/secrets?scope_id={ws_a}"))
+        .await
+        .expect_status(200);
+    let items = r.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{}", r.ctx());
+    assert_eq!(items[0]["name"], name.as_str(), "{}", r.ctx());
+    assert_eq!(items[1]["name"], name.as_str(), "{}", r.ctx());
+    let mut types: Vec<&str> = items
+        .iter()
+        .map(|i| i["scope_type"].as_str().unwrap())
+        .collect();
+    types.sort_unstable();
+    assert_eq!(types, ["agent", "workspace"], "{}", r.ctx());
 
     // Filtering by type only returns only that type.
     let r = api

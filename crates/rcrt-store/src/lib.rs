@@ -147,7 +147,8 @@ pub struct ListQuery {
     pub tenant: TenantId,
     /// Only this scope type.
     pub scope_type: Option<ScopeType>,
-    /// Only this scope id.
+    /// Only this scope id; without `scope_type`, workspace and agent scopes of this id (a
+    /// global secret has none).
     pub scope_id: Option<String>,
     /// At most this many rows.
     pub limit: u32,

@@ -733,6 +733,7 @@ impl Store for PgStore {
                      WHERE tenant = $1
                        AND ($2::text IS NULL OR scope_type = $2)
                        AND ($3::text IS NULL OR scope_id = $3)
+                       AND ($2::text IS NOT NULL OR $3::text IS NULL OR scope_type <> 'global')
                        AND ($4::uuid IS NULL OR id > $4)
                        AND ($6::text[] IS NULL
                             OR scope_type = 'global'

@@ -228,13 +228,22 @@ fn list_statement(q: &ListQuery) -> Option<(String, Vec<Value>)> {
     let wanted_type = q.scope_type.map(|t| t.as_str());
     // (scope type, scope id) per arm; `None` leaves that column open.
     let mut arms: Vec<(Option<&str>, Option<String>)> = Vec::new();
+    // A scope id without a type: the two types that have ids, one arm each (each an index
+    // range in id order, like a typed filter).
+    let filter_arms = || match (wanted_type, &q.scope_id) {
+        (None, Some(id)) => vec![
+            (Some("workspace"), Some(id.clone())),
+            (Some("agent"), Some(id.clone())),
+        ],
+        (t, id) => vec![(t, id.clone())],
+    };
     let mut visible_filter = None;
     match &q.visible_to {
-        None => arms.push((wanted_type, q.scope_id.clone())),
+        None => arms.extend(filter_arms()),
         Some(v) => {
             let workspaces: BTreeSet<&String> = v.workspaces.iter().collect();
             if workspaces.len() + 2 > MAX_LIST_ARMS {
-                arms.push((wanted_type, q.scope_id.clone()));
+                arms.extend(filter_arms());
                 visible_filter = Some(v);
             } else {
                 let visible = std::iter::once(("global", String::new()))
@@ -243,6 +252,7 @@ fn list_statement(q: &ListQuery) -> Option<(String, Vec<Value>)> {
                 for (scope_type, scope_id) in visible {
                     if wanted_type.is_some_and(|t| t != scope_type)
                         || q.scope_id.as_ref().is_some_and(|id| *id != scope_id)
+                        || (wanted_type.is_none() && q.scope_id.is_some() && scope_type == "global")
                     {
                         continue;
                     }

@@ -149,6 +149,18 @@ async fn list_filters_and_pages(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(wsl.len(), 3);
+    // A scope id alone: the workspace and agent scopes of that id, never a global secret.
+    let agent = Scope::new(ScopeType::Agent, Some("ws1")).unwrap();
+    let agent_id = create(&*s, &t, "A0", agent).await.meta.id;
+    let by_id = s.list(&q(None, Some("ws1"), 100, None)).await.unwrap();
+    assert_eq!(by_id.len(), 4, "{by_id:?}");
+    assert!(by_id.iter().any(|m| m.id == agent_id), "{by_id:?}");
+    assert!(by_id.windows(2).all(|w| w[0].id < w[1].id), "{by_id:?}");
+    assert!(s
+        .list(&q(None, Some(""), 100, None))
+        .await
+        .unwrap()
+        .is_empty());
     // Pages of 2 cover the 5 globals exactly once, in order.
     let mut seen = Vec::new();
     let mut after = None;

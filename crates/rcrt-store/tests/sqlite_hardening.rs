@@ -119,8 +119,11 @@ fn wide_visibility() -> Visibility {
 
 /// Every filter combination `Store::list` is given: scope type and id, cursor, admin or not.
 fn all_queries(after: SecretId) -> Vec<ListQuery> {
-    let filters: [(Option<ScopeType>, Option<&str>); 6] = [
+    let filters: [(Option<ScopeType>, Option<&str>); 8] = [
         (None, None),
+        // A scope id alone: workspace and agent scopes of that id.
+        (None, Some("a")),
+        (None, Some("me")),
         (Some(ScopeType::Global), None),
         (Some(ScopeType::Workspace), None),
         (Some(ScopeType::Workspace), Some("a")),

@@ -376,7 +376,8 @@ pub(crate) struct ListParams {
     /// Only this scope type.
     #[param(value_type = Option<ScopeTypeName>)]
     scope_type: Option<String>,
-    /// Only this workspace or agent id.
+    /// Only this workspace or agent id; without `scope_type`, workspace and agent scopes of
+    /// that id.
     scope_id: Option<String>,
     /// Page size, default 100.
     #[param(minimum = 1, maximum = 1000)]
