@@ -40,6 +40,10 @@ pub enum CoreError {
     /// with a workspace secret already named `<vault>/<KEY>`).
     #[error("a vault with this name already exists in this workspace (or a secret there already has a name `<vault>/<KEY>` this vault would use)")]
     VaultNameTaken,
+    /// A vault name matches vaults in several workspaces and no workspace was given: the
+    /// request is well formed, the state makes it ambiguous.
+    #[error("several vaults have this name: use the vault id or ?workspace=")]
+    AmbiguousVault,
     /// `If-Match` named a version that is no longer current.
     #[error("version {expected} is not current (current is {current})")]
     VersionMismatch {

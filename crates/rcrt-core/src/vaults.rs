@@ -228,9 +228,7 @@ impl Service {
         match visible.len() {
             0 => Err(CoreError::VaultNotFound),
             1 => Ok(visible.remove(0)),
-            _ => Err(CoreError::Invalid(
-                "several vaults have this name: use the vault id or ?workspace=".into(),
-            )),
+            _ => Err(CoreError::AmbiguousVault),
         }
     }
 

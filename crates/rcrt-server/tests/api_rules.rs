@@ -306,6 +306,43 @@ async fn vault_errors_speak_of_vaults() {
     send(&base, Method::POST, "/secrets/vaults", Some(body), &[])
         .await
         .ok(201);
+    // By that name alone, each vault route is a 409 `ambiguous_vault` (the request is well
+    // formed; the state makes it ambiguous), and nothing changed; with ?workspace= it works.
+    let reason = [("X-Access-Reason", "api rules test")];
+    for (method, path, body) in [
+        (Method::GET, format!("/secrets/vaults/{vault}"), None),
+        (Method::GET, format!("/secrets/vault/{vault}"), None),
+        (
+            Method::PUT,
+            format!("/secrets/vaults/{vault}/keys/B"),
+            Some(json!({"value": "2"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/secrets/vaults/{vault}/keys/A"),
+            None,
+        ),
+        (Method::DELETE, format!("/secrets/vaults/{vault}"), None),
+    ] {
+        let message = send(&base, method.clone(), &path, body, &reason)
+            .await
+            .error(409, "ambiguous_vault");
+        assert!(
+            message.contains("?workspace="),
+            "{method} {path}: {message}"
+        );
+    }
+    for ws in ["w1", "w2"] {
+        let v = send(
+            &base,
+            Method::GET,
+            &format!("/secrets/vaults/{vault}?workspace={ws}"),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(v.ok(200)["keys"], json!(["A"]), "{ws}");
+    }
 
     // A missing key of an existing vault.
     let r = send(

@@ -86,6 +86,7 @@ impl From<CoreError> for ApiError {
             | CoreError::VaultKeyNotFound
             | CoreError::TokenNotFound => (S::NOT_FOUND, "not_found"),
             CoreError::NameTaken | CoreError::VaultNameTaken => (S::CONFLICT, "name_taken"),
+            CoreError::AmbiguousVault => (S::CONFLICT, "ambiguous_vault"),
             CoreError::VersionMismatch { .. } => (S::PRECONDITION_FAILED, "version_mismatch"),
             CoreError::EmptyValue { .. } => (S::BAD_REQUEST, "empty_value"),
             CoreError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large"),
@@ -167,6 +168,8 @@ pub enum ErrorCode {
     RequestTimeout,
     /// 409: the name is taken in that scope.
     NameTaken,
+    /// 409: a vault name used in several workspaces, without `?workspace=`.
+    AmbiguousVault,
     /// 412: `If-Match` names no current version.
     VersionMismatch,
     /// 413: the value is over `MAX_VALUE_BYTES`.

@@ -141,6 +141,7 @@ pub(crate) async fn create(
         (status = 400, description = "`invalid_request`.", body = ErrorBody),
         (status = 403, description = "The caller lacks `secrets.read` or the workspace.", body = ErrorBody),
         (status = 404, description = "No such vault the caller may see.", body = ErrorBody),
+        (status = 409, description = "`ambiguous_vault`: the name is used in several workspaces; give `?workspace=` or the vault id.", body = ErrorBody),
     )
 )]
 pub(crate) async fn get_meta(
@@ -174,6 +175,7 @@ pub(crate) async fn get_meta(
         (status = 400, description = "`reason_required` or `invalid_request`.", body = ErrorBody),
         (status = 403, description = "The caller lacks `secrets.decrypt` or the workspace.", body = ErrorBody),
         (status = 404, description = "No such vault the caller may see.", body = ErrorBody),
+        (status = 409, description = "`ambiguous_vault`: the name is used in several workspaces; give `?workspace=` or the vault id.", body = ErrorBody),
         (status = 500, description = "`decrypt_failed`: a stored value failed to authenticate.", body = ErrorBody),
         (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
     )
@@ -219,6 +221,7 @@ pub(crate) async fn values(
         (status = 400, description = "`invalid_request`, `invalid_json` or `empty_value`.", body = ErrorBody),
         (status = 403, description = "The caller may not write to that workspace.", body = ErrorBody),
         (status = 404, description = "No such vault the caller may see.", body = ErrorBody),
+        (status = 409, description = "`ambiguous_vault`: the name is used in several workspaces; give `?workspace=` or the vault id.", body = ErrorBody),
         (status = 413, description = "`value_too_large` or `payload_too_large`.", body = ErrorBody),
         (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
     )
@@ -264,6 +267,7 @@ pub(crate) async fn put_key(
         (status = 400, description = "`invalid_request`.", body = ErrorBody),
         (status = 403, description = "The caller may not write to that workspace.", body = ErrorBody),
         (status = 404, description = "No such vault or key the caller may see.", body = ErrorBody),
+        (status = 409, description = "`ambiguous_vault`: the name is used in several workspaces; give `?workspace=` or the vault id.", body = ErrorBody),
     )
 )]
 pub(crate) async fn delete_key(
@@ -294,6 +298,7 @@ pub(crate) async fn delete_key(
         (status = 400, description = "`invalid_request`.", body = ErrorBody),
         (status = 403, description = "The caller may not write to that workspace.", body = ErrorBody),
         (status = 404, description = "No such vault the caller may see.", body = ErrorBody),
+        (status = 409, description = "`ambiguous_vault`: the name is used in several workspaces; give `?workspace=` or the vault id.", body = ErrorBody),
     )
 )]
 pub(crate) async fn delete(
