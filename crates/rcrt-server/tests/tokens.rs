@@ -351,6 +351,27 @@ async fn lifecycle(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    // JSON Schema's `integer` includes a whole number written as a float: 600.0 and 6e2 are
+    // 600 seconds, like 600.
+    for ttl in [json!(600), json!(600.0), json!(6e2)] {
+        let v = c
+            .mint(
+                admin_h,
+                json!({"name": "float ttl", "roles": ["secrets.read"], "ttl": ttl}),
+            )
+            .await
+            .expect(201)
+            .json();
+        let at = |field: &str| {
+            let t = v[field].as_str().unwrap();
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        assert_eq!(
+            (at("expires_at") - at("created_at")).whole_seconds(),
+            600,
+            "ttl {ttl}: {v}"
+        );
+    }
     let listed_before = c
         .req(Method::GET, "/auth/tokens", admin_h, None)
         .await
@@ -417,6 +438,22 @@ async fn lifecycle(backend: Backend) {
         (
             "ttl over a year",
             json!({"name": "x", "roles": ["secrets.read"], "ttl": "400d"}),
+        ),
+        (
+            "fractional ttl",
+            json!({"name": "x", "roles": ["secrets.read"], "ttl": 1.5}),
+        ),
+        (
+            "negative ttl",
+            json!({"name": "x", "roles": ["secrets.read"], "ttl": -60}),
+        ),
+        (
+            "ttl past u64",
+            json!({"name": "x", "roles": ["secrets.read"], "ttl": 1e30}),
+        ),
+        (
+            "empty ttl text",
+            json!({"name": "x", "roles": ["secrets.read"], "ttl": ""}),
         ),
         (
             "control character",

@@ -215,6 +215,18 @@ pub fn document() -> serde_json::Value {
     doc
 }
 
+/// A token ttl as text that the server takes: one unit, `d` up to 366, `h` up to 8784 (both
+/// `rcrt_core::tokens::MAX_TOKEN_TTL`), `m` up to 99999, `s` up to 9999999; no leading zero.
+/// Without it a generated string such as `""` is schema-valid yet refused.
+const TTL_TEXT_PATTERN: &str = concat!(
+    "^(",
+    "(36[0-6]|3[0-5][0-9]|[12][0-9]{2}|[1-9][0-9]?)d",
+    "|([1-9][0-9]{0,2}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-7][0-9]|878[0-4])h",
+    "|[1-9][0-9]{0,4}m",
+    "|[1-9][0-9]{0,6}s",
+    ")$"
+);
+
 /// The body rules that tie two fields together, which utoipa's attributes cannot say: an
 /// empty value only with `"allow_empty": true` (`rcrt_core::check_not_empty`), and a
 /// `scope_id` for `workspace` and `agent` but none for `global` (`rcrt_types::Scope::new`);
@@ -254,18 +266,31 @@ fn add_cross_field_rules(doc: &mut serde_json::Value) {
     all_of("UpdateSecret", vec![empty_allowed(non_empty.clone())]);
     all_of("VaultKeyValue", vec![empty_allowed(non_empty)]);
     all_of("CreateVault", vec![empty_allowed(non_empty_values)]);
-    // A ttl in seconds: 1 to `rcrt_core::tokens::MAX_TOKEN_TTL` (utoipa takes no bounds on
-    // an enum variant's field).
+    // A ttl in seconds: an integer (JSON Schema counts `60.0` as one, and so does the server)
+    // from 1 to `rcrt_core::tokens::MAX_TOKEN_TTL`; utoipa takes no bounds on an enum
+    // variant's field, and renders the variant's `serde_json::Number` as a nested one-of.
     if let Some(seconds) = schemas
         .get_mut("Ttl")
         .and_then(|s| s.pointer_mut("/oneOf/0"))
+    {
+        *seconds = json!({
+            "description": format!(
+                "Seconds: a whole number, at most {} days.",
+                rcrt_core::tokens::MAX_TOKEN_TTL.as_secs() / 86_400
+            ),
+            "type": "integer",
+            "minimum": 1,
+            "maximum": rcrt_core::tokens::MAX_TOKEN_TTL.as_secs(),
+        });
+    }
+    // The text form: the one-unit durations the server takes within that bound (it also takes
+    // combinations such as `1h 30m`, which a pattern cannot bound).
+    if let Some(text) = schemas
+        .get_mut("Ttl")
+        .and_then(|s| s.pointer_mut("/oneOf/1"))
         .and_then(|s| s.as_object_mut())
     {
-        seconds.insert("minimum".to_owned(), json!(1));
-        seconds.insert(
-            "maximum".to_owned(),
-            json!(rcrt_core::tokens::MAX_TOKEN_TTL.as_secs()),
-        );
+        text.insert("pattern".to_owned(), json!(TTL_TEXT_PATTERN));
     }
     // A token's workspaces are scope ids (`rcrt_types::Scope`'s spelling).
     if let Some(items) = schemas
@@ -544,6 +569,23 @@ mod tests {
             ]
             .map(|s| s.as_str().to_owned())
         );
+    }
+
+    #[test]
+    fn the_ttl_pattern_stays_within_the_token_limit() {
+        // TTL_TEXT_PATTERN's largest value per unit: each parses and is within the limit.
+        let max = rcrt_core::tokens::MAX_TOKEN_TTL;
+        assert_eq!(max.as_secs(), 366 * 86_400);
+        for (text, secs) in [
+            ("366d", 366 * 86_400),
+            ("8784h", 8784 * 3600),
+            ("99999m", 99_999 * 60),
+            ("9999999s", 9_999_999),
+        ] {
+            let d = humantime::parse_duration(text).unwrap();
+            assert_eq!(d.as_secs(), secs, "{text}");
+            assert!(d <= max, "{text}");
+        }
     }
 
     #[test]

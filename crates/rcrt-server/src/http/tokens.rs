@@ -27,15 +27,27 @@ use super::{ApiError, AppState};
 #[serde(untagged)]
 pub(crate) enum Ttl {
     /// Seconds.
-    Seconds(u64),
+    Seconds(#[schema(inline)] Seconds),
     /// A duration such as `30d`, `12h`, `90m`, `1h 30m`.
     Text(String),
 }
 
+/// A ttl in seconds as any JSON number: JSON Schema's `integer` includes `229434.0`, so a whole
+/// number written as a float is accepted; `Ttl::duration` refuses a fraction or a negative
+/// with a 400. (The document's schema for it is written in `openapi::add_cross_field_rules`.)
+#[derive(Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = u64)]
+pub(crate) struct Seconds(serde_json::Number);
+
 impl Ttl {
     fn duration(&self) -> AppResult<Duration> {
         match self {
-            Self::Seconds(s) => Ok(Duration::from_secs(*s)),
+            Self::Seconds(Seconds(n)) => {
+                whole_seconds(n).map(Duration::from_secs).ok_or_else(|| {
+                    ApiError::invalid("ttl in seconds must be a whole number of seconds, 1 or more")
+                })
+            }
             Self::Text(t) => humantime::parse_duration(t.trim()).map_err(|_| {
                 ApiError::invalid(
                     "ttl must be seconds or a duration such as \"30d\", \"12h\", \"90m\"",
@@ -43,6 +55,22 @@ impl Ttl {
             }),
         }
     }
+}
+
+/// A JSON number as whole seconds: an unsigned integer, or a float with no fraction
+/// (`229434.0`, `1e3`); `None` for a fraction, a negative or what no `u64` holds.
+fn whole_seconds(n: &serde_json::Number) -> Option<u64> {
+    if let Some(s) = n.as_u64() {
+        return Some(s);
+    }
+    let f = n.as_f64()?;
+    // 2^64 is exact in f64; below it a whole, non-negative f64 converts without loss.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < LIMIT).then(|| {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let s = f as u64;
+        s
+    })
 }
 
 /// A service token to mint: no broader than the caller.
