@@ -62,7 +62,7 @@ export interface CreateSecretInput {
 export interface ListSecretsQuery {
   /** Only secrets of this scope type. */
   scope_type?: ScopeType | undefined;
-  /** Only secrets of this scope id (requires `scope_type`). */
+  /** Only secrets of this scope id; without `scope_type`, workspace and agent scopes of that id. */
   scope_id?: string | undefined;
   /** Page size (the service's default applies when omitted; it must be at least 1). */
   limit?: number | undefined;
@@ -331,6 +331,7 @@ export type RcrtErrorCode =
   | 'not_found'
   | 'method_not_allowed'
   | 'name_taken'
+  | 'ambiguous_vault'
   | 'version_mismatch'
   | 'payload_too_large'
   | 'value_too_large'
@@ -700,8 +701,9 @@ export class RcrtClient {
    * @param options - `workspace` to disambiguate a name used in several workspaces.
    * @returns A map from key to value.
    * @throws {@link RcrtError} `reason_required` (400) for an empty reason, `not_found` (404)
-   *   for an unknown vault or one the caller may not decrypt, `invalid_argument` (status 0) for a
-   *   reason that cannot be sent in a header.
+   *   for an unknown vault or one the caller may not decrypt, `ambiguous_vault` (409) when a
+   *   name matches vaults in several workspaces and no `workspace` is given,
+   *   `invalid_argument` (status 0) for a reason that cannot be sent in a header.
    */
   async getSecretsFromVault(
     vaultIdOrName: string,
@@ -732,7 +734,7 @@ export class RcrtClient {
    *
    * @param vaultIdOrName - The vault's id, or its name.
    * @param options - `workspace` to disambiguate a name used in several workspaces.
-   * @throws {@link RcrtError} `not_found` (404), `invalid_request` (400) when a name matches
+   * @throws {@link RcrtError} `not_found` (404), `ambiguous_vault` (409) when a name matches
    *   vaults in several workspaces and no `workspace` is given.
    */
   async getVault(vaultIdOrName: string, options: VaultLookupOptions = {}): Promise<Vault> {
@@ -748,7 +750,7 @@ export class RcrtClient {
    * (`PUT /secrets/vaults/{idOrName}/keys/{key}`).
    *
    * The service resolves names without a workspace here, so address a vault whose name is
-   * used in several workspaces by its id.
+   * used in several workspaces by its id (by that name it is a 409 `ambiguous_vault`).
    *
    * @param vaultIdOrName - The vault's id, or its name.
    * @param key - The key (1-63 letters, digits, `_`, `-` or `.`).
@@ -756,7 +758,8 @@ export class RcrtClient {
    * @param options - `allowEmpty` to store an empty value.
    * @returns The vault with its keys after the change.
    * @throws {@link RcrtError} `not_found` (404), `invalid_request` (400) for a bad key,
-   *   `empty_value` (400) for an empty value without `allowEmpty`.
+   *   `empty_value` (400) for an empty value without `allowEmpty`, `ambiguous_vault` (409) for
+   *   a name used in several workspaces.
    */
   async setVaultSecret(
     vaultIdOrName: string,

@@ -272,10 +272,16 @@ describe('secrets', () => {
     const all = await client.listSecrets();
     assert.ok(Array.isArray(all.items));
     assert.ok(all.items.length >= 1);
+
+    // A scope id alone: the workspace and agent scopes of that id.
+    const agent = await client.createSecret({
+      name: 'a', value: 'agent-value', scope_type: 'agent', scope_id: 'ws-list',
+    });
+    const byId = await client.listSecrets({ scope_id: 'ws-list' });
+    assert.deepEqual(byId.items.map((m) => m.id).sort(), [...ids, agent.id].sort());
   });
 
   test('listSecrets with a bad query -> 400 invalid_request', async () => {
-    await rejectsWith(client.listSecrets({ scope_id: 'ws-list' }), 400, 'invalid_request');
     await rejectsWith(client.listSecrets({ limit: 0 }), 400, 'invalid_request');
     await rejectsWith(client.listSecrets({ cursor: 'nope' }), 400, 'invalid_request');
   });

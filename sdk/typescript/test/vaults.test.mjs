@@ -97,15 +97,15 @@ describe('vaults', () => {
   test('a name used in two workspaces needs the workspace (or the id)', async () => {
     const a = await client.createSecretVault('ws-amb-a', { K: 'a' }, { name: 'shared-name' });
     const b = await client.createSecretVault('ws-amb-b', { K: 'b' }, { name: 'shared-name' });
-    await rejectsWith(client.getVault('shared-name'), 400, 'invalid_request');
-    await rejectsWith(client.getSecretsFromVault('shared-name', 'ambiguous'), 400, 'invalid_request');
+    await rejectsWith(client.getVault('shared-name'), 409, 'ambiguous_vault');
+    await rejectsWith(client.getSecretsFromVault('shared-name', 'ambiguous'), 409, 'ambiguous_vault');
     assert.equal((await client.getVault('shared-name', { workspace: 'ws-amb-b' })).id, b.id);
     assert.deepEqual(
       await client.getSecretsFromVault('shared-name', 'pick a', { workspace: 'ws-amb-a' }),
       { K: 'a' },
     );
     // Writes take no workspace: by id they work, by the ambiguous name they are refused.
-    await rejectsWith(client.setVaultSecret('shared-name', 'K', 'x'), 400, 'invalid_request');
+    await rejectsWith(client.setVaultSecret('shared-name', 'K', 'x'), 409, 'ambiguous_vault');
     await client.setVaultSecret(a.id, 'K', 'a2');
     assert.deepEqual(await client.getSecretsFromVault(a.id, 'after write'), { K: 'a2' });
   });
