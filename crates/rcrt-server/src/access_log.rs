@@ -1,12 +1,11 @@
-//! Logs for machines: the access log (one line per request, target [`ACCESS_TARGET`]) and the
-//! `LOG_FORMAT=json` line format ([`JsonLines`], [`JsonFields`]).
+//! The access log: one line per request, target [`ACCESS_TARGET`] (with `LOG_FORMAT=json`,
+//! one JSON object per line from `tracing-subscriber`'s JSON formatter).
 //!
 //! An access line names the request (id, method, route template, status, latency) and, once the
 //! authentication middleware has filled the request's [`AccessSlot`], who made it (principal and
 //! tenant). It never holds the raw path or query (a path may carry secret or vault names),
 //! headers, bodies, values, keys or tokens.
 
-use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -14,12 +13,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Extensions;
 use axum::middleware::Next;
 use axum::response::Response;
-use serde_json::{Map, Value};
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
-use tracing_subscriber::registry::LookupSpan;
 
 use crate::http::guard::RequestId;
 
@@ -94,172 +87,10 @@ pub async fn access_log(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// Collects `tracing` fields into a JSON object: numbers and booleans as such, everything else
-/// as a string.
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
-
-impl Visit for JsonVisitor<'_> {
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        let v = serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number);
-        self.0.insert(field.name().to_owned(), v);
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), value.into());
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), value.into());
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.into());
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_owned(), value.to_string().into());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), format!("{value:?}").into());
-    }
-}
-
-/// Stores a span's fields as a JSON object (the text [`JsonLines`] reads back).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct JsonFields;
-
-impl<'w> FormatFields<'w> for JsonFields {
-    fn format_fields<R: tracing_subscriber::field::RecordFields>(
-        &self,
-        mut writer: Writer<'w>,
-        fields: R,
-    ) -> fmt::Result {
-        let mut map = Map::new();
-        fields.record(&mut JsonVisitor(&mut map));
-        write!(writer, "{}", Value::Object(map))
-    }
-
-    fn add_fields(
-        &self,
-        current: &'w mut FormattedFields<Self>,
-        fields: &tracing::span::Record<'_>,
-    ) -> fmt::Result {
-        // Fields recorded after the span's creation: merged into its object, not appended.
-        let mut map: Map<String, Value> = serde_json::from_str(&current.fields).unwrap_or_default();
-        fields.record(&mut JsonVisitor(&mut map));
-        current.fields = Value::Object(map).to_string();
-        Ok(())
-    }
-}
-
-/// `LOG_FORMAT=json`: one JSON object per line with `timestamp` (RFC 3339, UTC), `level`,
-/// `target`, the fields of the event's spans (outermost first, so `request_id` of the request's
-/// span is on every line logged while serving it) and the event's own fields (`message`, ...),
-/// all at the top level.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct JsonLines;
-
-impl<S> FormatEvent<S, JsonFields> for JsonLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, JsonFields>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let mut map = Map::new();
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                let ext = span.extensions();
-                let Some(fields) = ext.get::<FormattedFields<JsonFields>>() else {
-                    continue;
-                };
-                if let Ok(Value::Object(fields)) = serde_json::from_str(&fields.fields) {
-                    map.extend(fields);
-                }
-            }
-        }
-        event.record(&mut JsonVisitor(&mut map));
-        let meta = event.metadata();
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|_| fmt::Error)?;
-        map.insert("timestamp".into(), now.into());
-        map.insert("level".into(), meta.level().as_str().into());
-        map.insert("target".into(), meta.target().into());
-        writeln!(writer, "{}", Value::Object(map))
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
+    #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::io::Write;
-    use std::sync::Mutex;
-    use tracing_subscriber::layer::SubscriberExt;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn json_lines(f: impl FnOnce()) -> Vec<Value> {
-        let buf = Buf::default();
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonFields)
-                .event_format(JsonLines)
-                .with_writer(move || writer.clone()),
-        );
-        tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
-    }
-
-    #[test]
-    fn json_lines_flatten_event_and_span_fields() {
-        let lines = json_lines(|| {
-            let outer = tracing::info_span!("request", request_id = "r-1", route = "/x/{id}");
-            let _o = outer.enter();
-            let inner = tracing::info_span!("decrypt", n = tracing::field::Empty);
-            inner.record("n", 3);
-            let _i = inner.enter();
-            tracing::warn!(
-                status = 200u16,
-                ok = true,
-                ms = 1.5,
-                "quote \" and\nnewline"
-            );
-        });
-        assert_eq!(lines.len(), 1);
-        let l = &lines[0];
-        assert_eq!(l["request_id"], "r-1");
-        assert_eq!(l["route"], "/x/{id}");
-        assert_eq!(l["n"], 3);
-        assert_eq!(l["status"], 200);
-        assert_eq!(l["ok"], true);
-        assert_eq!(l["ms"], 1.5);
-        assert_eq!(l["message"], "quote \" and\nnewline");
-        assert_eq!(l["level"], "WARN");
-        assert!(l["target"].as_str().unwrap().starts_with("rcrt_server"));
-        let ts = l["timestamp"].as_str().unwrap();
-        time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).unwrap();
-    }
 
     #[test]
     fn record_principal_fills_the_slot_once_and_needs_one() {

@@ -28,7 +28,6 @@ fn main() -> ExitCode {
         }
     };
     {
-        use rcrt_server::access_log::{JsonFields, JsonLines};
         use rcrt_server::config::LogFormat;
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
@@ -40,9 +39,13 @@ fn main() -> ExitCode {
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_filter(log_filter(&config.log_filter))
                     .boxed(),
+                // One object per line: the event's fields at the top level (an access line's
+                // request id, route, status...), the request span's under `span`.
                 LogFormat::Json => tracing_subscriber::fmt::layer()
-                    .fmt_fields(JsonFields)
-                    .event_format(JsonLines)
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
                     .with_writer(std::io::stderr)
                     .with_filter(log_filter(&config.log_filter))
                     .boxed(),
