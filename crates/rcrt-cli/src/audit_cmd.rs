@@ -60,15 +60,24 @@ pub(crate) struct Filters {
 /// A time from `--since`/`--until`: a duration back from `now`, or RFC 3339.
 pub(crate) fn parse_time(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
     let text = text.trim();
-    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok(t);
-    }
-    let d = humantime::parse_duration(text).map_err(|_| {
-        format!("{text:?} is neither a duration (30d, 12h, \"1h 30m\") nor an RFC 3339 time")
-    })?;
-    let d = time::Duration::try_from(d).map_err(|_| format!("{text:?} is too long ago"))?;
-    now.checked_sub(d)
-        .ok_or_else(|| format!("{text:?} is too long ago"))
+    let t = match OffsetDateTime::parse(text, &Rfc3339) {
+        Ok(t) => t,
+        Err(_) => {
+            let d = humantime::parse_duration(text).map_err(|_| {
+                format!(
+                    "{text:?} is neither a duration (30d, 12h, \"1h 30m\") nor an RFC 3339 time"
+                )
+            })?;
+            let d = time::Duration::try_from(d).map_err(|_| format!("{text:?} is too long ago"))?;
+            now.checked_sub(d)
+                .ok_or_else(|| format!("{text:?} is too long ago"))?
+        }
+    };
+    // In UTC it must still be a year the stores can hold (an offset can push 9999-12-31 past
+    // it, and converting that would panic in the drivers).
+    t.checked_to_offset(time::UtcOffset::UTC)
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .ok_or_else(|| format!("{text:?} is outside the years 0 to 9999 in UTC"))
 }
 
 impl Filters {
@@ -446,6 +455,10 @@ mod tests {
             OffsetDateTime::UNIX_EPOCH + time::Duration::days(1)
         );
         assert!(parse_time("yesterday", now).is_err());
+        // Out of the stores' range once in UTC: refused, not a panic in the driver.
+        assert!(parse_time("9999-12-31T23:59:59-23:59", now).is_err());
+        assert!(parse_time("0000-01-01T00:00:00+23:59", now).is_err());
+        assert!(parse_time("9000y", now).is_err());
     }
 
     #[test]

@@ -388,11 +388,9 @@ impl CheckpointJob {
             return Ok(None);
         }
         let heads = self.store.audit_heads().await?;
-        let known = match self.last.lock().ok().and_then(|l| l.clone()) {
-            Some(heads) => Some(heads),
-            // First tick (or another replica wrote the last ones): the newest stored.
-            None => self.store.audit_checkpoints().await?.pop().map(|c| c.heads),
-        };
+        // The first tick of a process signs whatever the heads are (one checkpoint per start)
+        // rather than read the stored checkpoints back: they grow without bound.
+        let known = self.last.lock().ok().and_then(|l| l.clone());
         if known.as_ref() == Some(&heads) {
             return Ok(None);
         }

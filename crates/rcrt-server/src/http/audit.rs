@@ -122,11 +122,17 @@ fn decode_cursor(cursor: &str) -> AppResult<i64> {
 fn time_param(name: &str, value: Option<&str>) -> AppResult<Option<OffsetDateTime>> {
     value
         .map(|v| {
-            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
-                ApiError::invalid(format!(
-                    "{name} must be an RFC 3339 time such as 2026-01-31T12:00:00Z"
-                ))
-            })
+            OffsetDateTime::parse(v, &Rfc3339)
+                .ok()
+                // In UTC it must still be a year the stores can hold (an offset can push
+                // 9999-12-31 past it, and converting that would panic in the drivers).
+                .and_then(|t| t.checked_to_offset(time::UtcOffset::UTC))
+                .filter(|t| (0..=9999).contains(&t.year()))
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "{name} must be an RFC 3339 time such as 2026-01-31T12:00:00Z"
+                    ))
+                })
         })
         .transpose()
 }
@@ -218,5 +224,19 @@ mod tests {
         for bad in ["", "x", "MA", "LTE", "!!", "NDI=", " NDI", "MDQy"] {
             assert!(decode_cursor(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn times_out_of_range_in_utc_are_refused_not_passed_on() {
+        // Both parse as RFC 3339, but in UTC they fall outside years 0..=9999: the stores'
+        // conversions panicked on them (a 500) before.
+        for bad in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+23:59"] {
+            assert!(time_param("since", Some(bad)).is_err(), "{bad} accepted");
+        }
+        let t = time_param("since", Some("2026-01-31T12:00:00+02:00"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.offset(), time::UtcOffset::UTC);
+        assert_eq!(t.hour(), 10);
     }
 }
