@@ -195,7 +195,7 @@ fn cells(r: &AuditRecord) -> [String; 10] {
 /// One CSV field: quoted when it holds a comma, quote, CR or LF (RFC 4180), or starts with a
 /// character a spreadsheet would take for a formula (the field is data, never a formula).
 fn csv_field(s: &str) -> String {
-    let formula = s.starts_with(['=', '+', '-', '@']);
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if formula || s.contains([',', '"', '\r', '\n']) {
         let body = if formula {
             format!("'{s}")
@@ -206,6 +206,19 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_owned()
     }
+}
+
+/// `s` with every control character written as an escape (`\n`, `\u{1b}`).
+fn without_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Rows rendered in `format`.
@@ -229,7 +242,12 @@ pub(crate) fn render(rows: &[AuditRecord], format: QueryFormat) -> String {
             out
         }
         QueryFormat::Table => {
-            let body: Vec<[String; 10]> = rows.iter().map(cells).collect();
+            // Control characters escaped: a row edited in the database must not move the
+            // terminal's cursor or fake a line.
+            let body: Vec<[String; 10]> = rows
+                .iter()
+                .map(|r| cells(r).map(|c| without_controls(&c)))
+                .collect();
             let mut widths = COLUMNS.map(str::len);
             for row in &body {
                 for (w, c) in widths.iter_mut().zip(row) {
@@ -497,5 +515,12 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=cmd()"), "\"'=cmd()\"");
+        assert_eq!(csv_field("\tcmd"), "\"'\tcmd\"");
+    }
+
+    #[test]
+    fn table_cells_show_control_characters_escaped() {
+        assert_eq!(without_controls("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
+        assert_eq!(without_controls("plain é"), "plain é");
     }
 }
