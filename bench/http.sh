@@ -40,7 +40,7 @@ esac
 say() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 # shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"   # free_port stop_server pg_up machine_ticks field wrk_errors
+. "$ROOT/bench/lib.sh"   # free_port stop_server pg_up field wrk_errors, build_server start_server seed run_wrk run_pgbench ...
 
 for tool in wrk curl jq openssl awk; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (wrk: apt-get install -y wrk)"
@@ -71,126 +71,7 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------------
 # Results: one row per measurement, printed as a markdown table at the end.
-ROWS=()       # "backend|workload|rate|p50_ms|p99_ms|non2xx|errors|server_cpu|machine_busy"
-COMMANDS=()
-declare -A RATE=()
-FAILED=0
-
-# CPU accounting from /proc: the server's own CPU (in % of one core) and the whole machine's busy
-# share (in % of all cores) during a measurement, to see who is saturated.
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-CLK_TCK=$(getconf CLK_TCK)
-NCPU=$(getconf _NPROCESSORS_ONLN)
-
-cpu_begin() {
-  T0_SRV=$( [ -n "$SERVER_PID" ] && proc_ticks "$SERVER_PID" || echo 0 )
-  read -r T0_BUSY T0_ALL < <(machine_ticks)
-  T0_WALL=$(date +%s.%N)
-}
-cpu_end() { # prints "server_cpu_pct machine_busy_pct"
-  local srv busy all wall
-  srv=$( [ -n "$SERVER_PID" ] && proc_ticks "$SERVER_PID" || echo 0 )
-  read -r busy all < <(machine_ticks)
-  wall=$(date +%s.%N)
-  awk -v s0="$T0_SRV" -v s1="$srv" -v b0="$T0_BUSY" -v b1="$busy" -v a0="$T0_ALL" -v a1="$all" \
-      -v w0="$T0_WALL" -v w1="$wall" -v hz="$CLK_TCK" -v srvon="${SERVER_PID:+1}" \
-      'BEGIN { sc = srvon ? sprintf("%.0f%%", 100 * (s1 - s0) / hz / (w1 - w0)) : "-";
-               printf "%s %.0f%%\n", sc, 100 * (b1 - b0) / (a1 - a0) }'
-}
-
-start_server() { # name db_url [disabled|token]
-  local name=$1 db_url=$2 auth=${3:-disabled} kek
-  PORT=$(free_port) || die "no free loopback port"
-  mkdir -p "$WORK/$name"
-  # One KEK per backend, so a restart in the other auth mode serves the same secrets.
-  [ -f "$WORK/$name/kek" ] || (umask 077 && openssl rand -base64 32 >"$WORK/$name/kek")
-  kek=$(cat "$WORK/$name/kek")
-  local auth_env=()
-  export RCRT_BENCH_TOKEN=""
-  if [ "$auth" = token ]; then
-    [ -f "$WORK/$name/token" ] || (umask 077 && echo "rcrt_$(openssl rand -hex 16)_$(openssl rand -hex 32)" >"$WORK/$name/token")
-    auth_env=(AUTH_MODE=token BOOTSTRAP_ADMIN_TOKEN_FILE="$WORK/$name/token")
-    RCRT_BENCH_TOKEN=$(cat "$WORK/$name/token")
-  fi
-  # A clean environment: only what the server needs (no DATABASE_URL, .env, ...).
-  ( cd "$WORK/$name" && exec env -i PATH="$PATH" LOCAL_KEK_BASE64="$kek" RUST_LOG=warn \
-      DB_URL="$db_url" BIND_ADDR="127.0.0.1:$PORT" "${auth_env[@]}" "$BIN" ) >>"$WORK/$name/server.log" 2>&1 &
-  SERVER_PID=$!
-  BASE="http://127.0.0.1:$PORT"
-  for _ in $(seq 1 150); do
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/$name/server.log" >&2; die "rcrt-server ($name) exited"; }
-    curl -fsS --max-time 1 "$BASE/health" >/dev/null 2>&1 && { say "rcrt-server ($name) pid $SERVER_PID on $BASE"; return 0; }
-    sleep 0.2
-  done
-  die "rcrt-server ($name) did not answer /health within 30 s"
-}
-
-seed() { # name -> $WORK/name/ids (SEED ids), through the HTTP API, 16 requests in flight
-  local name=$1 dir="$WORK/$1" i value
-  value=$(printf 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/%.0s' $(seq 1 16))
-  mkdir -p "$dir/seed"
-  {
-    for i in $(seq 1 "$SEED"); do
-      printf 'url = "%s/secrets"\nheader = "Content-Type: application/json"\n' "$BASE"
-      printf 'data = "{\\"name\\":\\"seed-%s\\",\\"value\\":\\"%s\\",\\"scope_type\\":\\"global\\"}"\n' "$i" "$value"
-      printf 'output = "%s/seed/%s.json"\nmax-time = 10\n' "$dir" "$i"
-      [ "$i" -lt "$SEED" ] && printf 'next\n'
-    done
-  } >"$dir/seed.curlrc"
-  [ -z "${RCRT_BENCH_TOKEN:-}" ] || die "seed with AUTH_MODE=disabled"
-  timeout 300 curl --no-progress-meter --parallel --parallel-max 16 -K "$dir/seed.curlrc" \
-    >"$dir/seed.log" 2>&1 || { cat "$dir/seed.log" >&2; die "seeding $name failed"; }
-  cat "$dir"/seed/*.json | jq -r 'select(.id != null) | .id' >"$dir/ids"
-  local n
-  n=$(wc -l <"$dir/ids")
-  [ "$n" -eq "$SEED" ] || die "seeding $name: $n of $SEED secrets created (see $dir/seed)"
-  say "seeded $n secrets on $name"
-}
-
-server_alive() { # what -> dies with the server's exit status if it stopped during a measurement
-  kill -0 "$SERVER_PID" 2>/dev/null && return 0
-  local status=0
-  wait "$SERVER_PID" 2>/dev/null || status=$?
-  SERVER_PID=""
-  tail -n 20 "$WORK"/*/server.log >&2 2>/dev/null || true
-  die "rcrt-server stopped during '$1' (exit status $status; 143 = SIGTERM, 137 = SIGKILL, i.e. killed from outside this script)"
-}
-
-add_row() { # backend workload rate p50_ms p99_ms non2xx errors server_cpu machine_busy
-  local IFS='|'
-  ROWS+=("$*")
-}
-
-run_wrk() { # backend workload lua path [lua args...]
-  local backend=$1 workload=$2 lua=$3 path=$4
-  shift 4
-  local log="$WORK/$backend/wrk-$workload.log"
-  local cmd=(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s --latency
-             -s "bench/wrk/$lua" "$BASE$path")
-  [ $# -gt 0 ] && cmd+=(-- "$@")
-  COMMANDS+=("$backend/$workload: ${cmd[*]}")
-  say "$backend: $workload (${DURATION}s, $THREADS threads, $CONNS connections)"
-  cpu_begin
-  timeout $((DURATION + 60)) "${cmd[@]}" >"$log" 2>&1 || { cat "$log" >&2; server_alive "$backend $workload"; die "wrk $workload on $backend failed"; }
-  local cpu
-  cpu=$(cpu_end)
-  server_alive "$backend $workload"
-  local res
-  res=$(grep '^RESULT ' "$log") || { cat "$log" >&2; die "no RESULT line from wrk ($backend $workload)"; }
-  local rps p50 p99 non2xx errs
-  rps=$(field rps "$res"); non2xx=$(field non2xx "$res")
-  p50=$(awk -v u="$(field p50_us "$res")" 'BEGIN{printf "%.2f", u/1000}')
-  p99=$(awk -v u="$(field p99_us "$res")" 'BEGIN{printf "%.2f", u/1000}')
-  errs=$(wrk_errors "$res")
-  if [ "$non2xx" -ne 0 ] || [ "$errs" -ne 0 ]; then
-    FAILED=1
-    say "WARNING: $backend $workload: $non2xx non-2xx responses, $errs socket errors"
-    say "server log tail:"; tail -n 20 "$WORK/$backend/server.log" >&2 || true
-  fi
-  RATE["$backend/$workload"]=$rps
-  add_row "$backend" "$workload" "$(printf '%.0f' "$rps") req/s" "$p50" "$p99" "$non2xx" "$errs" $cpu
-  say "  -> $(printf '%.0f' "$rps") req/s, p50 $p50 ms, p99 $p99 ms, non-2xx $non2xx, socket errors $errs, server CPU / machine busy: $cpu"
-}
+results_init   # ROWS COMMANDS RATE P50_MS P99_MS FAILED (bench/lib.sh)
 
 run_http_suite() { # backend
   local backend=$1
@@ -226,67 +107,13 @@ median_rate() { # backend auth
     | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
 
-run_pgbench() { # workload sqlfile db_url
-  local workload=$1 sql=$2 url=$3
-  local log="$WORK/postgres/pgbench-$workload.log" prefix="$WORK/postgres/pgblog-$workload"
-  local cmd=(pgbench -n -M prepared -c "$CONNS" -j "$THREADS" -T "$DURATION" -D "nids=$SEED"
-             -f "bench/pgbench/$sql")
-  COMMANDS+=("postgres/$workload: ${cmd[*]} -l --log-prefix=<tmp> <bench database>")
-  say "postgres: $workload (pgbench, ${DURATION}s, $CONNS clients, $THREADS threads)"
-  cpu_begin
-  timeout $((DURATION + 60)) "${cmd[@]}" -l --log-prefix="$prefix" "$url" >"$log" 2>&1 \
-    || { cat "$log" >&2; die "pgbench $workload failed"; }
-  local cpu tps failed lat
-  cpu=$(cpu_end)
-  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$log")
-  [ -n "$tps" ] || { cat "$log" >&2; die "no tps in pgbench output"; }
-  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log")
-  failed=${failed:-0}
-  # Per-transaction log: field 3 is the latency in microseconds.
-  lat=$(cat "$prefix".* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {
-          i50 = int(NR * 0.50); if (i50 < 1) i50 = 1; i99 = int(NR * 0.99); if (i99 < 1) i99 = 1;
-          printf "%.2f %.2f", a[i50] / 1000, a[i99] / 1000 }')
-  [ "$failed" -eq 0 ] || { FAILED=1; say "WARNING: pgbench $workload: $failed failed transactions"; }
-  RATE["postgres/$workload"]=$tps
-  # shellcheck disable=SC2086
-  add_row postgres "$workload" "$(printf '%.0f' "$tps") tps" $lat "$failed (failed tx)" 0 $cpu
-  say "  -> $(printf '%.0f' "$tps") tps, p50/p99 ms: $lat, failed $failed, server CPU / machine busy: $cpu"
-}
-
 ratio() { # a b -> "a/b as %"
   awk -v a="${RATE[$1]:-0}" -v b="${RATE[$2]:-0}" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "n/a" }'
 }
 
 # ---------------------------------------------------------------------------------------------
 say "$CMDLINE   (machine: $NCPU CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg))"
-# What is measured: a commit, or the working tree (then say whether it has uncommitted changes).
-SRC=$ROOT
-if [ -n "${BENCH_REV:-}" ]; then
-  REVISION="$(git -C "$ROOT" rev-parse --short "$BENCH_REV^{commit}") (clean git archive export)" \
-    || die "unknown revision $BENCH_REV"
-  SRC="$WORK/src"
-  mkdir -p "$SRC"
-  git -C "$ROOT" archive --format=tar "$BENCH_REV" | tar -x -C "$SRC"
-else
-  if REVISION=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
-    dirty=$(git -C "$ROOT" --no-optional-locks status --porcelain --untracked-files=no \
-      -- crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)
-    [ "$dirty" -eq 0 ] && REVISION="$REVISION (working tree, clean)" \
-      || REVISION="$REVISION + $dirty uncommitted file(s) in the working tree"
-  else
-    REVISION="working tree (no git)"
-  fi
-fi
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  say "cargo build --release --bin rcrt-server  (in $SRC, target dir $TARGET_DIR)"
-  ( cd "$SRC" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --bin rcrt-server >&2 ) \
-    || die "build failed"
-fi
-[ -x "$TARGET_DIR/release/rcrt-server" ] || die "no release binary at $TARGET_DIR/release/rcrt-server"
-# A private copy: the target dir is shared, another build may replace the binary mid-run.
-BIN="$WORK/rcrt-bench-server"
-cp "$TARGET_DIR/release/rcrt-server" "$BIN"
-say "measuring $REVISION"
+build_server   # -> BIN, REVISION (bench/lib.sh)
 
 for backend in $BACKENDS; do
   case "$backend" in
@@ -313,11 +140,16 @@ for backend in $BACKENDS; do
       run_pgbench pgbench_decrypt_autocommit decrypt_autocommit.sql "$PG_URL"
       # With row-level security (migration 0002) the server also switches role and tenant before
       # each statement: measure that exact sequence too.
-      rls=$(timeout 30 psql "$PG_URL" -qXAt -c "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'rcrt_app')::text
+      # The role: per database since migration 0004 (named in rcrt_state), the shared rcrt_app
+      # before it.
+      app_role=$(timeout 30 psql "$PG_URL" -qXAt -c "SELECT value FROM rcrt_state WHERE key = 'app_role'" 2>/dev/null || true)
+      app_role=${app_role:-rcrt_app}
+      [[ "$app_role" =~ ^[a-z0-9_]+$ ]] || die "unexpected app role name '$app_role'"
+      rls=$(timeout 30 psql "$PG_URL" -qXAt -c "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = '$app_role')::text
           || (SELECT relrowsecurity::text FROM pg_class WHERE oid = 'secrets'::regclass)")
       if [ "$rls" = "1true" ]; then
-        timeout 30 psql "$PG_URL" -qX -v ON_ERROR_STOP=1 -c 'GRANT SELECT ON bench_ids TO rcrt_app' >/dev/null
-        run_pgbench pgbench_decrypt_as_server decrypt_as_server.sql "$PG_URL"
+        timeout 30 psql "$PG_URL" -qX -v ON_ERROR_STOP=1 -c "GRANT SELECT ON bench_ids TO $app_role" >/dev/null
+        run_pgbench pgbench_decrypt_as_server decrypt_as_server.sql "$PG_URL" -D "app_role=$app_role"
       else
         say "no row-level security in this revision: decrypt_autocommit.sql is the server's exact SQL"
       fi

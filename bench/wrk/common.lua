@@ -1,7 +1,7 @@
 -- Shared by the wrk scripts here (loaded with require, see their first lines): numbers the
 -- threads (global `tid` in each thread), counts non-2xx responses per thread (each script's init
--- sets `non2xx = 0`) and prints the one "RESULT ..." line that bench/http.sh and
--- bench/rewrap.sh parse.
+-- sets `non2xx = 0`) and prints the one "RESULT ..." line that bench/http.sh,
+-- bench/rewrap.sh and bench/peers.sh parse.
 
 -- With RCRT_BENCH_TOKEN set (a service token), every request carries it as a bearer token.
 local bench_token = os.getenv("RCRT_BENCH_TOKEN")
