@@ -1,6 +1,8 @@
 //! Fault injection: `kill -9` of a real `rcrt-server` under create/update/delete load, on SQLite
 //! and PostgreSQL. After a restart on the same store, every acknowledged write is there (with its
-//! audit row), every acknowledged delete stays deleted, and no secret holds a value nobody sent.
+//! audit row), every acknowledged delete stays deleted, every decrypt that returned a value has
+//! its audit row (decrypt rows are group-committed: a value leaves only after its batch commits),
+//! and no secret holds a value nobody sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -30,8 +32,10 @@ struct Known {
 }
 
 type Ledger = Arc<Mutex<BTreeMap<String, Known>>>;
+/// The reasons of the decrypts that returned a value (each reason names one request).
+type Revealed = Arc<Mutex<BTreeSet<String>>>;
 
-async fn worker(base: String, w: usize, stop: Arc<AtomicBool>, ledger: Ledger) {
+async fn worker(base: String, w: usize, stop: Arc<AtomicBool>, ledger: Ledger, revealed: Revealed) {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
@@ -41,8 +45,30 @@ async fn worker(base: String, w: usize, stop: Arc<AtomicBool>, ledger: Ledger) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        match n % 5 {
-            // Create (2 in 5).
+        match n % 8 {
+            // Decrypt (3 in 8) of its newest secret, with a reason naming the request.
+            5..=7 => {
+                let Some(id) = mine.last().cloned() else {
+                    continue;
+                };
+                let reason = format!("crash-check-w{w}-{n}");
+                let r = http
+                    .post(format!("{base}/secrets/{id}/decrypt"))
+                    .json(&json!({"reason": reason}))
+                    .send()
+                    .await;
+                let Ok(r) = r else { continue };
+                if r.status().as_u16() != 200 {
+                    continue;
+                }
+                let Ok(v) = r.json::<Value>().await else {
+                    continue;
+                };
+                if v["value"].is_string() {
+                    revealed.lock().unwrap().insert(reason);
+                }
+            }
+            // Create (2 in 8).
             0 | 1 => {
                 let value = format!("w{w}-create-{n}");
                 let r = http
@@ -64,7 +90,7 @@ async fn worker(base: String, w: usize, stop: Arc<AtomicBool>, ledger: Ledger) {
                 k.acked = Some((1, value));
                 mine.push(id);
             }
-            // Update (2 in 5).
+            // Update (2 in 8).
             2 | 3 => {
                 let Some(id) = mine.last().cloned() else {
                     continue;
@@ -92,7 +118,7 @@ async fn worker(base: String, w: usize, stop: Arc<AtomicBool>, ledger: Ledger) {
                 let version = v["version"].as_i64().unwrap();
                 ledger.lock().unwrap().get_mut(&id).unwrap().acked = Some((version, value));
             }
-            // Delete (1 in 5), of the oldest of its secrets.
+            // Delete (1 in 8), of the oldest of its secrets.
             _ => {
                 if mine.len() < 3 {
                     continue;
@@ -104,6 +130,49 @@ async fn worker(base: String, w: usize, stop: Arc<AtomicBool>, ledger: Ledger) {
                     ledger.lock().unwrap().get_mut(&id).unwrap().deleted = true;
                 }
             }
+        }
+    }
+}
+
+/// The reasons of the successful decrypt rows.
+fn audited_decrypt_reasons(
+    backend: Backend,
+    dir: &TempDir,
+    pg_url: Option<&str>,
+) -> BTreeSet<String> {
+    let sql = "SELECT reason FROM secret_access_log \
+               WHERE action = 'decrypt' AND outcome = 'success' AND reason IS NOT NULL";
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(dir.path().join("rcrt.db")).unwrap();
+            let mut st = conn.prepare(sql).unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        }
+        Backend::Postgres => {
+            let url = pg_url.unwrap().to_owned();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    tokio::spawn(conn);
+                    c.query(sql, &[])
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect()
+                })
+            })
+            .join()
+            .unwrap()
         }
     }
 }
@@ -157,9 +226,18 @@ async fn kill_under_load(backend: Backend) {
     let cfg = server_config(pg.as_ref(), &dir, &[("LOCAL_KEK_BASE64", &kek)]);
     let mut server = ServerProcess::start(&cfg);
     let ledger: Ledger = Arc::default();
+    let revealed: Revealed = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..WORKERS)
-        .map(|w| tokio::spawn(worker(server.base_url(), w, stop.clone(), ledger.clone())))
+        .map(|w| {
+            tokio::spawn(worker(
+                server.base_url(),
+                w,
+                stop.clone(),
+                ledger.clone(),
+                revealed.clone(),
+            ))
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill(); // SIGKILL, mid-load
@@ -173,11 +251,21 @@ async fn kill_under_load(backend: Backend) {
         acked_writes > 50,
         "too little load before the kill: {acked_writes}"
     );
+    let revealed = revealed.lock().unwrap().clone();
+    assert!(
+        revealed.len() > 50,
+        "too few decrypts before the kill: {}",
+        revealed.len()
+    );
 
     let server = ServerProcess::start(&cfg);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let audited = audited_ids(backend, &dir, pg.as_ref().map(|p| p.url()));
-    let mut problems = Vec::new();
+    let decrypts = audited_decrypt_reasons(backend, &dir, pg.as_ref().map(|p| p.url()));
+    let mut problems: Vec<String> = revealed
+        .difference(&decrypts)
+        .map(|reason| format!("a value was returned for {reason:?} without its audit row"))
+        .collect();
     for (id, k) in &ledger {
         let r = http
             .post(format!("{}/secrets/{id}/decrypt", server.base_url()))
@@ -227,8 +315,10 @@ async fn kill_under_load(backend: Backend) {
         }
     }
     eprintln!(
-        "{backend:?}: {} secrets touched, {acked_writes} with acknowledged writes, {} deletes acknowledged",
+        "{backend:?}: {} secrets touched, {acked_writes} with acknowledged writes, {} decrypts \
+         returned a value, {} deletes acknowledged",
         ledger.len(),
+        revealed.len(),
         ledger.values().filter(|k| k.deleted).count()
     );
     assert!(problems.is_empty(), "{problems:#?}");

@@ -47,7 +47,7 @@ pub use postgres::{PgStore, PgTimeouts};
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A secret with this name already exists in the same tenant and scope.

@@ -72,6 +72,8 @@ pub struct PgStore {
     timeouts: PgTimeouts,
     /// The request path's role in this database (recorded by migration 0004).
     app_role: String,
+    /// Group commit of single audit rows; `None` only while connecting.
+    audit: Option<audit_batch::AuditBatcher>,
 }
 
 /// A connection failure with its causes: the client's own message is often only the outer
@@ -178,6 +180,8 @@ const INSERT_AUDIT_ON_LANE: &str = chained_insert!(
             LATERAL (SELECT pg_advisory_xact_lock(1919118446, o.lane)) AS locked"
 );
 
+mod audit_batch;
+
 /// An audit row's fields in the chained inserts' parameter order.
 struct AuditRow<'a> {
     a: &'a AuditEntry,
@@ -281,6 +285,32 @@ async fn insert_audit(
         }
     };
     *held = Some(lane);
+    Ok(())
+}
+
+/// Writes one audit row in its own transaction (one statement): the tenant setting and the
+/// chained insert in one round trip.
+async fn append_one(
+    c: &deadpool_postgres::Client,
+    app_role: &str,
+    entry: &AuditEntry,
+) -> Result<(), StoreError> {
+    let set = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
+    let st = c
+        .prepare_cached(INSERT_AUDIT_FREE_LANE)
+        .await
+        .map_err(audit_err)?;
+    let row = AuditRow::new(entry);
+    let params = row.params();
+    let tenant = entry.tenant.as_str();
+    let set_params: [&(dyn ToSql + Sync); 2] = [&tenant, &app_role];
+    let (_, head) = tokio::try_join!(c.execute(&set, &set_params), c.query_opt(&st, &params))
+        .map_err(audit_err)?;
+    if head.is_none() {
+        // Every lane was held by another transaction: wait for one (the session already acts
+        // for the tenant).
+        insert_audit_on_lane(c, &row, None).await?;
+    }
     Ok(())
 }
 
@@ -523,12 +553,18 @@ impl PgStore {
             pool,
             timeouts,
             app_role: String::new(),
+            audit: None,
         };
         store.bounded(timeouts.migrate, store.migrate()).await?;
         store.app_role = store
             .bounded(timeouts.operation, store.get_state(APP_ROLE_KEY))
             .await?
             .ok_or_else(|| StoreError::Corrupt("no app role recorded (migration 0004)".into()))?;
+        store.audit = Some(audit_batch::AuditBatcher::spawn(
+            store.pool.clone(),
+            store.app_role.clone(),
+            timeouts.operation,
+        ));
         Ok(store)
     }
 
@@ -848,24 +884,17 @@ impl Store for PgStore {
                 return Ok(());
             };
             if audits.len() == 1 {
-                // The decrypt path's audit row: tenant setting and chained insert (one
-                // statement, its own transaction) in one round trip.
+                // The decrypt path's audit row: committed together with concurrent ones.
+                let entry = first.clone();
+                let entry = match &self.audit {
+                    Some(batcher) => match batcher.append(entry).await {
+                        Ok(written) => return written,
+                        Err(entry) => entry,
+                    },
+                    None => entry,
+                };
                 let c = self.client().await?;
-                let st = c
-                    .prepare_cached(INSERT_AUDIT_FREE_LANE)
-                    .await
-                    .map_err(audit_err)?;
-                let row = AuditRow::new(first);
-                let params = row.params();
-                let head = self
-                    .as_tenant(&c, &first.tenant, c.query_opt(&st, &params))
-                    .await?;
-                if head.is_none() {
-                    // Every lane was held by another transaction: wait for one (the session
-                    // already acts for the tenant).
-                    insert_audit_on_lane(&c, &row, None).await?;
-                }
-                return Ok(());
+                return append_one(&c, &self.app_role, &entry).await;
             }
             let mut c = if audits.iter().all(|a| a.tenant == first.tenant) {
                 self.tenant_client(&first.tenant).await?

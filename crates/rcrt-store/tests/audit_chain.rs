@@ -664,6 +664,115 @@ async fn postgres_writers_wait_for_a_lane_when_every_lane_is_held() {
     assert_eq!(chained_rows(&lanes), 5);
 }
 
+/// How many transactions wrote the audit rows (rows of one transaction share its `xmin`).
+async fn audit_transactions(url: &str) -> (i64, i64) {
+    let c = pg_client(url).await;
+    let r = c
+        .query_one(
+            "SELECT count(DISTINCT xmin::text), count(*) FROM secret_access_log",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// Single rows written concurrently (the decrypt path) are committed several to a transaction
+/// (group commit), and every lane still links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_single_rows_share_commits() {
+    let (db, s) = pg_store().await;
+    let tasks: Vec<_> = (0..64)
+        .map(|w| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let t = TenantId::new(format!("t{}", w % 3));
+                for _ in 0..20 {
+                    s.append_audit(entry(&t, AuditAction::Decrypt, None, "decrypt"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let lanes = check_chain(&*s).await.unwrap();
+    assert_eq!(chained_rows(&lanes), 64 * 20);
+    let (transactions, rows) = audit_transactions(db.url()).await;
+    assert_eq!(rows, 64 * 20);
+    assert!(
+        transactions * 2 <= rows,
+        "{rows} rows took {transactions} transactions: no group commit"
+    );
+}
+
+/// A batch that fails fails every caller in it: a caller hears "written" only if its row is
+/// there, and a failed caller's row is not. The batch is forced: with every lane held, the
+/// writer tasks wait inside their first batches while the next rows queue up behind them, and
+/// the first writer freed takes all of those as one batch, the bad row (a NUL byte, which
+/// PostgreSQL refuses in text) among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_failed_batch_fails_every_caller_in_it() {
+    let (db, s) = pg_store().await;
+    let t = TenantId::default_tenant();
+    let holder = pg_client(db.url()).await;
+    holder
+        .batch_execute(
+            "BEGIN; SELECT pg_advisory_xact_lock(1919118446, g) FROM generate_series(0, 31) AS g",
+        )
+        .await
+        .unwrap();
+    let spawn = |e: AuditEntry| {
+        let s = s.clone();
+        tokio::spawn(async move { s.append_audit(e).await })
+    };
+    // More than the store's writer tasks (4), one at a time so each writer takes one.
+    let mut blockers = Vec::new();
+    for _ in 0..8 {
+        blockers.push(spawn(entry(&t, AuditAction::Decrypt, None, "blocker")));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut bad = entry(&t, AuditAction::Decrypt, None, "bad");
+    bad.reason = Some("nul \0 byte".into());
+    let bad = spawn(bad);
+    let goods: Vec<(String, _)> = (0..20)
+        .map(|_| {
+            let e = entry(&t, AuditAction::Decrypt, None, "good");
+            (e.request_id.clone(), spawn(e))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert!(bad.await.unwrap().is_err(), "a NUL byte was accepted");
+    for b in blockers {
+        let _ = b.await.unwrap();
+    }
+    let stored: std::collections::BTreeSet<String> = s
+        .list_audit(None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    let mut failed = 0;
+    for (request_id, task) in goods {
+        match task.await.unwrap() {
+            Ok(()) => assert!(stored.contains(&request_id), "acknowledged row missing"),
+            Err(_) => {
+                failed += 1;
+                assert!(
+                    !stored.contains(&request_id),
+                    "a failed caller's row is stored"
+                );
+            }
+        }
+    }
+    assert!(failed > 0, "no good row shared the bad row's batch");
+    check_chain(&*s).await.unwrap();
+}
+
 /// The app role (the request path) moves lane heads but cannot change or remove audit rows,
 /// nor touch checkpoints or signing keys.
 #[tokio::test]
