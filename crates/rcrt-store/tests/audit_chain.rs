@@ -653,15 +653,29 @@ async fn postgres_writers_wait_for_a_lane_when_every_lane_is_held() {
             s.create_secret(n, e).await
         })
     };
+    // Concurrent single rows: the store's writers batch them, and those batches wait too.
+    let grouped: Vec<_> = (0..40)
+        .map(|_| {
+            let (s, t) = (s.clone(), t.clone());
+            tokio::spawn(async move {
+                s.append_audit(entry(&t, AuditAction::Decrypt, None, "grouped"))
+                    .await
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!single.is_finished() && !several.is_finished() && !secret.is_finished());
+    assert!(grouped.iter().all(|g| !g.is_finished()));
     assert_eq!(s.list_audit(None, 10).await.unwrap().len(), 1);
     holder.batch_execute("COMMIT").await.unwrap();
     single.await.unwrap().unwrap();
     several.await.unwrap().unwrap();
     secret.await.unwrap().unwrap();
+    for g in grouped {
+        g.await.unwrap().unwrap();
+    }
     let lanes = check_chain(&*s).await.unwrap();
-    assert_eq!(chained_rows(&lanes), 5);
+    assert_eq!(chained_rows(&lanes), 45);
 }
 
 /// How many transactions wrote the audit rows (rows of one transaction share its `xmin`).

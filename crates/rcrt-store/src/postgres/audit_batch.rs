@@ -16,8 +16,10 @@ use deadpool_postgres::Pool;
 use rcrt_types::AuditEntry;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use tokio_postgres::types::ToSql;
+
 use super::{append_one, audit_err, pg_err, unavailable, AuditRow, SET_TENANT};
-use crate::StoreError;
+use crate::{chain, StoreError};
 
 /// Writer tasks: while one commits, the others gather and write the next batches, so the commit
 /// latency is overlapped without shrinking batches to single rows again.
@@ -36,13 +38,43 @@ const PICK_LANE: &str = "SELECT set_config('rcrt.audit_lane', o.lane::text, true
     WHERE pg_try_advisory_xact_lock(1919118446, o.lane)
     LIMIT 1";
 
-/// A chained insert on the lane [`PICK_LANE`] took (taking its lock again does not wait), or on
-/// the connection's lane, waiting for it.
-const INSERT_ON_PICKED_LANE: &str = chained_insert!(
-    "SELECT o.lane FROM (SELECT COALESCE(NULLIF(current_setting('rcrt.audit_lane', true), '')::int4,
-                                         pg_backend_pid() % 32) AS lane) AS o,
-            LATERAL (SELECT pg_advisory_xact_lock(1919118446, o.lane)) AS locked"
+/// The lane [`PICK_LANE`] took, or the connection's own lane when it took none.
+macro_rules! batch_lane {
+    () => {
+        "COALESCE(NULLIF(current_setting('rcrt.audit_lane', true), '')::int4, pg_backend_pid() % 32)"
+    };
+}
+
+/// Holds the batch's lane: no wait for the lane [`PICK_LANE`] took (the lock is re-entrant), a
+/// wait for the connection's lane when every lane was held. A statement of its own so that the
+/// head read after it takes its snapshot once the lock is held, and so sees the previous
+/// holder's commit.
+const HOLD_LANE: &str = concat!(
+    "SELECT pg_advisory_xact_lock(1919118446, ",
+    batch_lane!(),
+    ")"
 );
+
+/// The held lane's head.
+const READ_HEAD: &str = concat!(
+    "SELECT lane, seq, hash FROM audit_chain_heads WHERE lane = ",
+    batch_lane!()
+);
+
+/// One tenant's rows of the batch, their links computed by the writer from the head it read;
+/// inserted in seq order, so that within a lane ids grow with seq (`rcrt audit verify` relies
+/// on it).
+const INSERT_ROWS: &str = "INSERT INTO secret_access_log
+        (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id, token_id,
+         chain_lane, chain_seq, chain_hash)
+    SELECT t, a, s, $4::text, u, r, o, q, k, $10::int4, c, h
+    FROM unnest($1::timestamptz[], $2::text[], $3::uuid[], $5::text[], $6::text[], $7::text[],
+                $8::text[], $9::uuid[], $11::int8[], $12::bytea[])
+         WITH ORDINALITY AS x(t, a, s, u, r, o, q, k, c, h, n)
+    ORDER BY n";
+
+/// Moves the held lane's head past the batch: once per batch, not once per row.
+const MOVE_HEAD: &str = "UPDATE audit_chain_heads SET seq = $2, hash = $3 WHERE lane = $1";
 
 /// One queued row and the caller waiting for its commit.
 struct Job {
@@ -140,9 +172,57 @@ async fn run(writer: Arc<Writer>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
 
 type Pending<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
 
+/// One tenant's rows of a batch, as [`INSERT_ROWS`] binds them.
+struct TenantRows<'a> {
+    tenant: &'a str,
+    timestamps: Vec<time::OffsetDateTime>,
+    actions: Vec<&'a str>,
+    secret_ids: Vec<Option<uuid::Uuid>>,
+    user_ids: Vec<&'a str>,
+    reasons: Vec<Option<&'a str>>,
+    outcomes: Vec<&'a str>,
+    request_ids: Vec<&'a str>,
+    token_ids: Vec<Option<uuid::Uuid>>,
+    seqs: Vec<i64>,
+    hashes: Vec<Vec<u8>>,
+}
+
+impl<'a> TenantRows<'a> {
+    fn new(tenant: &'a str) -> Self {
+        Self {
+            tenant,
+            timestamps: Vec::new(),
+            actions: Vec::new(),
+            secret_ids: Vec::new(),
+            user_ids: Vec::new(),
+            reasons: Vec::new(),
+            outcomes: Vec::new(),
+            request_ids: Vec::new(),
+            token_ids: Vec::new(),
+            seqs: Vec::new(),
+            hashes: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, row: &AuditRow<'a>, seq: i64, hash: [u8; 32]) {
+        self.timestamps.push(row.timestamp);
+        self.actions.push(row.action);
+        self.secret_ids.push(row.secret_id);
+        self.user_ids.push(&row.a.user_id);
+        self.reasons.push(row.a.reason.as_deref());
+        self.outcomes.push(row.outcome);
+        self.request_ids.push(&row.a.request_id);
+        self.token_ids.push(row.token_id);
+        self.seqs.push(seq);
+        self.hashes.push(hash.to_vec());
+    }
+}
+
 impl Writer {
-    /// Writes `entries` in one transaction: one round trip for the transaction's statements,
-    /// pipelined (PostgreSQL runs a connection's requests in order), then the commit.
+    /// Writes `entries` in one transaction and four round trips: begin; take a lane and read
+    /// its head; insert the rows (one statement per tenant) and move the head once; commit.
+    /// Statements of one round trip are pipelined (PostgreSQL runs a connection's requests in
+    /// order).
     async fn write(&self, entries: &[&AuditEntry]) -> Result<(), StoreError> {
         let mut c = self.pool.get().await.map_err(unavailable)?;
         if let [only] = entries {
@@ -150,31 +230,85 @@ impl Writer {
         }
         let set_tenant = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
         let pick = c.prepare_cached(PICK_LANE).await.map_err(audit_err)?;
-        let insert = c
-            .prepare_cached(INSERT_ON_PICKED_LANE)
-            .await
-            .map_err(audit_err)?;
+        let hold = c.prepare_cached(HOLD_LANE).await.map_err(audit_err)?;
+        let read_head = c.prepare_cached(READ_HEAD).await.map_err(audit_err)?;
+        let insert = c.prepare_cached(INSERT_ROWS).await.map_err(audit_err)?;
+        let move_head = c.prepare_cached(MOVE_HEAD).await.map_err(audit_err)?;
         // Rows grouped by tenant: row-level security checks each row against the session's
-        // tenant, so the tenant is set once per group, not per row.
+        // tenant, so each tenant's rows go in one statement after its tenant is set.
         let mut rows: Vec<AuditRow<'_>> = entries.iter().map(|e| AuditRow::new(e)).collect();
         rows.sort_by(|a, b| a.tenant.cmp(b.tenant));
-        let params: Vec<_> = rows.iter().map(AuditRow::params).collect();
         let role = self.app_role.as_str();
-        let tenants: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 2]> = rows
-            .iter()
-            .map(|r| -> [&(dyn tokio_postgres::types::ToSql + Sync); 2] { [&r.tenant, &role] })
-            .collect();
+        let first_tenant = rows.first().map_or("", |r| r.tenant);
+
+        let first_params: [&(dyn ToSql + Sync); 2] = [&first_tenant, &role];
         let tx = c.transaction().await.map_err(pg_err)?;
-        let mut pending: Vec<Pending<'_>> = Vec::with_capacity(rows.len() + 2);
-        for (i, row) in rows.iter().enumerate() {
-            if i == 0 || rows[i - 1].tenant != row.tenant {
+        let (_, _, _, head) = tokio::try_join!(
+            tx.execute(&set_tenant, &first_params),
+            tx.execute(&pick, &[]),
+            tx.execute(&hold, &[]),
+            tx.query_one(&read_head, &[]),
+        )
+        .map_err(audit_err)?;
+        let lane: i32 = head.try_get(0).map_err(super::corrupt)?;
+        let mut seq: i64 = head.try_get(1).map_err(super::corrupt)?;
+        let stored: Vec<u8> = head.try_get(2).map_err(super::corrupt)?;
+        let mut hash: [u8; 32] = stored
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("audit chain head of lane {lane}")))?;
+
+        let mut groups: Vec<TenantRows<'_>> = Vec::new();
+        for row in &rows {
+            seq += 1;
+            let content: [u8; 32] = row
+                .content
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("audit content hash".into()))?;
+            hash = chain::link_hash(&hash, &content, lane, seq);
+            match groups.last_mut() {
+                Some(g) if g.tenant == row.tenant => g.push(row, seq, hash),
+                _ => {
+                    let mut g = TenantRows::new(row.tenant);
+                    g.push(row, seq, hash);
+                    groups.push(g);
+                }
+            }
+        }
+        let hash = hash.to_vec();
+        let head_params: [&(dyn ToSql + Sync); 3] = [&lane, &seq, &hash];
+        let tenants: Vec<[&(dyn ToSql + Sync); 2]> = groups
+            .iter()
+            .map(|g| -> [&(dyn ToSql + Sync); 2] { [&g.tenant, &role] })
+            .collect();
+        let params: Vec<[&(dyn ToSql + Sync); 12]> = groups
+            .iter()
+            .map(|g| -> [&(dyn ToSql + Sync); 12] {
+                [
+                    &g.timestamps,
+                    &g.actions,
+                    &g.secret_ids,
+                    &g.tenant,
+                    &g.user_ids,
+                    &g.reasons,
+                    &g.outcomes,
+                    &g.request_ids,
+                    &g.token_ids,
+                    &lane,
+                    &g.seqs,
+                    &g.hashes,
+                ]
+            })
+            .collect();
+        let mut pending: Vec<Pending<'_>> = Vec::with_capacity(groups.len() * 2 + 1);
+        for (i, p) in params.iter().enumerate() {
+            if i > 0 {
                 pending.push(Box::pin(tx.execute(&set_tenant, &tenants[i])));
             }
-            if i == 0 {
-                pending.push(Box::pin(tx.execute(&pick, &[])));
-            }
-            pending.push(Box::pin(tx.execute(&insert, &params[i])));
+            pending.push(Box::pin(tx.execute(&insert, p)));
         }
+        pending.push(Box::pin(tx.execute(&move_head, &head_params)));
         futures_util::future::try_join_all(pending)
             .await
             .map_err(audit_err)?;
