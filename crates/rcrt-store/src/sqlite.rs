@@ -78,6 +78,10 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("SQLite writer stopped".into())
+}
+
 fn ts(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(TS_FORMAT)
@@ -607,14 +611,20 @@ impl SqliteStore {
             });
             Ran { ok, shreds, done }
         });
-        let writer = self.writer.clone();
-        // The channel is bounded: a full queue blocks, so send off the async workers.
-        tokio::task::spawn_blocking(move || writer.send(job))
-            .await
-            .map_err(unavailable)?
-            .map_err(|_| StoreError::Unavailable("SQLite writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("SQLite writer stopped".into()))?
+        // Queue the job without leaving the task while the queue has room (almost always); only
+        // a full queue blocks, so that send waits off the async workers.
+        match self.writer.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(job)) => {
+                let writer = self.writer.clone();
+                tokio::task::spawn_blocking(move || writer.send(job))
+                    .await
+                    .map_err(unavailable)?
+                    .map_err(|_| writer_stopped())?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(writer_stopped()),
+        }
+        rx.await.map_err(|_| writer_stopped())?
     }
 
     async fn read<T: Send + 'static>(
