@@ -657,6 +657,33 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?
     }
+
+    /// A short read run on the calling task, without the hand-off to a blocking thread that
+    /// [`SqliteStore::read`] makes (a thread switch each way, most of a point lookup's cost).
+    /// Only for lookups of a row or two by primary key, which take microseconds from the page
+    /// cache (a reader in WAL mode does not wait for the writer); never for scans, sorts or
+    /// anything whose cost grows with the table or the answer. Takes a pool permit like any
+    /// read; opening a new connection (file system work) still goes to a blocking thread.
+    async fn read_short<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = &self.readers;
+        let permit = readers.permits.acquire().await.map_err(unavailable)?;
+        let pooled = readers.idle.lock().ok().and_then(|mut p| p.pop());
+        let Some(conn) = pooled else {
+            drop(permit);
+            return self.read(f).await;
+        };
+        // No await from here on: the connection goes back to the pool even if the caller's
+        // future is dropped.
+        let result = f(&conn);
+        if let Ok(mut idle) = readers.idle.lock() {
+            idle.push(conn);
+        }
+        drop(permit);
+        result
+    }
 }
 
 /// The version columns (`version, kek_id, wrapped_dek, sealed_value, created_at,
@@ -840,7 +867,8 @@ impl Store for SqliteStore {
         id: SecretId,
     ) -> Result<Option<SecretMeta>, StoreError> {
         let tenant = tenant.clone();
-        self.read(move |c| query_meta(c, &tenant, id)).await
+        // A primary-key lookup: short enough to run on the task.
+        self.read_short(move |c| query_meta(c, &tenant, id)).await
     }
 
     async fn get_current(
@@ -849,7 +877,8 @@ impl Store for SqliteStore {
         id: SecretId,
     ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
         let tenant = tenant.clone();
-        self.read(move |c| {
+        // Two primary-key lookups: short enough to run on the task (every decrypt makes them).
+        self.read_short(move |c| {
             // One read transaction so the metadata and the version agree.
             let tx = c.unchecked_transaction().map_err(unavailable)?;
             let Some(meta) = query_meta(&tx, &tenant, id)? else {
@@ -1498,7 +1527,8 @@ impl Store for SqliteStore {
     }
 
     async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        self.read(move |c| query_token(c, id)).await
+        // A primary-key lookup: short enough to run on the task.
+        self.read_short(move |c| query_token(c, id)).await
     }
 
     async fn list_tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
