@@ -46,6 +46,10 @@ const CHECKPOINT_RETRY: Duration = Duration::from_millis(500);
 /// Arms (visible scopes) a listing merges at most; past that it filters one index scan instead
 /// (SQLite allows 500 arms in a compound SELECT).
 const MAX_LIST_ARMS: usize = 64;
+/// Prepared statements each connection keeps. rusqlite's default of 16 is fewer than the writer's
+/// distinct statements (its transaction control included) or a reader's under mixed traffic
+/// (listings vary with the caller's scopes); an evicted statement is parsed again on its next use.
+const STATEMENT_CACHE: usize = 128;
 
 type Completion = Box<dyn FnOnce(Option<String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Ran + Send>;
@@ -117,6 +121,7 @@ fn open_conn(path: &str) -> Result<Connection, StoreError> {
          PRAGMA busy_timeout=5000;"
     ))
     .map_err(unavailable)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -431,6 +436,12 @@ fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlit
     ])
 }
 
+/// Runs a statement without parameters or rows (the writer's BEGIN, SAVEPOINT, RELEASE and
+/// COMMIT) through the statement cache, so it is parsed once per connection, not once per use.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn writer_loop(conn: Connection, wal: PathBuf, jobs: mpsc::Receiver<Job>) {
     // A checkpoint that readers kept from finishing: retried after each batch and when idle.
     let mut checkpoint_due = false;
@@ -457,7 +468,7 @@ fn writer_loop(conn: Connection, wal: PathBuf, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             for job in batch {
                 // Run nothing; tell every caller the store is unavailable.
                 drop(job);
@@ -469,18 +480,16 @@ fn writer_loop(conn: Connection, wal: PathBuf, jobs: mpsc::Receiver<Job>) {
         let mut shreds = false;
         for job in batch {
             // Each job in its own savepoint: a failing job (a name conflict) undoes only itself.
-            let _ = conn.execute_batch("SAVEPOINT job");
+            let _ = run_cached(&conn, "SAVEPOINT job");
             let ran = job(&conn);
-            let end = if ran.ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
+            // A failed job's changes are rolled back before its savepoint ends.
+            if ran.ok || run_cached(&conn, "ROLLBACK TO job").is_ok() {
+                let _ = run_cached(&conn, "RELEASE job");
+            }
             shreds |= ran.ok && ran.shreds;
-            let _ = conn.execute_batch(end);
             completions.push(ran.done);
         }
-        match conn.execute_batch("COMMIT") {
+        match run_cached(&conn, "COMMIT") {
             Ok(()) => {
                 // Removed key material leaves the WAL before its removal is acknowledged.
                 if shreds {
