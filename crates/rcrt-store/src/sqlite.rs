@@ -886,27 +886,39 @@ impl Store for SqliteStore {
         id: SecretId,
     ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
         let tenant = tenant.clone();
-        // Two primary-key lookups: short enough to run on the task (every decrypt makes them).
+        // Two primary-key lookups in one statement, so one snapshot (the metadata and the
+        // version agree) without a BEGIN and ROLLBACK around them; short enough to run on the
+        // task (every decrypt makes them).
         self.read_short(move |c| {
-            // One read transaction so the metadata and the version agree.
-            let tx = c.unchecked_transaction().map_err(unavailable)?;
-            let Some(meta) = query_meta(&tx, &tenant, id)? else {
-                return Ok(None);
-            };
-            let v = tx
+            let found = c
                 .prepare_cached(
-                    "SELECT version, kek_id, wrapped_dek, sealed_value, created_at,
-                            recovery_kek_id, recovery_wrapped_dek
-                     FROM secret_versions WHERE secret_id = ?1 AND version = ?2",
+                    "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
+                            s.created_at, s.updated_at,
+                            v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at,
+                            v.recovery_kek_id, v.recovery_wrapped_dek
+                     FROM secrets s
+                     LEFT JOIN secret_versions v
+                       ON v.secret_id = s.id AND v.version = s.current_version
+                     WHERE s.id = ?1 AND s.tenant = ?2",
                 )
                 .and_then(|mut st| {
-                    st.query_row(params![id.to_string(), meta.version], |r| {
-                        read_version(r, 0)
+                    st.query_row(params![id.to_string(), tenant.as_str()], |r| {
+                        let meta = read_meta(r)?;
+                        // NULL version columns: the current version's row is missing.
+                        let version = match r.get::<_, Option<i64>>(8)? {
+                            Some(_) => Some(read_version(r, 8)?),
+                            None => None,
+                        };
+                        Ok((meta, version))
                     })
                     .optional()
                 })
                 .map_err(unavailable)?;
-            let Some(record) = v else {
+            let Some((meta, version)) = found else {
+                return Ok(None);
+            };
+            let meta = meta?;
+            let Some(record) = version else {
                 return Err(StoreError::Corrupt("current version row missing".into()));
             };
             Ok(Some((meta, record?)))
