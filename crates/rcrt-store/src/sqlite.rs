@@ -46,6 +46,10 @@ const CHECKPOINT_RETRY: Duration = Duration::from_millis(500);
 /// Arms (visible scopes) a listing merges at most; past that it filters one index scan instead
 /// (SQLite allows 500 arms in a compound SELECT).
 const MAX_LIST_ARMS: usize = 64;
+/// Prepared statements each connection keeps. rusqlite's default of 16 is fewer than the writer's
+/// distinct statements (its transaction control included) or a reader's under mixed traffic
+/// (listings vary with the caller's scopes); an evicted statement is parsed again on its next use.
+const STATEMENT_CACHE: usize = 128;
 
 type Completion = Box<dyn FnOnce(Option<String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Ran + Send>;
@@ -76,6 +80,10 @@ pub struct SqliteStore {
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("SQLite writer stopped".into())
 }
 
 fn ts(t: OffsetDateTime) -> String {
@@ -113,6 +121,7 @@ fn open_conn(path: &str) -> Result<Connection, StoreError> {
          PRAGMA busy_timeout=5000;"
     ))
     .map_err(unavailable)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -427,6 +436,12 @@ fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlit
     ])
 }
 
+/// Runs a statement without parameters or rows (the writer's BEGIN, SAVEPOINT, RELEASE and
+/// COMMIT) through the statement cache, so it is parsed once per connection, not once per use.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn writer_loop(conn: Connection, wal: PathBuf, jobs: mpsc::Receiver<Job>) {
     // A checkpoint that readers kept from finishing: retried after each batch and when idle.
     let mut checkpoint_due = false;
@@ -453,7 +468,7 @@ fn writer_loop(conn: Connection, wal: PathBuf, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             for job in batch {
                 // Run nothing; tell every caller the store is unavailable.
                 drop(job);
@@ -465,18 +480,16 @@ fn writer_loop(conn: Connection, wal: PathBuf, jobs: mpsc::Receiver<Job>) {
         let mut shreds = false;
         for job in batch {
             // Each job in its own savepoint: a failing job (a name conflict) undoes only itself.
-            let _ = conn.execute_batch("SAVEPOINT job");
+            let _ = run_cached(&conn, "SAVEPOINT job");
             let ran = job(&conn);
-            let end = if ran.ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
+            // A failed job's changes are rolled back before its savepoint ends.
+            if ran.ok || run_cached(&conn, "ROLLBACK TO job").is_ok() {
+                let _ = run_cached(&conn, "RELEASE job");
+            }
             shreds |= ran.ok && ran.shreds;
-            let _ = conn.execute_batch(end);
             completions.push(ran.done);
         }
-        match conn.execute_batch("COMMIT") {
+        match run_cached(&conn, "COMMIT") {
             Ok(()) => {
                 // Removed key material leaves the WAL before its removal is acknowledged.
                 if shreds {
@@ -607,14 +620,20 @@ impl SqliteStore {
             });
             Ran { ok, shreds, done }
         });
-        let writer = self.writer.clone();
-        // The channel is bounded: a full queue blocks, so send off the async workers.
-        tokio::task::spawn_blocking(move || writer.send(job))
-            .await
-            .map_err(unavailable)?
-            .map_err(|_| StoreError::Unavailable("SQLite writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("SQLite writer stopped".into()))?
+        // Queue the job without leaving the task while the queue has room (almost always); only
+        // a full queue blocks, so that send waits off the async workers.
+        match self.writer.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(job)) => {
+                let writer = self.writer.clone();
+                tokio::task::spawn_blocking(move || writer.send(job))
+                    .await
+                    .map_err(unavailable)?
+                    .map_err(|_| writer_stopped())?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(writer_stopped()),
+        }
+        rx.await.map_err(|_| writer_stopped())?
     }
 
     async fn read<T: Send + 'static>(
@@ -646,6 +665,33 @@ impl SqliteStore {
         })
         .await
         .map_err(unavailable)?
+    }
+
+    /// A short read run on the calling task, without the hand-off to a blocking thread that
+    /// [`SqliteStore::read`] makes (a thread switch each way, most of a point lookup's cost).
+    /// Only for lookups of a row or two by primary key, which take microseconds from the page
+    /// cache (a reader in WAL mode does not wait for the writer); never for scans, sorts or
+    /// anything whose cost grows with the table or the answer. Takes a pool permit like any
+    /// read; opening a new connection (file system work) still goes to a blocking thread.
+    async fn read_short<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = &self.readers;
+        let permit = readers.permits.acquire().await.map_err(unavailable)?;
+        let pooled = readers.idle.lock().ok().and_then(|mut p| p.pop());
+        let Some(conn) = pooled else {
+            drop(permit);
+            return self.read(f).await;
+        };
+        // No await from here on: the connection goes back to the pool even if the caller's
+        // future is dropped.
+        let result = f(&conn);
+        if let Ok(mut idle) = readers.idle.lock() {
+            idle.push(conn);
+        }
+        drop(permit);
+        result
     }
 }
 
@@ -830,7 +876,8 @@ impl Store for SqliteStore {
         id: SecretId,
     ) -> Result<Option<SecretMeta>, StoreError> {
         let tenant = tenant.clone();
-        self.read(move |c| query_meta(c, &tenant, id)).await
+        // A primary-key lookup: short enough to run on the task.
+        self.read_short(move |c| query_meta(c, &tenant, id)).await
     }
 
     async fn get_current(
@@ -839,26 +886,39 @@ impl Store for SqliteStore {
         id: SecretId,
     ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
         let tenant = tenant.clone();
-        self.read(move |c| {
-            // One read transaction so the metadata and the version agree.
-            let tx = c.unchecked_transaction().map_err(unavailable)?;
-            let Some(meta) = query_meta(&tx, &tenant, id)? else {
-                return Ok(None);
-            };
-            let v = tx
+        // Two primary-key lookups in one statement, so one snapshot (the metadata and the
+        // version agree) without a BEGIN and ROLLBACK around them; short enough to run on the
+        // task (every decrypt makes them).
+        self.read_short(move |c| {
+            let found = c
                 .prepare_cached(
-                    "SELECT version, kek_id, wrapped_dek, sealed_value, created_at,
-                            recovery_kek_id, recovery_wrapped_dek
-                     FROM secret_versions WHERE secret_id = ?1 AND version = ?2",
+                    "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
+                            s.created_at, s.updated_at,
+                            v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at,
+                            v.recovery_kek_id, v.recovery_wrapped_dek
+                     FROM secrets s
+                     LEFT JOIN secret_versions v
+                       ON v.secret_id = s.id AND v.version = s.current_version
+                     WHERE s.id = ?1 AND s.tenant = ?2",
                 )
                 .and_then(|mut st| {
-                    st.query_row(params![id.to_string(), meta.version], |r| {
-                        read_version(r, 0)
+                    st.query_row(params![id.to_string(), tenant.as_str()], |r| {
+                        let meta = read_meta(r)?;
+                        // NULL version columns: the current version's row is missing.
+                        let version = match r.get::<_, Option<i64>>(8)? {
+                            Some(_) => Some(read_version(r, 8)?),
+                            None => None,
+                        };
+                        Ok((meta, version))
                     })
                     .optional()
                 })
                 .map_err(unavailable)?;
-            let Some(record) = v else {
+            let Some((meta, version)) = found else {
+                return Ok(None);
+            };
+            let meta = meta?;
+            let Some(record) = version else {
                 return Err(StoreError::Corrupt("current version row missing".into()));
             };
             Ok(Some((meta, record?)))
@@ -1488,7 +1548,8 @@ impl Store for SqliteStore {
     }
 
     async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        self.read(move |c| query_token(c, id)).await
+        // A primary-key lookup: short enough to run on the task.
+        self.read_short(move |c| query_token(c, id)).await
     }
 
     async fn list_tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
