@@ -280,10 +280,10 @@ impl RewrapJob {
 
     /// The census rows (KEK id, recovery KEK id, versions) the provider cannot open, from a
     /// backlog census at most `max_age` old (versions under the current KEK are always held, so
-    /// the backlog holds every such row): neither their KEK nor their recovery KEK is held (rows the
-    /// provider opens only through their recovery wrap are fine). Not empty when the store was
-    /// re-wrapped to a KEK this server was not given (an offline `rcrt kek rewrap` while it
-    /// runs): decrypts of those versions answer 503.
+    /// the backlog holds every such row): neither their KEK nor their recovery KEK is held
+    /// (rows the provider opens only through their recovery wrap are fine). Not empty when the
+    /// store was re-wrapped to a KEK this server was not given (an offline `rcrt kek rewrap`
+    /// while it runs): decrypts of those versions answer 503.
     pub async fn unheld_keks_cached(&self, max_age: Duration) -> Result<Vec<KekUsage>, CoreError> {
         let keys = self.maintenance.keys();
         Ok(self
