@@ -230,7 +230,11 @@ async fn automatic_checks_never_scan_the_versions_table() {
         .unwrap()
         .is_empty());
     job.check_keks_cached(Duration::ZERO).await.unwrap();
-    assert_eq!(job.census_scans(), 0, "an automatic check scanned the table");
+    assert_eq!(
+        job.census_scans(),
+        0,
+        "an automatic check scanned the table"
+    );
     handle.abort();
 
     // The operator's full census counts every version, and is never older than the call: a

@@ -370,7 +370,11 @@ async fn kek_usage_counts(s: Arc<dyn Store>) {
 /// recovery KEK ids below and above the current ones, and no recovery wrap at all).
 async fn kek_backlog_counts_only_work_left(s: Arc<dyn Store>) {
     let t = TenantId::default_tenant();
-    assert!(s.kek_backlog("kek-b", Some("rec-1")).await.unwrap().is_empty());
+    assert!(s
+        .kek_backlog("kek-b", Some("rec-1"))
+        .await
+        .unwrap()
+        .is_empty());
     let a = create(&*s, &t, "A", Scope::global()).await.meta.id;
     create(&*s, &t, "B", Scope::global()).await;
     let mut v2 = record(2, "kek-b");
