@@ -9,9 +9,10 @@
 #   3. rcrt-server's RSS (VmRSS from /proc/PID/status) after start and after the load (target
 #      <= 30 MB), and start-up time to the first /health answer on an empty store and on the 1M
 #      store (target <= 200 ms);
-#   plus, for the scaling model: time to the first /ready answer, one KEK census scan (the
-#   `GROUP BY kek_id` the server runs at start and every REWRAP poll), the store's size and the
-#   time taken to fill it.
+#   plus, for the scaling model: time to the first /ready answer, one full KEK census (the
+#   `GROUP BY kek_id` behind GET /admin/kek/status) and one backlog census (what the server runs
+#   at start and every REWRAP poll), each with the client's start, the store's size and the time
+#   taken to fill it.
 #
 # Usage: bench/scale.sh
 # Knobs (environment): DURATION=10 THREADS=2 CONNS=32 SEED=1000 (real secrets, made through the
@@ -37,9 +38,10 @@
 # at exit, as is the temporary directory. Every step is bounded by a timeout except the cargo
 # build. Prints a markdown table at the end; exits 1 on any non-2xx answer or socket error.
 #
-# Helpers: free_port stop_server pg_up machine_ticks field wrk_errors come from bench/lib.sh;
-# start-up (timed), seed, run_wrk and the CPU accounting are copies of bench/http.sh's, adapted
-# (to be deduplicated once bench/lib.sh carries them).
+# Helpers: free_port stop_server pg_up machine_ticks field wrk_errors and the CPU accounting
+# (proc_ticks cpu_begin cpu_end, CLK_TCK, NCPU) come from bench/lib.sh. start_server (timed, no
+# token), seed and run_wrk (WAL and the result keys this table needs) differ from lib.sh's and are
+# defined below, after it is sourced, so they win.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,7 +69,7 @@ esac
 say() { printf '[scale %4ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 # shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"   # free_port stop_server pg_up machine_ticks field wrk_errors
+. "$ROOT/bench/lib.sh"   # free_port stop_server pg_up machine_ticks field wrk_errors proc_ticks cpu_begin cpu_end
 
 [ "$SEED" -ge 1 ] && [ "$SMALL" -ge "$SEED" ] && [ "$BIG" -gt "$SMALL" ] \
   || die "need 1 <= SEED <= SMALL < BIG (SEED=$SEED SMALL=$SMALL BIG=$BIG)"
@@ -114,23 +116,6 @@ pause_1ms() { read -r -t 0.001 -u 8 _ || true; }
 declare -A V=()     # "backend/key" -> value
 COMMANDS=()
 FAILED=0
-
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-CLK_TCK=$(getconf CLK_TCK)
-NCPU=$(getconf _NPROCESSORS_ONLN)
-cpu_begin() {
-  T0_SRV=$( [ -n "$SERVER_PID" ] && proc_ticks "$SERVER_PID" || echo 0 )
-  read -r T0_BUSY T0_ALL < <(machine_ticks)
-  T0_WALL=$EPOCHREALTIME
-}
-cpu_end() { # prints "server_cpu_pct machine_busy_pct"
-  local srv busy all wall=$EPOCHREALTIME
-  srv=$( [ -n "$SERVER_PID" ] && proc_ticks "$SERVER_PID" || echo 0 )
-  read -r busy all < <(machine_ticks)
-  awk -v s0="$T0_SRV" -v s1="$srv" -v b0="$T0_BUSY" -v b1="$busy" -v a0="$T0_ALL" -v a1="$all" \
-      -v w0="$T0_WALL" -v w1="$wall" -v hz="$CLK_TCK" \
-      'BEGIN { printf "%.0f%% %.0f%%\n", 100 * (s1 - s0) / hz / (w1 - w0), 100 * (b1 - b0) / (a1 - a0) }'
-}
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$SERVER_PID/status"; }
 # "anon/file/shmem" MB: the parts of the RSS (heap and stacks; mapped files; SQLite's -shm).
@@ -404,14 +389,30 @@ check_store() { # backend stage
   say "$backend $stage: $n secrets, ${V[$backend/audit_$stage]} audit rows, ${V[$backend/size_$stage]} MB"
 }
 
-# The KEK census the server runs at start (check_keks) and at every re-wrap poll (5 s): timed
-# twice, the second (warm) run reported.
+# The full KEK census (Store::kek_usage): since migration 7 only GET /admin/kek/status runs it;
+# before, the server ran it at start (check_keks) and at every re-wrap poll (5 s). Timed twice,
+# the second (warm) run reported, the client's start included (sqlite3 or psql).
 census_ms() { # backend
-  local q="SELECT kek_id, recovery_kek_id, COUNT(*) FROM secret_versions GROUP BY kek_id, recovery_kek_id"
+  timed_query "$1" "SELECT kek_id, recovery_kek_id, COUNT(*) FROM secret_versions GROUP BY kek_id, recovery_kek_id"
+}
+
+# The backlog census the server runs at start and at every poll instead (Store::kek_backlog
+# without a recovery KEK, as this script runs the server): versions not under the current KEK,
+# as two ranges of the (kek_id, recovery_kek_id) index; the store holds none. Timed as above.
+backlog_ms() { # backend
+  local kek
+  kek=$(db_sql "$1" "SELECT kek_id FROM secret_versions LIMIT 1")
+  timed_query "$1" "SELECT kek_id, recovery_kek_id, COUNT(*) FROM (
+    SELECT kek_id, recovery_kek_id FROM secret_versions WHERE kek_id < '$kek'
+    UNION ALL SELECT kek_id, recovery_kek_id FROM secret_versions WHERE kek_id > '$kek') AS backlog
+    GROUP BY kek_id, recovery_kek_id"
+}
+
+timed_query() { # backend sql -> ms of the second of two runs
   local t0 t1
-  db_sql "$1" "$q" >/dev/null
+  db_sql "$1" "$2" >/dev/null
   t0=$EPOCHREALTIME
-  db_sql "$1" "$q" >/dev/null
+  db_sql "$1" "$2" >/dev/null
   t1=$EPOCHREALTIME
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", (b - a) * 1000 }'
 }
@@ -538,6 +539,7 @@ run_backend() { # backend db_url
   FILLED=$((SMALL - n))
   check_store "$backend" small
   V["$backend/census_small"]=$(census_ms "$backend")
+  V["$backend/backlog_small"]=$(backlog_ms "$backend")
   timed_starts "$backend" small "$url"
   run_stage "$backend" small
   stop_server
@@ -550,6 +552,7 @@ run_backend() { # backend db_url
   V["$backend/vacuum_s"]=$VACUUM_S
   check_store "$backend" big
   V["$backend/census_big"]=$(census_ms "$backend")
+  V["$backend/backlog_big"]=$(backlog_ms "$backend")
   timed_starts "$backend" big "$url"
   run_stage "$backend" big
   stop_server
@@ -654,7 +657,8 @@ limit_row() { # label backend key_small key_big limit unit
     echo "| $b | start-up samples, ms (first start on a new store: $(num "$b/startup_first"); empty: $(num "$b/startup_empty_all")) | $(num "$b/startup_small_all") | $(num "$b/startup_big_all") |"
     echo "| $b | first /ready after start, ms (empty store: $(num "$b/ready_empty")) | $(num "$b/ready_small") | $(num "$b/ready_big") |"
     [ "$b" = postgres ] && echo "| $b | bytes per row, heap + indexes: audit log; secret + its version | $(num "$b/auditrow_small"); $(num "$b/secretrow_small") | $(num "$b/auditrow_big"); $(num "$b/secretrow_big") |"
-    echo "| $b | one KEK census scan (GROUP BY kek_id over secret_versions), ms | $(num "$b/census_small") | $(num "$b/census_big") |"
+    echo "| $b | one full KEK census (GROUP BY kek_id over secret_versions; /admin/kek/status only), ms | $(num "$b/census_small") | $(num "$b/census_big") |"
+    echo "| $b | one backlog census (versions not under the current KEK, index ranges; start-up and every poll), ms | $(num "$b/backlog_small") | $(num "$b/backlog_big") |"
     for k in decrypt create list_first list_deep; do
       echo "| $b | $k: p50 ms; server CPU / machine busy | $(num "$b/${k}_small_p50"); $(num "$b/${k}_small_cpu" | sed 's# # / #') | $(num "$b/${k}_big_p50"); $(num "$b/${k}_big_cpu" | sed 's# # / #') |"
     done

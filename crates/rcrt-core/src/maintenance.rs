@@ -149,10 +149,24 @@ impl Maintenance {
 
     /// Versions the re-wrap has work on (see [`Maintenance::remaining_in`]).
     pub async fn remaining(&self) -> Result<u64, CoreError> {
-        Ok(self.remaining_in(&self.store.kek_usage().await?))
+        Ok(self.remaining_in(&self.backlog().await?))
     }
 
-    /// Versions the re-wrap has work on, by a census of versions per (KEK, recovery KEK): those
+    /// The census of the versions the re-wrap has work on (the rows
+    /// [`Maintenance::rewrap_filter`] selects), per (KEK, recovery KEK): read by index ranges, so
+    /// it costs a few probes when there is no work, however many versions the store holds.
+    pub async fn backlog(&self) -> Result<Vec<rcrt_store::KekUsage>, CoreError> {
+        Ok(self
+            .store
+            .kek_backlog(
+                self.keys.current_kek_id().as_str(),
+                self.keys.recovery_kek_id().map(|k| k.as_str()),
+            )
+            .await?)
+    }
+
+    /// Versions the re-wrap has work on, by a census of versions per (KEK, recovery KEK), full or
+    /// the backlog alone ([`Maintenance::backlog`]; the count is the same): those
     /// not under the current KEK and, when a recovery KEK is configured, those without a
     /// recovery wrap under it (the rows [`Maintenance::rewrap_filter`] selects).
     pub fn remaining_in(&self, usage: &[rcrt_store::KekUsage]) -> u64 {

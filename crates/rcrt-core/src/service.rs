@@ -354,8 +354,15 @@ impl Service {
     /// recovered KEK given as an old KEK) pass: they are served through their recovery wrap,
     /// which is logged with their count, and the background re-wrap moves them to the current
     /// KEK.
+    ///
+    /// Reads only the versions not under the current KEK (index ranges, see
+    /// [`rcrt_store::Store::kek_backlog`]): the current KEK is held, so the others are all that
+    /// can be missing, and start-up does not wait on a scan of every version.
     pub async fn check_keks(&self) -> Result<(), CoreError> {
-        let usage = self.store.kek_usage().await?;
+        let usage = self
+            .store
+            .kek_backlog(self.keys.current_kek_id().as_str(), None)
+            .await?;
         let (missing, via_recovery) = unheld_census(&*self.keys, &usage);
         for (kek_id, versions) in &via_recovery {
             tracing::warn!(kek_id = %kek_id, versions,
@@ -371,11 +378,6 @@ impl Service {
                     .collect(),
             ))
         }
-    }
-
-    /// Versions per KEK id (for the KEK status endpoint).
-    pub async fn kek_usage(&self) -> Result<Vec<rcrt_store::KekUsage>, CoreError> {
-        Ok(self.store.kek_usage().await?)
     }
 
     /// True when the store answers (for `/ready`).

@@ -136,8 +136,9 @@ async fn a_store_blip_does_not_leave_the_status_at_failed() {
     handle.abort();
 }
 
-/// Unauthenticated `/metrics` and `/ready` read the cached census: many callers arriving
-/// together after it expires share one table scan instead of each running their own.
+/// Unauthenticated `/metrics` and `/ready` read the cached backlog census: many callers
+/// arriving together after it expires share one read instead of each running their own, and
+/// none of them scans the versions table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cached_status_reads_share_one_scan() {
     let dir = rcrt_testkit::TempDir::new();
@@ -161,8 +162,96 @@ async fn concurrent_cached_status_reads_share_one_scan() {
     for read in reads.collect::<Vec<_>>() {
         read.await.unwrap().unwrap();
     }
-    assert_eq!(job.census_scans(), 1);
-    // An uncached status (the operator's GET /admin/kek/status) always scans.
+    assert_eq!(job.backlog_reads(), 1);
+    // An uncached status (the operator's GET /admin/kek/status) always reads the backlog again.
     job.status().await.unwrap();
+    assert_eq!(job.backlog_reads(), 2);
+    assert_eq!(job.census_scans(), 0);
+}
+
+/// The automatic checks (the re-wrap poll, the status, `/metrics`, `/ready`) read only the
+/// versions not under the current KEK, never the whole table: with every version under the
+/// current KEK (the normal state) and the poll running, no full census is taken. Before, each
+/// poll and each expired cache ran `kek_usage()`, a scan of every version. The operator's full
+/// census still counts everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_checks_never_scan_the_versions_table() {
+    let dir = rcrt_testkit::TempDir::new();
+    let path = dir.path().join("s.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).await.unwrap());
+    let svc = Service::new(
+        store.clone(),
+        Arc::new(LocalKeyring::new(kek(1), vec![])),
+        Arc::new(SystemClock),
+        Limits::default(),
+    );
+    let ctx = RequestContext {
+        principal: Principal::anonymous(),
+        request_id: "r1".into(),
+    };
+    for i in 0..3 {
+        svc.create(
+            &ctx,
+            CreateSecret {
+                name: format!("S{i}").parse().unwrap(),
+                scope: Scope::global(),
+                value: Zeroizing::new("v".into()),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    svc.check_keks().await.unwrap();
+    let job = RewrapJob::new(
+        Arc::new(Maintenance::new(
+            store,
+            Arc::new(LocalKeyring::new(kek(1), vec![])),
+            Arc::new(SystemClock),
+        )),
+        RewrapSettings {
+            auto_start: true,
+            poll: Duration::from_millis(5),
+            ..RewrapSettings::default()
+        },
+    );
+    let handle = job.spawn();
+    // Wait for several polls by the count of backlog reads, not by the clock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while job.backlog_reads() < 5 {
+        assert!(Instant::now() < deadline, "the poll never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = job.status().await.unwrap();
+    assert_eq!((status.state, status.remaining), (RewrapState::Idle, 0));
+    job.status_cached(Duration::ZERO).await.unwrap();
+    assert!(job
+        .unheld_keks_cached(Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    job.check_keks_cached(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        job.census_scans(),
+        0,
+        "an automatic check scanned the table"
+    );
+    handle.abort();
+
+    // The operator's full census counts every version, and is never older than the call: a
+    // version written before the call is in its answer.
+    let total = |usage: &[rcrt_store::KekUsage]| usage.iter().map(|u| u.versions).sum::<i64>();
+    assert_eq!(total(&job.kek_usage().await.unwrap()), 3);
+    assert_eq!(job.census_scans(), 1);
+    svc.create(
+        &ctx,
+        CreateSecret {
+            name: "S3".parse().unwrap(),
+            scope: Scope::global(),
+            value: Zeroizing::new("v".into()),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(total(&job.kek_usage().await.unwrap()), 4);
     assert_eq!(job.census_scans(), 2);
 }

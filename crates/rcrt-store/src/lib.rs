@@ -722,6 +722,19 @@ pub trait Store: Send + Sync + 'static {
     /// rotation status), ordered by KEK id then recovery KEK id (`None` first).
     async fn kek_usage(&self) -> Result<Vec<KekUsage>, StoreError>;
 
+    /// The part of [`Store::kek_usage`] a re-wrap to `kek_id` has work on: versions whose main
+    /// KEK is not `kek_id` and, when `recovery_kek_id` is given, versions under `kek_id` without
+    /// a recovery wrap under it (the rows [`VersionFilter::NeedsRewrap`] selects), in the same
+    /// order. Read by ranges of the (kek_id, recovery_kek_id) index, so its cost grows with the
+    /// versions it counts and not with those already under `kek_id`: outside a rotation (the
+    /// normal state) it is a few index probes that find nothing, whatever the store's size.
+    /// This is what the periodic and start-up checks read; [`Store::kek_usage`] scans everything.
+    async fn kek_backlog(
+        &self,
+        kek_id: &str,
+        recovery_kek_id: Option<&str>,
+    ) -> Result<Vec<KekUsage>, StoreError>;
+
     /// Up to `limit` versions matching `filter` after `after`, in (secret id, version) order.
     /// Sealed values are included only when `with_values`.
     async fn scan_versions(

@@ -15,6 +15,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0005_recovery_wrap.sql"),
     ),
     (6, include_str!("../migrations/sqlite/0006_audit_chain.sql")),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_kek_pair_index.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL.
@@ -36,6 +40,10 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
     (
         6,
         include_str!("../migrations/postgres/0006_audit_chain.sql"),
+    ),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_kek_pair_index.sql"),
     ),
 ];
 

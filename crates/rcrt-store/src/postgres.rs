@@ -669,6 +669,39 @@ impl PgStore {
     }
 }
 
+/// [`Store::kek_backlog`] without a recovery KEK: versions whose main KEK is not $1. Written as
+/// two ranges (below and above $1) because a B-tree cannot search `kek_id <> $1`, which would
+/// read every version; each branch is a range of the `secret_versions_kek_pair` index
+/// (migration 7), empty outside a rotation. (Below or above is the same as unequal under any
+/// deterministic collation, which is what CREATE DATABASE gives.)
+pub(crate) const KEK_BACKLOG: &str = "SELECT kek_id, recovery_kek_id, COUNT(*) FROM (
+       SELECT kek_id, recovery_kek_id FROM secret_versions WHERE kek_id < $1::text
+       UNION ALL
+       SELECT kek_id, recovery_kek_id FROM secret_versions WHERE kek_id > $1::text
+     ) AS backlog
+     GROUP BY kek_id, recovery_kek_id
+     ORDER BY kek_id, recovery_kek_id IS NOT NULL, recovery_kek_id";
+
+/// [`KEK_BACKLOG`] with a recovery KEK $2: also the versions under $1 whose recovery wrap is
+/// missing or under another KEK, as three more ranges of the same index (NULL, below $2, above
+/// $2), for the same reason.
+pub(crate) const KEK_BACKLOG_WITH_RECOVERY: &str = "SELECT kek_id, recovery_kek_id, COUNT(*) FROM (
+       SELECT kek_id, recovery_kek_id FROM secret_versions WHERE kek_id < $1::text
+       UNION ALL
+       SELECT kek_id, recovery_kek_id FROM secret_versions WHERE kek_id > $1::text
+       UNION ALL
+       SELECT kek_id, recovery_kek_id FROM secret_versions
+         WHERE kek_id = $1::text AND recovery_kek_id IS NULL
+       UNION ALL
+       SELECT kek_id, recovery_kek_id FROM secret_versions
+         WHERE kek_id = $1::text AND recovery_kek_id < $2::text
+       UNION ALL
+       SELECT kek_id, recovery_kek_id FROM secret_versions
+         WHERE kek_id = $1::text AND recovery_kek_id > $2::text
+     ) AS backlog
+     GROUP BY kek_id, recovery_kek_id
+     ORDER BY kek_id, recovery_kek_id IS NOT NULL, recovery_kek_id";
+
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1302,6 +1335,34 @@ impl Store for PgStore {
         })
         .await
     }
+    async fn kek_backlog(
+        &self,
+        kek_id: &str,
+        recovery_kek_id: Option<&str>,
+    ) -> Result<Vec<KekUsage>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            let rows = match recovery_kek_id {
+                Some(recovery) => {
+                    c.query(KEK_BACKLOG_WITH_RECOVERY, &[&kek_id, &recovery])
+                        .await
+                }
+                None => c.query(KEK_BACKLOG, &[&kek_id]).await,
+            }
+            .map_err(pg_err)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(KekUsage {
+                        kek_id: r.try_get(0).map_err(corrupt)?,
+                        recovery_kek_id: r.try_get(1).map_err(corrupt)?,
+                        versions: r.try_get(2).map_err(corrupt)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn scan_versions(
         &self,
         filter: &VersionFilter,

@@ -365,6 +365,90 @@ async fn kek_usage_counts(s: Arc<dyn Store>) {
     assert_eq!(pairs, [("kek-a", 2), ("kek-b", 1)]);
 }
 
+/// The backlog census counts exactly the versions a re-wrap to (KEK, recovery KEK) has work on,
+/// as the full census filtered by the same rule, and on both sides of each range (KEK ids and
+/// recovery KEK ids below and above the current ones, and no recovery wrap at all).
+async fn kek_backlog_counts_only_work_left(s: Arc<dyn Store>) {
+    let t = TenantId::default_tenant();
+    assert!(s
+        .kek_backlog("kek-b", Some("rec-1"))
+        .await
+        .unwrap()
+        .is_empty());
+    let a = create(&*s, &t, "A", Scope::global()).await.meta.id;
+    create(&*s, &t, "B", Scope::global()).await;
+    let mut v2 = record(2, "kek-b");
+    v2.recovery = recovery("rec-1", 2);
+    s.add_version(&t, a, v2, audit(AuditAction::Update, Some(a), &t))
+        .await
+        .unwrap();
+    for (name, kek, rec) in [
+        ("C", "kek-b", None),
+        ("D", "kek-b", Some("rec-0")),
+        ("E", "kek-b", Some("rec-2")),
+        ("F", "kek-c", Some("rec-1")),
+        ("G", "kek-b", Some("rec-1")),
+    ] {
+        let mut n = new_secret(&t, name, Scope::global());
+        n.first.kek_id = kek.into();
+        n.first.recovery = rec.and_then(|r| recovery(r, 1));
+        s.create_secret(n.clone(), audit(AuditAction::Create, Some(n.meta.id), &t))
+            .await
+            .unwrap();
+    }
+    let triples = |usage: Vec<KekUsage>| -> Vec<(String, Option<String>, i64)> {
+        usage
+            .into_iter()
+            .map(|u| (u.kek_id, u.recovery_kek_id, u.versions))
+            .collect()
+    };
+    let owned = |k: &str, r: Option<&str>, n: i64| (k.to_owned(), r.map(str::to_owned), n);
+    let full = triples(s.kek_usage().await.unwrap());
+    for (kek, rec) in [
+        ("kek-b", None),
+        ("kek-b", Some("rec-1")),
+        ("kek-a", Some("rec-0")),
+        ("kek-c", Some("rec-1")),
+        ("kek-z", None),
+        ("kek-0", Some("rec-9")),
+    ] {
+        let expected: Vec<_> = full
+            .iter()
+            .filter(|(k, r, _)| k != kek || rec.is_some_and(|rec| r.as_deref() != Some(rec)))
+            .cloned()
+            .collect();
+        assert_eq!(
+            triples(s.kek_backlog(kek, rec).await.unwrap()),
+            expected,
+            "backlog for ({kek}, {rec:?})"
+        );
+        let filter = VersionFilter::NeedsRewrap {
+            kek_id: kek.into(),
+            recovery_kek_id: rec.map(str::to_owned),
+        };
+        let scanned = s.scan_versions(&filter, None, 100, false).await.unwrap();
+        assert_eq!(
+            scanned.len() as i64,
+            expected.iter().map(|(_, _, n)| n).sum::<i64>(),
+            "backlog and the re-wrap's own filter agree for ({kek}, {rec:?})"
+        );
+    }
+    assert_eq!(
+        triples(s.kek_backlog("kek-b", None).await.unwrap()),
+        [owned("kek-a", None, 2), owned("kek-c", Some("rec-1"), 1)]
+    );
+    assert_eq!(
+        triples(s.kek_backlog("kek-b", Some("rec-1")).await.unwrap()),
+        [
+            owned("kek-a", None, 2),
+            owned("kek-b", None, 1),
+            owned("kek-b", Some("rec-0"), 1),
+            owned("kek-b", Some("rec-2"), 1),
+            owned("kek-c", Some("rec-1"), 1),
+        ]
+    );
+}
+
 async fn scan_and_replace_wrapped(s: Arc<dyn Store>) {
     let t = TenantId::default_tenant();
     let mut ids = Vec::new();
@@ -943,6 +1027,7 @@ suite!(
     delete_shreds_and_keeps_audit,
     audit_rows_round_trip,
     kek_usage_counts,
+    kek_backlog_counts_only_work_left,
     scan_and_replace_wrapped,
     recovery_wraps,
     leases_and_state,

@@ -820,8 +820,9 @@ async fn kek_status_view(state: &AppState) -> AppResult<KekStatusView> {
     Ok(KekStatusView {
         current_kek_id: keys.current_kek_id().to_string(),
         configured_kek_ids: keys.kek_ids().iter().map(ToString::to_string).collect(),
-        // One census row per (KEK, recovery KEK): summed per KEK.
-        versions_per_kek: rcrt_store::KekUsage::versions_per_kek(&state.service.kek_usage().await?),
+        // One census row per (KEK, recovery KEK): summed per KEK. A full scan, on the operator's
+        // request only (the re-wrap job counts them and lets concurrent calls share one).
+        versions_per_kek: rcrt_store::KekUsage::versions_per_kek(&state.rewrap.kek_usage().await?),
         rewrap: RewrapView {
             state: status.state.as_str(),
             remaining: status.remaining,
