@@ -314,6 +314,15 @@ async fn append_one(
     Ok(())
 }
 
+/// A census row: (KEK, recovery KEK, versions).
+fn kek_usage(r: &Row) -> Result<KekUsage, StoreError> {
+    Ok(KekUsage {
+        kek_id: r.try_get(0).map_err(corrupt)?,
+        recovery_kek_id: r.try_get(1).map_err(corrupt)?,
+        versions: r.try_get(2).map_err(corrupt)?,
+    })
+}
+
 /// The audit columns in the order [`audit_record`] reads them.
 const AUDIT_COLS: &str = "id, timestamp, action, secret_id, tenant, user_id, reason, outcome,
     request_id, token_id, chain_lane, chain_seq, chain_hash";
@@ -1323,15 +1332,7 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg_err)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(KekUsage {
-                        kek_id: r.try_get(0).map_err(corrupt)?,
-                        recovery_kek_id: r.try_get(1).map_err(corrupt)?,
-                        versions: r.try_get(2).map_err(corrupt)?,
-                    })
-                })
-                .collect()
+            rows.iter().map(kek_usage).collect()
         })
         .await
     }
@@ -1350,15 +1351,7 @@ impl Store for PgStore {
                 None => c.query(KEK_BACKLOG, &[&kek_id]).await,
             }
             .map_err(pg_err)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(KekUsage {
-                        kek_id: r.try_get(0).map_err(corrupt)?,
-                        recovery_kek_id: r.try_get(1).map_err(corrupt)?,
-                        versions: r.try_get(2).map_err(corrupt)?,
-                    })
-                })
-                .collect()
+            rows.iter().map(kek_usage).collect()
         })
         .await
     }

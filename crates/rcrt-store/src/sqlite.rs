@@ -179,6 +179,15 @@ fn file_len(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// A census row: (KEK, recovery KEK, versions).
+fn kek_usage(r: &Row<'_>) -> rusqlite::Result<KekUsage> {
+    Ok(KekUsage {
+        kek_id: r.get(0)?,
+        recovery_kek_id: r.get(1)?,
+        versions: r.get(2)?,
+    })
+}
+
 fn read_meta(row: &Row<'_>) -> rusqlite::Result<Result<SecretMeta, StoreError>> {
     let id: String = row.get(0)?;
     let tenant: String = row.get(1)?;
@@ -1402,15 +1411,7 @@ impl Store for SqliteStore {
                      ORDER BY kek_id, recovery_kek_id IS NOT NULL, recovery_kek_id",
                 )
                 .map_err(unavailable)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(KekUsage {
-                        kek_id: r.get(0)?,
-                        recovery_kek_id: r.get(1)?,
-                        versions: r.get(2)?,
-                    })
-                })
-                .map_err(unavailable)?;
+            let rows = st.query_map([], kek_usage).map_err(unavailable)?;
             rows.map(|r| r.map_err(unavailable)).collect()
         })
         .await
@@ -1423,22 +1424,15 @@ impl Store for SqliteStore {
         let kek_id = kek_id.to_owned();
         let recovery = recovery_kek_id.map(str::to_owned);
         self.read(move |c| {
-            let read = |r: &rusqlite::Row<'_>| {
-                Ok(KekUsage {
-                    kek_id: r.get(0)?,
-                    recovery_kek_id: r.get(1)?,
-                    versions: r.get(2)?,
-                })
-            };
             let rows = match &recovery {
                 Some(recovery) => c
                     .prepare_cached(KEK_BACKLOG_WITH_RECOVERY)
                     .and_then(|mut st| {
-                        st.query_map(params![kek_id, recovery], read)?
+                        st.query_map(params![kek_id, recovery], kek_usage)?
                             .collect::<Result<Vec<_>, _>>()
                     }),
                 None => c.prepare_cached(KEK_BACKLOG).and_then(|mut st| {
-                    st.query_map(params![kek_id], read)?
+                    st.query_map(params![kek_id], kek_usage)?
                         .collect::<Result<Vec<_>, _>>()
                 }),
             };
