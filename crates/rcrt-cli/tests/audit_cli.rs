@@ -522,6 +522,7 @@ fn query_and_export(db: Db) {
         reason: Some("long ago".into()),
         outcome: AuditOutcome::Denied,
         request_id: "old".into(),
+        version: None,
     }))
     .unwrap();
     f.rows(1);

@@ -65,6 +65,7 @@ impl Service {
                 reason: summary,
                 outcome: AuditOutcome::Success,
                 request_id: ctx.request_id.clone(),
+                version: None,
             })
             .await?;
         Ok(())
@@ -99,6 +100,7 @@ impl Service {
                 reason: None,
                 outcome: AuditOutcome::Success,
                 request_id: ctx.request_id.clone(),
+                version: None,
             })
             .await?;
         let query = AuditQuery {

@@ -140,6 +140,7 @@ impl Maintenance {
                 AuditOutcome::Failure
             },
             request_id: format!("offline-{}", uuid::Uuid::new_v4()),
+            version: None,
         };
         self.store
             .append_audit(entry)

@@ -231,6 +231,7 @@ impl RewrapJob {
                 reason: Some(summary),
                 outcome,
                 request_id: request_id.to_owned(),
+                version: None,
             })
             .await
             .map_err(CoreError::Unavailable)

@@ -403,6 +403,7 @@ impl Service {
             reason,
             outcome,
             request_id: ctx.request_id.clone(),
+            version: None,
         }
     }
 
@@ -543,6 +544,7 @@ impl Service {
             sealed_value: sealed.as_bytes().to_vec(),
             created_at: self.clock.now(),
             recovery,
+            created_by: ctx.principal.user_id.clone(),
         })
     }
 
@@ -578,6 +580,8 @@ impl Service {
             version: 1,
             created_at: first.created_at,
             updated_at: first.created_at,
+            attrs: Default::default(),
+            deleted: None,
         };
         let audit = self.audit(
             ctx,
@@ -593,6 +597,7 @@ impl Service {
                     meta: meta.clone(),
                     first,
                     vault: None,
+                    idempotency: None,
                 },
                 audit,
             )
@@ -648,6 +653,7 @@ impl Service {
                     workspaces: ctx.principal.workspaces.clone(),
                     agent: ctx.principal.user_id.clone(),
                 }),
+                filter: Default::default(),
             })
             .await?;
         let (items, next_cursor) = page_of(items, limit, |m| m.id.to_string());

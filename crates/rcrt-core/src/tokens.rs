@@ -416,6 +416,7 @@ impl Service {
             reason: None,
             outcome: AuditOutcome::Success,
             request_id: "startup".to_owned(),
+            version: None,
         }
     }
 

@@ -191,9 +191,12 @@ impl Service {
                 version: 1,
                 created_at: first.created_at,
                 updated_at: first.created_at,
+                attrs: Default::default(),
+                deleted: None,
             },
             first,
             vault: Some(vault.id),
+            idempotency: None,
         })
     }
 

@@ -11,6 +11,10 @@
 //! field(s) = len(s):u32be || s        opt(None) = 0xFFFFFFFF
 //! ```
 //!
+//! A row that names a secret version (a decrypt of a given version, a rollback, a destroyed
+//! version) appends `"version" || version:i64be` to `content`'s input; rows without one hash as
+//! they did before versions were recorded, so older chains still verify.
+//!
 //! The first row of a lane has `seq` 1 and links to [`GENESIS`]. Several lanes let concurrent
 //! writers (and replicas) commit without waiting for one chain head; PostgreSQL computes `link`
 //! in the insert statement itself (`sha256`, `int4send`, `int8send`) from a `content` computed
@@ -44,6 +48,8 @@ pub struct ChainFields<'a> {
     pub reason: Option<&'a str>,
     /// The request id.
     pub request_id: &'a str,
+    /// The secret version the row names, if any.
+    pub version: Option<i64>,
 }
 
 /// `t` cut to whole microseconds, as both stores keep it (hash and store the same instant).
@@ -67,6 +73,10 @@ pub fn content_hash(f: &ChainFields<'_>) -> [u8; 32] {
     field(&mut h, Some(f.user_id.as_bytes()));
     field(&mut h, f.reason.map(str::as_bytes));
     field(&mut h, Some(f.request_id.as_bytes()));
+    if let Some(v) = f.version {
+        h.update(b"version");
+        h.update(&v.to_be_bytes());
+    }
     finish(h)
 }
 
@@ -112,6 +122,7 @@ mod tests {
             user_id: "u",
             reason,
             request_id: "r",
+            version: None,
         }
     }
 
@@ -129,6 +140,27 @@ mod tests {
             ..fields(None)
         };
         assert_ne!(content_hash(&a), content_hash(&b));
+    }
+
+    #[test]
+    fn a_version_changes_the_hash_and_its_absence_keeps_the_old_one() {
+        let plain = content_hash(&fields(None));
+        let v1 = ChainFields {
+            version: Some(1),
+            ..fields(None)
+        };
+        let v2 = ChainFields {
+            version: Some(2),
+            ..fields(None)
+        };
+        assert_ne!(plain, content_hash(&v1));
+        assert_ne!(content_hash(&v1), content_hash(&v2));
+        // A pinned digest of a row without a version: chains written before versions existed
+        // must still verify.
+        assert_eq!(
+            hex::encode(plain),
+            "5573cd127bf78d661cc0347d4ef56d966b20ed93a0b92d04081fb0105828eccd"
+        );
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub enum StoreError {
     /// The secret's current version is not the one the write was based on.
     #[error("the secret changed since it was read")]
     VersionConflict,
+    /// Another write already holds this idempotency key (a concurrent retry): nothing was
+    /// written; read the key's record and answer with it.
+    #[error("the idempotency key is already used")]
+    IdempotencyKeyTaken,
     /// The database could not be reached or refused the operation.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -84,6 +88,142 @@ pub struct SecretMeta {
     pub created_at: OffsetDateTime,
     /// When its current version was written.
     pub updated_at: OffsetDateTime,
+    /// Its description, labels, expiry and version cap (not secret, tenant-isolated).
+    pub attrs: SecretAttributes,
+    /// Set while the secret is soft-deleted (in its recovery window).
+    pub deleted: Option<Deletion>,
+}
+
+/// A secret's descriptive metadata. Validated in `rcrt-core`; stored as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecretAttributes {
+    /// Free text for people (empty when unset).
+    pub description: String,
+    /// Key → value labels, for filtering listings.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// When the value stops being served (decrypt answers 410 `expired`); `None`: never.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// How many versions to keep (older ones are destroyed as new ones arrive); `None`: the
+    /// deployment's default.
+    pub max_versions: Option<u32>,
+}
+
+/// A soft-deleted secret's recovery window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Deletion {
+    /// When it was deleted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub deleted_at: OffsetDateTime,
+    /// When the purge job may shred it (the end of the recovery window).
+    #[serde(with = "time::serde::rfc3339")]
+    pub purge_at: OffsetDateTime,
+}
+
+/// A version's place in its secret's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionState {
+    /// The version decrypt returns by default.
+    Current,
+    /// An older version, still decryptable by number and usable for a rollback.
+    Kept,
+    /// Crypto-shredded (its DEK and sealed value are gone); only this record remains.
+    Destroyed,
+}
+
+impl VersionState {
+    /// The API and storage spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Kept => "kept",
+            Self::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// One version in a secret's history: metadata only, never a value or key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The version number.
+    pub version: Version,
+    /// When it was written.
+    pub created_at: OffsetDateTime,
+    /// Who wrote it (the audit log's `user_id`; empty for versions written before this was
+    /// recorded).
+    pub created_by: String,
+    /// Current, kept or destroyed.
+    pub state: VersionState,
+    /// When it was destroyed, if it was.
+    pub destroyed_at: Option<OffsetDateTime>,
+}
+
+/// What [`Store::get_version`] found for a version number of a live secret.
+#[derive(Debug, Clone)]
+pub enum VersionLookup {
+    /// The version, with its ciphertext.
+    Kept(VersionRecord),
+    /// The version existed and was destroyed at this time.
+    Destroyed(OffsetDateTime),
+    /// The secret never had this version.
+    Missing,
+}
+
+/// How [`Store::destroy_version`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestroyOutcome {
+    /// The version's ciphertext is gone.
+    Destroyed,
+    /// It was destroyed before (nothing changed).
+    AlreadyDestroyed,
+    /// It is the current version, which is not destroyed (write or roll back first).
+    IsCurrent,
+    /// No such live secret, or no such version.
+    NotFound,
+}
+
+/// A remembered answer to a write sent with an `Idempotency-Key`: a retry with the same key
+/// gets `outcome` back instead of a second write. Written in the write's own transaction.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The caller's tenant.
+    pub tenant: TenantId,
+    /// The caller (keys are per principal).
+    pub principal: String,
+    /// The client's key.
+    pub key: String,
+    /// A digest of what was asked (route and non-secret fields), so a key reused for another
+    /// request is refused rather than answered with the wrong outcome.
+    pub fingerprint: [u8; 32],
+    /// The first answer, as `rcrt-core` serialized it (metadata only, never a value).
+    pub outcome: String,
+    /// When it was written.
+    pub created_at: OffsetDateTime,
+    /// After this the key is forgotten (and may be purged).
+    pub expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for IdempotencyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyRecord")
+            .field("tenant", &self.tenant)
+            .field("principal", &self.principal)
+            .field("key_len", &self.key.len())
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of [`Store::add_version_with`].
+#[derive(Debug, Clone, Default)]
+pub struct AddVersionOptions {
+    /// Keep at most this many versions that are not destroyed (the new one included): older
+    /// ones are destroyed in the same transaction, each with a `destroy_version` audit row
+    /// cloned from the write's. `None`: keep all.
+    pub keep: Option<u32>,
+    /// Remember the answer under this key in the same transaction.
+    pub idempotency: Option<IdempotencyRecord>,
 }
 
 /// A version's DEK wrapped a second time, under the recovery KEK (columns `recovery_kek_id`,
@@ -112,6 +252,8 @@ pub struct VersionRecord {
     pub created_at: OffsetDateTime,
     /// The DEK wrapped under the recovery KEK too; `None` when no recovery KEK was configured.
     pub recovery: Option<RecoveryRecord>,
+    /// Who wrote it (empty for versions written before this was recorded).
+    pub created_by: String,
 }
 
 /// A secret to create, with its first version.
@@ -123,6 +265,8 @@ pub struct NewSecret {
     pub first: VersionRecord,
     /// The vault it belongs to, if any.
     pub vault: Option<VaultId>,
+    /// Remember the answer under this key in the same transaction.
+    pub idempotency: Option<IdempotencyRecord>,
 }
 
 /// A vault: a named set of secrets in a workspace.
@@ -156,6 +300,21 @@ pub struct ListQuery {
     pub after: Option<SecretId>,
     /// Only secrets this principal may see; `None` for every scope (admins).
     pub visible_to: Option<Visibility>,
+    /// Label, name and expiry filters, and whether to list soft-deleted secrets instead.
+    pub filter: ListFilter,
+}
+
+/// The optional filters of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only secrets carrying every one of these labels (key, value).
+    pub labels: Vec<(String, String)>,
+    /// Only names starting with this.
+    pub name_prefix: Option<String>,
+    /// Only secrets whose `expires_at` is at or before this (already expired included).
+    pub expires_before: Option<OffsetDateTime>,
+    /// List soft-deleted secrets (in their recovery window) instead of live ones.
+    pub deleted: bool,
 }
 
 /// A non-admin's view: global secrets, its workspaces' and its own agent scope's.
@@ -190,6 +349,8 @@ pub struct AuditRecord {
     pub outcome: String,
     /// The request id.
     pub request_id: String,
+    /// The secret version the row names, if any.
+    pub version: Option<Version>,
     /// Its place in the hash chain; `None` for rows written before the chain existed (or
     /// inserted by hand, which `rcrt audit verify` reports).
     pub chain: Option<ChainLink>,
@@ -208,6 +369,7 @@ pub fn entry_chain_fields(a: &AuditEntry) -> chain::ChainFields<'_> {
         user_id: &a.user_id,
         reason: a.reason.as_deref(),
         request_id: &a.request_id,
+        version: a.version,
     }
 }
 
@@ -224,6 +386,7 @@ impl AuditRecord {
             user_id: &self.user_id,
             reason: self.reason.as_deref(),
             request_id: &self.request_id,
+            version: self.version,
         }
     }
 }
@@ -542,6 +705,7 @@ impl std::fmt::Debug for VersionRecord {
             .field("sealed_value", &Redacted(self.sealed_value.len()))
             .field("created_at", &self.created_at)
             .field("recovery", &self.recovery)
+            .field("created_by", &self.created_by)
             .finish()
     }
 }
@@ -589,21 +753,23 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a secret and its first version. [`StoreError::NameTaken`] if the name is used.
     async fn create_secret(&self, secret: NewSecret, audit: AuditEntry) -> Result<(), StoreError>;
 
-    /// A secret's metadata, if it exists in this tenant.
+    /// A live secret's metadata, if it exists in this tenant (soft-deleted ones are not
+    /// returned: see [`Store::get_deleted`]).
     async fn get_meta(
         &self,
         tenant: &TenantId,
         id: SecretId,
     ) -> Result<Option<SecretMeta>, StoreError>;
 
-    /// A secret's metadata and current version, if it exists in this tenant.
+    /// A live secret's metadata and current version, if it exists in this tenant.
     async fn get_current(
         &self,
         tenant: &TenantId,
         id: SecretId,
     ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError>;
 
-    /// One page of metadata, ordered by id.
+    /// One page of metadata, ordered by id: live secrets, or soft-deleted ones when
+    /// `query.filter.deleted`.
     async fn list(&self, query: &ListQuery) -> Result<Vec<SecretMeta>, StoreError>;
 
     /// Adds `record` as the new current version if the current version is still
@@ -615,10 +781,123 @@ pub trait Store: Send + Sync + 'static {
         id: SecretId,
         record: VersionRecord,
         audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        self.add_version_with(tenant, id, record, AddVersionOptions::default(), audit)
+            .await
+    }
+
+    /// [`Store::add_version`] with a version cap and an idempotency record (see
+    /// [`AddVersionOptions`]). A soft-deleted secret is not written (`Ok(None)`).
+    /// [`StoreError::IdempotencyKeyTaken`] if the key is already stored.
+    async fn add_version_with(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        record: VersionRecord,
+        options: AddVersionOptions,
+        audit: AuditEntry,
     ) -> Result<Option<SecretMeta>, StoreError>;
 
-    /// Deletes a secret and all its versions; `false` if it did not exist. The audit row is
-    /// written either way.
+    /// A page of a live secret's history, newest first: versions below `before` (all when
+    /// `None`), at most `limit`, destroyed ones included. `None` if the secret does not exist
+    /// in this tenant or is soft-deleted.
+    async fn list_versions(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        before: Option<Version>,
+        limit: u32,
+    ) -> Result<Option<Vec<VersionInfo>>, StoreError>;
+
+    /// A live secret's metadata and one of its versions (see [`VersionLookup`]); `None` if
+    /// the secret does not exist in this tenant or is soft-deleted.
+    async fn get_version(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        version: Version,
+    ) -> Result<Option<(SecretMeta, VersionLookup)>, StoreError>;
+
+    /// Destroys one version of a live secret: its ciphertext is deleted (and, on SQLite,
+    /// overwritten on disk) and a record of it kept. Writes `audit` in the same transaction
+    /// whatever the outcome.
+    async fn destroy_version(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        version: Version,
+        at: OffsetDateTime,
+        audit: AuditEntry,
+    ) -> Result<DestroyOutcome, StoreError>;
+
+    /// Replaces a live secret's attributes; `None` if there is no such live secret. Writes
+    /// `audit` either way.
+    async fn update_attributes(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        attrs: SecretAttributes,
+        audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError>;
+
+    /// Soft-deletes a live secret: hidden from reads, lists and vaults until restored or
+    /// purged; its name stays reserved. `false` if there was no such live secret. Writes
+    /// `audit` either way.
+    async fn soft_delete(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        deletion: Deletion,
+        audit: AuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// A soft-deleted secret's metadata, if this tenant has one with this id.
+    async fn get_deleted(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+    ) -> Result<Option<SecretMeta>, StoreError>;
+
+    /// Brings a soft-deleted secret back if its recovery window has not ended at `now`
+    /// (`purge_at > now`); `None` otherwise (not deleted, window over, or already purged).
+    /// Writes `audit` either way. Atomic against [`Store::purge_due`]: exactly one wins.
+    async fn restore(
+        &self,
+        tenant: &TenantId,
+        id: SecretId,
+        now: OffsetDateTime,
+        audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError>;
+
+    /// Shreds up to `limit` soft-deleted secrets whose window ended (`purge_at <= now`), in
+    /// every tenant, each with a `purge` row made from `template` (its tenant and secret id
+    /// set per secret), in one transaction. Replicas running it at once never purge (or
+    /// audit) one secret twice. Returns the purged (tenant, id) pairs.
+    async fn purge_due(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        template: AuditEntry,
+    ) -> Result<Vec<(TenantId, SecretId)>, StoreError>;
+
+    /// The stored answer under an idempotency key, if it has not expired at `now`.
+    async fn get_idempotency(
+        &self,
+        tenant: &TenantId,
+        principal: &str,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Deletes idempotency records that expired before `now`; how many.
+    async fn purge_idempotency(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Live secrets in every tenant whose `expires_at` is at or before `before` (already
+    /// expired included), for the `rcrt_secrets_expiring` gauge.
+    async fn count_expiring(&self, before: OffsetDateTime) -> Result<i64, StoreError>;
+
+    /// Deletes a secret (live or soft-deleted) and all its versions and version records;
+    /// `false` if it did not exist. The audit row is written either way.
     async fn delete_secret(
         &self,
         tenant: &TenantId,
@@ -641,6 +920,18 @@ pub trait Store: Send + Sync + 'static {
         vault: VaultRecord,
         secrets: Vec<NewSecret>,
         audits: Vec<AuditEntry>,
+    ) -> Result<(), StoreError> {
+        self.create_vault_with(vault, secrets, audits, None).await
+    }
+
+    /// [`Store::create_vault`], remembering the answer under an idempotency key in the same
+    /// transaction ([`StoreError::IdempotencyKeyTaken`] if the key is already stored).
+    async fn create_vault_with(
+        &self,
+        vault: VaultRecord,
+        secrets: Vec<NewSecret>,
+        audits: Vec<AuditEntry>,
+        idempotency: Option<IdempotencyRecord>,
     ) -> Result<(), StoreError>;
 
     /// A vault of this tenant by id.
@@ -657,7 +948,7 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
     ) -> Result<Vec<VaultRecord>, StoreError>;
 
-    /// A vault's secrets with their current versions, ordered by name.
+    /// A vault's live secrets with their current versions, ordered by name.
     async fn vault_secrets(
         &self,
         tenant: &TenantId,
@@ -987,6 +1278,7 @@ mod tests {
                 kek_id: "kek-r".into(),
                 wrapped_dek: vec![0xAB; 3],
             }),
+            created_by: "alice".into(),
         };
         let rewrapped = Rewrapped {
             secret_id: SecretId::from(uuid::Uuid::nil()),

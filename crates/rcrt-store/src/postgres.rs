@@ -128,6 +128,8 @@ fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
         version: row.try_get(5).map_err(corrupt)?,
         created_at: row.try_get(6).map_err(corrupt)?,
         updated_at: row.try_get(7).map_err(corrupt)?,
+        attrs: Default::default(),
+        deleted: None,
     })
 }
 
@@ -342,6 +344,7 @@ fn audit_record(r: &Row) -> Result<AuditRecord, StoreError> {
         reason: r.try_get(6).map_err(corrupt)?,
         outcome: r.try_get(7).map_err(corrupt)?,
         request_id: r.try_get(8).map_err(corrupt)?,
+        version: None,
         token_id: r
             .try_get::<_, Option<Uuid>>(9)
             .map_err(corrupt)?
@@ -485,6 +488,7 @@ fn version(row: &Row, first: usize) -> Result<VersionRecord, StoreError> {
             row.try_get(first + 5).map_err(corrupt)?,
             row.try_get(first + 6).map_err(corrupt)?,
         )?,
+        created_by: String::new(),
     })
 }
 
@@ -713,6 +717,113 @@ pub(crate) const KEK_BACKLOG_WITH_RECOVERY: &str = "SELECT kek_id, recovery_kek_
 
 #[async_trait]
 impl Store for PgStore {
+    // --- lifecycle (issue 15): stubs until this store implements them ---
+    async fn add_version_with(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _record: VersionRecord,
+        _options: crate::AddVersionOptions,
+        _audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn list_versions(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _before: Option<rcrt_types::Version>,
+        _limit: u32,
+    ) -> Result<Option<Vec<crate::VersionInfo>>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn get_version(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _version: rcrt_types::Version,
+    ) -> Result<Option<(SecretMeta, crate::VersionLookup)>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn destroy_version(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _version: rcrt_types::Version,
+        _at: OffsetDateTime,
+        _audit: AuditEntry,
+    ) -> Result<crate::DestroyOutcome, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn update_attributes(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _attrs: crate::SecretAttributes,
+        _audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn soft_delete(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _deletion: crate::Deletion,
+        _audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn get_deleted(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn restore(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _now: OffsetDateTime,
+        _audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn purge_due(
+        &self,
+        _now: OffsetDateTime,
+        _limit: u32,
+        _template: AuditEntry,
+    ) -> Result<Vec<(TenantId, SecretId)>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn get_idempotency(
+        &self,
+        _tenant: &TenantId,
+        _principal: &str,
+        _key: &str,
+        _now: OffsetDateTime,
+    ) -> Result<Option<crate::IdempotencyRecord>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn purge_idempotency(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn count_expiring(&self, _before: OffsetDateTime) -> Result<i64, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(self.timeouts.ping, async {
             self.client()
@@ -953,11 +1064,12 @@ impl Store for PgStore {
         .await
     }
 
-    async fn create_vault(
+    async fn create_vault_with(
         &self,
         vault: VaultRecord,
         secrets: Vec<NewSecret>,
         audits: Vec<AuditEntry>,
+        _idempotency: Option<crate::IdempotencyRecord>,
     ) -> Result<(), StoreError> {
         self.bounded(self.timeouts.operation, async {
             let mut c = self.tenant_client(&vault.tenant).await?;

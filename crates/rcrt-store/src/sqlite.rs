@@ -206,6 +206,8 @@ fn read_meta(row: &Row<'_>) -> rusqlite::Result<Result<SecretMeta, StoreError>> 
             version,
             created_at: parse_ts(&created_at)?,
             updated_at: parse_ts(&updated_at)?,
+            attrs: Default::default(),
+            deleted: None,
         })
     })())
 }
@@ -725,6 +727,7 @@ fn read_version(
             sealed_value,
             created_at: parse_ts(&created_at)?,
             recovery: recovery_from_stored(recovery_kek_id, recovery_wrapped_dek)?,
+            created_by: String::new(),
         })
     })())
 }
@@ -752,6 +755,7 @@ fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> 
         reason: r.get(6)?,
         outcome: r.get(7)?,
         request_id: r.get(8)?,
+        version: None,
         chain: None,
     };
     Ok((|| {
@@ -887,6 +891,113 @@ pub(crate) const KEK_BACKLOG_WITH_RECOVERY: &str = "SELECT kek_id, recovery_kek_
 
 #[async_trait]
 impl Store for SqliteStore {
+    // --- lifecycle (issue 15): stubs until this store implements them ---
+    async fn add_version_with(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _record: VersionRecord,
+        _options: crate::AddVersionOptions,
+        _audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn list_versions(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _before: Option<rcrt_types::Version>,
+        _limit: u32,
+    ) -> Result<Option<Vec<crate::VersionInfo>>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn get_version(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _version: rcrt_types::Version,
+    ) -> Result<Option<(SecretMeta, crate::VersionLookup)>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn destroy_version(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _version: rcrt_types::Version,
+        _at: OffsetDateTime,
+        _audit: AuditEntry,
+    ) -> Result<crate::DestroyOutcome, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn update_attributes(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _attrs: crate::SecretAttributes,
+        _audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn soft_delete(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _deletion: crate::Deletion,
+        _audit: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn get_deleted(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn restore(
+        &self,
+        _tenant: &TenantId,
+        _id: SecretId,
+        _now: OffsetDateTime,
+        _audit: AuditEntry,
+    ) -> Result<Option<SecretMeta>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn purge_due(
+        &self,
+        _now: OffsetDateTime,
+        _limit: u32,
+        _template: AuditEntry,
+    ) -> Result<Vec<(TenantId, SecretId)>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn get_idempotency(
+        &self,
+        _tenant: &TenantId,
+        _principal: &str,
+        _key: &str,
+        _now: OffsetDateTime,
+    ) -> Result<Option<crate::IdempotencyRecord>, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn purge_idempotency(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
+    async fn count_expiring(&self, _before: OffsetDateTime) -> Result<i64, StoreError> {
+        Err(StoreError::Unavailable("not implemented".into()))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await
@@ -1055,11 +1166,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_vault(
+    async fn create_vault_with(
         &self,
         vault: VaultRecord,
         secrets: Vec<NewSecret>,
         audits: Vec<AuditEntry>,
+        _idempotency: Option<crate::IdempotencyRecord>,
     ) -> Result<(), StoreError> {
         self.write(move |c| {
             let inserted = c.execute(

@@ -32,6 +32,7 @@ fn entry(
         reason: Some("chain test".into()),
         outcome: AuditOutcome::Success,
         request_id: format!("req-{}", uuid::Uuid::new_v4()),
+        version: None,
     }
 }
 
@@ -46,6 +47,8 @@ fn new_secret(tenant: &TenantId, name: &str) -> NewSecret {
             version: 1,
             created_at: t,
             updated_at: t,
+            attrs: Default::default(),
+            deleted: None,
         },
         first: VersionRecord {
             version: 1,
@@ -54,8 +57,10 @@ fn new_secret(tenant: &TenantId, name: &str) -> NewSecret {
             sealed_value: vec![4, 5, 6],
             created_at: t,
             recovery: None,
+            created_by: String::new(),
         },
         vault: None,
+        idempotency: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn audit(action: AuditAction, id: Option<SecretId>, tenant: &TenantId) -> AuditE
         reason: Some("because".into()),
         outcome: AuditOutcome::Success,
         request_id: "req-1".into(),
+        version: None,
     }
 }
 
@@ -40,6 +41,7 @@ fn record(version: i64, kek: &str) -> VersionRecord {
         sealed_value: vec![9, 8, 7, version as u8],
         created_at: now(),
         recovery: None,
+        created_by: String::new(),
     }
 }
 
@@ -61,9 +63,12 @@ fn new_secret(tenant: &TenantId, name: &str, scope: Scope) -> NewSecret {
             version: 1,
             created_at: t,
             updated_at: t,
+            attrs: Default::default(),
+            deleted: None,
         },
         first: record(1, "kek-a"),
         vault: None,
+        idempotency: None,
     }
 }
 
@@ -137,6 +142,7 @@ async fn list_filters_and_pages(s: Arc<dyn Store>) {
         limit,
         after,
         visible_to: None,
+        filter: Default::default(),
     };
     assert_eq!(s.list(&q(None, None, 100, None)).await.unwrap().len(), 8);
     let globals = s

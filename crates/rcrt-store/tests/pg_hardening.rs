@@ -35,6 +35,7 @@ fn audit(action: AuditAction, id: Option<SecretId>, tenant: &TenantId) -> AuditE
         reason: Some("because".into()),
         outcome: AuditOutcome::Success,
         request_id: "req-1".into(),
+        version: None,
     }
 }
 
@@ -50,6 +51,8 @@ async fn create(s: &PgStore, tenant: &TenantId, name: &str) -> SecretId {
             version: 1,
             created_at: t,
             updated_at: t,
+            attrs: Default::default(),
+            deleted: None,
         },
         first: VersionRecord {
             version: 1,
@@ -58,8 +61,10 @@ async fn create(s: &PgStore, tenant: &TenantId, name: &str) -> SecretId {
             sealed_value: vec![4, 5, 6],
             created_at: t,
             recovery: None,
+            created_by: String::new(),
         },
         vault: None,
+        idempotency: None,
     };
     s.create_secret(n, audit(AuditAction::Create, Some(id), tenant))
         .await

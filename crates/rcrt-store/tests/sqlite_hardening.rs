@@ -29,6 +29,7 @@ fn audit(action: AuditAction, id: Option<SecretId>) -> AuditEntry {
         reason: None,
         outcome: AuditOutcome::Success,
         request_id: "req".into(),
+        version: None,
     }
 }
 
@@ -53,6 +54,8 @@ fn new_secret(name: &str, scope: Scope, value_len: usize) -> NewSecret {
             version: 1,
             created_at: t,
             updated_at: t,
+            attrs: Default::default(),
+            deleted: None,
         },
         first: VersionRecord {
             version: 1,
@@ -61,8 +64,10 @@ fn new_secret(name: &str, scope: Scope, value_len: usize) -> NewSecret {
             sealed_value: random_bytes(value_len),
             created_at: t,
             recovery: None,
+            created_by: String::new(),
         },
         vault: None,
+        idempotency: None,
     }
 }
 
@@ -97,6 +102,7 @@ fn query(
         limit,
         after,
         visible_to,
+        filter: Default::default(),
     }
 }
 
@@ -287,6 +293,7 @@ async fn deleted_secrets_leave_no_bytes_in_the_database_wal_or_shm() {
         sealed_value: random_bytes(500),
         created_at: now(),
         recovery: None,
+        created_by: String::new(),
     };
     let first = doomed[0].meta.id;
     s.add_version(
@@ -415,6 +422,7 @@ async fn wal_stays_bounded_under_writes_and_listings() {
                             sealed_value: value,
                             created_at: now(),
                             recovery: None,
+                            created_by: String::new(),
                         };
                         let a = audit(AuditAction::Update, Some(id));
                         s.add_version(&t, id, v, a).await.unwrap().unwrap()

@@ -500,6 +500,18 @@ pub enum AuditAction {
     AuditRead,
     /// A new key for signing audit checkpoints was made (none could be unwrapped).
     AuditKeyCreate,
+    /// A new version was written holding an earlier version's value (the row's `version`).
+    Rollback,
+    /// A secret was deleted with a recovery window: hidden, restorable until it ends.
+    SoftDelete,
+    /// A soft-deleted secret was brought back within its recovery window.
+    Restore,
+    /// A soft-deleted secret's recovery window ended and it was shredded by the purge job.
+    Purge,
+    /// One version was destroyed (crypto-shredded), on request or by the version cap.
+    DestroyVersion,
+    /// A secret's metadata (description, labels, expiry, version cap) was changed.
+    UpdateMetadata,
 }
 
 impl AuditAction {
@@ -522,11 +534,17 @@ impl AuditAction {
             Self::RewrapEnd => "rewrap_end",
             Self::AuditRead => "audit_read",
             Self::AuditKeyCreate => "audit_key_create",
+            Self::Rollback => "rollback",
+            Self::SoftDelete => "soft_delete",
+            Self::Restore => "restore",
+            Self::Purge => "purge",
+            Self::DestroyVersion => "destroy_version",
+            Self::UpdateMetadata => "update_metadata",
         }
     }
 
     /// Every action, in declaration order.
-    pub const ALL: [AuditAction; 16] = [
+    pub const ALL: [AuditAction; 22] = [
         Self::Create,
         Self::Update,
         Self::Delete,
@@ -543,6 +561,12 @@ impl AuditAction {
         Self::RewrapEnd,
         Self::AuditRead,
         Self::AuditKeyCreate,
+        Self::Rollback,
+        Self::SoftDelete,
+        Self::Restore,
+        Self::Purge,
+        Self::DestroyVersion,
+        Self::UpdateMetadata,
     ];
 
     /// Parses the storage spelling.
@@ -602,6 +626,9 @@ pub struct AuditEntry {
     pub outcome: AuditOutcome,
     /// The request id, to join with server logs.
     pub request_id: String,
+    /// The secret version the action was about, when it names one (a decrypt of a given
+    /// version, a rollback's source, a destroyed version).
+    pub version: Option<Version>,
 }
 
 #[cfg(test)]

@@ -318,6 +318,7 @@ pub async fn ensure_signing_key(
         outcome: AuditOutcome::Success,
         // A request id like any request's (the action says what it is).
         request_id: uuid::Uuid::new_v4().to_string(),
+        version: None,
     };
     store.put_audit_signing_key(&row, Some(audit)).await?;
     tracing::info!(key_id = %signer.id(), public_key = %signer.public_key_base64(), "audit checkpoint signing key created");

@@ -656,6 +656,7 @@ mod tests {
             reason: Some("r".into()),
             outcome: "success".into(),
             request_id: format!("req-{id}"),
+            version: None,
             chain: None,
         }
     }
