@@ -626,21 +626,14 @@ fn idempotency_err(e: tokio_postgres::Error) -> StoreError {
 
 /// Inserts an idempotency record in `c`'s transaction. Called first in a write's transaction:
 /// a concurrent write with the same key then waits on the key's index entry until this
-/// transaction ends, and conflicts if it committed. A record of the key that expired before
-/// `r.created_at` (and was not purged yet) is replaced, as if it had been purged.
-/// [`StoreError::IdempotencyKeyTaken`] if the key is held.
+/// transaction ends, and conflicts if it committed. [`StoreError::IdempotencyKeyTaken`] if the
+/// key is stored (expired or not: as on SQLite, an expired record holds its key until
+/// [`Store::purge_idempotency`] deletes it).
 async fn insert_idempotency(
     c: &impl deadpool_postgres::GenericClient,
     r: &IdempotencyRecord,
 ) -> Result<(), StoreError> {
-    let expired = c
-        .prepare_cached(
-            "DELETE FROM idempotency_keys
-             WHERE tenant = $1 AND principal = $2 AND key = $3 AND expires_at <= $4",
-        )
-        .await
-        .map_err(pg_err)?;
-    let insert = c
+    let st = c
         .prepare_cached(
             "INSERT INTO idempotency_keys
              (tenant, principal, key, fingerprint, outcome, created_at, expires_at)
@@ -648,23 +641,19 @@ async fn insert_idempotency(
         )
         .await
         .map_err(pg_err)?;
-    let tenant = r.tenant.as_str();
-    let fingerprint = &r.fingerprint[..];
-    let expired_params: [&(dyn ToSql + Sync); 4] = [&tenant, &r.principal, &r.key, &r.created_at];
-    let insert_params: [&(dyn ToSql + Sync); 7] = [
-        &tenant,
-        &r.principal,
-        &r.key,
-        &fingerprint,
-        &r.outcome,
-        &r.created_at,
-        &r.expires_at,
-    ];
-    // Both in one round trip (a connection's requests run in order).
-    tokio::try_join!(
-        c.execute(&expired, &expired_params),
-        c.execute(&insert, &insert_params)
+    c.execute(
+        &st,
+        &[
+            &r.tenant.as_str(),
+            &r.principal,
+            &r.key,
+            &&r.fingerprint[..],
+            &r.outcome,
+            &r.created_at,
+            &r.expires_at,
+        ],
     )
+    .await
     .map_err(idempotency_err)?;
     Ok(())
 }

@@ -623,8 +623,7 @@ async fn concurrent_creates_with_one_idempotency_key() {
 }
 
 /// A write whose key another transaction is inserting waits for that transaction: it conflicts
-/// if the other commits, and goes ahead if the other rolls back. An expired record of the key
-/// that was not purged yet is replaced.
+/// if the other commits, and goes ahead if the other rolls back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_waits_for_the_transaction_holding_its_key() {
     let (db, s) = stores(1).await;
@@ -670,31 +669,6 @@ async fn a_write_waits_for_the_transaction_holding_its_key() {
             assert_eq!(stored.outcome, "held");
         }
     }
-    // Expired (an hour ago) but still stored: a new write with the key takes it over.
-    raw.batch_execute(
-        "UPDATE idempotency_keys SET created_at = now() - interval '2 hours',
-                                     expires_at = now() - interval '1 hour'
-         WHERE key = 'k-COMMIT'",
-    )
-    .await
-    .unwrap();
-    assert!(s
-        .get_idempotency(&t, "tester", "k-COMMIT", now())
-        .await
-        .unwrap()
-        .is_none());
-    let mut n = new_secret(&t, "AFTER_EXPIRY");
-    n.idempotency = Some(key_record(&t, "k-COMMIT", "fresh"));
-    let id = n.meta.id;
-    s.create_secret(n, audit(AuditAction::Create, Some(id), &t))
-        .await
-        .unwrap();
-    let stored = s
-        .get_idempotency(&t, "tester", "k-COMMIT", now())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.outcome, "fresh");
 }
 
 /// Decrypt rows carrying a version, written concurrently through the group-commit path (and
