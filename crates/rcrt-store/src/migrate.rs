@@ -45,6 +45,7 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_kek_pair_index.sql"),
     ),
+    (8, include_str!("../migrations/postgres/0008_lifecycle.sql")),
 ];
 
 /// The table that records applied migrations (same DDL on both databases).
