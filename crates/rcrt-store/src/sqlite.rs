@@ -1187,9 +1187,9 @@ pub(crate) const COUNT_EXPIRING: &str =
     "SELECT count(*) FROM secrets WHERE expires_at <= ?1 AND deleted_at IS NULL";
 
 /// Up to ?2 soft-deleted secrets of every tenant whose recovery window ended at ?1, oldest
-/// first, from the partial `secrets_purge_at` index.
+/// first, read in order from the partial `secrets_purge_at` index (no sort).
 pub(crate) const PURGE_DUE: &str =
-    "SELECT id, tenant FROM secrets WHERE purge_at <= ?1 ORDER BY purge_at, id LIMIT ?2";
+    "SELECT id, tenant FROM secrets WHERE purge_at <= ?1 ORDER BY purge_at LIMIT ?2";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -2403,6 +2403,42 @@ mod tests {
             assert!(
                 on_versions.iter().all(|d| d.starts_with("SEARCH")
                     && d.contains("COVERING INDEX secret_versions_kek_pair")),
+                "{details:?}"
+            );
+        }
+    }
+
+    /// The expiring gauge and the purge job read ranges of their partial indexes (migration
+    /// 0008), never every secret: both run periodically on every replica, whatever the size.
+    #[tokio::test]
+    async fn expiring_count_and_purge_read_their_partial_indexes() {
+        let dir = rcrt_testkit::TempDir::new();
+        let path = dir.path().join("plan.db");
+        let path = path.to_str().unwrap();
+        drop(SqliteStore::open(path).await.unwrap());
+        let c = Connection::open(path).unwrap();
+        let now = ts(OffsetDateTime::now_utc());
+        for (sql, params, index) in [
+            (
+                COUNT_EXPIRING,
+                vec![Value::Text(now.clone())],
+                "secrets_expires_at",
+            ),
+            (
+                PURGE_DUE,
+                vec![Value::Text(now), Value::Integer(10)],
+                "secrets_purge_at",
+            ),
+        ] {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let details: Vec<String> = st
+                .query_map(params_from_iter(params), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(details.len(), 1, "{details:?}");
+            assert!(
+                details[0].starts_with(&format!("SEARCH secrets USING INDEX {index} (")),
                 "{details:?}"
             );
         }
