@@ -2408,6 +2408,90 @@ mod tests {
         }
     }
 
+    /// A database written before migration 0008 opens with every lifecycle column at its
+    /// default: secrets live with empty attributes, versions without an author, audit rows
+    /// without a version (and the rows the CHECKs of 0008 judge are the old ones too).
+    #[tokio::test]
+    async fn migration_0008_upgrades_a_store_with_data() {
+        let dir = rcrt_testkit::TempDir::new();
+        let path = dir.path().join("old.db");
+        let path = path.to_str().unwrap();
+        let id = SecretId::new();
+        {
+            let c = Connection::open(path).unwrap();
+            c.execute_batch(migrate::LEDGER).unwrap();
+            for (version, sql) in migrate::SQLITE.iter().filter(|(v, _)| *v < 8) {
+                c.execute_batch(sql).unwrap();
+                c.execute(
+                    "INSERT INTO rcrt_schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                    params![version, ts(OffsetDateTime::now_utc())],
+                )
+                .unwrap();
+            }
+            let t = ts(OffsetDateTime::now_utc());
+            c.execute(
+                "INSERT INTO secrets (id, tenant, name, scope_type, scope_id, current_version,
+                                      created_at, updated_at)
+                 VALUES (?1, 'acme', 'OLD', 'global', '', 1, ?2, ?2)",
+                params![id.to_string(), t],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO secret_versions (secret_id, version, kek_id, wrapped_dek,
+                                              sealed_value, created_at, sealed_at)
+                 VALUES (?1, 1, 'kek-a', x'0102', x'0304', ?2, ?2)",
+                params![id.to_string(), t],
+            )
+            .unwrap();
+            // An audit row from before the chain and the version column: unchained.
+            c.execute(
+                "INSERT INTO secret_access_log (timestamp, action, secret_id, tenant, user_id,
+                                                outcome, request_id)
+                 VALUES (?1, 'create', ?2, 'acme', 'old', 'success', 'r')",
+                params![t, id.to_string()],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(path).await.unwrap();
+        let tenant = TenantId::new("acme");
+        let (meta, v) = s.get_current(&tenant, id).await.unwrap().unwrap();
+        assert_eq!(meta.attrs, SecretAttributes::default());
+        assert_eq!(meta.deleted, None);
+        assert_eq!(v.created_by, "");
+        let history = s
+            .list_versions(&tenant, id, None, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].state, VersionState::Current);
+        let old = s.unchained_audit(None, 10).await.unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!((old[0].version, old[0].chain.is_none()), (None, true));
+    }
+
+    /// `unchained_audit` reads the version column like every other audit reader (rows without a
+    /// chain link only exist from before migration 0006 or by hand, so one is made by hand).
+    #[tokio::test]
+    async fn unchained_audit_reads_the_version() {
+        let dir = rcrt_testkit::TempDir::new();
+        let path = dir.path().join("unchained.db");
+        let path = path.to_str().unwrap();
+        let s = SqliteStore::open(path).await.unwrap();
+        let c = Connection::open(path).unwrap();
+        c.execute(
+            "INSERT INTO secret_access_log (timestamp, action, tenant, user_id, outcome,
+                                            request_id, version)
+             VALUES (?1, 'decrypt', 'acme', 'u', 'success', 'r', 42)",
+            params![ts(OffsetDateTime::now_utc())],
+        )
+        .unwrap();
+        drop(c);
+        let rows = s.unchained_audit(None, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].version, Some(42));
+    }
+
     /// The expiring gauge and the purge job read ranges of their partial indexes (migration
     /// 0008), never every secret: both run periodically on every replica, whatever the size.
     #[tokio::test]
