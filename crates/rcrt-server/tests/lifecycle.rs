@@ -58,7 +58,10 @@ impl Env {
         let dir = TempDir::new();
         let pg = backend.database().await;
         let kek = gen_kek();
-        let mut env = vec![("LOCAL_KEK_BASE64", kek.as_str()), ("AUTH_MODE", "disabled")];
+        let mut env = vec![
+            ("LOCAL_KEK_BASE64", kek.as_str()),
+            ("AUTH_MODE", "disabled"),
+        ];
         env.extend_from_slice(extra);
         let cfg = server_config(pg.as_ref(), &dir, &env);
         let server = ServerProcess::start(&cfg);
@@ -177,7 +180,9 @@ async fn versions_rollback_destroy_and_cap(backend: Backend) {
     let r = env.decrypt(&id, Some(1)).await;
     assert_eq!(r.ok(200)["value"], "one");
     assert_eq!(r.body["version"], 1);
-    env.decrypt(&id, Some(9)).await.error(404, "version_not_found");
+    env.decrypt(&id, Some(9))
+        .await
+        .error(404, "version_not_found");
     let rows = env.audit(&id).await;
     assert!(
         rows.iter()
@@ -225,7 +230,9 @@ async fn versions_rollback_destroy_and_cap(backend: Backend) {
     assert_eq!(destroy(2).await.status, 204, "destroying again is a no-op");
     destroy(3).await.error(409, "current_version");
     destroy(7).await.error(404, "version_not_found");
-    env.decrypt(&id, Some(2)).await.error(410, "version_destroyed");
+    env.decrypt(&id, Some(2))
+        .await
+        .error(410, "version_destroyed");
     assert_eq!(
         env.versions(&id).await,
         vec![
@@ -280,9 +287,12 @@ async fn versions_rollback_destroy_and_cap(backend: Backend) {
 async fn rollback_races_update_with_if_match(backend: Backend) {
     let env = Env::start(backend, &[]).await;
     for round in 0..6 {
-        let id = env.create(global(&format!("race-{round}-{}", uniq()), "v1")).await;
+        let id = env
+            .create(global(&format!("race-{round}-{}", uniq()), "v1"))
+            .await;
         env.put(&id, "v2").await.ok(200);
-        let (rollback_path, put_path) = (format!("/secrets/{id}/rollback"), format!("/secrets/{id}"));
+        let (rollback_path, put_path) =
+            (format!("/secrets/{id}/rollback"), format!("/secrets/{id}"));
         let rollback = env.send(
             Method::POST,
             &rollback_path,
@@ -328,7 +338,9 @@ async fn soft_delete_restore_and_purge(backend: Backend) {
     env.decrypt(&id, None).await.error(404, "not_found");
     let live = env.send(Method::GET, "/secrets", None, &[]).await;
     assert!(!live.ok(200).to_string().contains(&id));
-    let deleted = env.send(Method::GET, "/secrets?deleted=true", None, &[]).await;
+    let deleted = env
+        .send(Method::GET, "/secrets?deleted=true", None, &[])
+        .await;
     let items = deleted.ok(200)["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 1, "{items:?}");
     assert!(items[0]["purge_at"].is_string());
@@ -367,7 +379,9 @@ async fn soft_delete_restore_and_purge(backend: Backend) {
     env.send(Method::POST, &format!("/secrets/{id}/restore"), None, &[])
         .await
         .error(404, "not_found");
-    let deleted = env.send(Method::GET, "/secrets?deleted=true", None, &[]).await;
+    let deleted = env
+        .send(Method::GET, "/secrets?deleted=true", None, &[])
+        .await;
     assert!(deleted.ok(200)["items"].as_array().unwrap().is_empty());
     // The name is free again.
     env.create(global(&name, "new")).await;
@@ -377,9 +391,14 @@ async fn soft_delete_restore_and_purge(backend: Backend) {
         .send(Method::DELETE, &format!("/secrets/{other}"), None, &[])
         .await;
     assert_eq!(r.status, 204);
-    env.send(Method::POST, &format!("/secrets/{other}/restore"), None, &[])
-        .await
-        .error(404, "not_found");
+    env.send(
+        Method::POST,
+        &format!("/secrets/{other}/restore"),
+        None,
+        &[],
+    )
+    .await
+    .error(404, "not_found");
 }
 
 async fn metadata_filters_and_expiry(backend: Backend) {
@@ -404,7 +423,10 @@ async fn metadata_filters_and_expiry(backend: Backend) {
     };
     let list = |q: String| {
         let env = &env;
-        async move { env.send(Method::GET, &format!("/secrets?{q}"), None, &[]).await }
+        async move {
+            env.send(Method::GET, &format!("/secrets?{q}"), None, &[])
+                .await
+        }
     };
     let r = list("label=env=prod".into()).await;
     assert_eq!(ids(&r), vec![a.clone()], "{}", r.body);
@@ -416,7 +438,10 @@ async fn metadata_filters_and_expiry(backend: Backend) {
     let mut expected = vec![a.clone(), b.clone()];
     expected.sort();
     assert_eq!(db, expected);
-    assert_eq!(ids(&list("expiring_within=30d".into()).await), vec![b.clone()]);
+    assert_eq!(
+        ids(&list("expiring_within=30d".into()).await),
+        vec![b.clone()]
+    );
     list("label=Bad Key=x".into())
         .await
         .error(400, "invalid_request");
@@ -535,11 +560,21 @@ async fn idempotent_writes_survive_a_restart(backend: Backend) {
     let vault_key = [("idempotency-key", "vault-1")];
     let body = json!({"workspace": ws, "name": "app", "secrets": {"A": "1"}});
     let v1 = env
-        .send(Method::POST, "/secrets/vaults", Some(body.clone()), &vault_key)
+        .send(
+            Method::POST,
+            "/secrets/vaults",
+            Some(body.clone()),
+            &vault_key,
+        )
         .await;
     let vault_id = v1.ok(201)["id"].as_str().unwrap().to_owned();
     let v2 = env
-        .send(Method::POST, "/secrets/vaults", Some(body.clone()), &vault_key)
+        .send(
+            Method::POST,
+            "/secrets/vaults",
+            Some(body.clone()),
+            &vault_key,
+        )
         .await;
     assert_eq!(v2.ok(201)["id"], vault_id.as_str());
     assert!(v2.replayed());
@@ -574,7 +609,11 @@ async fn idempotent_writes_survive_a_restart(backend: Backend) {
         )
         .await;
     assert_eq!(r.ok(200)["version"], 2);
-    assert_eq!(env.versions(&id).await.len(), 2, "no version added by retries");
+    assert_eq!(
+        env.versions(&id).await.len(),
+        2,
+        "no version added by retries"
+    );
     let v3 = env
         .send(Method::POST, "/secrets/vaults", Some(body), &vault_key)
         .await;

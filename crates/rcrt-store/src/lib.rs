@@ -14,23 +14,6 @@ macro_rules! meta_cols {
     };
 }
 
-/// A secret's metadata (columns 0-7) and its current version (columns 8-14) from
-/// `secrets s JOIN secret_versions v`, followed by `$rest` (the WHERE clause).
-macro_rules! select_current {
-    ($rest:literal) => {
-        concat!(
-            "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
-                    s.created_at, s.updated_at,
-                    v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at,
-                    v.recovery_kek_id, v.recovery_wrapped_dek
-             FROM secrets s
-             JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
-             ",
-            $rest
-        )
-    };
-}
-
 pub mod chain;
 mod migrate;
 mod postgres;

@@ -624,11 +624,9 @@ fn idempotency_err(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// Inserts an idempotency record in `c`'s transaction. Called first in a write's transaction:
-/// a concurrent write with the same key then waits on the key's index entry until this
-/// transaction ends, and conflicts if it committed. [`StoreError::IdempotencyKeyTaken`] if the
-/// key is stored (expired or not: as on SQLite, an expired record holds its key until
-/// [`Store::purge_idempotency`] deletes it).
+/// Inserts an idempotency record, or takes over an expired one with its key (not purged yet);
+/// [`StoreError::IdempotencyKeyTaken`] if its key is held by a record that has not expired. A
+/// concurrent insert of the same key waits for the transaction holding it, then conflicts.
 async fn insert_idempotency(
     c: &impl deadpool_postgres::GenericClient,
     r: &IdempotencyRecord,
@@ -637,25 +635,34 @@ async fn insert_idempotency(
         .prepare_cached(
             "INSERT INTO idempotency_keys
              (tenant, principal, key, fingerprint, outcome, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (tenant, principal, key) DO UPDATE
+                SET fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome,
+                    created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+              WHERE idempotency_keys.expires_at <= EXCLUDED.created_at",
         )
         .await
         .map_err(pg_err)?;
-    c.execute(
-        &st,
-        &[
-            &r.tenant.as_str(),
-            &r.principal,
-            &r.key,
-            &&r.fingerprint[..],
-            &r.outcome,
-            &r.created_at,
-            &r.expires_at,
-        ],
-    )
-    .await
-    .map_err(idempotency_err)?;
-    Ok(())
+    let inserted = c
+        .execute(
+            &st,
+            &[
+                &r.tenant.as_str(),
+                &r.principal,
+                &r.key,
+                &&r.fingerprint[..],
+                &r.outcome,
+                &r.created_at,
+                &r.expires_at,
+            ],
+        )
+        .await
+        .map_err(idempotency_err)?;
+    match inserted {
+        // The conflict's WHERE kept a live record.
+        0 => Err(StoreError::IdempotencyKeyTaken),
+        _ => Ok(()),
+    }
 }
 
 /// Destroys the versions of secret `$1` whose rows are selected by `$cond` (over

@@ -1027,13 +1027,18 @@ pub(crate) const KEK_BACKLOG_WITH_RECOVERY: &str = "SELECT kek_id, recovery_kek_
      GROUP BY kek_id, recovery_kek_id
      ORDER BY kek_id, recovery_kek_id IS NOT NULL, recovery_kek_id";
 
-/// Inserts an idempotency record; [`StoreError::IdempotencyKeyTaken`] if its key is stored
-/// already (the job then fails, so nothing it wrote is kept).
+/// Inserts an idempotency record, or takes over an expired one with its key (not purged yet);
+/// [`StoreError::IdempotencyKeyTaken`] if its key is held by a record that has not expired
+/// (the job then fails, so nothing it wrote is kept).
 fn insert_idempotency(c: &Connection, r: &IdempotencyRecord) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO idempotency_keys
          (tenant, principal, key, fingerprint, outcome, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (tenant, principal, key) DO UPDATE
+            SET fingerprint = excluded.fingerprint, outcome = excluded.outcome,
+                created_at = excluded.created_at, expires_at = excluded.expires_at
+          WHERE idempotency_keys.expires_at <= excluded.created_at",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -1046,7 +1051,17 @@ fn insert_idempotency(c: &Connection, r: &IdempotencyRecord) -> Result<(), Store
             ts(r.expires_at),
         ])
     })
-    .map(|_| ())
+    .and_then(|n| {
+        // No row: the conflict's WHERE kept a live record.
+        if n == 0 {
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                None,
+            ))
+        } else {
+            Ok(())
+        }
+    })
     .map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _)
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>

@@ -70,11 +70,13 @@ CREATE POLICY maintenance ON idempotency_keys TO CURRENT_USER
     USING (current_setting('rcrt.maintenance', true) = 'on')
     WITH CHECK (current_setting('rcrt.maintenance', true) = 'on');
 
--- The request path (the app role of 0004) reads, writes and deletes both; it never updates them
--- (a destroyed version's record and a remembered answer do not change).
+-- The request path (the app role of 0004) reads, writes and deletes both; it updates only an
+-- expired remembered answer, when a new write takes its key over.
 DO $$
 DECLARE
     app text := (SELECT value FROM rcrt_state WHERE key = 'app_role');
 BEGIN
     EXECUTE format('GRANT SELECT, INSERT, DELETE ON destroyed_versions, idempotency_keys TO %I', app);
+    -- A write with a key whose record expired (not purged yet) takes the key over in place.
+    EXECUTE format('GRANT UPDATE ON idempotency_keys TO %I', app);
 END $$;
