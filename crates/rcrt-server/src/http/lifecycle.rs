@@ -26,6 +26,75 @@ use super::routes::{
 };
 use super::{ApiError, AppState};
 
+/// The OpenAPI schema of a label set (the rules of `rcrt_core::lifecycle::check_label`).
+pub(crate) struct Labels;
+
+impl utoipa::PartialSchema for Labels {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        let key = ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .pattern(Some("^[a-z0-9][a-z0-9._/-]{0,62}$"))
+            .build();
+        let value = ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .max_length(Some(256))
+            .pattern(Some("^[^\\u0000-\\u001f\\u007f-\\u009f,]*$"));
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::Object))
+            .description(Some(
+                "Key → value labels: at most 64; keys 1-63 of a-z 0-9 . _ - / starting with a letter or digit; values at most 256 characters without control characters or ','.",
+            ))
+            .property_names(Some(key))
+            .additional_properties(Some(value))
+            .max_properties(Some(64))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Labels {}
+
+/// A JSON number with no fraction as an integer (`82` or `82.0`, as JSON Schema's `integer`
+/// allows); `None` for a fraction or what an `i64` does not hold.
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    let f = n.as_f64()?;
+    // ±2^63 is exact in f64; inside it a whole f64 converts without loss.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (f.is_finite() && f.fract() == 0.0 && f > -LIMIT && f < LIMIT).then(|| {
+        #[allow(clippy::cast_possible_truncation)]
+        let i = f as i64;
+        i
+    })
+}
+
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    whole(&n).ok_or_else(|| serde::de::Error::custom("expected a whole number"))
+}
+
+/// A whole number or null.
+pub(crate) fn optional_whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?
+        .map(|n| whole(&n).ok_or_else(|| serde::de::Error::custom("expected a whole number")))
+        .transpose()
+}
+
+/// A present field that is a whole number or null (see [`present`]).
+fn present_whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    optional_whole(d).map(Some)
+}
+
+/// A version cap as the core takes it (1 to 100 is checked there).
+pub(crate) fn cap(n: Option<i64>) -> AppResult<Option<u32>> {
+    n.map(|n| {
+        u32::try_from(n).map_err(|_| ApiError::invalid("max_versions must be between 1 and 100"))
+    })
+    .transpose()
+}
+
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const REPLAYED: &str = "idempotent-replayed";
 
@@ -90,7 +159,7 @@ pub(crate) fn parse_window(field: &str, value: &str) -> AppResult<Duration> {
 
 /// `key=value[,key=value...]` into pairs (checked in the core).
 pub(crate) fn parse_labels(value: Option<&str>) -> AppResult<Vec<(String, String)>> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
+    let Some(value) = value else {
         return Ok(Vec::new());
     };
     value
@@ -110,6 +179,9 @@ pub(crate) fn parse_labels(value: Option<&str>) -> AppResult<Vec<(String, String
 pub(crate) struct DeleteParams {
     /// Keep the secret restorable this long (`7d`; `0`: shred at once; at most `90d`). Without
     /// it, the deployment's `DELETE_RECOVERY_WINDOW` (default `0`).
+    #[param(
+        pattern = "^(0|([1-9]|[1-8][0-9]|90)d|([1-9][0-9]{0,2}|1[0-9]{3}|20[0-9]{2}|21[0-5][0-9]|2160)h|[1-9][0-9]{0,4}m|[1-9][0-9]{0,5}s)$"
+    )]
     pub(crate) recovery_window: Option<String>,
 }
 
@@ -212,6 +284,7 @@ pub(crate) async fn versions(
 #[schema(as = RollbackSecret)]
 pub(crate) struct RollbackBody {
     /// The version whose value becomes the new current version.
+    #[serde(deserialize_with = "whole_number")]
     #[schema(minimum = 1)]
     version: i64,
 }
@@ -225,7 +298,7 @@ pub(crate) struct RollbackBody {
     security(("bearer" = []), ("api_key" = [])),
     params(
         ("id" = String, Path, format = Uuid, description = "The secret's id."),
-        ("If-Match" = Option<String>, Header, description = "The strong tag of the version to replace (`\"3\"`): 412 when it is not current."),
+        ("If-Match" = Option<String>, Header, pattern = r#"^([ \t]*\*[ \t]*|[ \t,]*((W/)?"[!#-~]*"([ \t]*,[ \t,]*(W/)?"[!#-~]*")*[ \t,]*)?)$"#, description = "`*` or the strong tag of the version to replace (`\"3\"`): 412 when it is not current."),
         IdempotencyHeader,
     ),
     request_body = RollbackBody,
@@ -346,20 +419,22 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Optio
 #[serde(deny_unknown_fields)]
 #[schema(as = PatchSecret)]
 pub(crate) struct PatchBody {
+    /// At most 1024 characters, no control characters.
     #[serde(default)]
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     description: Option<String>,
     /// Replaces the whole label set.
     #[serde(default)]
+    #[schema(value_type = Option<Labels>)]
     labels: Option<BTreeMap<String, String>>,
     /// RFC 3339, or null for none.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Option<String>>,
     /// 1 to 100, or null for the deployment default.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_whole")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    max_versions: Option<Option<u32>>,
+    max_versions: Option<Option<i64>>,
 }
 
 /// Changes a secret's description, labels, expiry or version cap (no new version).
@@ -400,7 +475,7 @@ pub(crate) async fn patch(
                 description: body.description,
                 labels: body.labels,
                 expires_at,
-                max_versions: body.max_versions,
+                max_versions: body.max_versions.map(cap).transpose()?,
             },
         )
         .await?;
@@ -415,10 +490,17 @@ mod tests {
     #[test]
     fn windows_labels_and_times() {
         assert_eq!(parse_window("w", "0").unwrap(), Duration::ZERO);
+        assert!(parse_window("w", "").is_err());
         assert_eq!(
             parse_window("w", "7d").unwrap(),
             Duration::from_secs(7 * 86400)
         );
+        // The largest values the documented patterns allow are accepted.
+        assert_eq!(
+            parse_window("w", "2160h").unwrap(),
+            Duration::from_secs(90 * 86400)
+        );
+        assert!(parse_window("w", "99999d").is_ok());
         assert!(parse_window("w", "soon").is_err());
         assert_eq!(
             parse_labels(Some("env=prod,team=a=b")).unwrap(),
@@ -429,6 +511,7 @@ mod tests {
         );
         assert!(parse_labels(Some("novalue")).is_err());
         assert!(parse_labels(None).unwrap().is_empty());
+        assert!(parse_labels(Some("")).is_err());
         assert!(parse_time("t", Some("2026-12-01T00:00:00Z"))
             .unwrap()
             .is_some());

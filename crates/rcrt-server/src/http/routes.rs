@@ -117,6 +117,15 @@ pub(crate) fn json_body<T: DeserializeOwned>(
             "send the body as Content-Type: application/json",
         ));
     }
+    // Every body is an object (or, for a decrypt, null): serde would also fill a struct from
+    // an array (`[null, null]`), which the documented schema does not allow.
+    if body.trim_ascii_start().starts_with(b"[") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "request body must be a JSON object",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(&body);
     let value =
         serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e.path(), e.inner()))?;
@@ -340,20 +349,21 @@ pub(crate) struct CreateBody {
     allow_empty: bool,
     /// At most 1024 characters, no control characters.
     #[serde(default)]
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     description: String,
     /// At most 64; keys `^[a-z0-9][a-z0-9._/-]{0,62}$`, values at most 256 characters without
     /// control characters or `,`.
     #[serde(default)]
+    #[schema(value_type = super::lifecycle::Labels)]
     labels: std::collections::BTreeMap<String, String>,
     /// RFC 3339; decrypts answer 410 `expired` from then on.
     #[serde(default)]
     #[schema(format = DateTime)]
     expires_at: Option<String>,
     /// Versions to keep, 1 to 100 (default: the deployment's `MAX_VERSIONS`).
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 100)]
-    max_versions: Option<u32>,
+    #[serde(default, deserialize_with = "super::lifecycle::optional_whole")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    max_versions: Option<i64>,
 }
 
 /// Creates a secret (version 1 under a fresh DEK).
@@ -404,7 +414,7 @@ pub(crate) async fn create(
         description: body.description,
         labels: body.labels,
         expires_at: super::lifecycle::parse_time("expires_at", body.expires_at.as_deref())?,
-        max_versions: body.max_versions,
+        max_versions: super::lifecycle::cap(body.max_versions)?,
     };
     let idem = super::lifecycle::idempotency(
         &headers,
@@ -452,10 +462,14 @@ pub(crate) struct ListParams {
     /// The previous page's `next_cursor`.
     cursor: Option<String>,
     /// Only secrets with these labels: `key=value`, several separated by `,` (all must match).
+    #[param(
+        pattern = "^[a-z0-9][a-z0-9._/-]{0,62}=[^,\\u0000-\\u001f\\u007f-\\u009f]{0,256}(,[a-z0-9][a-z0-9._/-]{0,62}=[^,\\u0000-\\u001f\\u007f-\\u009f]{0,256})*$"
+    )]
     label: Option<String>,
     /// Only names starting with this.
     name_prefix: Option<String>,
     /// Only secrets expiring within this long from now, already expired included (`30d`).
+    #[param(pattern = "^(0|[1-9][0-9]{0,4}[smhd])$")]
     expiring_within: Option<String>,
     /// List soft-deleted secrets (in their recovery window) instead of live ones.
     deleted: Option<bool>,
@@ -499,14 +513,20 @@ pub(crate) async fn list(
     let filter = rcrt_store::ListFilter {
         labels: super::lifecycle::parse_labels(p.label.as_deref())?,
         name_prefix: p.name_prefix.filter(|p| !p.is_empty()),
-        expires_before: p
-            .expiring_within
-            .as_deref()
-            .map(|w| {
-                super::lifecycle::parse_window("expiring_within", w)
-                    .map(|d| state.service.now() + d)
-            })
-            .transpose()?,
+        expires_before: match p.expiring_within.as_deref() {
+            None => None,
+            Some(w) => {
+                let within = super::lifecycle::parse_window("expiring_within", w)?;
+                let within = time::Duration::try_from(within).unwrap_or(time::Duration::MAX);
+                Some(
+                    state
+                        .service
+                        .now()
+                        .checked_add(within)
+                        .ok_or_else(|| ApiError::invalid("expiring_within is too long"))?,
+                )
+            }
+        },
         deleted: p.deleted.unwrap_or(false),
     };
     let page = state
@@ -565,7 +585,7 @@ pub(crate) struct DecryptBody {
     )]
     reason: Option<String>,
     /// A version to read instead of the current one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lifecycle::optional_whole")]
     #[schema(minimum = 1)]
     version: Option<i64>,
 }

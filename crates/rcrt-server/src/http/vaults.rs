@@ -240,6 +240,7 @@ pub(crate) async fn values(
         (status = 409, description = "`ambiguous_vault`: the name is used in several workspaces; give `?workspace=` or the vault id.", body = ErrorBody),
         (status = 413, description = "`value_too_large` or `payload_too_large`.", body = ErrorBody),
         (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
     )
 )]
 pub(crate) async fn put_key(
