@@ -157,13 +157,14 @@ pub(crate) fn row_json(r: &AuditRecord) -> Value {
         "reason": r.reason,
         "outcome": r.outcome,
         "request_id": r.request_id,
+        "version": r.version,
         "chain_lane": r.chain.as_ref().map(|c| c.lane),
         "chain_seq": r.chain.as_ref().map(|c| c.seq),
         "chain_hash": r.chain.as_ref().map(|c| hex::encode(c.hash)),
     })
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 11] = [
     "id",
     "timestamp",
     "action",
@@ -173,10 +174,11 @@ const COLUMNS: [&str; 10] = [
     "secret_id",
     "token_id",
     "request_id",
+    "version",
     "reason",
 ];
 
-fn cells(r: &AuditRecord) -> [String; 10] {
+fn cells(r: &AuditRecord) -> [String; 11] {
     let opt = |v: Option<String>| v.unwrap_or_default();
     [
         r.id.to_string(),
@@ -188,6 +190,7 @@ fn cells(r: &AuditRecord) -> [String; 10] {
         opt(r.secret_id.map(|s| s.to_string())),
         opt(r.token_id.map(|t| t.to_string())),
         r.request_id.clone(),
+        opt(r.version.map(|v| v.to_string())),
         opt(r.reason.clone()),
     ]
 }
@@ -244,7 +247,7 @@ pub(crate) fn render(rows: &[AuditRecord], format: QueryFormat) -> String {
         QueryFormat::Table => {
             // Control characters escaped: a row edited in the database must not move the
             // terminal's cursor or fake a line.
-            let body: Vec<[String; 10]> = rows
+            let body: Vec<[String; 11]> = rows
                 .iter()
                 .map(|r| cells(r).map(|c| without_controls(&c)))
                 .collect();

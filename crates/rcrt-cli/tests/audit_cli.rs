@@ -598,7 +598,7 @@ fn query_and_export(db: Db) {
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(
         lines[0],
-        "id,timestamp,action,outcome,tenant,user_id,secret_id,token_id,request_id,reason"
+        "id,timestamp,action,outcome,tenant,user_id,secret_id,token_id,request_id,version,reason"
     );
     assert_eq!(lines.len(), recent + 1, "{csv}");
     assert!(

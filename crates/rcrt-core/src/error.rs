@@ -98,6 +98,25 @@ pub enum CoreError {
     /// The store holds DEKs wrapped under KEKs that are not configured.
     #[error("the store holds DEKs wrapped under KEK ids that no configured KEK matches: {}. Configure those KEKs (e.g. LOCAL_KEK_BASE64_OLD during a rotation) or restore the right KEK (from its backup or Shamir shares). A development store with nothing worth keeping can be started afresh instead: remove the database (SQLite: rcrt.db, rcrt.db-wal and rcrt.db-shm), and keep the KEK this time (in .env)", .0.join(", "))]
     UnknownKeks(Vec<String>),
+    /// The secret never had the version asked for.
+    #[error("this secret has no such version")]
+    VersionNotFound,
+    /// The version asked for was destroyed (its ciphertext is gone).
+    #[error("this version was destroyed")]
+    VersionDestroyed,
+    /// The current version cannot be destroyed.
+    #[error("the current version cannot be destroyed: write a new version or roll back first")]
+    CurrentVersion,
+    /// The secret's `expires_at` has passed and the deployment does not serve expired secrets.
+    #[error(
+        "this secret has expired: give it a new value and expiry (PUT, then PATCH expires_at)"
+    )]
+    Expired,
+    /// An `Idempotency-Key` was used before with a different request.
+    #[error(
+        "this Idempotency-Key was used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     /// An internal fault (never caused by input).
     #[error("internal error: {0}")]
     Internal(String),

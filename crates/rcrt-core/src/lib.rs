@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod authz;
 mod error;
+pub mod lifecycle;
 pub mod maintenance;
 mod metrics;
 pub mod rewrap_job;

@@ -6,7 +6,8 @@ use rcrt_crypto::{
 };
 use rcrt_keys::{KeyError, KeyProvider};
 use rcrt_store::{
-    ListQuery, NewSecret, RecoveryRecord, SecretMeta, Store, StoreError, VersionRecord, Visibility,
+    ListFilter, ListQuery, NewSecret, RecoveryRecord, SecretAttributes, SecretMeta, Store,
+    StoreError, VersionLookup, VersionRecord, Visibility,
 };
 use rcrt_types::{
     AuditAction, AuditEntry, AuditOutcome, Principal, Role, Scope, ScopeType, SecretId, SecretName,
@@ -16,6 +17,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::authz::{self, Action};
+use crate::lifecycle::{Idempotent, LifecyclePolicy, Written};
 use crate::{CoreError, Metrics};
 
 /// The default largest secret value, in bytes (64 KiB).
@@ -25,7 +27,7 @@ const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
 /// Retries of an update that lost a race (without If-Match) to another replica before giving up
 /// with 503. Updates on one replica queue (see [`UpdateQueue`]) and never race each other.
-const UPDATE_RETRIES: usize = 32;
+pub(crate) const UPDATE_RETRIES: usize = 32;
 
 /// A decrypt's reason: required, trimmed, at most 1024 characters, no control characters (a
 /// NUL would make PostgreSQL refuse the audit row; a newline would forge lines in exports).
@@ -291,6 +293,8 @@ pub struct CreateSecret {
     pub scope: Scope,
     /// Its value.
     pub value: Zeroizing<String>,
+    /// Its description, labels, expiry and version cap.
+    pub attrs: SecretAttributes,
 }
 
 /// One page of a listing.
@@ -310,7 +314,8 @@ pub struct Service {
     limits: Limits,
     pub(crate) metrics: Metrics,
     pub(crate) tokens: crate::tokens::TokenCache,
-    updates: UpdateQueue,
+    pub(crate) updates: UpdateQueue,
+    pub(crate) lifecycle: LifecyclePolicy,
 }
 
 impl Service {
@@ -329,6 +334,7 @@ impl Service {
             metrics: Metrics::default(),
             tokens: Default::default(),
             updates: UpdateQueue::default(),
+            lifecycle: LifecyclePolicy::default(),
         }
     }
 
@@ -456,7 +462,7 @@ impl Service {
 
     /// Passes a looked-up secret through if the caller may do `needed` to it. A missing secret
     /// is audited as a failure and a refused one as denied; both answer 404 (see `missing`).
-    async fn within_reach<T>(
+    pub(crate) async fn within_reach<T>(
         &self,
         ctx: &RequestContext,
         (id, action, needed): (SecretId, AuditAction, Action),
@@ -555,7 +561,26 @@ impl Service {
         ctx: &RequestContext,
         req: CreateSecret,
     ) -> Result<SecretMeta, CoreError> {
+        Ok(self.create_idempotent(ctx, req, None).await?.value)
+    }
+
+    /// Creates a secret (version 1); with `idem`, a retry with the same key gets the first
+    /// answer back instead of 409.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn create_idempotent(
+        &self,
+        ctx: &RequestContext,
+        req: CreateSecret,
+        idem: Option<Idempotent>,
+    ) -> Result<Written<SecretMeta>, CoreError> {
         check_caller(ctx)?;
+        crate::lifecycle::check_attributes(&req.attrs)?;
+        if let Some(value) = self.replay(ctx, idem.as_ref()).await? {
+            return Ok(Written {
+                value,
+                replayed: true,
+            });
+        }
         if !authz::allows(&ctx.principal, Action::Write, &req.scope) {
             return Err(self
                 .fail(
@@ -580,7 +605,7 @@ impl Service {
             version: 1,
             created_at: first.created_at,
             updated_at: first.created_at,
-            attrs: Default::default(),
+            attrs: req.attrs,
             deleted: None,
         };
         let audit = self.audit(
@@ -597,14 +622,17 @@ impl Service {
                     meta: meta.clone(),
                     first,
                     vault: None,
-                    idempotency: None,
+                    idempotency: self.idempotency_record(ctx, idem.as_ref(), &meta)?,
                 },
                 audit,
             )
             .await
             .inspect_err(|e| self.metrics.audit_write_failed(e))
         {
-            Ok(()) => Ok(meta),
+            Ok(()) => Ok(Written::fresh(meta)),
+            Err(StoreError::IdempotencyKeyTaken) => {
+                self.replay_after_race(ctx, idem.as_ref()).await
+            }
             Err(StoreError::NameTaken) => Err(self
                 .fail(
                     ctx,
@@ -637,6 +665,29 @@ impl Service {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<Page, CoreError> {
+        self.list_filtered(
+            ctx,
+            (scope_type, scope_id),
+            ListFilter::default(),
+            limit,
+            cursor,
+        )
+        .await
+    }
+
+    /// [`Service::list`] with label, name-prefix and expiry filters, or of soft-deleted
+    /// secrets (`filter.deleted`).
+    pub async fn list_filtered(
+        &self,
+        ctx: &RequestContext,
+        (scope_type, scope_id): (Option<ScopeType>, Option<String>),
+        filter: ListFilter,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page, CoreError> {
+        for (k, v) in &filter.labels {
+            crate::lifecycle::check_label(k, v)?;
+        }
         if !ctx.principal.roles.has(Role::Read) {
             return Err(CoreError::Forbidden("listing secrets needs secrets.read"));
         }
@@ -653,7 +704,7 @@ impl Service {
                     workspaces: ctx.principal.workspaces.clone(),
                     agent: ctx.principal.user_id.clone(),
                 }),
-                filter: Default::default(),
+                filter,
             })
             .await?;
         let (items, next_cursor) = page_of(items, limit, |m| m.id.to_string());
@@ -661,31 +712,51 @@ impl Service {
     }
 
     /// Decrypts the current version. The audit row is durable before the value is returned.
-    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
     pub async fn decrypt(
         &self,
         ctx: &RequestContext,
         id: SecretId,
         reason: Option<&str>,
     ) -> Result<(Plaintext, Version), CoreError> {
+        self.decrypt_version(ctx, id, reason, None).await
+    }
+
+    /// Decrypts the current version, or the given one (audited with its number). The audit
+    /// row is durable before the value is returned.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn decrypt_version(
+        &self,
+        ctx: &RequestContext,
+        id: SecretId,
+        reason: Option<&str>,
+        version: Option<Version>,
+    ) -> Result<(Plaintext, Version), CoreError> {
         check_caller(ctx)?;
+        let failure = |reason: Option<String>, e: CoreError| {
+            let mut entry = self.audit(
+                ctx,
+                AuditAction::Decrypt,
+                Some(id),
+                reason,
+                AuditOutcome::Failure,
+            );
+            entry.version = version;
+            async move { self.write_failure(entry).await.err().unwrap_or(e) }
+        };
         let reason = match check_reason(reason) {
             Ok(r) => r,
-            Err(e) => {
-                // The row records the attempt, not the refused reason.
-                return Err(self
-                    .fail(
-                        ctx,
-                        (AuditAction::Decrypt, Some(id)),
-                        None,
-                        AuditOutcome::Failure,
-                        e,
-                    )
-                    .await);
-            }
+            // The row records the attempt, not the refused reason.
+            Err(e) => return Err(failure(None, e).await),
         };
-        let found = self.store.get_current(&ctx.principal.tenant, id).await?;
-        let (meta, record) = self
+        let found = match version {
+            None => self
+                .store
+                .get_current(&ctx.principal.tenant, id)
+                .await?
+                .map(|(meta, record)| (meta, VersionLookup::Kept(record))),
+            Some(n) => self.store.get_version(&ctx.principal.tenant, id, n).await?,
+        };
+        let (meta, lookup) = match self
             .within_reach(
                 ctx,
                 (id, AuditAction::Decrypt, Action::Decrypt),
@@ -693,36 +764,44 @@ impl Service {
                 found,
                 |(meta, _)| &meta.scope,
             )
-            .await?;
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return Err(e),
+        };
+        let record = match lookup {
+            VersionLookup::Kept(record) => record,
+            VersionLookup::Destroyed(_) => {
+                return Err(failure(Some(reason), CoreError::VersionDestroyed).await)
+            }
+            VersionLookup::Missing => {
+                return Err(failure(Some(reason), CoreError::VersionNotFound).await)
+            }
+        };
+        self.check_not_expired(ctx, &meta, &reason, version).await?;
         let plaintext = match self.open(ctx, id, &record).await {
             Ok(p) => p,
             Err(e) => {
                 self.open_failed(id, &record.kek_id, &e);
-                return Err(self
-                    .fail(
-                        ctx,
-                        (AuditAction::Decrypt, Some(id)),
-                        Some(reason),
-                        AuditOutcome::Failure,
-                        e,
-                    )
-                    .await);
+                return Err(failure(Some(reason), e).await);
             }
         };
         // Fail closed: no durable audit row, no plaintext.
+        let mut entry = self.audit(
+            ctx,
+            AuditAction::Decrypt,
+            Some(id),
+            Some(reason),
+            AuditOutcome::Success,
+        );
+        entry.version = version;
         self.store
-            .append_audit(self.audit(
-                ctx,
-                AuditAction::Decrypt,
-                Some(id),
-                Some(reason),
-                AuditOutcome::Success,
-            ))
+            .append_audit(entry)
             .await
             .inspect_err(|e| self.metrics.audit_write_failed(e))
             .map_err(CoreError::Unavailable)?;
         self.metrics.decrypt_ok();
-        Ok((plaintext, meta.version))
+        Ok((plaintext, record.version))
     }
 
     /// Opens a stored version: [`CoreError::KekUnavailable`] when its DEK is wrapped under a
@@ -776,7 +855,6 @@ impl Service {
     }
 
     /// Writes a new version under a fresh DEK. With `if_match`, only if it is still current.
-    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
     pub async fn update(
         &self,
         ctx: &RequestContext,
@@ -784,20 +862,60 @@ impl Service {
         value: Zeroizing<String>,
         if_match: Option<Version>,
     ) -> Result<SecretMeta, CoreError> {
+        Ok(self
+            .write_version(ctx, id, value, if_match, (AuditAction::Update, None), None)
+            .await?
+            .value)
+    }
+
+    /// [`Service::update`]; with `idem`, a retry with the same key gets the first answer back
+    /// instead of writing a second version.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn update_idempotent(
+        &self,
+        ctx: &RequestContext,
+        id: SecretId,
+        value: Zeroizing<String>,
+        if_match: Option<Version>,
+        idem: Option<Idempotent>,
+    ) -> Result<Written<SecretMeta>, CoreError> {
+        self.write_version(ctx, id, value, if_match, (AuditAction::Update, None), idem)
+            .await
+    }
+
+    /// Writes `value` as the secret's next version, audited as `action` naming `source` (a
+    /// rollback's source version); keeps the secret's version cap and remembers the answer
+    /// under `idem`'s key.
+    pub(crate) async fn write_version(
+        &self,
+        ctx: &RequestContext,
+        id: SecretId,
+        value: Zeroizing<String>,
+        if_match: Option<Version>,
+        (action, source): (AuditAction, Option<Version>),
+        idem: Option<Idempotent>,
+    ) -> Result<Written<SecretMeta>, CoreError> {
         self.check_value(&value)?;
+        if let Some(value) = self.replay(ctx, idem.as_ref()).await? {
+            return Ok(Written {
+                value,
+                replayed: true,
+            });
+        }
+        let failure = |e: CoreError| {
+            let mut entry = self.audit(ctx, action, Some(id), None, AuditOutcome::Failure);
+            entry.version = source;
+            async move { self.write_failure(entry).await.err().unwrap_or(e) }
+        };
         // Updates of this secret on this replica run one at a time, so they never race each
         // other; the store's compare-and-swap still decides between replicas.
         let _turn = self.updates.turn(id).await;
         for _ in 0..UPDATE_RETRIES {
             let found = self.store.get_meta(&ctx.principal.tenant, id).await?;
             let meta = self
-                .within_reach(
-                    ctx,
-                    (id, AuditAction::Update, Action::Write),
-                    None,
-                    found,
-                    |meta| &meta.scope,
-                )
+                .within_reach(ctx, (id, action, Action::Write), None, found, |meta| {
+                    &meta.scope
+                })
                 .await?;
             if let Some(expected) = if_match {
                 if expected != meta.version {
@@ -805,41 +923,34 @@ impl Service {
                         expected,
                         current: meta.version,
                     };
-                    return Err(self
-                        .fail(
-                            ctx,
-                            (AuditAction::Update, Some(id)),
-                            None,
-                            AuditOutcome::Failure,
-                            mismatch,
-                        )
-                        .await);
+                    return Err(failure(mismatch).await);
                 }
             }
             let record = self
-                .seal(
-                    ctx,
-                    (AuditAction::Update, Some(id)),
-                    id,
-                    meta.version + 1,
-                    &value,
-                )
+                .seal(ctx, (action, Some(id)), id, meta.version + 1, &value)
                 .await?;
-            let audit = self.audit(
-                ctx,
-                AuditAction::Update,
-                Some(id),
-                None,
-                AuditOutcome::Success,
+            let mut audit = self.audit(ctx, action, Some(id), None, AuditOutcome::Success);
+            audit.version = source;
+            let outcome = SecretMeta {
+                version: record.version,
+                updated_at: record.created_at,
+                ..meta.clone()
+            };
+            let options = self.version_options(
+                &meta.attrs,
+                self.idempotency_record(ctx, idem.as_ref(), &outcome)?,
             );
             match self
                 .store
-                .add_version(&ctx.principal.tenant, id, record, audit)
+                .add_version_with(&ctx.principal.tenant, id, record, options, audit)
                 .await
                 .inspect_err(|e| self.metrics.audit_write_failed(e))
             {
-                Ok(Some(updated)) => return Ok(updated),
+                Ok(Some(updated)) => return Ok(Written::fresh(updated)),
                 Ok(None) => return Err(CoreError::NotFound),
+                Err(StoreError::IdempotencyKeyTaken) => {
+                    return self.replay_after_race(ctx, idem.as_ref()).await
+                }
                 // Another writer got there first: with If-Match that is a failed precondition,
                 // without it we write on top of the newer version.
                 Err(StoreError::VersionConflict) => {
@@ -901,19 +1012,19 @@ impl Service {
 /// their turn in order (tokio's mutex is fair), instead of racing and retrying. An entry lives
 /// only while someone holds or awaits it.
 #[derive(Default)]
-struct UpdateQueue {
+pub(crate) struct UpdateQueue {
     secrets: std::sync::Mutex<HashMap<SecretId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// One update's turn on a secret; the next waiting update goes when this is dropped.
-struct UpdateTurn<'a> {
+pub(crate) struct UpdateTurn<'a> {
     queue: &'a UpdateQueue,
     id: SecretId,
     _held: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl UpdateQueue {
-    async fn turn(&self, id: SecretId) -> UpdateTurn<'_> {
+    pub(crate) async fn turn(&self, id: SecretId) -> UpdateTurn<'_> {
         let lock = self
             .secrets
             .lock()

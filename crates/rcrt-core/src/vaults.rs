@@ -12,7 +12,8 @@ use rcrt_types::{AuditAction, AuditOutcome, Scope, ScopeType, SecretId, VaultId}
 use zeroize::Zeroizing;
 
 use crate::authz::{self, Action};
-use crate::service::{check_caller, check_reason, RequestContext, Service};
+use crate::lifecycle::{Idempotent, Written};
+use crate::service::{check_caller, check_reason, RequestContext, Service, UPDATE_RETRIES};
 use crate::CoreError;
 
 /// Most keys in one vault.
@@ -112,7 +113,29 @@ impl Service {
         name: &str,
         secrets: BTreeMap<String, Zeroizing<String>>,
     ) -> Result<VaultView, CoreError> {
+        Ok(self
+            .create_vault_idempotent(ctx, workspace, name, secrets, None)
+            .await?
+            .value)
+    }
+
+    /// [`Service::create_vault`]; with `idem`, a retry with the same key gets the first answer.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn create_vault_idempotent(
+        &self,
+        ctx: &RequestContext,
+        workspace: &str,
+        name: &str,
+        secrets: BTreeMap<String, Zeroizing<String>>,
+        idem: Option<Idempotent>,
+    ) -> Result<Written<VaultView>, CoreError> {
         check_caller(ctx)?;
+        if let Some(value) = self.replay(ctx, idem.as_ref()).await? {
+            return Ok(Written {
+                value,
+                replayed: true,
+            });
+        }
         let scope = workspace_scope(workspace)?;
         check_vault_name(name)?;
         if secrets.len() > MAX_VAULT_KEYS {
@@ -155,13 +178,18 @@ impl Service {
                 AuditOutcome::Success,
             ));
         }
+        let view = VaultView::of(vault.clone(), secrets.into_keys().collect());
+        let record = self.idempotency_record(ctx, idem.as_ref(), &view)?;
         match self
             .store
-            .create_vault(vault.clone(), rows, audits)
+            .create_vault_with(vault, rows, audits, record)
             .await
             .inspect_err(|e| self.metrics.audit_write_failed(e))
         {
-            Ok(()) => Ok(VaultView::of(vault, secrets.into_keys().collect())),
+            Ok(()) => Ok(Written::fresh(view)),
+            Err(StoreError::IdempotencyKeyTaken) => {
+                self.replay_after_race(ctx, idem.as_ref()).await
+            }
             Err(StoreError::NameTaken) => Err(CoreError::VaultNameTaken),
             Err(e) => Err(e.into()),
         }
@@ -391,13 +419,92 @@ impl Service {
         key: &str,
         value: Zeroizing<String>,
     ) -> Result<VaultView, CoreError> {
+        Ok(self
+            .put_vault_key_idempotent(ctx, id_or_name, workspace, key, value, None)
+            .await?
+            .value)
+    }
+
+    /// [`Service::put_vault_key`]; with `idem`, a retry with the same key gets the first
+    /// answer back instead of writing a second version.
+    pub async fn put_vault_key_idempotent(
+        &self,
+        ctx: &RequestContext,
+        id_or_name: &str,
+        workspace: Option<&str>,
+        key: &str,
+        value: Zeroizing<String>,
+        idem: Option<Idempotent>,
+    ) -> Result<Written<VaultView>, CoreError> {
         check_caller(ctx)?;
         check_key(key)?;
         self.check_value(&value)?;
+        if let Some(value) = self.replay(ctx, idem.as_ref()).await? {
+            return Ok(Written {
+                value,
+                replayed: true,
+            });
+        }
         let (vault, members) = self.writable_vault(ctx, id_or_name, workspace).await?;
+        // The answer is the vault's keys after the write, known before it (so the idempotency
+        // record can be written with it).
+        let mut keys: Vec<String> = members
+            .iter()
+            .map(|(m, _)| key_of(&vault, m).to_owned())
+            .collect();
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.to_owned());
+            keys.sort();
+        }
+        let view = VaultView::of(vault.clone(), keys);
+        let record = self.idempotency_record(ctx, idem.as_ref(), &view)?;
         match members.iter().find(|(m, _)| key_of(&vault, m) == key) {
             Some((meta, _)) => {
-                self.update(ctx, meta.id, value, None).await?;
+                // As an update: one at a time per secret on this replica, and on a lost race
+                // with another replica, again on top of the newer version.
+                let _turn = self.updates.turn(meta.id).await;
+                let mut current = meta.clone();
+                let mut attempts = 0;
+                loop {
+                    let audit = self.audit(
+                        ctx,
+                        AuditAction::Update,
+                        Some(meta.id),
+                        None,
+                        AuditOutcome::Success,
+                    );
+                    let sealed = self
+                        .seal(
+                            ctx,
+                            (AuditAction::Update, Some(meta.id)),
+                            meta.id,
+                            current.version + 1,
+                            &value,
+                        )
+                        .await?;
+                    let options = self.version_options(&current.attrs, record.clone());
+                    match self
+                        .store
+                        .add_version_with(&ctx.principal.tenant, meta.id, sealed, options, audit)
+                        .await
+                        .inspect_err(|e| self.metrics.audit_write_failed(e))
+                    {
+                        Ok(Some(_)) => break,
+                        Ok(None) => return Err(CoreError::VaultKeyNotFound),
+                        Err(StoreError::IdempotencyKeyTaken) => {
+                            return self.replay_after_race(ctx, idem.as_ref()).await
+                        }
+                        Err(StoreError::VersionConflict) if attempts < UPDATE_RETRIES => {
+                            attempts += 1;
+                            current = self
+                                .store
+                                .get_meta(&ctx.principal.tenant, meta.id)
+                                .await?
+                                .ok_or(CoreError::VaultKeyNotFound)?;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
             None => {
                 if members.len() >= MAX_VAULT_KEYS {
@@ -414,13 +521,25 @@ impl Service {
                     None,
                     AuditOutcome::Success,
                 );
-                self.store
+                let secret = NewSecret {
+                    idempotency: record,
+                    ..secret
+                };
+                match self
+                    .store
                     .create_secret(secret, audit)
                     .await
-                    .inspect_err(|e| self.metrics.audit_write_failed(e))?;
+                    .inspect_err(|e| self.metrics.audit_write_failed(e))
+                {
+                    Ok(()) => {}
+                    Err(StoreError::IdempotencyKeyTaken) => {
+                        return self.replay_after_race(ctx, idem.as_ref()).await
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
-        self.view(ctx, vault).await
+        Ok(Written::fresh(view))
     }
 
     /// Removes a key (its secret is crypto-shredded).

@@ -105,6 +105,12 @@ pub struct Config {
     pub audit_checkpoint_interval: Duration,
     /// The background re-wrap.
     pub rewrap: RewrapSettings,
+    /// Versions kept, the default recovery window, expired secrets, idempotency keys
+    /// (`MAX_VERSIONS`, `DELETE_RECOVERY_WINDOW`, `EXPIRED_SECRETS`, `IDEMPOTENCY_TTL`).
+    pub lifecycle: rcrt_core::lifecycle::LifecyclePolicy,
+    /// How often the purge job looks for soft-deleted secrets past their window
+    /// (`PURGE_INTERVAL`, 1 s to 1 h).
+    pub purge_interval: Duration,
     /// A token that must exist as the bootstrap admin token (`BOOTSTRAP_ADMIN_TOKEN_FILE`).
     pub bootstrap_token_file: Option<PathBuf>,
     /// Where a server in token mode with an empty token table writes the admin token it
@@ -125,6 +131,9 @@ pub enum LogFormat {
     /// One JSON object per line, for log collectors (`json`).
     Json,
 }
+
+/// The default `PURGE_INTERVAL`.
+pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The default `AUDIT_CHECKPOINT_INTERVAL`.
 pub const DEFAULT_AUDIT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
@@ -513,6 +522,64 @@ impl Config {
                     reason: "must be a duration from 1s to 1h, e.g. 30s or 5m".into(),
                 })?,
         };
+        let bounded = |var: &'static str,
+                       default: Duration,
+                       (min, max): (Duration, Duration),
+                       hint: &str|
+         -> Result<Duration, ConfigError> {
+            match plain(var) {
+                None => Ok(default),
+                Some(v) => humantime::parse_duration(&v)
+                    .ok()
+                    .filter(|d| *d >= min && *d <= max)
+                    .ok_or(ConfigError::Invalid {
+                        var,
+                        reason: hint.to_owned(),
+                    }),
+            }
+        };
+        let lifecycle_defaults = rcrt_core::lifecycle::LifecyclePolicy::default();
+        let lifecycle = rcrt_core::lifecycle::LifecyclePolicy {
+            max_versions: match plain("MAX_VERSIONS") {
+                None => lifecycle_defaults.max_versions,
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=rcrt_core::lifecycle::MAX_KEPT_VERSIONS).contains(n))
+                    .ok_or(ConfigError::Invalid {
+                        var: "MAX_VERSIONS",
+                        reason: "must be a whole number from 1 to 100".into(),
+                    })?,
+            },
+            recovery_window: bounded(
+                "DELETE_RECOVERY_WINDOW",
+                lifecycle_defaults.recovery_window,
+                (Duration::ZERO, rcrt_core::lifecycle::MAX_RECOVERY_WINDOW),
+                "must be a duration from 0s (delete at once) to 90d, e.g. 7d",
+            )?,
+            expired: match plain("EXPIRED_SECRETS").as_deref() {
+                None | Some("deny") => rcrt_core::lifecycle::ExpiredSecrets::Deny,
+                Some("allow") => rcrt_core::lifecycle::ExpiredSecrets::Allow,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        var: "EXPIRED_SECRETS",
+                        reason: "must be deny or allow".into(),
+                    })
+                }
+            },
+            idempotency_ttl: bounded(
+                "IDEMPOTENCY_TTL",
+                lifecycle_defaults.idempotency_ttl,
+                (Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600)),
+                "must be a duration from 1m to 7d, e.g. 24h",
+            )?,
+        };
+        let purge_interval = bounded(
+            "PURGE_INTERVAL",
+            DEFAULT_PURGE_INTERVAL,
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+            "must be a duration from 1s to 1h, e.g. 60s",
+        )?;
         let http_defaults = HttpSettings::default();
         let http = HttpSettings {
             header_timeout: duration("HTTP_HEADER_TIMEOUT", http_defaults.header_timeout)?,
@@ -563,6 +630,8 @@ impl Config {
             log_filter: plain("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format,
             audit_checkpoint_interval,
+            lifecycle,
+            purge_interval,
         })
     }
 }
@@ -829,6 +898,41 @@ mod tests {
         ] {
             let err = cfg(&[(var, bad)]).err().unwrap().to_string();
             assert!(err.starts_with(var), "{var}={bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn lifecycle_settings() {
+        let d = cfg(&[]).unwrap();
+        assert_eq!(d.lifecycle.max_versions, 10);
+        assert_eq!(d.lifecycle.recovery_window, Duration::ZERO);
+        assert_eq!(d.purge_interval, Duration::from_secs(60));
+        let c = cfg(&[
+            ("MAX_VERSIONS", "3"),
+            ("DELETE_RECOVERY_WINDOW", "7d"),
+            ("EXPIRED_SECRETS", "allow"),
+            ("IDEMPOTENCY_TTL", "1h"),
+            ("PURGE_INTERVAL", "5s"),
+        ])
+        .unwrap();
+        assert_eq!(c.lifecycle.max_versions, 3);
+        assert_eq!(c.lifecycle.recovery_window, Duration::from_secs(7 * 86400));
+        assert_eq!(
+            c.lifecycle.expired,
+            rcrt_core::lifecycle::ExpiredSecrets::Allow
+        );
+        assert_eq!(c.lifecycle.idempotency_ttl, Duration::from_secs(3600));
+        assert_eq!(c.purge_interval, Duration::from_secs(5));
+        for (var, bad) in [
+            ("MAX_VERSIONS", "0"),
+            ("MAX_VERSIONS", "101"),
+            ("DELETE_RECOVERY_WINDOW", "91d"),
+            ("EXPIRED_SECRETS", "yes"),
+            ("IDEMPOTENCY_TTL", "1s"),
+            ("PURGE_INTERVAL", "2h"),
+        ] {
+            let e = cfg(&[(var, bad)]).unwrap_err().to_string();
+            assert!(e.contains(var), "{var}={bad}: {e}");
         }
     }
 

@@ -87,7 +87,8 @@ async fn build_parts(
         Limits {
             max_value_bytes: config.max_value_bytes,
         },
-    );
+    )
+    .with_lifecycle(config.lifecycle);
     service.check_keks().await?;
     let signer = ensure_signing_key(&*store, &*keys, &*clock).await?;
     let checkpoints = CheckpointJob::new(
@@ -131,6 +132,26 @@ async fn build_parts(
     ))
 }
 
+/// The purge job: every `every`, shreds soft-deleted secrets whose recovery window ended (each
+/// with a `purge` audit row) and forgets expired idempotency keys. Every replica runs it; the
+/// store makes sure no secret is purged twice. A failed pass is logged and retried next time.
+fn spawn_purge(state: Arc<http::AppState>, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match state.service.purge_pass().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purge pass shredded soft-deleted secrets"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "purge pass failed; retrying at the next interval")
+                }
+            }
+        }
+    });
+}
+
 /// Starts the service and serves until SIGINT or SIGTERM.
 pub async fn run(mut config: Config) -> Result<(), StartupError> {
     let (state, checkpoints) = build_parts(&config).await?;
@@ -164,6 +185,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
     }
     state.rewrap.spawn();
     checkpoints.spawn();
+    spawn_purge(state.clone(), config.purge_interval);
     let app = http::app(
         state,
         http::AppOptions {

@@ -76,6 +76,9 @@ pub(crate) struct AuditItem {
     outcome: String,
     /// The request id (joins with the server logs).
     request_id: String,
+    /// The secret version the row names (a decrypt of a given version, a rollback's source,
+    /// a destroyed version); null otherwise.
+    version: Option<i64>,
 }
 
 /// One page of audit rows, newest first.
@@ -99,6 +102,7 @@ impl From<&AuditRecord> for AuditItem {
             reason: r.reason.clone(),
             outcome: r.outcome.clone(),
             request_id: r.request_id.clone(),
+            version: r.version,
         }
     }
 }

@@ -89,6 +89,11 @@ impl From<CoreError> for ApiError {
             CoreError::AmbiguousVault => (S::CONFLICT, "ambiguous_vault"),
             CoreError::VersionMismatch { .. } => (S::PRECONDITION_FAILED, "version_mismatch"),
             CoreError::EmptyValue { .. } => (S::BAD_REQUEST, "empty_value"),
+            CoreError::VersionNotFound => (S::NOT_FOUND, "version_not_found"),
+            CoreError::VersionDestroyed => (S::GONE, "version_destroyed"),
+            CoreError::CurrentVersion => (S::CONFLICT, "current_version"),
+            CoreError::Expired => (S::GONE, "expired"),
+            CoreError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             CoreError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large"),
             CoreError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             CoreError::DecryptFailed => (S::INTERNAL_SERVER_ERROR, "decrypt_failed"),
@@ -170,6 +175,14 @@ pub enum ErrorCode {
     NameTaken,
     /// 409: a vault name used in several workspaces, without `?workspace=`.
     AmbiguousVault,
+    /// 404: the secret never had the version asked for.
+    VersionNotFound,
+    /// 409: the current version cannot be destroyed.
+    CurrentVersion,
+    /// 410: the version asked for was destroyed.
+    VersionDestroyed,
+    /// 410: the secret's `expires_at` has passed.
+    Expired,
     /// 412: `If-Match` names no current version.
     VersionMismatch,
     /// 413: the value is over `MAX_VALUE_BYTES`.
@@ -178,6 +191,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 422: an `Idempotency-Key` used before with a different request.
+    IdempotencyKeyReused,
     /// 421: authentication is disabled and the `Host` is not allowed.
     HostNotAllowed,
     /// 500: a stored value failed to authenticate.

@@ -41,6 +41,12 @@ const REWRAPPED: &str = "rcrt_kek_rewrapped_total";
 const POOL_CONNECTIONS: &str = "rcrt_store_pool_connections";
 const POOL_MAX: &str = "rcrt_store_pool_max_connections";
 const BUILD_INFO: &str = "rcrt_build_info";
+const SECRETS_EXPIRING: &str = "rcrt_secrets_expiring";
+/// The windows `rcrt_secrets_expiring` is shown for (label `within`).
+const EXPIRING_WITHIN: [(&str, Duration); 2] = [
+    ("7d", Duration::from_secs(7 * 24 * 3600)),
+    ("30d", Duration::from_secs(30 * 24 * 3600)),
+];
 /// Remote KEK calls: latency by provider and operation; failures also by kind.
 const KEK_CALL_DURATION: &str = "rcrt_kek_provider_request_duration_seconds";
 const KEK_CALL_ERRORS: &str = "rcrt_kek_provider_errors_total";
@@ -210,6 +216,23 @@ impl Exporter {
                 .register_counter(&key(REWRAPPED), &METADATA)
                 .absolute(rewrap.rewrapped_total);
         }
+        // An index range each (only secrets with an expiry are in it); like the re-wrap
+        // gauges, absent until the store first answers.
+        for (label, within) in EXPIRING_WITHIN {
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(READY_TIMEOUT, service.count_expiring(within)).await
+            {
+                self.recorder
+                    .register_gauge(
+                        &Key::from_parts(
+                            SECRETS_EXPIRING,
+                            vec![Label::from_static_parts("within", label)],
+                        ),
+                        &METADATA,
+                    )
+                    .set(n as f64);
+            }
+        }
         (
             [(CONTENT_TYPE, TEXT_FORMAT)],
             self.recorder.handle().render(),
@@ -316,6 +339,11 @@ fn describe(recorder: &PrometheusRecorder) {
         name(POOL_MAX),
         None,
         text("Store connections the pool may hold at most."),
+    );
+    recorder.describe_gauge(
+        name(SECRETS_EXPIRING),
+        None,
+        text("Live secrets in every tenant whose expires_at falls within the window named by `within` (already expired included)."),
     );
     recorder.describe_gauge(
         name(BUILD_INFO),

@@ -4,6 +4,7 @@
 mod audit;
 mod error;
 pub mod guard;
+mod lifecycle;
 mod metrics;
 pub mod openapi;
 mod routes;
@@ -70,9 +71,17 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
             "/secrets/{id}",
             get(routes::get_meta)
                 .put(routes::update)
+                .patch(lifecycle::patch)
                 .delete(routes::delete),
         )
         .route("/secrets/{id}/decrypt", post(routes::decrypt))
+        .route("/secrets/{id}/versions", get(lifecycle::versions))
+        .route(
+            "/secrets/{id}/versions/{version}/destroy",
+            post(lifecycle::destroy_version),
+        )
+        .route("/secrets/{id}/rollback", post(lifecycle::rollback))
+        .route("/secrets/{id}/restore", post(lifecycle::restore))
         .route("/secrets/vaults", post(vaults::create))
         .route(
             "/secrets/vaults/{vault}",

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{audit, error, metrics, routes, tokens, vaults, AppState};
+use super::{audit, error, lifecycle, metrics, routes, tokens, vaults, AppState};
 
 /// The path the document is served at.
 pub const DOCUMENT_PATH: &str = "/openapi.json";
@@ -41,6 +41,11 @@ pub const DOCS_PATH: &str = "/docs";
         routes::update,
         routes::delete,
         routes::decrypt,
+        lifecycle::patch,
+        lifecycle::versions,
+        lifecycle::rollback,
+        lifecycle::destroy_version,
+        lifecycle::restore,
         vaults::create,
         vaults::get_meta,
         vaults::delete,
@@ -495,6 +500,18 @@ pub(crate) enum AuditActionName {
     AuditRead,
     /// A new audit checkpoint signing key was made.
     AuditKeyCreate,
+    /// A new version holding an earlier version's value (`version` names the source).
+    Rollback,
+    /// A secret was deleted with a recovery window.
+    SoftDelete,
+    /// A soft-deleted secret was restored.
+    Restore,
+    /// A soft-deleted secret's window ended and it was shredded.
+    Purge,
+    /// A version was destroyed (`version` names it).
+    DestroyVersion,
+    /// A secret's metadata changed.
+    UpdateMetadata,
 }
 
 /// How an audited action ended.

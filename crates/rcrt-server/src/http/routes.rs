@@ -162,7 +162,7 @@ pub(crate) fn path_param<T>(p: Result<Path<T>, PathRejection>) -> AppResult<T> {
         .map_err(|_| ApiError::invalid("invalid path"))
 }
 
-fn secret_id(path: Result<Path<String>, PathRejection>) -> AppResult<SecretId> {
+pub(crate) fn secret_id(path: Result<Path<String>, PathRejection>) -> AppResult<SecretId> {
     let raw = path_param(path)?;
     raw.parse::<SecretId>()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", e.to_string()))
@@ -186,19 +186,47 @@ pub(crate) struct SecretView {
     created_at: String,
     #[schema(format = DateTime)]
     updated_at: String,
+    /// Free text for people (empty when unset).
+    description: String,
+    /// Key → value labels.
+    labels: std::collections::BTreeMap<String, String>,
+    /// When decrypts start answering 410 `expired`; null: never.
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    /// Versions kept (older ones destroyed as new ones arrive); null: the deployment default.
+    #[schema(minimum = 1, maximum = 100)]
+    max_versions: Option<u32>,
+    /// Set on a soft-deleted secret: when it was deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    deleted_at: Option<String>,
+    /// Set on a soft-deleted secret: when the purge job shreds it (restorable until then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    purge_at: Option<String>,
+}
+
+/// An instant as the API writes it (RFC 3339, UTC).
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
 }
 
 impl From<&SecretMeta> for SecretView {
     fn from(m: &SecretMeta) -> Self {
-        let fmt = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
         Self {
             id: m.id.to_string(),
             name: m.name.to_string(),
             scope_type: m.scope.scope_type(),
             scope_id: m.scope.scope_id().map(str::to_owned),
             version: m.version,
-            created_at: fmt(m.created_at),
-            updated_at: fmt(m.updated_at),
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+            description: m.attrs.description.clone(),
+            labels: m.attrs.labels.clone(),
+            expires_at: m.attrs.expires_at.map(rfc3339),
+            max_versions: m.attrs.max_versions,
+            deleted_at: m.deleted.map(|d| rfc3339(d.deleted_at)),
+            purge_at: m.deleted.map(|d| rfc3339(d.purge_at)),
         }
     }
 }
@@ -210,7 +238,7 @@ pub(crate) fn no_store(mut resp: Response) -> Response {
     resp
 }
 
-fn with_etag(status: StatusCode, meta: &SecretMeta) -> Response {
+pub(crate) fn with_etag(status: StatusCode, meta: &SecretMeta) -> Response {
     let mut resp = (status, Json(SecretView::from(meta))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.version)) {
         resp.headers_mut().insert(ETAG, v);
@@ -310,6 +338,22 @@ pub(crate) struct CreateBody {
     /// Stores an empty `value` (refused otherwise: see `rcrt_core::check_not_empty`).
     #[serde(default)]
     allow_empty: bool,
+    /// At most 1024 characters, no control characters.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    description: String,
+    /// At most 64; keys `^[a-z0-9][a-z0-9._/-]{0,62}$`, values at most 256 characters without
+    /// control characters or `,`.
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    /// RFC 3339; decrypts answer 410 `expired` from then on.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    /// Versions to keep, 1 to 100 (default: the deployment's `MAX_VERSIONS`).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
+    max_versions: Option<u32>,
 }
 
 /// Creates a secret (version 1 under a fresh DEK).
@@ -319,6 +363,7 @@ pub(crate) struct CreateBody {
     operation_id = "createSecret",
     tag = "secrets",
     security(("bearer" = []), ("api_key" = [])),
+    params(super::lifecycle::IdempotencyHeader),
     request_body = CreateBody,
     responses(
         (status = 201, description = "Created: its metadata (never the value).", body = SecretView,
@@ -331,8 +376,9 @@ pub(crate) struct CreateBody {
             )),
         (status = 400, description = "`invalid_request`, `invalid_json` or `empty_value`.", body = ErrorBody),
         (status = 403, description = "The caller may not write to that scope.", body = ErrorBody),
-        (status = 409, description = "`name_taken`: the name exists in that scope.", body = ErrorBody),
+        (status = 409, description = "`name_taken`: the name exists in that scope (a soft-deleted secret in its recovery window keeps its name).", body = ErrorBody),
         (status = 413, description = "`value_too_large` or `payload_too_large`.", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key came with another request.", body = ErrorBody),
         (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
     )
 )]
@@ -354,18 +400,39 @@ pub(crate) async fn create(
         .map_err(|e: rcrt_types::ParseError| ApiError::invalid(e.to_string()))?;
     let scope = Scope::new(scope_type, body.scope_id.as_deref())
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let meta = state
+    let attrs = rcrt_store::SecretAttributes {
+        description: body.description,
+        labels: body.labels,
+        expires_at: super::lifecycle::parse_time("expires_at", body.expires_at.as_deref())?,
+        max_versions: body.max_versions,
+    };
+    let idem = super::lifecycle::idempotency(
+        &headers,
+        &[
+            b"create",
+            name.as_str().as_bytes(),
+            scope.scope_type().as_str().as_bytes(),
+            scope.storage_id().as_bytes(),
+            &super::lifecycle::attrs_fingerprint(&attrs),
+        ],
+    )?;
+    let written = state
         .service
-        .create(
+        .create_idempotent(
             &ctx,
             CreateSecret {
                 name,
                 scope,
                 value: body.value,
+                attrs,
             },
+            idem,
         )
         .await?;
-    Ok(with_etag(StatusCode::CREATED, &meta))
+    Ok(super::lifecycle::replayed(
+        with_etag(StatusCode::CREATED, &written.value),
+        written.replayed,
+    ))
 }
 
 /// `GET /secrets`' query.
@@ -384,6 +451,14 @@ pub(crate) struct ListParams {
     limit: Option<u32>,
     /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Only secrets with these labels: `key=value`, several separated by `,` (all must match).
+    label: Option<String>,
+    /// Only names starting with this.
+    name_prefix: Option<String>,
+    /// Only secrets expiring within this long from now, already expired included (`30d`).
+    expiring_within: Option<String>,
+    /// List soft-deleted secrets (in their recovery window) instead of live ones.
+    deleted: Option<bool>,
 }
 
 /// A page of secrets' metadata.
@@ -421,9 +496,28 @@ pub(crate) async fn list(
         .map(str::parse::<ScopeType>)
         .transpose()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let filter = rcrt_store::ListFilter {
+        labels: super::lifecycle::parse_labels(p.label.as_deref())?,
+        name_prefix: p.name_prefix.filter(|p| !p.is_empty()),
+        expires_before: p
+            .expiring_within
+            .as_deref()
+            .map(|w| {
+                super::lifecycle::parse_window("expiring_within", w)
+                    .map(|d| state.service.now() + d)
+            })
+            .transpose()?,
+        deleted: p.deleted.unwrap_or(false),
+    };
     let page = state
         .service
-        .list(&ctx, scope_type, p.scope_id, p.limit, p.cursor.as_deref())
+        .list_filtered(
+            &ctx,
+            (scope_type, p.scope_id),
+            filter,
+            p.limit,
+            p.cursor.as_deref(),
+        )
         .await?;
     Ok(Json(ListView {
         items: page.items.iter().map(SecretView::from).collect(),
@@ -470,6 +564,10 @@ pub(crate) struct DecryptBody {
         max_length = 1024
     )]
     reason: Option<String>,
+    /// A version to read instead of the current one.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    version: Option<i64>,
 }
 
 /// The `X-Access-Reason` header, if any.
@@ -489,7 +587,7 @@ pub(crate) fn access_reason(headers: &HeaderMap) -> AppResult<Option<String>> {
 #[schema(as = DecryptedSecret)]
 pub(crate) struct DecryptView<'a> {
     value: &'a str,
-    /// The version read (the current one).
+    /// The version read (the current one unless the request named one).
     #[schema(minimum = 1)]
     version: i64,
 }
@@ -511,7 +609,8 @@ pub(crate) struct DecryptView<'a> {
             headers(("Cache-Control" = String, description = "`no-store`."))),
         (status = 400, description = "`reason_required`, `invalid_id`, `invalid_json` or `invalid_request`.", body = ErrorBody),
         (status = 403, description = "The caller lacks `secrets.decrypt` or that scope.", body = ErrorBody),
-        (status = 404, description = "No such secret the caller may see.", body = ErrorBody),
+        (status = 404, description = "No such secret the caller may see (`not_found`), or no such version (`version_not_found`).", body = ErrorBody),
+        (status = 410, description = "`expired`: the secret's `expires_at` has passed; `version_destroyed`: the version asked for was destroyed.", body = ErrorBody),
         (status = 500, description = "`decrypt_failed`: the stored value failed to authenticate.", body = ErrorBody),
         (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
     )
@@ -534,7 +633,10 @@ pub(crate) async fn decrypt(
     };
     let from_header = access_reason(&headers)?;
     let reason = from_body.reason.or(from_header);
-    let (plaintext, version) = state.service.decrypt(&ctx, id, reason.as_deref()).await?;
+    let (plaintext, version) = state
+        .service
+        .decrypt_version(&ctx, id, reason.as_deref(), from_body.version)
+        .await?;
     let value = std::str::from_utf8(plaintext.expose_secret())
         .map_err(|_| ApiError::from(rcrt_core::CoreError::DecryptFailed))?;
     Ok(no_store(super::secret_body::json(&DecryptView {
@@ -557,7 +659,7 @@ pub(crate) struct UpdateBody {
 
 /// What an `If-Match` header asks of an update (RFC 9110 section 13.1.1).
 #[derive(Debug, PartialEq, Eq)]
-enum IfMatch {
+pub(crate) enum IfMatch {
     /// No header, or `*`: any current version will do (the secret must exist, as for every
     /// update).
     Any,
@@ -695,6 +797,7 @@ async fn expected_version(
     params(
         ("id" = String, Path, format = Uuid, description = "The secret's id."),
         ("If-Match" = Option<String>, Header, pattern = r#"^([ \t]*\*[ \t]*|[ \t,]*((W/)?"[!#-~]*"([ \t]*,[ \t,]*(W/)?"[!#-~]*")*[ \t,]*)?)$"#, description = "`*` or the strong tag of the version to replace (`\"3\"`): 412 when it is not current."),
+        super::lifecycle::IdempotencyHeader,
     ),
     request_body = UpdateBody,
     responses(
@@ -705,6 +808,7 @@ async fn expected_version(
         (status = 404, description = "No such secret the caller may see.", body = ErrorBody),
         (status = 412, description = "`version_mismatch`: `If-Match` names no current version.", body = ErrorBody),
         (status = 413, description = "`value_too_large` or `payload_too_large`.", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key came with another request.", body = ErrorBody),
         (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
     )
 )]
@@ -719,8 +823,54 @@ pub(crate) async fn update(
     let cond = if_match(&headers)?;
     let body: UpdateBody = json_body(&headers, body)?;
     rcrt_core::check_not_empty(&body.value, body.allow_empty)?;
-    // The core's mismatch message names the version we passed it, which for these two is a
-    // stand-in (0): say instead why nothing matched.
+    let (expected, why) = resolve_if_match(&state, &ctx, id, cond).await?;
+    let expected_text = expected.map(|v| v.to_string()).unwrap_or_default();
+    let idem = super::lifecycle::idempotency(
+        &headers,
+        &[
+            b"update",
+            id.to_string().as_bytes(),
+            expected_text.as_bytes(),
+        ],
+    )?;
+    let written = state
+        .service
+        .update_idempotent(&ctx, id, body.value, expected, idem)
+        .await
+        .map_err(|e| mismatch_error(e, why))?;
+    Ok(super::lifecycle::replayed(
+        with_etag(StatusCode::OK, &written.value),
+        written.replayed,
+    ))
+}
+
+/// The core's error, with a stale `If-Match`'s message replaced by `why` when the version the
+/// core was given is a stand-in (see `update`).
+pub(crate) fn mismatch_error(e: rcrt_core::CoreError, why: Option<&str>) -> ApiError {
+    match (e, why) {
+        (rcrt_core::CoreError::VersionMismatch { current, .. }, Some(why)) => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "version_mismatch",
+            format!("{why}; send the strong tag \"{current}\""),
+        ),
+        (other, _) => ApiError::from(other),
+    }
+}
+
+/// Parses `If-Match` (a malformed field is a 400).
+pub(crate) fn parse_if_match(headers: &HeaderMap) -> AppResult<IfMatch> {
+    if_match(headers)
+}
+
+/// The version a write with this `If-Match` must find current (see `expected_version`), and
+/// the message to give when no tag could match: the core's mismatch message names the version
+/// it was given, which for those is a stand-in (0).
+pub(crate) async fn resolve_if_match(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: SecretId,
+    cond: IfMatch,
+) -> AppResult<(Option<i64>, Option<&'static str>)> {
     let why = match &cond {
         IfMatch::OnlyWeak => {
             Some("If-Match compares strongly (RFC 9110), so a weak tag W/\"...\" never matches")
@@ -730,20 +880,7 @@ pub(crate) async fn update(
         }
         _ => None,
     };
-    let expected = expected_version(&state, &ctx, id, cond).await?;
-    let meta = state
-        .service
-        .update(&ctx, id, body.value, expected)
-        .await
-        .map_err(|e| match (e, why) {
-            (rcrt_core::CoreError::VersionMismatch { current, .. }, Some(why)) => ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "version_mismatch",
-                format!("{why}; send the strong tag \"{current}\""),
-            ),
-            (other, _) => ApiError::from(other),
-        })?;
-    Ok(with_etag(StatusCode::OK, &meta))
+    Ok((expected_version(state, ctx, id, cond).await?, why))
 }
 
 /// Deletes a secret: every version crypto-shredded, audit rows kept.
@@ -753,10 +890,14 @@ pub(crate) async fn update(
     operation_id = "deleteSecret",
     tag = "secrets",
     security(("bearer" = []), ("api_key" = [])),
-    params(("id" = String, Path, format = Uuid, description = "The secret's id.")),
+    params(
+        ("id" = String, Path, format = Uuid, description = "The secret's id."),
+        super::lifecycle::DeleteParams,
+    ),
     responses(
-        (status = 204, description = "Deleted."),
-        (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
+        (status = 200, description = "Soft-deleted: hidden, restorable until `purge_at`.", body = super::lifecycle::SoftDeletedView),
+        (status = 204, description = "Deleted: every version crypto-shredded."),
+        (status = 400, description = "`invalid_id`: not a UUID; `invalid_request`: a bad `recovery_window`.", body = ErrorBody),
         (status = 403, description = "The caller may not write to that scope.", body = ErrorBody),
         (status = 404, description = "No such secret the caller may see.", body = ErrorBody),
     )
@@ -765,10 +906,29 @@ pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     Caller(ctx): Caller,
     path: Result<Path<String>, PathRejection>,
-) -> AppResult<StatusCode> {
+    params: Result<Query<super::lifecycle::DeleteParams>, QueryRejection>,
+) -> AppResult<Response> {
     let id = secret_id(path)?;
-    state.service.delete(&ctx, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let Query(p) = params.map_err(|e| ApiError::invalid(format!("invalid query: {e}")))?;
+    let window = p
+        .recovery_window
+        .as_deref()
+        .map(|w| super::lifecycle::parse_window("recovery_window", w))
+        .transpose()?;
+    Ok(
+        match state.service.delete_with_window(&ctx, id, window).await? {
+            rcrt_core::lifecycle::Deleted::Shredded => StatusCode::NO_CONTENT.into_response(),
+            rcrt_core::lifecycle::Deleted::Soft(d) => (
+                StatusCode::OK,
+                Json(super::lifecycle::SoftDeletedView {
+                    id: id.to_string(),
+                    deleted_at: rfc3339(d.deleted_at),
+                    purge_at: rfc3339(d.purge_at),
+                }),
+            )
+                .into_response(),
+        },
+    )
 }
 
 pub(crate) async fn no_route() -> ApiError {
