@@ -133,6 +133,7 @@ impl Fixture {
                         name: format!("S{i}").parse().unwrap(),
                         scope: Scope::global(),
                         value: Zeroizing::new(format!("v{i}")),
+                        attrs: Default::default(),
                     },
                 ))
                 .unwrap();

@@ -37,6 +37,7 @@ async fn seed(store: Arc<dyn Store>, kek: &Kek, n: usize) {
                 name: format!("S{i}").parse().unwrap(),
                 scope: Scope::global(),
                 value: Zeroizing::new(format!("v{i}")),
+                attrs: Default::default(),
             },
         )
         .await

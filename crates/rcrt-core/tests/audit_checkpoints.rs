@@ -99,6 +99,7 @@ async fn the_job_checkpoints_only_moved_heads_and_only_with_the_lease() {
                 name: format!("S{i}").parse().unwrap(),
                 scope: Scope::global(),
                 value: Zeroizing::new("v".into()),
+                attrs: Default::default(),
             },
         )
     };

@@ -51,6 +51,7 @@ async fn seeded(n: usize) -> (rcrt_testkit::TempDir, std::path::PathBuf, Arc<dyn
                 name: format!("S{i}").parse().unwrap(),
                 scope: Scope::global(),
                 value: Zeroizing::new("v".into()),
+                attrs: Default::default(),
             },
         )
         .await

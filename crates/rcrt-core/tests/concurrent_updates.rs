@@ -79,6 +79,7 @@ async fn setup() -> (rcrt_testkit::TempDir, Arc<SqliteStore>, SecretId) {
                 name: "HOT".parse().unwrap(),
                 scope: Scope::global(),
                 value: Zeroizing::new("v1".into()),
+                attrs: Default::default(),
             },
         )
         .await

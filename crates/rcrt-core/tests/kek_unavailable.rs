@@ -56,6 +56,7 @@ async fn a_kek_the_service_does_not_hold_is_unavailable_not_corrupt() {
                 name: "A".parse().unwrap(),
                 scope: Scope::global(),
                 value: Zeroizing::new("v1".into()),
+                attrs: Default::default(),
             },
         )
         .await

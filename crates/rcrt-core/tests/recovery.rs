@@ -66,6 +66,7 @@ fn create_req(name: &str, value: &str) -> CreateSecret {
         name: name.parse().unwrap(),
         scope: Scope::global(),
         value: Zeroizing::new(value.into()),
+        attrs: Default::default(),
     }
 }
 

@@ -54,6 +54,7 @@ async fn a_store_blip_does_not_leave_the_status_at_failed() {
                 name: format!("S{i}").parse().unwrap(),
                 scope: Scope::global(),
                 value: Zeroizing::new("v".into()),
+                attrs: Default::default(),
             },
         )
         .await
@@ -196,6 +197,7 @@ async fn automatic_checks_never_scan_the_versions_table() {
                 name: format!("S{i}").parse().unwrap(),
                 scope: Scope::global(),
                 value: Zeroizing::new("v".into()),
+                attrs: Default::default(),
             },
         )
         .await
@@ -248,6 +250,7 @@ async fn automatic_checks_never_scan_the_versions_table() {
             name: "S3".parse().unwrap(),
             scope: Scope::global(),
             value: Zeroizing::new("v".into()),
+            attrs: Default::default(),
         },
     )
     .await

@@ -43,6 +43,7 @@ fn create_req(name: &str, value: &str) -> CreateSecret {
         name: name.parse().unwrap(),
         scope: Scope::global(),
         value: Zeroizing::new(value.to_owned()),
+        attrs: Default::default(),
     }
 }
 
@@ -267,6 +268,7 @@ async fn refused_and_failed_accesses_fail_closed_without_an_audit_row() {
         name: "W".parse().unwrap(),
         scope: Scope::new(ScopeType::Workspace, Some("mine")).unwrap(),
         value: Zeroizing::new("v".into()),
+        attrs: Default::default(),
     };
     let m = svc.create(&ctx(), ws).await.unwrap();
     let mut secrets = std::collections::BTreeMap::new();

@@ -903,6 +903,7 @@ mod tests {
 
     #[test]
     fn lifecycle_settings() {
+        let cfg = |pairs: &[(&str, &str)]| Config::from_lookup(&Lookup::from_pairs(pairs));
         let d = cfg(&[]).unwrap();
         assert_eq!(d.lifecycle.max_versions, 10);
         assert_eq!(d.lifecycle.recovery_window, Duration::ZERO);
@@ -931,7 +932,7 @@ mod tests {
             ("IDEMPOTENCY_TTL", "1s"),
             ("PURGE_INTERVAL", "2h"),
         ] {
-            let e = cfg(&[(var, bad)]).unwrap_err().to_string();
+            let e = cfg(&[(var, bad)]).err().unwrap().to_string();
             assert!(e.contains(var), "{var}={bad}: {e}");
         }
     }

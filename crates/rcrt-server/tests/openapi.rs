@@ -33,7 +33,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/secrets/{id}"),
     ("put", "/secrets/{id}"),
     ("delete", "/secrets/{id}"),
+    ("patch", "/secrets/{id}"),
     ("post", "/secrets/{id}/decrypt"),
+    ("get", "/secrets/{id}/versions"),
+    ("post", "/secrets/{id}/versions/{version}/destroy"),
+    ("post", "/secrets/{id}/rollback"),
+    ("post", "/secrets/{id}/restore"),
     ("post", "/secrets/vaults"),
     ("get", "/secrets/vaults/{vault}"),
     ("delete", "/secrets/vaults/{vault}"),
@@ -132,6 +137,7 @@ fn concrete(path: &str) -> String {
     path.replace("{id}", "00000000-0000-4000-8000-000000000000")
         .replace("{vault}", "some-vault")
         .replace("{key}", "SOME_KEY")
+        .replace("{version}", "2")
 }
 
 #[tokio::test(flavor = "multi_thread")]

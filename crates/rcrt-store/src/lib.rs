@@ -14,23 +14,6 @@ macro_rules! meta_cols {
     };
 }
 
-/// A secret's metadata (columns 0-7) and its current version (columns 8-14) from
-/// `secrets s JOIN secret_versions v`, followed by `$rest` (the WHERE clause).
-macro_rules! select_current {
-    ($rest:literal) => {
-        concat!(
-            "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
-                    s.created_at, s.updated_at,
-                    v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at,
-                    v.recovery_kek_id, v.recovery_wrapped_dek
-             FROM secrets s
-             JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
-             ",
-            $rest
-        )
-    };
-}
-
 pub mod chain;
 mod migrate;
 mod postgres;
@@ -774,7 +757,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds `record` as the new current version if the current version is still
     /// `record.version - 1`; [`StoreError::VersionConflict`] otherwise, `Ok(None)` if the secret
-    /// does not exist. Returns the updated metadata.
+    /// does not exist (nothing is written then, not even `audit`). Returns the updated metadata.
     async fn add_version(
         &self,
         tenant: &TenantId,
@@ -787,8 +770,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// [`Store::add_version`] with a version cap and an idempotency record (see
-    /// [`AddVersionOptions`]). A soft-deleted secret is not written (`Ok(None)`).
-    /// [`StoreError::IdempotencyKeyTaken`] if the key is already stored.
+    /// [`AddVersionOptions`]). A soft-deleted secret is not written (`Ok(None)`); with
+    /// `Ok(None)` or an error the idempotency record is not stored either (only successful
+    /// writes are remembered). [`StoreError::IdempotencyKeyTaken`] if the key is already stored.
     async fn add_version_with(
         &self,
         tenant: &TenantId,
@@ -820,7 +804,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Destroys one version of a live secret: its ciphertext is deleted (and, on SQLite,
     /// overwritten on disk) and a record of it kept. Writes `audit` in the same transaction
-    /// whatever the outcome.
+    /// only when it returns [`DestroyOutcome::Destroyed`] (the caller writes failure rows).
     async fn destroy_version(
         &self,
         tenant: &TenantId,
@@ -830,8 +814,9 @@ pub trait Store: Send + Sync + 'static {
         audit: AuditEntry,
     ) -> Result<DestroyOutcome, StoreError>;
 
-    /// Replaces a live secret's attributes; `None` if there is no such live secret. Writes
-    /// `audit` either way.
+    /// Replaces a live secret's attributes (`updated_at` stays: it is the current version's
+    /// time); `None` if there is no such live secret. Writes `audit` only when it changed the
+    /// secret.
     async fn update_attributes(
         &self,
         tenant: &TenantId,
@@ -842,7 +827,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Soft-deletes a live secret: hidden from reads, lists and vaults until restored or
     /// purged; its name stays reserved. `false` if there was no such live secret. Writes
-    /// `audit` either way.
+    /// `audit` only when it soft-deleted the secret.
     async fn soft_delete(
         &self,
         tenant: &TenantId,
@@ -860,7 +845,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Brings a soft-deleted secret back if its recovery window has not ended at `now`
     /// (`purge_at > now`); `None` otherwise (not deleted, window over, or already purged).
-    /// Writes `audit` either way. Atomic against [`Store::purge_due`]: exactly one wins.
+    /// Writes `audit` only when it restored the secret. Atomic against [`Store::purge_due`]:
+    /// exactly one wins.
     async fn restore(
         &self,
         tenant: &TenantId,
@@ -889,7 +875,8 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
-    /// Deletes idempotency records that expired before `now`; how many.
+    /// Deletes idempotency records that expired at or before `now` (in every tenant); how
+    /// many.
     async fn purge_idempotency(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Live secrets in every tenant whose `expires_at` is at or before `before` (already

@@ -19,6 +19,7 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_kek_pair_index.sql"),
     ),
+    (8, include_str!("../migrations/sqlite/0008_lifecycle.sql")),
 ];
 
 /// (version, SQL) for PostgreSQL.
@@ -45,6 +46,7 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_kek_pair_index.sql"),
     ),
+    (8, include_str!("../migrations/postgres/0008_lifecycle.sql")),
 ];
 
 /// The table that records applied migrations (same DDL on both databases).

@@ -16,11 +16,51 @@ use uuid::Uuid;
 use crate::{
     audit_query_sql, chain, chain_from_stored, entry_chain_fields, filter_sql, hash_from_stored,
     head_hash, heads_from_stored, heads_to_stored, migrate, name_from_stored, recovery_from_stored,
-    roles_from_stored, roles_to_stored, scope_from_stored, AuditArg, AuditCheckpoint, AuditQuery,
-    AuditRecord, AuditSigningKey, ChainHead, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped,
+    roles_from_stored, roles_to_stored, scope_from_stored, AddVersionOptions, AuditArg,
+    AuditCheckpoint, AuditQuery, AuditRecord, AuditSigningKey, ChainHead, Deletion, DestroyOutcome,
+    IdempotencyRecord, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped, SecretAttributes,
     SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
-    VersionFilter, VersionRecord,
+    VersionFilter, VersionInfo, VersionLookup, VersionRecord, VersionState,
 };
+
+/// The metadata columns of `secrets s`, in the order [`meta`] reads them (0-13; the labels as
+/// JSON text). A macro, so queries are put together by `concat!` at compile time.
+macro_rules! meta_cols_pg {
+    () => {
+        "s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version, s.created_at,
+         s.updated_at, s.description, s.labels::text, s.expires_at, s.max_versions, s.deleted_at,
+         s.purge_at"
+    };
+}
+
+/// The columns of `secret_versions v`, in the order [`version`] reads them (8 columns).
+macro_rules! version_cols_pg {
+    () => {
+        "v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at, v.recovery_kek_id,
+         v.recovery_wrapped_dek, v.created_by"
+    };
+}
+
+/// A secret's metadata (columns 0-13) and its current version (from [`VERSION_AT`]) from
+/// `secrets s JOIN secret_versions v`, followed by `$rest` (the WHERE clause, which must keep
+/// to live secrets).
+macro_rules! select_current_pg {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            meta_cols_pg!(),
+            ", ",
+            version_cols_pg!(),
+            " FROM secrets s
+              JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
+              ",
+            $rest
+        )
+    };
+}
+
+/// Where a version's columns start in a row of [`select_current_pg`].
+const VERSION_AT: usize = 14;
 
 /// Arbitrary constant naming the advisory lock that serializes migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x0072_6372_746d_6967; // "rcrtmig"
@@ -120,6 +160,23 @@ fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
     let name: String = row.try_get(2).map_err(corrupt)?;
     let scope_type: String = row.try_get(3).map_err(corrupt)?;
     let scope_id: String = row.try_get(4).map_err(corrupt)?;
+    let labels: String = row.try_get(9).map_err(corrupt)?;
+    let max_versions: Option<i64> = row.try_get(11).map_err(corrupt)?;
+    let deleted = match (
+        row.try_get(12).map_err(corrupt)?,
+        row.try_get(13).map_err(corrupt)?,
+    ) {
+        (Some(deleted_at), Some(purge_at)) => Some(Deletion {
+            deleted_at,
+            purge_at,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(StoreError::Corrupt(
+                "deleted_at and purge_at must be set together".into(),
+            ))
+        }
+    };
     Ok(SecretMeta {
         id: SecretId::from(id),
         tenant: TenantId::new(tenant),
@@ -128,9 +185,31 @@ fn meta(row: &Row) -> Result<SecretMeta, StoreError> {
         version: row.try_get(5).map_err(corrupt)?,
         created_at: row.try_get(6).map_err(corrupt)?,
         updated_at: row.try_get(7).map_err(corrupt)?,
-        attrs: Default::default(),
-        deleted: None,
+        attrs: SecretAttributes {
+            description: row.try_get(8).map_err(corrupt)?,
+            labels: labels_from_stored(&labels)?,
+            expires_at: row.try_get(10).map_err(corrupt)?,
+            max_versions: max_versions
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("max_versions out of range".into()))?,
+        },
+        deleted,
     })
+}
+
+/// Labels as stored: a JSON object of strings (bound as text, cast to jsonb in the statement).
+fn labels_to_stored(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<String, StoreError> {
+    serde_json::to_string(labels).map_err(|e| StoreError::Corrupt(format!("labels: {e}")))
+}
+
+/// Stored labels back from their JSON text.
+fn labels_from_stored(
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("labels: {e}")))
 }
 
 /// One chained audit insert: `pick` names the lane, whose advisory lock it holds until the
@@ -158,8 +237,8 @@ macro_rules! chained_insert {
             )
             INSERT INTO secret_access_log
                 (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id,
-                 token_id, chain_lane, chain_seq, chain_hash)
-            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, lane, seq, hash FROM moved
+                 token_id, version, chain_lane, chain_seq, chain_hash)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, lane, seq, hash FROM moved
             RETURNING chain_lane"
         )
     };
@@ -175,10 +254,10 @@ const INSERT_AUDIT_FREE_LANE: &str = chained_insert!(
      LIMIT 1"
 );
 
-/// A chained insert on lane `$11` (one this transaction already holds: taking it again does not
-/// wait), or, with `$11` NULL, on the connection's lane, waiting for it (every lane was held).
+/// A chained insert on lane `$12` (one this transaction already holds: taking it again does not
+/// wait), or, with `$12` NULL, on the connection's lane, waiting for it (every lane was held).
 const INSERT_AUDIT_ON_LANE: &str = chained_insert!(
-    "SELECT o.lane FROM (SELECT COALESCE($11::int4, pg_backend_pid() % 32) AS lane) AS o,
+    "SELECT o.lane FROM (SELECT COALESCE($12::int4, pg_backend_pid() % 32) AS lane) AS o,
             LATERAL (SELECT pg_advisory_xact_lock(1919118446, o.lane)) AS locked"
 );
 
@@ -212,8 +291,8 @@ impl<'a> AuditRow<'a> {
         }
     }
 
-    /// The parameters of [`INSERT_AUDIT_FREE_LANE`].
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+    /// The parameters of [`INSERT_AUDIT_FREE_LANE`] (`$11` is the secret version).
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 11] {
         [
             &self.timestamp,
             &self.action,
@@ -225,6 +304,7 @@ impl<'a> AuditRow<'a> {
             &self.a.request_id,
             &self.token_id,
             &self.content,
+            &self.a.version,
         ]
     }
 }
@@ -327,7 +407,7 @@ fn kek_usage(r: &Row) -> Result<KekUsage, StoreError> {
 
 /// The audit columns in the order [`audit_record`] reads them.
 const AUDIT_COLS: &str = "id, timestamp, action, secret_id, tenant, user_id, reason, outcome,
-    request_id, token_id, chain_lane, chain_seq, chain_hash";
+    request_id, token_id, chain_lane, chain_seq, chain_hash, version";
 
 fn audit_record(r: &Row) -> Result<AuditRecord, StoreError> {
     let id: i64 = r.try_get(0).map_err(corrupt)?;
@@ -344,7 +424,7 @@ fn audit_record(r: &Row) -> Result<AuditRecord, StoreError> {
         reason: r.try_get(6).map_err(corrupt)?,
         outcome: r.try_get(7).map_err(corrupt)?,
         request_id: r.try_get(8).map_err(corrupt)?,
-        version: None,
+        version: r.try_get(13).map_err(corrupt)?,
         token_id: r
             .try_get::<_, Option<Uuid>>(9)
             .map_err(corrupt)?
@@ -441,13 +521,16 @@ async fn insert_secret(
 ) -> Result<(), StoreError> {
     let m = &secret.meta;
     let st = c
-        .prepare_cached(concat!(
-            "INSERT INTO secrets (",
-            meta_cols!(),
-            ", vault_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
+        .prepare_cached(
+            "INSERT INTO secrets (id, tenant, name, scope_type, scope_id, current_version,
+                 created_at, updated_at, vault_id, description, labels, expires_at, max_versions,
+                 deleted_at, purge_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12, $13, $14,
+                 $15)",
+        )
         .await
         .map_err(pg_err)?;
+    let labels = labels_to_stored(&m.attrs.labels)?;
     c.execute(
         &st,
         &[
@@ -460,6 +543,12 @@ async fn insert_secret(
             &m.created_at,
             &m.updated_at,
             &secret.vault.map(|v| v.as_uuid()),
+            &m.attrs.description,
+            &labels,
+            &m.attrs.expires_at,
+            &m.attrs.max_versions.map(i64::from),
+            &m.deleted.map(|d| d.deleted_at),
+            &m.deleted.map(|d| d.purge_at),
         ],
     )
     .await
@@ -488,7 +577,7 @@ fn version(row: &Row, first: usize) -> Result<VersionRecord, StoreError> {
             row.try_get(first + 5).map_err(corrupt)?,
             row.try_get(first + 6).map_err(corrupt)?,
         )?,
-        created_by: String::new(),
+        created_by: row.try_get(first + 7).map_err(corrupt)?,
     })
 }
 
@@ -501,8 +590,8 @@ async fn insert_version(
         .prepare_cached(
             "INSERT INTO secret_versions
              (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at, sealed_at,
-              recovery_kek_id, recovery_wrapped_dek)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+              recovery_kek_id, recovery_wrapped_dek, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
         )
         .await
         .map_err(pg_err)?;
@@ -517,11 +606,180 @@ async fn insert_version(
             &v.created_at,
             &v.recovery.as_ref().map(|r| r.kek_id.as_str()),
             &v.recovery.as_ref().map(|r| r.wrapped_dek.as_slice()),
+            &v.created_by,
         ],
     )
     .await
     .map_err(pg_err)?;
     Ok(())
+}
+
+/// Errors of an idempotency record's insert: a taken key is [`StoreError::IdempotencyKeyTaken`],
+/// not a name conflict.
+fn idempotency_err(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        StoreError::IdempotencyKeyTaken
+    } else {
+        pg_err(e)
+    }
+}
+
+/// Inserts an idempotency record, or takes over an expired one with its key (not purged yet);
+/// [`StoreError::IdempotencyKeyTaken`] if its key is held by a record that has not expired. A
+/// concurrent insert of the same key waits for the transaction holding it, then conflicts.
+async fn insert_idempotency(
+    c: &impl deadpool_postgres::GenericClient,
+    r: &IdempotencyRecord,
+) -> Result<(), StoreError> {
+    let st = c
+        .prepare_cached(
+            "INSERT INTO idempotency_keys
+             (tenant, principal, key, fingerprint, outcome, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (tenant, principal, key) DO UPDATE
+                SET fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome,
+                    created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+              WHERE idempotency_keys.expires_at <= EXCLUDED.created_at",
+        )
+        .await
+        .map_err(pg_err)?;
+    let inserted = c
+        .execute(
+            &st,
+            &[
+                &r.tenant.as_str(),
+                &r.principal,
+                &r.key,
+                &&r.fingerprint[..],
+                &r.outcome,
+                &r.created_at,
+                &r.expires_at,
+            ],
+        )
+        .await
+        .map_err(idempotency_err)?;
+    match inserted {
+        // The conflict's WHERE kept a live record.
+        0 => Err(StoreError::IdempotencyKeyTaken),
+        _ => Ok(()),
+    }
+}
+
+/// Destroys the versions of secret `$1` whose rows are selected by `$cond` (over
+/// `secret_versions`, may use `$2`): deletes them (their wrapped DEKs and sealed values) and
+/// records each in `destroyed_versions` with `destroyed_at = $3`. Returns the destroyed versions.
+macro_rules! destroy_versions {
+    ($cond:literal) => {
+        concat!(
+            "WITH gone AS (
+                DELETE FROM secret_versions
+                WHERE secret_id = $1 AND ",
+            $cond,
+            " RETURNING secret_id, version, created_at, created_by
+            )
+            INSERT INTO destroyed_versions (secret_id, version, created_at, created_by, destroyed_at)
+            SELECT secret_id, version, created_at, created_by, $3 FROM gone
+            RETURNING version"
+        )
+    };
+}
+
+/// One version (`$2`).
+const DESTROY_VERSION: &str = destroy_versions!("version = $2");
+
+/// Every version but the `$2` newest (the version cap).
+const DESTROY_BEYOND_CAP: &str = destroy_versions!(
+    "version IN (
+        SELECT version FROM secret_versions WHERE secret_id = $1
+        ORDER BY version DESC OFFSET $2)"
+);
+
+/// Live secrets whose `expires_at` is at or before `$1`, in every tenant. The condition implies
+/// `expires_at IS NOT NULL`, so the partial index `secrets_expires_at` (migration 8) answers it.
+const COUNT_EXPIRING: &str =
+    "SELECT count(*) FROM secrets WHERE expires_at <= $1 AND deleted_at IS NULL";
+
+/// Up to `$2` soft-deleted secrets whose window ended at `$1`, in every tenant, deleted (their
+/// versions and version records go with them). `FOR UPDATE SKIP LOCKED`: a secret another purge
+/// (another replica) or a restore has locked is left to it, so no secret is purged twice and a
+/// racing restore either wins (its lock is skipped, and once it commits the secret is no longer
+/// due) or waits for the purge and finds the secret gone.
+const PURGE_DUE: &str = "WITH due AS (
+        SELECT id FROM secrets
+        WHERE purge_at <= $1
+        ORDER BY purge_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM secrets s USING due WHERE s.id = due.id
+    RETURNING s.tenant, s.id";
+
+/// A live secret's history below `$3` (all when NULL), newest first, at most `$4`: one row per
+/// version with the secret's current version in column 0; one row with NULL version columns
+/// when the secret has none in that range; no row when there is no such live secret.
+const LIST_VERSIONS: &str = "SELECT s.current_version, x.version, x.created_at, x.created_by,
+            x.destroyed_at
+     FROM secrets s
+     LEFT JOIN LATERAL (
+         SELECT version, created_at, created_by, NULL::timestamptz AS destroyed_at
+         FROM secret_versions
+         WHERE secret_id = s.id AND ($3::int8 IS NULL OR version < $3)
+         UNION ALL
+         SELECT version, created_at, created_by, destroyed_at
+         FROM destroyed_versions
+         WHERE secret_id = s.id AND ($3::int8 IS NULL OR version < $3)
+         ORDER BY version DESC
+         LIMIT $4
+     ) AS x ON true
+     WHERE s.id = $1 AND s.tenant = $2 AND s.deleted_at IS NULL
+     ORDER BY x.version DESC";
+
+/// A live secret's metadata (0-13), version `$3` if it is kept (from [`VERSION_AT`]) and the
+/// time it was destroyed if it was (column 22).
+const GET_VERSION: &str = concat!(
+    "SELECT ",
+    meta_cols_pg!(),
+    ", ",
+    version_cols_pg!(),
+    ", d.destroyed_at
+     FROM secrets s
+     LEFT JOIN secret_versions v ON v.secret_id = s.id AND v.version = $3
+     LEFT JOIN destroyed_versions d ON d.secret_id = s.id AND d.version = $3
+     WHERE s.id = $1 AND s.tenant = $2 AND s.deleted_at IS NULL"
+);
+
+const IDEMPOTENCY_COLS: &str =
+    "tenant, principal, key, fingerprint, outcome, created_at, expires_at";
+
+fn idempotency_record(r: &Row) -> Result<IdempotencyRecord, StoreError> {
+    let fingerprint: Vec<u8> = r.try_get(3).map_err(corrupt)?;
+    Ok(IdempotencyRecord {
+        tenant: TenantId::new(r.try_get::<_, String>(0).map_err(corrupt)?),
+        principal: r.try_get(1).map_err(corrupt)?,
+        key: r.try_get(2).map_err(corrupt)?,
+        fingerprint: fingerprint
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("idempotency fingerprint length".into()))?,
+        outcome: r.try_get(4).map_err(corrupt)?,
+        created_at: r.try_get(5).map_err(corrupt)?,
+        expires_at: r.try_get(6).map_err(corrupt)?,
+    })
+}
+
+/// The listing's label filter as one JSON object for `labels @> $n::jsonb`; `None` when two
+/// pairs ask for different values of one key (no secret can match).
+fn labels_filter(labels: &[(String, String)]) -> Result<Option<String>, StoreError> {
+    let mut object = std::collections::BTreeMap::new();
+    for (k, v) in labels {
+        if object
+            .insert(k.clone(), v.clone())
+            .is_some_and(|old| &old != v)
+        {
+            return Ok(None);
+        }
+    }
+    labels_to_stored(&object).map(Some)
 }
 
 impl PgStore {
@@ -717,111 +975,469 @@ pub(crate) const KEK_BACKLOG_WITH_RECOVERY: &str = "SELECT kek_id, recovery_kek_
 
 #[async_trait]
 impl Store for PgStore {
-    // --- lifecycle (issue 15): stubs until this store implements them ---
     async fn add_version_with(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _record: VersionRecord,
-        _options: crate::AddVersionOptions,
-        _audit: AuditEntry,
+        tenant: &TenantId,
+        id: SecretId,
+        record: VersionRecord,
+        options: AddVersionOptions,
+        audit: AuditEntry,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            if let Some(key) = &options.idempotency {
+                insert_idempotency(&tx, key).await?;
+            }
+            // Compare-and-swap: the row lock taken by UPDATE serializes racing writers; the loser
+            // sees the new current_version and gets VersionConflict (then core retries or answers 412).
+            let st = tx
+                .prepare_cached(concat!(
+                    "UPDATE secrets s SET current_version = $1, updated_at = $2
+                     WHERE s.id = $3 AND s.tenant = $4 AND s.current_version = $5
+                       AND s.deleted_at IS NULL
+                     RETURNING ",
+                    meta_cols_pg!()
+                ))
+                .await
+                .map_err(pg_err)?;
+            let updated = tx
+                .query_opt(
+                    &st,
+                    &[
+                        &record.version,
+                        &record.created_at,
+                        &id.as_uuid(),
+                        &tenant.as_str(),
+                        &(record.version - 1),
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            let Some(row) = updated else {
+                // Nothing written (the idempotency record goes with the rollback).
+                let exists = tx
+                    .query_opt(
+                        "SELECT 1 FROM secrets
+                         WHERE id = $1 AND tenant = $2 AND deleted_at IS NULL",
+                        &[&id.as_uuid(), &tenant.as_str()],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                return match exists {
+                    Some(_) => Err(StoreError::VersionConflict),
+                    None => Ok(None),
+                };
+            };
+            insert_version(&tx, id, &record).await?;
+            let mut lane = None;
+            insert_audit(&tx, &audit, &mut lane).await?;
+            if let Some(keep) = options.keep {
+                // At least the new version stays, whatever the cap says.
+                let keep = i64::from(keep.max(1));
+                let st = tx
+                    .prepare_cached(DESTROY_BEYOND_CAP)
+                    .await
+                    .map_err(pg_err)?;
+                let rows = tx
+                    .query(&st, &[&id.as_uuid(), &keep, &record.created_at])
+                    .await
+                    .map_err(pg_err)?;
+                let mut destroyed = rows
+                    .iter()
+                    .map(|r| r.try_get::<_, i64>(0).map_err(corrupt))
+                    .collect::<Result<Vec<_>, _>>()?;
+                destroyed.sort_unstable();
+                for version in destroyed {
+                    let row = AuditEntry {
+                        action: rcrt_types::AuditAction::DestroyVersion,
+                        version: Some(version),
+                        reason: None,
+                        ..audit.clone()
+                    };
+                    insert_audit(&tx, &row, &mut lane).await?;
+                }
+            }
+            let m = meta(&row)?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(Some(m))
+        })
+        .await
     }
 
     async fn list_versions(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _before: Option<rcrt_types::Version>,
-        _limit: u32,
-    ) -> Result<Option<Vec<crate::VersionInfo>>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        tenant: &TenantId,
+        id: SecretId,
+        before: Option<rcrt_types::Version>,
+        limit: u32,
+    ) -> Result<Option<Vec<VersionInfo>>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.client().await?;
+            let st = c.prepare_cached(LIST_VERSIONS).await.map_err(pg_err)?;
+            let limit = i64::from(limit);
+            let rows = self
+                .as_tenant(
+                    &c,
+                    tenant,
+                    c.query(&st, &[&id.as_uuid(), &tenant.as_str(), &before, &limit]),
+                )
+                .await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let current: i64 = r.try_get(0).map_err(corrupt)?;
+                let Some(version) = r.try_get::<_, Option<i64>>(1).map_err(corrupt)? else {
+                    // The secret has no version in the range.
+                    continue;
+                };
+                let destroyed_at: Option<OffsetDateTime> = r.try_get(4).map_err(corrupt)?;
+                let state = match destroyed_at {
+                    Some(_) => VersionState::Destroyed,
+                    None if version == current => VersionState::Current,
+                    None => VersionState::Kept,
+                };
+                out.push(VersionInfo {
+                    version,
+                    created_at: r.try_get(2).map_err(corrupt)?,
+                    created_by: r.try_get(3).map_err(corrupt)?,
+                    state,
+                    destroyed_at,
+                });
+            }
+            Ok(Some(out))
+        })
+        .await
     }
 
     async fn get_version(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _version: rcrt_types::Version,
-    ) -> Result<Option<(SecretMeta, crate::VersionLookup)>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        tenant: &TenantId,
+        id: SecretId,
+        version: rcrt_types::Version,
+    ) -> Result<Option<(SecretMeta, VersionLookup)>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.client().await?;
+            let st = c.prepare_cached(GET_VERSION).await.map_err(pg_err)?;
+            let Some(row) = self
+                .as_tenant(
+                    &c,
+                    tenant,
+                    c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str(), &version]),
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let kept: Option<i64> = row.try_get(VERSION_AT).map_err(corrupt)?;
+            let destroyed_at: Option<OffsetDateTime> =
+                row.try_get(VERSION_AT + 8).map_err(corrupt)?;
+            let lookup = match (kept, destroyed_at) {
+                (Some(_), _) => VersionLookup::Kept(self::version(&row, VERSION_AT)?),
+                (None, Some(at)) => VersionLookup::Destroyed(at),
+                (None, None) => VersionLookup::Missing,
+            };
+            Ok(Some((meta(&row)?, lookup)))
+        })
+        .await
     }
 
     async fn destroy_version(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _version: rcrt_types::Version,
-        _at: OffsetDateTime,
-        _audit: AuditEntry,
-    ) -> Result<crate::DestroyOutcome, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        tenant: &TenantId,
+        id: SecretId,
+        version: rcrt_types::Version,
+        at: OffsetDateTime,
+        audit: AuditEntry,
+    ) -> Result<DestroyOutcome, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            // The secret's row lock orders this against writes (and their version cap), soft
+            // deletes, purges and deletes of the same secret.
+            let current = tx
+                .query_opt(
+                    "SELECT current_version FROM secrets
+                     WHERE id = $1 AND tenant = $2 AND deleted_at IS NULL
+                     FOR UPDATE",
+                    &[&id.as_uuid(), &tenant.as_str()],
+                )
+                .await
+                .map_err(pg_err)?;
+            let Some(current) = current else {
+                return Ok(DestroyOutcome::NotFound);
+            };
+            if current.try_get::<_, i64>(0).map_err(corrupt)? == version {
+                return Ok(DestroyOutcome::IsCurrent);
+            }
+            let st = tx.prepare_cached(DESTROY_VERSION).await.map_err(pg_err)?;
+            let destroyed = tx
+                .query_opt(&st, &[&id.as_uuid(), &version, &at])
+                .await
+                .map_err(pg_err)?;
+            if destroyed.is_some() {
+                insert_audit(&tx, &audit, &mut None).await?;
+                tx.commit().await.map_err(pg_err)?;
+                return Ok(DestroyOutcome::Destroyed);
+            }
+            let before = tx
+                .query_opt(
+                    "SELECT 1 FROM destroyed_versions WHERE secret_id = $1 AND version = $2",
+                    &[&id.as_uuid(), &version],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(match before {
+                Some(_) => DestroyOutcome::AlreadyDestroyed,
+                None => DestroyOutcome::NotFound,
+            })
+        })
+        .await
     }
 
     async fn update_attributes(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _attrs: crate::SecretAttributes,
-        _audit: AuditEntry,
+        tenant: &TenantId,
+        id: SecretId,
+        attrs: SecretAttributes,
+        audit: AuditEntry,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        let labels = labels_to_stored(&attrs.labels)?;
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let st = tx
+                .prepare_cached(concat!(
+                    "UPDATE secrets s
+                     SET description = $3, labels = $4::text::jsonb, expires_at = $5,
+                         max_versions = $6
+                     WHERE s.id = $1 AND s.tenant = $2 AND s.deleted_at IS NULL
+                     RETURNING ",
+                    meta_cols_pg!()
+                ))
+                .await
+                .map_err(pg_err)?;
+            let Some(row) = tx
+                .query_opt(
+                    &st,
+                    &[
+                        &id.as_uuid(),
+                        &tenant.as_str(),
+                        &attrs.description,
+                        &labels,
+                        &attrs.expires_at,
+                        &attrs.max_versions.map(i64::from),
+                    ],
+                )
+                .await
+                .map_err(pg_err)?
+            else {
+                return Ok(None);
+            };
+            insert_audit(&tx, &audit, &mut None).await?;
+            let m = meta(&row)?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(Some(m))
+        })
+        .await
     }
 
     async fn soft_delete(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _deletion: crate::Deletion,
-        _audit: AuditEntry,
+        tenant: &TenantId,
+        id: SecretId,
+        deletion: Deletion,
+        audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let n = tx
+                .execute(
+                    "UPDATE secrets SET deleted_at = $3, purge_at = $4
+                     WHERE id = $1 AND tenant = $2 AND deleted_at IS NULL",
+                    &[
+                        &id.as_uuid(),
+                        &tenant.as_str(),
+                        &deletion.deleted_at,
+                        &deletion.purge_at,
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            insert_audit(&tx, &audit, &mut None).await?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn get_deleted(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
+        tenant: &TenantId,
+        id: SecretId,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        self.bounded(self.timeouts.operation, async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    meta_cols_pg!(),
+                    " FROM secrets s
+                      WHERE s.id = $1 AND s.tenant = $2 AND s.deleted_at IS NOT NULL"
+                ))
+                .await
+                .map_err(pg_err)?;
+            self.as_tenant(
+                &c,
+                tenant,
+                c.query_opt(&st, &[&id.as_uuid(), &tenant.as_str()]),
+            )
+            .await?
+            .as_ref()
+            .map(meta)
+            .transpose()
+        })
+        .await
     }
 
     async fn restore(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _now: OffsetDateTime,
-        _audit: AuditEntry,
+        tenant: &TenantId,
+        id: SecretId,
+        now: OffsetDateTime,
+        audit: AuditEntry,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        self.bounded(self.timeouts.operation, async {
+            let mut c = self.tenant_client(tenant).await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            // One statement: a purge that locked the row first makes it wait and then find the
+            // row gone; a purge that comes later skips the row this locks (see PURGE_DUE).
+            let st = tx
+                .prepare_cached(concat!(
+                    "UPDATE secrets s SET deleted_at = NULL, purge_at = NULL
+                     WHERE s.id = $1 AND s.tenant = $2 AND s.deleted_at IS NOT NULL
+                       AND s.purge_at > $3
+                     RETURNING ",
+                    meta_cols_pg!()
+                ))
+                .await
+                .map_err(pg_err)?;
+            let Some(row) = tx
+                .query_opt(&st, &[&id.as_uuid(), &tenant.as_str(), &now])
+                .await
+                .map_err(pg_err)?
+            else {
+                return Ok(None);
+            };
+            insert_audit(&tx, &audit, &mut None).await?;
+            let m = meta(&row)?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(Some(m))
+        })
+        .await
     }
 
     async fn purge_due(
         &self,
-        _now: OffsetDateTime,
-        _limit: u32,
-        _template: AuditEntry,
+        now: OffsetDateTime,
+        limit: u32,
+        template: AuditEntry,
     ) -> Result<Vec<(TenantId, SecretId)>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.bounded(self.timeouts.operation, async {
+            // Every tenant: the owner in maintenance mode, as the re-wrap's scans.
+            let mut c = self.owner_client().await?;
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let st = tx.prepare_cached(PURGE_DUE).await.map_err(pg_err)?;
+            let rows = tx
+                .query(&st, &[&now, &i64::from(limit)])
+                .await
+                .map_err(pg_err)?;
+            let mut purged = rows
+                .iter()
+                .map(|r| {
+                    Ok((
+                        TenantId::new(r.try_get::<_, String>(0).map_err(corrupt)?),
+                        SecretId::from(r.try_get::<_, Uuid>(1).map_err(corrupt)?),
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            purged.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+            let mut lane = None;
+            for (tenant, id) in &purged {
+                let row = AuditEntry {
+                    tenant: tenant.clone(),
+                    secret_id: Some(*id),
+                    ..template.clone()
+                };
+                insert_audit(&tx, &row, &mut lane).await?;
+            }
+            tx.commit().await.map_err(pg_err)?;
+            Ok(purged)
+        })
+        .await
     }
 
     async fn get_idempotency(
         &self,
-        _tenant: &TenantId,
-        _principal: &str,
-        _key: &str,
-        _now: OffsetDateTime,
-    ) -> Result<Option<crate::IdempotencyRecord>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        tenant: &TenantId,
+        principal: &str,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {IDEMPOTENCY_COLS} FROM idempotency_keys
+                     WHERE tenant = $1 AND principal = $2 AND key = $3 AND expires_at > $4"
+                ))
+                .await
+                .map_err(pg_err)?;
+            self.as_tenant(
+                &c,
+                tenant,
+                c.query_opt(&st, &[&tenant.as_str(), &principal, &key, &now]),
+            )
+            .await?
+            .as_ref()
+            .map(idempotency_record)
+            .transpose()
+        })
+        .await
     }
 
-    async fn purge_idempotency(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+    async fn purge_idempotency(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE expires_at <= $1",
+                &[&now],
+            )
+            .await
+            .map_err(pg_err)
+        })
+        .await
     }
 
-    async fn count_expiring(&self, _before: OffsetDateTime) -> Result<i64, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+    async fn count_expiring(&self, before: OffsetDateTime) -> Result<i64, StoreError> {
+        self.bounded(self.timeouts.operation, async {
+            let c = self.owner_client().await?;
+            c.query_one(COUNT_EXPIRING, &[&before])
+                .await
+                .map_err(pg_err)?
+                .try_get(0)
+                .map_err(corrupt)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -849,6 +1465,9 @@ impl Store for PgStore {
         self.bounded(self.timeouts.operation, async {
             let mut c = self.tenant_client(&secret.meta.tenant).await?;
             let tx = c.transaction().await.map_err(pg_err)?;
+            if let Some(key) = &secret.idempotency {
+                insert_idempotency(&tx, key).await?;
+            }
             insert_secret(&tx, &secret).await?;
             insert_audit(&tx, &audit, &mut None).await?;
             tx.commit().await.map_err(pg_err)
@@ -866,8 +1485,9 @@ impl Store for PgStore {
             let st = c
                 .prepare_cached(concat!(
                     "SELECT ",
-                    meta_cols!(),
-                    " FROM secrets WHERE id = $1 AND tenant = $2"
+                    meta_cols_pg!(),
+                    " FROM secrets s
+                      WHERE s.id = $1 AND s.tenant = $2 AND s.deleted_at IS NULL"
                 ))
                 .await
                 .map_err(pg_err)?;
@@ -893,7 +1513,9 @@ impl Store for PgStore {
             let c = self.client().await?;
             // One statement: metadata and version agree without an explicit transaction.
             let st = c
-                .prepare_cached(select_current!("WHERE s.id = $1 AND s.tenant = $2"))
+                .prepare_cached(select_current_pg!(
+                    "WHERE s.id = $1 AND s.tenant = $2 AND s.deleted_at IS NULL"
+                ))
                 .await
                 .map_err(pg_err)?;
             let Some(row) = self
@@ -906,104 +1528,79 @@ impl Store for PgStore {
             else {
                 return Ok(None);
             };
-            Ok(Some((meta(&row)?, version(&row, 8)?)))
+            Ok(Some((meta(&row)?, version(&row, VERSION_AT)?)))
         })
         .await
     }
 
     async fn list(&self, q: &ListQuery) -> Result<Vec<SecretMeta>, StoreError> {
+        let f = &q.filter;
+        let labels = if f.labels.is_empty() {
+            None
+        } else {
+            match labels_filter(&f.labels)? {
+                Some(object) => Some(object),
+                // Two values asked of one label: nothing matches.
+                None => return Ok(Vec::new()),
+            }
+        };
+        // The filters given are added as conditions (each shape is prepared once per
+        // connection), so a listing without them keeps its plan.
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            meta_cols_pg!(),
+            " FROM secrets s
+              WHERE s.tenant = $1
+                AND ($2::text IS NULL OR s.scope_type = $2)
+                AND ($3::text IS NULL OR s.scope_id = $3)
+                AND ($2::text IS NOT NULL OR $3::text IS NULL OR s.scope_type <> 'global')
+                AND ($4::uuid IS NULL OR s.id > $4)
+                AND ($6::text[] IS NULL
+                     OR s.scope_type = 'global'
+                     OR (s.scope_type = 'workspace' AND s.scope_id = ANY($6))
+                     OR (s.scope_type = 'agent' AND s.scope_id = $7))"
+        ));
+        let tenant = q.tenant.as_str();
+        let scope_type = q.scope_type.map(|t| t.as_str());
+        let after = q.after.map(|a| a.as_uuid());
+        let limit = i64::from(q.limit);
+        let workspaces = q.visible_to.as_ref().map(|v| v.workspaces.clone());
+        let agent = q.visible_to.as_ref().map(|v| v.agent.clone());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &tenant,
+            &scope_type,
+            &q.scope_id,
+            &after,
+            &limit,
+            &workspaces,
+            &agent,
+        ];
+        if let Some(object) = &labels {
+            params.push(object);
+            sql.push_str(&format!(" AND s.labels @> ${}::text::jsonb", params.len()));
+        }
+        if let Some(prefix) = &f.name_prefix {
+            params.push(prefix);
+            sql.push_str(&format!(
+                " AND starts_with(s.name, ${}::text)",
+                params.len()
+            ));
+        }
+        if let Some(before) = &f.expires_before {
+            params.push(before);
+            sql.push_str(&format!(" AND s.expires_at <= ${}", params.len()));
+        }
+        sql.push_str(if f.deleted {
+            " AND s.deleted_at IS NOT NULL"
+        } else {
+            " AND s.deleted_at IS NULL"
+        });
+        sql.push_str(" ORDER BY s.id LIMIT $5");
         self.bounded(self.timeouts.operation, async {
             let c = self.tenant_client(&q.tenant).await?;
-            let st = c
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    meta_cols!(),
-                    " FROM secrets
-                     WHERE tenant = $1
-                       AND ($2::text IS NULL OR scope_type = $2)
-                       AND ($3::text IS NULL OR scope_id = $3)
-                       AND ($2::text IS NOT NULL OR $3::text IS NULL OR scope_type <> 'global')
-                       AND ($4::uuid IS NULL OR id > $4)
-                       AND ($6::text[] IS NULL
-                            OR scope_type = 'global'
-                            OR (scope_type = 'workspace' AND scope_id = ANY($6))
-                            OR (scope_type = 'agent' AND scope_id = $7))
-                     ORDER BY id LIMIT $5"
-                ))
-                .await
-                .map_err(pg_err)?;
-            let rows = c
-                .query(
-                    &st,
-                    &[
-                        &q.tenant.as_str(),
-                        &q.scope_type.map(|t| t.as_str()),
-                        &q.scope_id,
-                        &q.after.map(|a| a.as_uuid()),
-                        &i64::from(q.limit),
-                        &q.visible_to.as_ref().map(|v| v.workspaces.clone()),
-                        &q.visible_to.as_ref().map(|v| v.agent.clone()),
-                    ],
-                )
-                .await
-                .map_err(pg_err)?;
+            let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
+            let rows = c.query(&st, &params).await.map_err(pg_err)?;
             rows.iter().map(meta).collect()
-        })
-        .await
-    }
-
-    async fn add_version(
-        &self,
-        tenant: &TenantId,
-        id: SecretId,
-        record: VersionRecord,
-        audit: AuditEntry,
-    ) -> Result<Option<SecretMeta>, StoreError> {
-        self.bounded(self.timeouts.operation, async {
-            let mut c = self.tenant_client(tenant).await?;
-            let tx = c.transaction().await.map_err(pg_err)?;
-            // Compare-and-swap: the row lock taken by UPDATE serializes racing writers; the loser
-            // sees the new current_version and gets VersionConflict (then core retries or answers 412).
-            let st = tx
-                .prepare_cached(concat!(
-                    "UPDATE secrets SET current_version = $1, updated_at = $2
-                     WHERE id = $3 AND tenant = $4 AND current_version = $5
-                     RETURNING ",
-                    meta_cols!()
-                ))
-                .await
-                .map_err(pg_err)?;
-            let updated = tx
-                .query_opt(
-                    &st,
-                    &[
-                        &record.version,
-                        &record.created_at,
-                        &id.as_uuid(),
-                        &tenant.as_str(),
-                        &(record.version - 1),
-                    ],
-                )
-                .await
-                .map_err(pg_err)?;
-            let Some(row) = updated else {
-                let exists = tx
-                    .query_opt(
-                        "SELECT 1 FROM secrets WHERE id = $1 AND tenant = $2",
-                        &[&id.as_uuid(), &tenant.as_str()],
-                    )
-                    .await
-                    .map_err(pg_err)?;
-                return match exists {
-                    Some(_) => Err(StoreError::VersionConflict),
-                    None => Ok(None),
-                };
-            };
-            insert_version(&tx, id, &record).await?;
-            insert_audit(&tx, &audit, &mut None).await?;
-            let m = meta(&row)?;
-            tx.commit().await.map_err(pg_err)?;
-            Ok(Some(m))
         })
         .await
     }
@@ -1069,11 +1666,14 @@ impl Store for PgStore {
         vault: VaultRecord,
         secrets: Vec<NewSecret>,
         audits: Vec<AuditEntry>,
-        _idempotency: Option<crate::IdempotencyRecord>,
+        idempotency: Option<IdempotencyRecord>,
     ) -> Result<(), StoreError> {
         self.bounded(self.timeouts.operation, async {
             let mut c = self.tenant_client(&vault.tenant).await?;
             let tx = c.transaction().await.map_err(pg_err)?;
+            if let Some(key) = &idempotency {
+                insert_idempotency(&tx, key).await?;
+            }
             tx.execute(
                 "INSERT INTO vaults (id, tenant, workspace, name, created_at) VALUES ($1, $2, $3, $4, $5)",
                 &[
@@ -1148,13 +1748,16 @@ impl Store for PgStore {
             let c = self.tenant_client(tenant).await?;
             let rows = c
                 .query(
-                    select_current!("WHERE s.vault_id = $1 AND s.tenant = $2 ORDER BY s.name"),
+                    select_current_pg!(
+                        "WHERE s.vault_id = $1 AND s.tenant = $2 AND s.deleted_at IS NULL
+                         ORDER BY s.name"
+                    ),
                     &[&id.as_uuid(), &tenant.as_str()],
                 )
                 .await
                 .map_err(pg_err)?;
             rows.iter()
-                .map(|r| Ok((meta(r)?, version(r, 8)?)))
+                .map(|r| Ok((meta(r)?, version(r, VERSION_AT)?)))
                 .collect()
         })
         .await

@@ -25,12 +25,39 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::{
     audit_query_sql, chain, chain_from_stored, entry_chain_fields, filter_sql, hash_from_stored,
     head_hash, heads_from_stored, heads_to_stored, migrate, name_from_stored, recovery_from_stored,
-    roles_from_stored, roles_to_stored, scope_from_stored, AuditArg, AuditCheckpoint, AuditQuery,
-    AuditRecord, AuditSigningKey, ChainHead, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped,
+    roles_from_stored, roles_to_stored, scope_from_stored, AddVersionOptions, AuditArg,
+    AuditCheckpoint, AuditQuery, AuditRecord, AuditSigningKey, ChainHead, Deletion, DestroyOutcome,
+    IdempotencyRecord, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped, SecretAttributes,
     SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
-    VersionFilter, VersionRecord,
+    VersionFilter, VersionInfo, VersionLookup, VersionRecord, VersionState,
 };
-use rcrt_types::{AuditEntry, SecretId, TenantId, TokenId, VaultId};
+use rcrt_types::{AuditAction, AuditEntry, SecretId, TenantId, TokenId, VaultId, Version};
+
+/// The metadata columns [`read_meta`] reads: `meta_cols!` (0-7), then the attribute and
+/// soft-delete columns of migration 0008 (8-13).
+macro_rules! secret_cols {
+    () => {
+        concat!(
+            meta_cols!(),
+            ", description, labels, expires_at, max_versions, deleted_at, purge_at"
+        )
+    };
+}
+
+/// [`secret_cols!`] of `secrets s` (columns 0-13) and the version columns [`read_version`]
+/// reads, of `secret_versions v` (from column [`META_COLS`]).
+macro_rules! secret_and_version_cols {
+    () => {
+        "s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version, s.created_at,
+         s.updated_at, s.description, s.labels, s.expires_at, s.max_versions, s.deleted_at,
+         s.purge_at,
+         v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at, v.recovery_kek_id,
+         v.recovery_wrapped_dek, v.created_by"
+    };
+}
+
+/// How many columns [`secret_cols!`] names (where the version columns start after it).
+const META_COLS: usize = 14;
 
 const TS_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
@@ -197,6 +224,12 @@ fn read_meta(row: &Row<'_>) -> rusqlite::Result<Result<SecretMeta, StoreError>> 
     let version: i64 = row.get(5)?;
     let created_at: String = row.get(6)?;
     let updated_at: String = row.get(7)?;
+    let description: String = row.get(8)?;
+    let labels: String = row.get(9)?;
+    let expires_at: Option<String> = row.get(10)?;
+    let max_versions: Option<i64> = row.get(11)?;
+    let deleted_at: Option<String> = row.get(12)?;
+    let purge_at: Option<String> = row.get(13)?;
     Ok((|| {
         Ok(SecretMeta {
             id: parse_id(&id)?,
@@ -206,23 +239,73 @@ fn read_meta(row: &Row<'_>) -> rusqlite::Result<Result<SecretMeta, StoreError>> 
             version,
             created_at: parse_ts(&created_at)?,
             updated_at: parse_ts(&updated_at)?,
-            attrs: Default::default(),
-            deleted: None,
+            attrs: SecretAttributes {
+                description,
+                labels: labels_from_stored(&labels)?,
+                expires_at: expires_at.as_deref().map(parse_ts).transpose()?,
+                max_versions: max_versions
+                    .map(|m| {
+                        u32::try_from(m)
+                            .map_err(|_| StoreError::Corrupt(format!("max_versions {m}")))
+                    })
+                    .transpose()?,
+            },
+            deleted: match (deleted_at, purge_at) {
+                (None, None) => None,
+                (Some(d), Some(p)) => Some(Deletion {
+                    deleted_at: parse_ts(&d)?,
+                    purge_at: parse_ts(&p)?,
+                }),
+                _ => {
+                    return Err(StoreError::Corrupt(
+                        "deleted_at and purge_at must be set together".into(),
+                    ))
+                }
+            },
         })
     })())
 }
 
-/// A secret's metadata, if it exists in this tenant.
+/// Labels as stored: a JSON object of strings.
+fn labels_to_stored(labels: &std::collections::BTreeMap<String, String>) -> String {
+    // A map of strings always serializes; "{}" (no labels) if it ever did not.
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn labels_from_stored(
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt("secret labels".into()))
+}
+
+/// Which secrets a lookup by id sees.
+#[derive(Clone, Copy)]
+enum Liveness {
+    /// Live secrets (`deleted_at IS NULL`): every read and write but the ones below.
+    Live,
+    /// Soft-deleted secrets (in their recovery window): `get_deleted`.
+    Deleted,
+}
+
+/// A secret's metadata, if it exists in this tenant and is live or soft-deleted as asked.
 fn query_meta(
     c: &Connection,
     tenant: &TenantId,
     id: SecretId,
+    which: Liveness,
 ) -> Result<Option<SecretMeta>, StoreError> {
-    c.prepare_cached(concat!(
-        "SELECT ",
-        meta_cols!(),
-        " FROM secrets WHERE id = ?1 AND tenant = ?2"
-    ))
+    c.prepare_cached(match which {
+        Liveness::Live => concat!(
+            "SELECT ",
+            secret_cols!(),
+            " FROM secrets WHERE id = ?1 AND tenant = ?2 AND deleted_at IS NULL"
+        ),
+        Liveness::Deleted => concat!(
+            "SELECT ",
+            secret_cols!(),
+            " FROM secrets WHERE id = ?1 AND tenant = ?2 AND deleted_at IS NOT NULL"
+        ),
+    })
     .and_then(|mut st| {
         st.query_row(params![id.to_string(), tenant.as_str()], read_meta)
             .optional()
@@ -284,10 +367,40 @@ fn list_statement(q: &ListQuery) -> Option<(String, Vec<Value>)> {
     if arms.is_empty() {
         return None;
     }
+    // The filters, the same in every arm (their values bound once, shared by number).
+    let f = &q.filter;
+    let mut filters = String::from(if f.deleted {
+        " AND deleted_at IS NOT NULL"
+    } else {
+        " AND deleted_at IS NULL"
+    });
+    for (key, value) in &f.labels {
+        // Key and value bound as they are: no JSON path is put together from the key.
+        values.push(Value::Text(key.clone()));
+        values.push(Value::Text(value.clone()));
+        let (k, v) = (values.len() - 1, values.len());
+        filters.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ?{k} AND value = ?{v})"
+        ));
+    }
+    if let Some(prefix) = &f.name_prefix {
+        // Not LIKE: `%` and `_` in the prefix are plain characters.
+        values.push(Value::Text(prefix.clone()));
+        let p = values.len();
+        filters.push_str(&format!(" AND substr(name, 1, length(?{p})) = ?{p}"));
+    }
+    if let Some(before) = f.expires_before {
+        values.push(Value::Text(ts(before)));
+        // `+` keeps this term off the expires_at index, so the arm stays on its id-ordered
+        // index (a page needs no sort) whatever statistics the planner gets later; without
+        // statistics it picks that index anyway (sqlite_hardening checks the plans).
+        filters.push_str(&format!(" AND +expires_at <= ?{}", values.len()));
+    }
     let mut selects = Vec::with_capacity(arms.len());
     for (scope_type, scope_id) in arms {
         let mut sql =
-            concat!("SELECT ", meta_cols!(), " FROM secrets WHERE tenant = ?1").to_owned();
+            concat!("SELECT ", secret_cols!(), " FROM secrets WHERE tenant = ?1").to_owned();
+        sql.push_str(&filters);
         if let Some(t) = scope_type {
             values.push(Value::Text(t.to_owned()));
             sql.push_str(&format!(" AND scope_type = ?{}", values.len()));
@@ -344,8 +457,8 @@ fn insert_audit(conn: &Connection, a: &AuditEntry) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO secret_access_log
          (timestamp, action, secret_id, token_id, tenant, user_id, reason, outcome, request_id,
-          chain_lane, chain_seq, chain_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+          chain_lane, chain_seq, chain_hash, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -361,6 +474,7 @@ fn insert_audit(conn: &Connection, a: &AuditEntry) -> Result<(), StoreError> {
             LANE,
             seq,
             &link[..],
+            a.version,
         ])
     })
     .map_err(unavailable)?;
@@ -370,13 +484,18 @@ fn insert_audit(conn: &Connection, a: &AuditEntry) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Inserts a (live) secret with its first version, after its idempotency record if it has one.
 fn insert_secret(c: &Connection, secret: &NewSecret) -> Result<(), StoreError> {
+    if let Some(key) = &secret.idempotency {
+        insert_idempotency(c, key)?;
+    }
     let m = &secret.meta;
     let inserted = c
         .prepare_cached(concat!(
             "INSERT INTO secrets (",
             meta_cols!(),
-            ", vault_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ", description, labels, expires_at, max_versions, vault_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         ))
         .and_then(|mut st| {
             st.execute(params![
@@ -388,6 +507,10 @@ fn insert_secret(c: &Connection, secret: &NewSecret) -> Result<(), StoreError> {
                 m.version,
                 ts(m.created_at),
                 ts(m.updated_at),
+                m.attrs.description,
+                labels_to_stored(&m.attrs.labels),
+                m.attrs.expires_at.map(ts),
+                m.attrs.max_versions,
                 secret.vault.map(|v| v.to_string()),
             ])
         });
@@ -432,8 +555,8 @@ fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlit
     conn.prepare_cached(
         "INSERT INTO secret_versions
          (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at, sealed_at,
-          recovery_kek_id, recovery_wrapped_dek)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
+          recovery_kek_id, recovery_wrapped_dek, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         id.to_string(),
@@ -444,6 +567,7 @@ fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlit
         ts(v.created_at),
         v.recovery.as_ref().map(|r| r.kek_id.as_str()),
         v.recovery.as_ref().map(|r| r.wrapped_dek.as_slice()),
+        v.created_by,
     ])
 }
 
@@ -619,10 +743,24 @@ impl SqliteStore {
         shreds: bool,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.write_maybe_shredding(move |c| f(c).map(|t| (t, shreds)))
+            .await
+    }
+
+    /// A write that says itself whether it removed key material (the `bool` it returns with
+    /// its result): when it did, the writer truncates the WAL before answering, as after
+    /// [`SqliteStore::write_shredding`]; when it did not (a capped write that destroyed no
+    /// version, a purge with nothing due), the WAL is left alone.
+    async fn write_maybe_shredding<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<(T, bool), StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
+            let (result, ok, shreds) = match f(conn) {
+                Ok((t, shreds)) => (Ok(t), true, shreds),
+                Err(e) => (Err(e), false, false),
+            };
             let done: Completion = Box::new(move |commit_error| {
                 let _ = tx.send(match commit_error {
                     Some(e) => Err(StoreError::Unavailable(e)),
@@ -707,7 +845,7 @@ impl SqliteStore {
 }
 
 /// The version columns (`version, kek_id, wrapped_dek, sealed_value, created_at,
-/// recovery_kek_id, recovery_wrapped_dek`) starting at column `first`.
+/// recovery_kek_id, recovery_wrapped_dek, created_by`) starting at column `first`.
 fn read_version(
     row: &Row<'_>,
     first: usize,
@@ -719,6 +857,7 @@ fn read_version(
     let created_at: String = row.get(first + 4)?;
     let recovery_kek_id = row.get(first + 5)?;
     let recovery_wrapped_dek = row.get(first + 6)?;
+    let created_by = row.get(first + 7)?;
     Ok((|| {
         Ok(VersionRecord {
             version,
@@ -727,14 +866,14 @@ fn read_version(
             sealed_value,
             created_at: parse_ts(&created_at)?,
             recovery: recovery_from_stored(recovery_kek_id, recovery_wrapped_dek)?,
-            created_by: String::new(),
+            created_by,
         })
     })())
 }
 
 /// The audit columns in the order [`read_audit`] reads them.
 const AUDIT_COLS: &str = "id, timestamp, action, secret_id, tenant, user_id, reason, outcome,
-    request_id, token_id, chain_lane, chain_seq, chain_hash";
+    request_id, token_id, chain_lane, chain_seq, chain_hash, version";
 
 fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> {
     let id: i64 = r.get(0)?;
@@ -755,7 +894,7 @@ fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> 
         reason: r.get(6)?,
         outcome: r.get(7)?,
         request_id: r.get(8)?,
-        version: None,
+        version: r.get(13)?,
         chain: None,
     };
     Ok((|| {
@@ -889,113 +1028,560 @@ pub(crate) const KEK_BACKLOG_WITH_RECOVERY: &str = "SELECT kek_id, recovery_kek_
      GROUP BY kek_id, recovery_kek_id
      ORDER BY kek_id, recovery_kek_id IS NOT NULL, recovery_kek_id";
 
+/// Inserts an idempotency record, or takes over an expired one with its key (not purged yet);
+/// [`StoreError::IdempotencyKeyTaken`] if its key is held by a record that has not expired
+/// (the job then fails, so nothing it wrote is kept).
+fn insert_idempotency(c: &Connection, r: &IdempotencyRecord) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO idempotency_keys
+         (tenant, principal, key, fingerprint, outcome, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (tenant, principal, key) DO UPDATE
+            SET fingerprint = excluded.fingerprint, outcome = excluded.outcome,
+                created_at = excluded.created_at, expires_at = excluded.expires_at
+          WHERE idempotency_keys.expires_at <= excluded.created_at",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            r.tenant.as_str(),
+            r.principal,
+            r.key,
+            &r.fingerprint[..],
+            r.outcome,
+            ts(r.created_at),
+            ts(r.expires_at),
+        ])
+    })
+    .and_then(|n| {
+        // No row: the conflict's WHERE kept a live record.
+        if n == 0 {
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                None,
+            ))
+        } else {
+            Ok(())
+        }
+    })
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::IdempotencyKeyTaken
+        }
+        e => unavailable(e),
+    })
+}
+
+/// Removes the idempotency record this job inserted, when the write it belonged to did not
+/// happen (only successful writes are remembered).
+fn forget_idempotency(c: &Connection, r: &IdempotencyRecord) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "DELETE FROM idempotency_keys WHERE tenant = ?1 AND principal = ?2 AND key = ?3",
+    )
+    .and_then(|mut st| st.execute(params![r.tenant.as_str(), r.principal, r.key]))
+    .map(|_| ())
+    .map_err(unavailable)
+}
+
+/// A live secret's current version number, if this tenant has the live secret.
+fn live_current_version(
+    c: &Connection,
+    tenant: &TenantId,
+    id: SecretId,
+) -> Result<Option<Version>, StoreError> {
+    c.prepare_cached(
+        "SELECT current_version FROM secrets
+         WHERE id = ?1 AND tenant = ?2 AND deleted_at IS NULL",
+    )
+    .and_then(|mut st| {
+        st.query_row(params![id.to_string(), tenant.as_str()], |r| r.get(0))
+            .optional()
+    })
+    .map_err(unavailable)
+}
+
+/// The metadata of a live secret this job has just written (it must be there).
+fn written_meta(c: &Connection, tenant: &TenantId, id: SecretId) -> Result<SecretMeta, StoreError> {
+    query_meta(c, tenant, id, Liveness::Live)?
+        .ok_or_else(|| StoreError::Corrupt("secret missing after its own write".into()))
+}
+
+/// Destroys one version of a secret: its row (wrapped DEK, sealed value) is deleted, which
+/// `secure_delete` overwrites in the database file, and a `destroyed_versions` record of it
+/// (created_at and created_by copied) is written. False if the secret has no such version row.
+/// The caller writes through the shredding path, so no copy stays in the WAL either.
+fn destroy_one(
+    c: &Connection,
+    id: SecretId,
+    version: Version,
+    at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let recorded = c
+        .prepare_cached(
+            "INSERT INTO destroyed_versions
+             (secret_id, version, created_at, created_by, destroyed_at)
+             SELECT secret_id, version, created_at, created_by, ?3 FROM secret_versions
+             WHERE secret_id = ?1 AND version = ?2",
+        )
+        .and_then(|mut st| st.execute(params![id.to_string(), version, ts(at)]))
+        .map_err(unavailable)?;
+    if recorded == 0 {
+        return Ok(false);
+    }
+    c.prepare_cached("DELETE FROM secret_versions WHERE secret_id = ?1 AND version = ?2")
+        .and_then(|mut st| st.execute(params![id.to_string(), version]))
+        .map_err(unavailable)?;
+    Ok(true)
+}
+
+/// The version cap: destroys the secret's versions beyond the `keep` newest (at least the
+/// current one is always kept), oldest first, each with a `destroy_version` audit row cloned
+/// from the write's `audit`. Returns how many it destroyed.
+fn destroy_beyond(
+    c: &Connection,
+    id: SecretId,
+    keep: u32,
+    at: OffsetDateTime,
+    audit: &AuditEntry,
+) -> Result<usize, StoreError> {
+    let mut doomed: Vec<Version> = c
+        .prepare_cached(
+            "SELECT version FROM secret_versions WHERE secret_id = ?1
+             ORDER BY version DESC LIMIT -1 OFFSET ?2",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![id.to_string(), keep.max(1)], |r| r.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(unavailable)?;
+    doomed.reverse();
+    for &version in &doomed {
+        destroy_one(c, id, version, at)?;
+        insert_audit(
+            c,
+            &AuditEntry {
+                action: AuditAction::DestroyVersion,
+                version: Some(version),
+                reason: None,
+                ..audit.clone()
+            },
+        )?;
+    }
+    Ok(doomed.len())
+}
+
+/// A version's history entry: `version, created_at, created_by, destroyed_at` (NULL unless
+/// destroyed), with the secret's current version number to tell current from kept.
+fn read_version_info(
+    r: &Row<'_>,
+    current: Version,
+) -> rusqlite::Result<Result<VersionInfo, StoreError>> {
+    let version: Version = r.get(0)?;
+    let created_at: String = r.get(1)?;
+    let created_by: String = r.get(2)?;
+    let destroyed_at: Option<String> = r.get(3)?;
+    Ok((|| {
+        let destroyed_at = destroyed_at.as_deref().map(parse_ts).transpose()?;
+        Ok(VersionInfo {
+            version,
+            created_at: parse_ts(&created_at)?,
+            created_by,
+            state: match destroyed_at {
+                Some(_) => VersionState::Destroyed,
+                None if version == current => VersionState::Current,
+                None => VersionState::Kept,
+            },
+            destroyed_at,
+        })
+    })())
+}
+
+/// The live secrets of every tenant that expire at or before ?1, read as a range of the
+/// partial `secrets_expires_at` index (migration 0008), never a scan of all secrets.
+pub(crate) const COUNT_EXPIRING: &str =
+    "SELECT count(*) FROM secrets WHERE expires_at <= ?1 AND deleted_at IS NULL";
+
+/// Up to ?2 soft-deleted secrets of every tenant whose recovery window ended at ?1, oldest
+/// first, read in order from the partial `secrets_purge_at` index (no sort).
+pub(crate) const PURGE_DUE: &str =
+    "SELECT id, tenant FROM secrets WHERE purge_at <= ?1 ORDER BY purge_at LIMIT ?2";
+
 #[async_trait]
 impl Store for SqliteStore {
-    // --- lifecycle (issue 15): stubs until this store implements them ---
     async fn add_version_with(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _record: VersionRecord,
-        _options: crate::AddVersionOptions,
-        _audit: AuditEntry,
+        tenant: &TenantId,
+        id: SecretId,
+        record: VersionRecord,
+        options: AddVersionOptions,
+        audit: AuditEntry,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        let tenant = tenant.clone();
+        // Shreds only when the cap destroyed a version.
+        self.write_maybe_shredding(move |c| {
+            // The key first: a taken key fails the job before anything else is written.
+            if let Some(key) = &options.idempotency {
+                insert_idempotency(c, key)?;
+            }
+            let Some(current) = live_current_version(c, &tenant, id)? else {
+                if let Some(key) = &options.idempotency {
+                    forget_idempotency(c, key)?;
+                }
+                return Ok((None, false));
+            };
+            if current.checked_add(1) != Some(record.version) {
+                return Err(StoreError::VersionConflict);
+            }
+            c.prepare_cached(
+                "UPDATE secrets SET current_version = ?1, updated_at = ?2 WHERE id = ?3",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    record.version,
+                    ts(record.created_at),
+                    id.to_string()
+                ])
+            })
+            .map_err(unavailable)?;
+            insert_version(c, id, &record).map_err(unavailable)?;
+            insert_audit(c, &audit)?;
+            let destroyed = match options.keep {
+                Some(keep) => destroy_beyond(c, id, keep, record.created_at, &audit)?,
+                None => 0,
+            };
+            Ok((Some(written_meta(c, &tenant, id)?), destroyed > 0))
+        })
+        .await
     }
 
     async fn list_versions(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _before: Option<rcrt_types::Version>,
-        _limit: u32,
-    ) -> Result<Option<Vec<crate::VersionInfo>>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        tenant: &TenantId,
+        id: SecretId,
+        before: Option<Version>,
+        limit: u32,
+    ) -> Result<Option<Vec<VersionInfo>>, StoreError> {
+        let tenant = tenant.clone();
+        self.read(move |c| {
+            // One read transaction: the current version and the history agree.
+            let tx = c.unchecked_transaction().map_err(unavailable)?;
+            let Some(current) = live_current_version(&tx, &tenant, id)? else {
+                return Ok(None);
+            };
+            let mut st = tx
+                .prepare_cached(
+                    "SELECT version, created_at, created_by, NULL FROM secret_versions
+                     WHERE secret_id = ?1 AND (?2 IS NULL OR version < ?2)
+                     UNION ALL
+                     SELECT version, created_at, created_by, destroyed_at FROM destroyed_versions
+                     WHERE secret_id = ?1 AND (?2 IS NULL OR version < ?2)
+                     ORDER BY 1 DESC LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = st
+                .query_map(params![id.to_string(), before, limit], |r| {
+                    read_version_info(r, current)
+                })
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        })
+        .await
     }
 
     async fn get_version(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _version: rcrt_types::Version,
-    ) -> Result<Option<(SecretMeta, crate::VersionLookup)>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        tenant: &TenantId,
+        id: SecretId,
+        version: Version,
+    ) -> Result<Option<(SecretMeta, VersionLookup)>, StoreError> {
+        let tenant = tenant.clone();
+        // Three primary-key lookups in one statement (one snapshot): short enough for the task.
+        self.read_short(move |c| {
+            let found = c
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    secret_and_version_cols!(),
+                    ", d.destroyed_at
+                     FROM secrets s
+                     LEFT JOIN secret_versions v ON v.secret_id = s.id AND v.version = ?3
+                     LEFT JOIN destroyed_versions d ON d.secret_id = s.id AND d.version = ?3
+                     WHERE s.id = ?1 AND s.tenant = ?2 AND s.deleted_at IS NULL"
+                ))
+                .and_then(|mut st| {
+                    st.query_row(params![id.to_string(), tenant.as_str(), version], |r| {
+                        let meta = read_meta(r)?;
+                        let kept = match r.get::<_, Option<i64>>(META_COLS)? {
+                            Some(_) => Some(read_version(r, META_COLS)?),
+                            None => None,
+                        };
+                        let destroyed: Option<String> = r.get(META_COLS + 8)?;
+                        Ok((meta, kept, destroyed))
+                    })
+                    .optional()
+                })
+                .map_err(unavailable)?;
+            let Some((meta, kept, destroyed)) = found else {
+                return Ok(None);
+            };
+            let lookup = match (kept, destroyed) {
+                (Some(record), _) => VersionLookup::Kept(record?),
+                (None, Some(at)) => VersionLookup::Destroyed(parse_ts(&at)?),
+                (None, None) => VersionLookup::Missing,
+            };
+            Ok(Some((meta?, lookup)))
+        })
+        .await
     }
 
     async fn destroy_version(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _version: rcrt_types::Version,
-        _at: OffsetDateTime,
-        _audit: AuditEntry,
-    ) -> Result<crate::DestroyOutcome, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        tenant: &TenantId,
+        id: SecretId,
+        version: Version,
+        at: OffsetDateTime,
+        audit: AuditEntry,
+    ) -> Result<DestroyOutcome, StoreError> {
+        let tenant = tenant.clone();
+        // The shredding path whenever a version's ciphertext went (the WAL is truncated before
+        // the answer); the other outcomes wrote nothing.
+        self.write_maybe_shredding(move |c| {
+            let Some(current) = live_current_version(c, &tenant, id)? else {
+                return Ok((DestroyOutcome::NotFound, false));
+            };
+            if version == current {
+                return Ok((DestroyOutcome::IsCurrent, false));
+            }
+            if destroy_one(c, id, version, at)? {
+                insert_audit(c, &audit)?;
+                return Ok((DestroyOutcome::Destroyed, true));
+            }
+            let destroyed: bool = c
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM destroyed_versions
+                                    WHERE secret_id = ?1 AND version = ?2)",
+                )
+                .and_then(|mut st| st.query_row(params![id.to_string(), version], |r| r.get(0)))
+                .map_err(unavailable)?;
+            let outcome = if destroyed {
+                DestroyOutcome::AlreadyDestroyed
+            } else {
+                DestroyOutcome::NotFound
+            };
+            Ok((outcome, false))
+        })
+        .await
     }
 
     async fn update_attributes(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _attrs: crate::SecretAttributes,
-        _audit: AuditEntry,
+        tenant: &TenantId,
+        id: SecretId,
+        attrs: SecretAttributes,
+        audit: AuditEntry,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        let tenant = tenant.clone();
+        self.write(move |c| {
+            // updated_at stays: it is the current version's time.
+            let n = c
+                .prepare_cached(
+                    "UPDATE secrets
+                     SET description = ?3, labels = ?4, expires_at = ?5, max_versions = ?6
+                     WHERE id = ?1 AND tenant = ?2 AND deleted_at IS NULL",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        id.to_string(),
+                        tenant.as_str(),
+                        attrs.description,
+                        labels_to_stored(&attrs.labels),
+                        attrs.expires_at.map(ts),
+                        attrs.max_versions,
+                    ])
+                })
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            insert_audit(c, &audit)?;
+            written_meta(c, &tenant, id).map(Some)
+        })
+        .await
     }
 
     async fn soft_delete(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _deletion: crate::Deletion,
-        _audit: AuditEntry,
+        tenant: &TenantId,
+        id: SecretId,
+        deletion: Deletion,
+        audit: AuditEntry,
     ) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        let tenant = tenant.clone();
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE secrets SET deleted_at = ?3, purge_at = ?4
+                     WHERE id = ?1 AND tenant = ?2 AND deleted_at IS NULL",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        id.to_string(),
+                        tenant.as_str(),
+                        ts(deletion.deleted_at),
+                        ts(deletion.purge_at),
+                    ])
+                })
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            insert_audit(c, &audit)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn get_deleted(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
+        tenant: &TenantId,
+        id: SecretId,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        let tenant = tenant.clone();
+        self.read_short(move |c| query_meta(c, &tenant, id, Liveness::Deleted))
+            .await
     }
 
     async fn restore(
         &self,
-        _tenant: &TenantId,
-        _id: SecretId,
-        _now: OffsetDateTime,
-        _audit: AuditEntry,
+        tenant: &TenantId,
+        id: SecretId,
+        now: OffsetDateTime,
+        audit: AuditEntry,
     ) -> Result<Option<SecretMeta>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        let tenant = tenant.clone();
+        // The single writer runs this and any purge one after the other: a restore either
+        // finds the secret still in its window or finds it gone.
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE secrets SET deleted_at = NULL, purge_at = NULL
+                     WHERE id = ?1 AND tenant = ?2 AND deleted_at IS NOT NULL AND purge_at > ?3",
+                )
+                .and_then(|mut st| st.execute(params![id.to_string(), tenant.as_str(), ts(now)]))
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            insert_audit(c, &audit)?;
+            written_meta(c, &tenant, id).map(Some)
+        })
+        .await
     }
 
     async fn purge_due(
         &self,
-        _now: OffsetDateTime,
-        _limit: u32,
-        _template: AuditEntry,
+        now: OffsetDateTime,
+        limit: u32,
+        template: AuditEntry,
     ) -> Result<Vec<(TenantId, SecretId)>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        // One job on the single writer, so two callers never see the same due secret; the
+        // shredding path when it deleted anything.
+        self.write_maybe_shredding(move |c| {
+            let due: Vec<(String, String)> = c
+                .prepare_cached(PURGE_DUE)
+                .and_then(|mut st| {
+                    st.query_map(params![ts(now), limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()
+                })
+                .map_err(unavailable)?;
+            let mut purged = Vec::with_capacity(due.len());
+            for (id, tenant) in due {
+                let secret = parse_id(&id)?;
+                let tenant = TenantId::new(tenant);
+                // Its versions and destroyed-version records cascade.
+                c.prepare_cached("DELETE FROM secrets WHERE id = ?1")
+                    .and_then(|mut st| st.execute(params![id]))
+                    .map_err(unavailable)?;
+                insert_audit(
+                    c,
+                    &AuditEntry {
+                        tenant: tenant.clone(),
+                        secret_id: Some(secret),
+                        ..template.clone()
+                    },
+                )?;
+                purged.push((tenant, secret));
+            }
+            let shreds = !purged.is_empty();
+            Ok((purged, shreds))
+        })
+        .await
     }
 
     async fn get_idempotency(
         &self,
-        _tenant: &TenantId,
-        _principal: &str,
-        _key: &str,
-        _now: OffsetDateTime,
-    ) -> Result<Option<crate::IdempotencyRecord>, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+        tenant: &TenantId,
+        principal: &str,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let (tenant, principal, key) = (tenant.clone(), principal.to_owned(), key.to_owned());
+        // A primary-key lookup: short enough to run on the task.
+        self.read_short(move |c| {
+            let found = c
+                .prepare_cached(
+                    "SELECT fingerprint, outcome, created_at, expires_at FROM idempotency_keys
+                     WHERE tenant = ?1 AND principal = ?2 AND key = ?3 AND expires_at > ?4",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![tenant.as_str(), principal, key, ts(now)], |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(unavailable)?;
+            let Some((fingerprint, outcome, created_at, expires_at)) = found else {
+                return Ok(None);
+            };
+            Ok(Some(IdempotencyRecord {
+                tenant,
+                principal,
+                key,
+                fingerprint: fingerprint.as_slice().try_into().map_err(|_| {
+                    StoreError::Corrupt("idempotency fingerprint is not 32 bytes".into())
+                })?,
+                outcome,
+                created_at: parse_ts(&created_at)?,
+                expires_at: parse_ts(&expires_at)?,
+            }))
+        })
+        .await
     }
 
-    async fn purge_idempotency(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+    async fn purge_idempotency(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
+                .and_then(|mut st| st.execute(params![ts(now)]))
+                .map(|n| n as u64)
+                .map_err(unavailable)
+        })
+        .await
     }
 
-    async fn count_expiring(&self, _before: OffsetDateTime) -> Result<i64, StoreError> {
-        Err(StoreError::Unavailable("not implemented".into()))
+    async fn count_expiring(&self, before: OffsetDateTime) -> Result<i64, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(COUNT_EXPIRING)
+                .and_then(|mut st| st.query_row(params![ts(before)], |r| r.get(0)))
+                .map_err(unavailable)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1029,7 +1615,8 @@ impl Store for SqliteStore {
     ) -> Result<Option<SecretMeta>, StoreError> {
         let tenant = tenant.clone();
         // A primary-key lookup: short enough to run on the task.
-        self.read_short(move |c| query_meta(c, &tenant, id)).await
+        self.read_short(move |c| query_meta(c, &tenant, id, Liveness::Live))
+            .await
     }
 
     async fn get_current(
@@ -1043,22 +1630,20 @@ impl Store for SqliteStore {
         // task (every decrypt makes them).
         self.read_short(move |c| {
             let found = c
-                .prepare_cached(
-                    "SELECT s.id, s.tenant, s.name, s.scope_type, s.scope_id, s.current_version,
-                            s.created_at, s.updated_at,
-                            v.version, v.kek_id, v.wrapped_dek, v.sealed_value, v.created_at,
-                            v.recovery_kek_id, v.recovery_wrapped_dek
-                     FROM secrets s
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    secret_and_version_cols!(),
+                    " FROM secrets s
                      LEFT JOIN secret_versions v
                        ON v.secret_id = s.id AND v.version = s.current_version
-                     WHERE s.id = ?1 AND s.tenant = ?2",
-                )
+                     WHERE s.id = ?1 AND s.tenant = ?2 AND s.deleted_at IS NULL"
+                ))
                 .and_then(|mut st| {
                     st.query_row(params![id.to_string(), tenant.as_str()], |r| {
                         let meta = read_meta(r)?;
                         // NULL version columns: the current version's row is missing.
-                        let version = match r.get::<_, Option<i64>>(8)? {
-                            Some(_) => Some(read_version(r, 8)?),
+                        let version = match r.get::<_, Option<i64>>(META_COLS)? {
+                            Some(_) => Some(read_version(r, META_COLS)?),
                             None => None,
                         };
                         Ok((meta, version))
@@ -1088,52 +1673,6 @@ impl Store for SqliteStore {
                 .query_map(params_from_iter(values), read_meta)
                 .map_err(unavailable)?;
             rows.map(|r| r.map_err(unavailable)?).collect()
-        })
-        .await
-    }
-
-    async fn add_version(
-        &self,
-        tenant: &TenantId,
-        id: SecretId,
-        record: VersionRecord,
-        audit: AuditEntry,
-    ) -> Result<Option<SecretMeta>, StoreError> {
-        let tenant = tenant.clone();
-        self.write(move |c| {
-            let current: Option<i64> = c
-                .prepare_cached("SELECT current_version FROM secrets WHERE id = ?1 AND tenant = ?2")
-                .and_then(|mut st| {
-                    st.query_row(params![id.to_string(), tenant.as_str()], |r| r.get(0))
-                        .optional()
-                })
-                .map_err(unavailable)?;
-            match current {
-                None => return Ok(None),
-                Some(v) if v != record.version - 1 => return Err(StoreError::VersionConflict),
-                Some(_) => {}
-            }
-            c.prepare_cached(
-                "UPDATE secrets SET current_version = ?1, updated_at = ?2 WHERE id = ?3",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    record.version,
-                    ts(record.created_at),
-                    id.to_string()
-                ])
-            })
-            .map_err(unavailable)?;
-            insert_version(c, id, &record).map_err(unavailable)?;
-            insert_audit(c, &audit)?;
-            c.prepare_cached(concat!(
-                "SELECT ",
-                meta_cols!(),
-                " FROM secrets WHERE id = ?1"
-            ))
-            .and_then(|mut st| st.query_row(params![id.to_string()], read_meta))
-            .map_err(unavailable)?
-            .map(Some)
         })
         .await
     }
@@ -1171,9 +1710,12 @@ impl Store for SqliteStore {
         vault: VaultRecord,
         secrets: Vec<NewSecret>,
         audits: Vec<AuditEntry>,
-        _idempotency: Option<crate::IdempotencyRecord>,
+        idempotency: Option<IdempotencyRecord>,
     ) -> Result<(), StoreError> {
         self.write(move |c| {
+            if let Some(key) = &idempotency {
+                insert_idempotency(c, key)?;
+            }
             let inserted = c.execute(
                 "INSERT INTO vaults (id, tenant, workspace, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
@@ -1245,13 +1787,18 @@ impl Store for SqliteStore {
         let tenant = tenant.clone();
         self.read(move |c| {
             let mut st = c
-                .prepare_cached(select_current!(
-                    "WHERE s.vault_id = ?1 AND s.tenant = ?2 ORDER BY s.name"
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    secret_and_version_cols!(),
+                    " FROM secrets s
+                     JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
+                     WHERE s.vault_id = ?1 AND s.tenant = ?2 AND s.deleted_at IS NULL
+                     ORDER BY s.name"
                 ))
                 .map_err(unavailable)?;
             let rows = st
                 .query_map(params![id.to_string(), tenant.as_str()], |r| {
-                    Ok((read_meta(r)?, read_version(r, 8)?))
+                    Ok((read_meta(r)?, read_version(r, META_COLS)?))
                 })
                 .map_err(unavailable)?;
             rows.map(|r| {
@@ -1872,6 +2419,126 @@ mod tests {
             assert!(
                 on_versions.iter().all(|d| d.starts_with("SEARCH")
                     && d.contains("COVERING INDEX secret_versions_kek_pair")),
+                "{details:?}"
+            );
+        }
+    }
+
+    /// A database written before migration 0008 opens with every lifecycle column at its
+    /// default: secrets live with empty attributes, versions without an author, audit rows
+    /// without a version (and the rows the CHECKs of 0008 judge are the old ones too).
+    #[tokio::test]
+    async fn migration_0008_upgrades_a_store_with_data() {
+        let dir = rcrt_testkit::TempDir::new();
+        let path = dir.path().join("old.db");
+        let path = path.to_str().unwrap();
+        let id = SecretId::new();
+        {
+            let c = Connection::open(path).unwrap();
+            c.execute_batch(migrate::LEDGER).unwrap();
+            for (version, sql) in migrate::SQLITE.iter().filter(|(v, _)| *v < 8) {
+                c.execute_batch(sql).unwrap();
+                c.execute(
+                    "INSERT INTO rcrt_schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                    params![version, ts(OffsetDateTime::now_utc())],
+                )
+                .unwrap();
+            }
+            let t = ts(OffsetDateTime::now_utc());
+            c.execute(
+                "INSERT INTO secrets (id, tenant, name, scope_type, scope_id, current_version,
+                                      created_at, updated_at)
+                 VALUES (?1, 'acme', 'OLD', 'global', '', 1, ?2, ?2)",
+                params![id.to_string(), t],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO secret_versions (secret_id, version, kek_id, wrapped_dek,
+                                              sealed_value, created_at, sealed_at)
+                 VALUES (?1, 1, 'kek-a', x'0102', x'0304', ?2, ?2)",
+                params![id.to_string(), t],
+            )
+            .unwrap();
+            // An audit row from before the chain and the version column: unchained.
+            c.execute(
+                "INSERT INTO secret_access_log (timestamp, action, secret_id, tenant, user_id,
+                                                outcome, request_id)
+                 VALUES (?1, 'create', ?2, 'acme', 'old', 'success', 'r')",
+                params![t, id.to_string()],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(path).await.unwrap();
+        let tenant = TenantId::new("acme");
+        let (meta, v) = s.get_current(&tenant, id).await.unwrap().unwrap();
+        assert_eq!(meta.attrs, SecretAttributes::default());
+        assert_eq!(meta.deleted, None);
+        assert_eq!(v.created_by, "");
+        let history = s
+            .list_versions(&tenant, id, None, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].state, VersionState::Current);
+        let old = s.unchained_audit(None, 10).await.unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!((old[0].version, old[0].chain.is_none()), (None, true));
+    }
+
+    /// `unchained_audit` reads the version column like every other audit reader (rows without a
+    /// chain link only exist from before migration 0006 or by hand, so one is made by hand).
+    #[tokio::test]
+    async fn unchained_audit_reads_the_version() {
+        let dir = rcrt_testkit::TempDir::new();
+        let path = dir.path().join("unchained.db");
+        let path = path.to_str().unwrap();
+        let s = SqliteStore::open(path).await.unwrap();
+        let c = Connection::open(path).unwrap();
+        c.execute(
+            "INSERT INTO secret_access_log (timestamp, action, tenant, user_id, outcome,
+                                            request_id, version)
+             VALUES (?1, 'decrypt', 'acme', 'u', 'success', 'r', 42)",
+            params![ts(OffsetDateTime::now_utc())],
+        )
+        .unwrap();
+        drop(c);
+        let rows = s.unchained_audit(None, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].version, Some(42));
+    }
+
+    /// The expiring gauge and the purge job read ranges of their partial indexes (migration
+    /// 0008), never every secret: both run periodically on every replica, whatever the size.
+    #[tokio::test]
+    async fn expiring_count_and_purge_read_their_partial_indexes() {
+        let dir = rcrt_testkit::TempDir::new();
+        let path = dir.path().join("plan.db");
+        let path = path.to_str().unwrap();
+        drop(SqliteStore::open(path).await.unwrap());
+        let c = Connection::open(path).unwrap();
+        let now = ts(OffsetDateTime::now_utc());
+        for (sql, params, index) in [
+            (
+                COUNT_EXPIRING,
+                vec![Value::Text(now.clone())],
+                "secrets_expires_at",
+            ),
+            (
+                PURGE_DUE,
+                vec![Value::Text(now), Value::Integer(10)],
+                "secrets_purge_at",
+            ),
+        ] {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let details: Vec<String> = st
+                .query_map(params_from_iter(params), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(details.len(), 1, "{details:?}");
+            assert!(
+                details[0].starts_with(&format!("SEARCH secrets USING INDEX {index} (")),
                 "{details:?}"
             );
         }

@@ -246,7 +246,10 @@ async fn another_owner_cannot_use_our_app_role() {
             "SELECT count(*) FROM secrets",
             "SELECT count(*) FROM secret_versions",
             "SELECT count(*) FROM secret_access_log",
+            "SELECT count(*) FROM destroyed_versions",
+            "SELECT count(*) FROM idempotency_keys",
             "DELETE FROM secret_access_log",
+            "DELETE FROM idempotency_keys",
             "DELETE FROM secrets",
         ] {
             let r = intruder.query(sql, &[]).await;
@@ -403,6 +406,153 @@ async fn owner_sees_every_tenant_only_in_maintenance() {
     // And the tenant paths still see only their tenant.
     assert!(store.get_meta(&a, sa).await.unwrap().is_some());
     assert!(store.get_meta(&b, sa).await.unwrap().is_none());
+}
+
+/// Item 3 for the lifecycle tables (migration 8), by a non-superuser owner: outside maintenance
+/// the owner sees no destroyed-version record or idempotency key; the lifecycle's maintenance
+/// paths (purge job, idempotency purge, expiring gauge) see every tenant, while the request
+/// paths keep to their tenant.
+#[tokio::test]
+async fn lifecycle_maintenance_paths_see_every_tenant_only_in_maintenance() {
+    use rcrt_store::{Deletion, DestroyOutcome, IdempotencyRecord};
+    use std::time::Duration;
+
+    let mut owner = Owner::create().await;
+    let url = owner.database().await;
+    let store = PgStore::connect(&url).await.unwrap();
+    let (a, b) = (TenantId::new("tenant-a"), TenantId::new("tenant-b"));
+    let past = now() - Duration::from_secs(60);
+    let mut ids = Vec::new();
+    for t in [&a, &b] {
+        let id = create(&store, t, "S").await;
+        let mut v2 = VersionRecord {
+            version: 2,
+            kek_id: "kek-a".into(),
+            wrapped_dek: vec![1],
+            sealed_value: vec![2],
+            created_at: now(),
+            recovery: None,
+            created_by: "tester".into(),
+        };
+        store
+            .add_version(t, id, v2.clone(), audit(AuditAction::Update, Some(id), t))
+            .await
+            .unwrap()
+            .unwrap();
+        v2.version = 3;
+        // A cap of 2 destroys version 1 in the write's transaction.
+        let options = rcrt_store::AddVersionOptions {
+            keep: Some(2),
+            idempotency: Some(IdempotencyRecord {
+                tenant: t.clone(),
+                principal: "tester".into(),
+                key: "k".into(),
+                fingerprint: [1; 32],
+                outcome: "o".into(),
+                created_at: past - Duration::from_secs(60),
+                expires_at: past,
+            }),
+        };
+        store
+            .add_version_with(t, id, v2, options, audit(AuditAction::Update, Some(id), t))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store
+                .destroy_version(
+                    t,
+                    id,
+                    1,
+                    now(),
+                    audit(AuditAction::DestroyVersion, Some(id), t)
+                )
+                .await
+                .unwrap(),
+            DestroyOutcome::AlreadyDestroyed
+        );
+        ids.push(id);
+    }
+    // One expiring secret per tenant; tenant-b's soft-deleted (not counted), then due.
+    for (t, id) in [(&a, ids[0]), (&b, ids[1])] {
+        let mut attrs = store.get_meta(t, id).await.unwrap().unwrap().attrs;
+        attrs.expires_at = Some(now() + Duration::from_secs(60));
+        store
+            .update_attributes(
+                t,
+                id,
+                attrs,
+                audit(AuditAction::UpdateMetadata, Some(id), t),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let deletion = Deletion {
+        deleted_at: past,
+        purge_at: past,
+    };
+    assert!(store
+        .soft_delete(
+            &b,
+            ids[1],
+            deletion,
+            audit(AuditAction::SoftDelete, Some(ids[1]), &b)
+        )
+        .await
+        .unwrap());
+
+    let c = connect(&url).await;
+    let count = |table: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    for table in ["destroyed_versions", "idempotency_keys"] {
+        assert_eq!(
+            count(table).await,
+            0,
+            "the owner outside maintenance sees {table}"
+        );
+    }
+    c.batch_execute("SET rcrt.maintenance = 'on'")
+        .await
+        .unwrap();
+    assert_eq!(count("destroyed_versions").await, 2);
+    assert_eq!(count("idempotency_keys").await, 2);
+
+    assert_eq!(
+        store
+            .count_expiring(now() + Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        1,
+        "live expiring secrets of every tenant"
+    );
+    let template = audit(AuditAction::Purge, None, &TenantId::new("system"));
+    let purged = store.purge_due(now(), 10, template).await.unwrap();
+    assert_eq!(purged, vec![(b.clone(), ids[1])]);
+    // The purge took the secret's versions and version records with it.
+    assert_eq!(count("destroyed_versions").await, 1);
+    assert_eq!(count("secret_versions").await, 2);
+    assert_eq!(store.purge_idempotency(now()).await.unwrap(), 2);
+    assert_eq!(count("idempotency_keys").await, 0);
+    // The request paths still keep to their tenant.
+    let versions = store
+        .list_versions(&a, ids[0], None, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(versions.len(), 3);
+    assert!(store
+        .list_versions(&b, ids[0], None, 10)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// Item 4: a database migrated before 0004 (the shared rcrt_app with its grants) moves to its

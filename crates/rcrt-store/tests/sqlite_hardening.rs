@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rcrt_store::VaultRecord;
-use rcrt_store::{ListQuery, NewSecret, SecretMeta, SqliteStore, Store, VersionRecord, Visibility};
+use rcrt_store::{
+    AddVersionOptions, Deletion, DestroyOutcome, ListFilter, ListQuery, NewSecret, SecretMeta,
+    SqliteStore, Store, VaultRecord, VersionRecord, Visibility,
+};
 use rcrt_types::{
     AuditAction, AuditEntry, AuditOutcome, Scope, ScopeType, SecretId, TenantId, VaultId,
 };
@@ -151,18 +153,57 @@ fn all_queries(after: SecretId) -> Vec<ListQuery> {
     out
 }
 
+/// The listing filters of issue 15, alone and together; each arm of a listing gets them all.
+fn all_filters() -> Vec<ListFilter> {
+    let labels = vec![
+        ("env".to_owned(), "prod".to_owned()),
+        ("team".to_owned(), "core".to_owned()),
+    ];
+    vec![
+        ListFilter::default(),
+        ListFilter {
+            deleted: true,
+            ..Default::default()
+        },
+        ListFilter {
+            labels: labels.clone(),
+            ..Default::default()
+        },
+        ListFilter {
+            name_prefix: Some("S1".into()),
+            ..Default::default()
+        },
+        ListFilter {
+            expires_before: Some(now()),
+            ..Default::default()
+        },
+        ListFilter {
+            labels,
+            name_prefix: Some("S".into()),
+            expires_before: Some(now()),
+            deleted: true,
+        },
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_listing_reads_an_index_in_id_order_without_a_sort() {
     let dir = rcrt_testkit::TempDir::new();
     let (s, _) = open(dir.path()).await;
     let mut last = SecretId::new();
     for i in 0..20 {
-        last = create(&s, new_secret(&format!("S{i}"), Scope::global(), 10))
-            .await
-            .meta
-            .id;
+        let mut n = new_secret(&format!("S{i}"), Scope::global(), 10);
+        // Some expiring, so the expires_at index has rows the planner could prefer.
+        n.meta.attrs.expires_at = (i % 2 == 0).then(|| now() + time::Duration::hours(i));
+        last = create(&s, n).await.meta.id;
     }
-    for q in all_queries(last) {
+    let queries = all_queries(last).into_iter().flat_map(|q| {
+        all_filters().into_iter().map(move |filter| ListQuery {
+            filter,
+            ..q.clone()
+        })
+    });
+    for q in queries {
         let plan = s.list_plan(&q).await.unwrap();
         let shown = format!("{q:?}\n{}", plan.join("\n"));
         assert!(!plan.is_empty(), "no plan: {shown}");
@@ -265,8 +306,13 @@ fn files_holding(dir: &Path, needles: &[Vec<u8>]) -> Vec<String> {
 /// so the whole value is never contiguous on disk; each window sits inside one page or is not
 /// found either way).
 fn blobs(n: &NewSecret) -> Vec<Vec<u8>> {
-    let v = &n.first.sealed_value;
-    let mut out = vec![n.first.wrapped_dek.clone()];
+    version_blobs(&n.first)
+}
+
+/// [`blobs`] of one version.
+fn version_blobs(r: &VersionRecord) -> Vec<Vec<u8>> {
+    let v = &r.sealed_value;
+    let mut out = vec![r.wrapped_dek.clone()];
     out.extend(
         (0..v.len().saturating_sub(48))
             .step_by(500)
@@ -345,6 +391,164 @@ async fn deleted_secrets_leave_no_bytes_in_the_database_wal_or_shm() {
     // What was kept is still there and readable.
     let (_, v) = s.get_current(&t, keep.meta.id).await.unwrap().unwrap();
     assert_eq!(v.wrapped_dek, keep.first.wrapped_dek);
+}
+
+/// A version of `len` random value bytes, written now.
+fn version(version: i64, len: usize) -> VersionRecord {
+    VersionRecord {
+        version,
+        kek_id: "kek-a".into(),
+        wrapped_dek: random_bytes(60),
+        sealed_value: random_bytes(len),
+        created_at: now(),
+        recovery: None,
+        created_by: "tester".into(),
+    }
+}
+
+/// Issue 15's ways of removing ciphertext: a destroyed version, the versions a capped write
+/// destroys, and a soft-deleted secret the purge job shreds. None leaves its wrapped DEK or any
+/// window of its sealed value in the database file, `-wal` or `-shm` once the call returns
+/// (each write runs through the shredding path: `secure_delete` overwrites the rows' pages and
+/// the WAL is truncated before the answer), while every version kept is still on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroyed_capped_and_purged_versions_leave_no_bytes_in_the_database_wal_or_shm() {
+    let dir = rcrt_testkit::TempDir::new();
+    let (s, _) = open(dir.path()).await;
+    let t = TenantId::default_tenant();
+    let add = |id: SecretId, v: VersionRecord, keep: Option<u32>| {
+        let (s, t) = (&s, t.clone());
+        async move {
+            s.add_version_with(
+                &t,
+                id,
+                v,
+                AddVersionOptions {
+                    keep,
+                    idempotency: None,
+                },
+                audit(AuditAction::Update, Some(id)),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+        }
+    };
+    let mut kept: Vec<VersionRecord> = Vec::new();
+
+    // One version destroyed on request (a value spanning overflow pages), two kept.
+    let destroyed = create(&s, new_secret("DESTROYED", Scope::global(), 20_000)).await;
+    let d = destroyed.meta.id;
+    let (d2, d3) = (version(2, 3000), version(3, 80));
+    add(d, d2.clone(), None).await;
+    add(d, d3.clone(), None).await;
+    let gone_destroyed = version_blobs(&destroyed.first);
+    kept.extend([d2, d3]);
+
+    // A cap of 2: the third write destroys versions 1, the fourth version 2.
+    let capped = create(&s, new_secret("CAPPED", Scope::global(), 3000)).await;
+    let c = capped.meta.id;
+    let (c2, c3, c4) = (version(2, 20_000), version(3, 500), version(4, 80));
+    add(c, c2.clone(), Some(2)).await;
+    let gone_capped: Vec<Vec<u8>> = [&capped.first, &c2]
+        .into_iter()
+        .flat_map(version_blobs)
+        .collect();
+    kept.extend([c3.clone(), c4.clone()]);
+
+    // Soft-deleted with two versions (one of them destroyed first), then purged.
+    let purged = create(&s, new_secret("PURGED", Scope::global(), 5000)).await;
+    let p = purged.meta.id;
+    let p2 = version(2, 20_000);
+    add(p, p2.clone(), None).await;
+    let gone_purged: Vec<Vec<u8>> = [&purged.first, &p2]
+        .into_iter()
+        .flat_map(version_blobs)
+        .collect();
+
+    let keep = create(&s, new_secret("KEEP", Scope::global(), 300)).await;
+    kept.push(keep.first.clone());
+
+    let needles: Vec<Vec<u8>> = [&gone_destroyed, &gone_capped, &gone_purged]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let kept_needles: Vec<Vec<u8>> = kept.iter().flat_map(version_blobs).collect();
+    // The scan finds what is there: before the removals every blob is on disk.
+    let before = files_holding(dir.path(), &needles);
+    for i in 0..needles.len() {
+        assert!(
+            before.iter().any(|f| f.ends_with(&format!("(needle {i})"))),
+            "needle {i} not on disk before the removals: {before:?}"
+        );
+    }
+
+    let destroy = |id: SecretId, v: i64| {
+        let (s, t) = (&s, t.clone());
+        async move {
+            s.destroy_version(
+                &t,
+                id,
+                v,
+                now(),
+                audit(AuditAction::DestroyVersion, Some(id)),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // Each step is scanned as soon as it returns (a later shredding write would truncate the
+    // WAL for it too and hide a step that did not).
+    let scan = |needles: &[Vec<u8>], step: &str| {
+        let found = files_holding(dir.path(), needles);
+        assert!(
+            found.is_empty(),
+            "{step}: removed bytes still on disk: {found:?}"
+        );
+    };
+    assert_eq!(destroy(d, 1).await, DestroyOutcome::Destroyed);
+    scan(&gone_destroyed, "destroy_version");
+    add(c, c3, Some(2)).await;
+    add(c, c4, Some(2)).await;
+    scan(&gone_capped, "version cap");
+    let p1 = version_blobs(&purged.first);
+    assert_eq!(destroy(p, 1).await, DestroyOutcome::Destroyed);
+    scan(&p1, "destroy_version before the purge");
+    let t0 = now();
+    assert!(s
+        .soft_delete(
+            &t,
+            p,
+            Deletion {
+                deleted_at: t0 - time::Duration::hours(2),
+                purge_at: t0 - time::Duration::hours(1),
+            },
+            audit(AuditAction::SoftDelete, Some(p)),
+        )
+        .await
+        .unwrap());
+    let mut template = audit(AuditAction::Purge, None);
+    template.user_id = "purge-job".into();
+    assert_eq!(
+        s.purge_due(t0, 10, template).await.unwrap(),
+        [(t.clone(), p)]
+    );
+
+    // Scanned while the store is open (closing the last connection would checkpoint anyway).
+    scan(&gone_purged, "purge");
+    scan(&needles, "at the end");
+    // What was kept is still there and readable.
+    let still = files_holding(dir.path(), &kept_needles);
+    for i in 0..kept_needles.len() {
+        assert!(
+            still.iter().any(|f| f.ends_with(&format!("(needle {i})"))),
+            "kept needle {i} missing: {still:?}"
+        );
+    }
+    let (_, v) = s.get_current(&t, c).await.unwrap().unwrap();
+    assert_eq!(v.version, 4);
+    assert_eq!(s.kek_usage().await.unwrap()[0].versions, 5);
 }
 
 #[cfg(unix)]

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rcrt_core::vaults::VaultView;
 use serde::{Deserialize, Serialize};
@@ -93,6 +93,7 @@ fn workspace(q: Result<Query<WorkspaceParam>, QueryRejection>) -> AppResult<Opti
     operation_id = "createVault",
     tag = "vaults",
     security(("bearer" = []), ("api_key" = [])),
+    params(super::lifecycle::IdempotencyHeader),
     request_body = CreateVaultBody,
     responses(
         (status = 201, description = "Created.", body = VaultJson,
@@ -107,6 +108,7 @@ fn workspace(q: Result<Query<WorkspaceParam>, QueryRejection>) -> AppResult<Opti
         (status = 403, description = "The caller may not write to that workspace.", body = ErrorBody),
         (status = 409, description = "`name_taken`: the vault exists in that workspace.", body = ErrorBody),
         (status = 413, description = "`value_too_large` or `payload_too_large`.", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
         (status = 503, description = "`store_unavailable` or `kek_unavailable`.", body = ErrorBody),
     )
 )]
@@ -115,17 +117,30 @@ pub(crate) async fn create(
     Caller(ctx): Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> AppResult<(StatusCode, Json<VaultJson>)> {
+) -> AppResult<Response> {
     let body: CreateVaultBody = json_body(&headers, body)?;
     rcrt_core::vaults::check_values_not_empty(
         body.secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         body.allow_empty,
     )?;
-    let view = state
+    let keys: Vec<&str> = body.secrets.keys().map(String::as_str).collect();
+    let idem = super::lifecycle::idempotency(
+        &headers,
+        &[
+            b"create_vault",
+            body.workspace.as_bytes(),
+            body.name.as_bytes(),
+            keys.join("\n").as_bytes(),
+        ],
+    )?;
+    let written = state
         .service
-        .create_vault(&ctx, &body.workspace, &body.name, body.secrets)
+        .create_vault_idempotent(&ctx, &body.workspace, &body.name, body.secrets, idem)
         .await?;
-    Ok((StatusCode::CREATED, Json(view.into())))
+    Ok(super::lifecycle::replayed(
+        (StatusCode::CREATED, Json(VaultJson::from(written.value))).into_response(),
+        written.replayed,
+    ))
 }
 
 /// A vault's metadata (its keys, never values).
@@ -214,6 +229,7 @@ pub(crate) async fn values(
         ("vault" = String, Path, pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,64}$", description = "The vault's id or name (with `workspace`)."),
         ("key" = String, Path, pattern = "^(?!\\.+$)[A-Za-z0-9._-]{1,63}$", description = "The key."),
         WorkspaceParam,
+        super::lifecycle::IdempotencyHeader,
     ),
     request_body = KeyValueBody,
     responses(
@@ -233,7 +249,7 @@ pub(crate) async fn put_key(
     p: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<WorkspaceParam>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> AppResult<Json<VaultJson>> {
+) -> AppResult<Response> {
     let (id, key) = path(p)?;
     let ws = workspace(q)?;
     let body: KeyValueBody = json_body(&headers, body)?;
@@ -241,12 +257,22 @@ pub(crate) async fn put_key(
         [(key.as_str(), body.value.as_str())],
         body.allow_empty,
     )?;
-    Ok(Json(
-        state
-            .service
-            .put_vault_key(&ctx, &id, ws.as_deref(), &key, body.value)
-            .await?
-            .into(),
+    let idem = super::lifecycle::idempotency(
+        &headers,
+        &[
+            b"put_vault_key",
+            id.as_bytes(),
+            ws.as_deref().unwrap_or_default().as_bytes(),
+            key.as_bytes(),
+        ],
+    )?;
+    let written = state
+        .service
+        .put_vault_key_idempotent(&ctx, &id, ws.as_deref(), &key, body.value, idem)
+        .await?;
+    Ok(super::lifecycle::replayed(
+        Json(VaultJson::from(written.value)).into_response(),
+        written.replayed,
     ))
 }
 

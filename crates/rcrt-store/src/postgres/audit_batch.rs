@@ -66,11 +66,11 @@ const READ_HEAD: &str = concat!(
 /// on it).
 const INSERT_ROWS: &str = "INSERT INTO secret_access_log
         (timestamp, action, secret_id, tenant, user_id, reason, outcome, request_id, token_id,
-         chain_lane, chain_seq, chain_hash)
-    SELECT t, a, s, $4::text, u, r, o, q, k, $10::int4, c, h
+         version, chain_lane, chain_seq, chain_hash)
+    SELECT t, a, s, $4::text, u, r, o, q, k, v, $10::int4, c, h
     FROM unnest($1::timestamptz[], $2::text[], $3::uuid[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::uuid[], $11::int8[], $12::bytea[])
-         WITH ORDINALITY AS x(t, a, s, u, r, o, q, k, c, h, n)
+                $8::text[], $9::uuid[], $11::int8[], $12::bytea[], $13::int8[])
+         WITH ORDINALITY AS x(t, a, s, u, r, o, q, k, c, h, v, n)
     ORDER BY n";
 
 /// Moves the held lane's head past the batch: once per batch, not once per row.
@@ -185,6 +185,7 @@ struct TenantRows<'a> {
     token_ids: Vec<Option<uuid::Uuid>>,
     seqs: Vec<i64>,
     hashes: Vec<Vec<u8>>,
+    versions: Vec<Option<i64>>,
 }
 
 impl<'a> TenantRows<'a> {
@@ -201,6 +202,7 @@ impl<'a> TenantRows<'a> {
             token_ids: Vec::new(),
             seqs: Vec::new(),
             hashes: Vec::new(),
+            versions: Vec::new(),
         }
     }
 
@@ -215,6 +217,7 @@ impl<'a> TenantRows<'a> {
         self.token_ids.push(row.token_id);
         self.seqs.push(seq);
         self.hashes.push(hash.to_vec());
+        self.versions.push(row.a.version);
     }
 }
 
@@ -282,9 +285,9 @@ impl Writer {
             .iter()
             .map(|g| -> [&(dyn ToSql + Sync); 2] { [&g.tenant, &role] })
             .collect();
-        let params: Vec<[&(dyn ToSql + Sync); 12]> = groups
+        let params: Vec<[&(dyn ToSql + Sync); 13]> = groups
             .iter()
-            .map(|g| -> [&(dyn ToSql + Sync); 12] {
+            .map(|g| -> [&(dyn ToSql + Sync); 13] {
                 [
                     &g.timestamps,
                     &g.actions,
@@ -298,6 +301,7 @@ impl Writer {
                     &lane,
                     &g.seqs,
                     &g.hashes,
+                    &g.versions,
                 ]
             })
             .collect();
