@@ -12,15 +12,20 @@ use serde_json::Value;
 mod common;
 use common::{rcrt_cmd, run_with_stdin, server_config, show, text};
 
-fn server(dir: &TempDir) -> ServerProcess {
+fn kek() -> String {
     let mut bytes = [0u8; 32];
     bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    let kek = base64::engine::general_purpose::STANDARD.encode(bytes);
-    ServerProcess::start(&server_config(
-        dir.path(),
-        &[("LOCAL_KEK_BASE64", kek.as_str())],
-    ))
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A server on the SQLite store in `dir` (so a second one with the same KEK sees the same data).
+fn server_with(dir: &TempDir, kek: &str) -> ServerProcess {
+    ServerProcess::start(&server_config(dir.path(), &[("LOCAL_KEK_BASE64", kek)]))
+}
+
+fn server(dir: &TempDir) -> ServerProcess {
+    server_with(dir, &kek())
 }
 
 /// The real `rcrt` against the server at `url`, with `stdin`.
@@ -509,5 +514,44 @@ fn metadata_filters_soft_delete_and_restore() {
         &rcrt(&url, &["secrets", "restore", &api_id], ""),
         "not_found",
         Some(404),
+    );
+}
+
+/// A create whose answer was lost when the server died: the retry with the same key, on the
+/// restarted server, gets the same secret (not a 409), and the value is the first one.
+#[test]
+fn an_idempotent_retry_after_a_restart_gets_the_first_answer() {
+    let dir = TempDir::new();
+    let kek = kek();
+    let mut srv = server_with(&dir, &kek);
+    let create = [
+        "secrets",
+        "create",
+        "API_TOKEN",
+        "--label",
+        "env=prod",
+        "--idempotency-key",
+        "deploy-7f3a",
+    ];
+    let first = ok_json(&rcrt(&srv.base_url(), &create, "first-value"));
+    srv.kill();
+
+    let srv = server_with(&dir, &kek);
+    let url = srv.base_url();
+    let retry = ok_json(&rcrt(&url, &create, "first-value"));
+    assert_eq!(retry, first);
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(versions(&url, id), states(&[(1, "current")]));
+    assert_eq!(
+        ok(&rcrt(&url, &["secrets", "get", id, "--reason", "r"], "")),
+        "first-value\n"
+    );
+    // The same key with other metadata is another request.
+    let mut other = create;
+    other[4] = "env=dev";
+    fails(
+        &rcrt(&url, &other, "first-value"),
+        "idempotency_key_reused",
+        Some(422),
     );
 }
