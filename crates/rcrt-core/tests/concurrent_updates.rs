@@ -21,12 +21,19 @@ fn ctx() -> RequestContext {
 
 fn service(store: Arc<SqliteStore>) -> Arc<Service> {
     let keys = LocalKeyring::new(Kek::from_bytes(Zeroizing::new([7; 32])), vec![]);
-    Arc::new(Service::new(
-        store,
-        Arc::new(keys),
-        Arc::new(SystemClock),
-        Limits::default(),
-    ))
+    // Every version kept (up to the cap's maximum), so the test can count them all.
+    Arc::new(
+        Service::new(
+            store,
+            Arc::new(keys),
+            Arc::new(SystemClock),
+            Limits::default(),
+        )
+        .with_lifecycle(rcrt_core::lifecycle::LifecyclePolicy {
+            max_versions: rcrt_core::lifecycle::MAX_KEPT_VERSIONS,
+            ..Default::default()
+        }),
+    )
 }
 
 /// Runs `per_replica` concurrent updates through each service at once; returns the versions

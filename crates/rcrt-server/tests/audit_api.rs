@@ -19,7 +19,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// The fields of one audit item, exactly.
-const ITEM_FIELDS: [&str; 9] = [
+const ITEM_FIELDS: [&str; 10] = [
     "action",
     "id",
     "outcome",
@@ -29,6 +29,7 @@ const ITEM_FIELDS: [&str; 9] = [
     "timestamp",
     "token_id",
     "user_id",
+    "version",
 ];
 
 struct Env {

@@ -1481,6 +1481,136 @@ async fn authz_matrix_update_delete() {
     checks.finish("update/delete matrix");
 }
 
+/// The lifecycle routes across the same matrix: listing versions (`secrets.read`), decrypting
+/// an old version (`secrets.decrypt`), patching metadata, rolling back, destroying a version,
+/// soft-deleting and restoring (`secrets.write`): allowed → their success status, otherwise 404
+/// and the secret untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authz_matrix_lifecycle() {
+    let env = MatrixEnv::start(Backend::Sqlite, Cred::Token).await;
+    let seeder = env
+        .api(&Who::new("seeder", MATRIX_TENANT, &ALL_ROLES, &[]))
+        .await;
+    let seeds = seed_matrix(&seeder, "l").await;
+    for (id, _) in seeds.values() {
+        seeder.update(id, "second").await.expect(200);
+    }
+    let mut checks = Checks::default();
+    for (i, (label, roles)) in ROLE_SETS.iter().enumerate() {
+        let api = env.api(&principal(i, label, roles)).await;
+        for t in TARGETS {
+            let (id, first) = &seeds[&(i, t)];
+            let cell = |op: &str| format!("{label} × {} × {op}", t.short());
+            let read = allowed(roles, Act::Read, t);
+            let decrypt = allowed(roles, Act::Decrypt, t);
+            let write = allowed(roles, Act::Write, t);
+
+            let r = api
+                .send(Method::GET, &format!("/secrets/{id}/versions"), None)
+                .await;
+            checks.status(cell("versions"), &r, on_existing(200, read));
+            if r.status == 200 {
+                checks.eq(
+                    cell("versions listed"),
+                    r.json()["versions"].as_array().map_or(0, Vec::len),
+                    2,
+                );
+            }
+
+            let r = api
+                .send(
+                    Method::POST,
+                    &format!("/secrets/{id}/decrypt"),
+                    Some(&json!({"reason": "matrix", "version": 1})),
+                )
+                .await;
+            checks.status(cell("decrypt version 1"), &r, on_existing(200, decrypt));
+            if r.status == 200 {
+                checks.eq(
+                    cell("version 1 value"),
+                    r.json()["value"].as_str().unwrap_or_default().to_owned(),
+                    first.clone(),
+                );
+            }
+
+            let r = api
+                .send(
+                    Method::PATCH,
+                    &format!("/secrets/{id}"),
+                    Some(&json!({"description": "patched by the matrix"})),
+                )
+                .await;
+            checks.status(cell("patch"), &r, on_existing(200, write));
+            let meta = seeder.get(id).await.json();
+            checks.eq(
+                cell("description after patch"),
+                meta["description"] == "patched by the matrix",
+                write,
+            );
+
+            let r = api
+                .send(
+                    Method::POST,
+                    &format!("/secrets/{id}/rollback"),
+                    Some(&json!({"version": 1})),
+                )
+                .await;
+            checks.status(cell("rollback"), &r, on_existing(200, write));
+            checks.eq(
+                cell("version after rollback"),
+                seeder.get(id).await.json()["version"].as_i64(),
+                Some(if write { 3 } else { 2 }),
+            );
+
+            let r = api
+                .send(
+                    Method::POST,
+                    &format!("/secrets/{id}/versions/1/destroy"),
+                    None,
+                )
+                .await;
+            checks.status(cell("destroy version 1"), &r, on_existing(204, write));
+            let v1 = seeder
+                .send(
+                    Method::POST,
+                    &format!("/secrets/{id}/decrypt"),
+                    Some(&json!({"reason": "matrix check", "version": 1})),
+                )
+                .await;
+            checks.eq(
+                cell("version 1 after destroy"),
+                v1.status,
+                if write { 410 } else { 200 },
+            );
+
+            let r = api
+                .send(
+                    Method::DELETE,
+                    &format!("/secrets/{id}?recovery_window=1d"),
+                    None,
+                )
+                .await;
+            checks.status(cell("soft delete"), &r, on_existing(200, write));
+            checks.eq(
+                cell("visible after soft delete"),
+                seeder.get(id).await.status,
+                if write { 404 } else { 200 },
+            );
+            let r = api
+                .send(Method::POST, &format!("/secrets/{id}/restore"), None)
+                .await;
+            checks.status(cell("restore"), &r, on_existing(200, write));
+            checks.eq(
+                cell("visible after restore"),
+                seeder.get(id).await.status,
+                200,
+            );
+        }
+    }
+    eprintln!("lifecycle matrix: {} checks passed", checks.passed());
+    checks.finish("lifecycle matrix");
+}
+
 // =============================================================================================
 // 3. Tenant and workspace isolation (SQLite and PostgreSQL); 4. audit identity
 // =============================================================================================

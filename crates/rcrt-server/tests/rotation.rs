@@ -90,7 +90,8 @@ fn kill(server: &mut ServerProcess) {
 
 /// The environment for a server with `current` as its KEK and `old` as LOCAL_KEK_BASE64_OLD.
 fn keks<'a>(current: &'a str, old: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
-    let mut v = vec![("LOCAL_KEK_BASE64", current)];
+    // These tests count every version they wrote: keep them all (the default cap is 10).
+    let mut v = vec![("LOCAL_KEK_BASE64", current), ("MAX_VERSIONS", "100")];
     if let Some(old) = old {
         v.push(("LOCAL_KEK_BASE64_OLD", old));
     }

@@ -751,6 +751,11 @@ impl Api<'_> {
             .await
     }
 
+    /// Any request with this caller's credential.
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Resp {
+        self.call(method, path, body).await
+    }
+
     pub async fn vault_create(
         &self,
         workspace: &str,
