@@ -1,11 +1,14 @@
-//! Client commands: `rcrt secrets create|list|get|update|delete`, `rcrt vault create|get`
-//! (`rcrt token ...` lives in `token.rs` and uses [`run`]).
+//! Client commands: `rcrt secrets create|list|get|update|update-meta|versions|rollback|
+//! destroy-version|delete|restore`, `rcrt vault create|get` (`rcrt token ...` lives in
+//! `token.rs` and uses [`run`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use rcrt_client::Client;
+use rcrt_client::{
+    Client, ClientError, CreateOptions, MetadataPatch, NewMetadata, SecretFilter, UpdateOptions,
+};
 use zeroize::Zeroizing;
 
 use crate::dotenv;
@@ -48,41 +51,227 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     Ok(())
 }
 
+/// `rcrt secrets create`'s arguments besides the value.
+pub(crate) struct NewSecretArgs {
+    pub(crate) name: String,
+    pub(crate) scope_type: String,
+    pub(crate) scope_id: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) labels: Vec<String>,
+    pub(crate) expires_at: Option<String>,
+    pub(crate) max_versions: Option<u32>,
+    pub(crate) idempotency_key: Option<String>,
+}
+
 pub(crate) fn create(
     server: &ServerArgs,
-    name: &str,
-    scope_type: &str,
-    scope_id: Option<&str>,
+    args: &NewSecretArgs,
     value_args: &ValueArgs,
 ) -> Result<(), String> {
+    let options = CreateOptions {
+        allow_empty: value_args.allow_empty,
+        metadata: NewMetadata {
+            description: args.description.clone(),
+            labels: labels(&args.labels)?.into_iter().collect(),
+            expires_at: args.expires_at.clone(),
+            max_versions: args.max_versions,
+        },
+        idempotency_key: args.idempotency_key.clone(),
+    };
     let value = input::value(value_args)?;
     let meta = run(server, async |c| {
-        c.create_secret(name, scope_type, scope_id, &value, value_args.allow_empty)
-            .await
+        c.create_secret_with(
+            &args.name,
+            &args.scope_type,
+            args.scope_id.as_deref(),
+            &value,
+            &options,
+        )
+        .await
     })?;
     print_json(&meta)
 }
 
-pub(crate) fn list(
-    server: &ServerArgs,
-    scope_type: Option<&str>,
-    scope_id: Option<&str>,
-) -> Result<(), String> {
+/// `KEY=VALUE` labels from repeated flags, each of which may hold several separated by commas
+/// (a label value cannot hold a comma). A key given twice is refused.
+fn labels(args: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in args.iter().flat_map(|a| a.split(',')) {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (k, v) = item
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| format!("--label {item:?}: expected KEY=VALUE"))?;
+        if out.iter().any(|(seen, _)| seen == k) {
+            return Err(format!("--label: the key {k:?} is given twice"));
+        }
+        out.push((k.to_owned(), v.to_owned()));
+    }
+    Ok(out)
+}
+
+/// `rcrt secrets list`'s filters.
+pub(crate) struct ListArgs {
+    pub(crate) scope_type: Option<String>,
+    pub(crate) scope_id: Option<String>,
+    pub(crate) labels: Vec<String>,
+    pub(crate) name_prefix: Option<String>,
+    pub(crate) expiring: Option<String>,
+    pub(crate) deleted: bool,
+}
+
+pub(crate) fn list(server: &ServerArgs, args: ListArgs) -> Result<(), String> {
+    let filter = SecretFilter {
+        scope_type: args.scope_type,
+        scope_id: args.scope_id,
+        labels: labels(&args.labels)?,
+        name_prefix: args.name_prefix,
+        expiring_within: args.expiring,
+        deleted: args.deleted,
+    };
     let all = run(server, async |c| {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let page = c
-                .list_secrets(scope_type, scope_id, Some(1000), cursor.as_deref())
+                .list_secrets_filtered(&filter, Some(1000), cursor.as_deref())
                 .await?;
             all.extend(page.items);
-            match page.next_cursor {
+            match next_cursor(cursor.as_deref(), page.next_cursor)? {
                 Some(next) => cursor = Some(next),
                 None => return Ok(all),
             }
         }
     })?;
     print_json(&all)
+}
+
+/// The cursor to follow, refusing one the server hands back twice (it would loop forever).
+fn next_cursor(
+    previous: Option<&str>,
+    next: Option<String>,
+) -> Result<Option<String>, ClientError> {
+    match next {
+        Some(next) if previous == Some(next.as_str()) => Err(ClientError {
+            status: None,
+            code: "invalid_cursor".into(),
+            message: "the server returned the same cursor twice".into(),
+        }),
+        other => Ok(other),
+    }
+}
+
+pub(crate) fn versions(server: &ServerArgs, id: &str) -> Result<(), String> {
+    let all = run(server, async |c| {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = c.list_versions(id, Some(1000), cursor.as_deref()).await?;
+            all.extend(page.versions);
+            match next_cursor(cursor.as_deref(), page.next_cursor)? {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    })?;
+    print_json(&all)
+}
+
+pub(crate) fn rollback(
+    server: &ServerArgs,
+    id: &str,
+    version: i64,
+    if_match: Option<i64>,
+    idempotency_key: Option<&str>,
+) -> Result<(), String> {
+    let meta = run(server, async |c| {
+        c.rollback(id, version, if_match, idempotency_key).await
+    })?;
+    eprintln!(
+        "rolled {id} back to the value of version {version}: now version {}",
+        meta.version
+    );
+    print_json(&meta)
+}
+
+pub(crate) fn destroy_version(
+    server: &ServerArgs,
+    id: &str,
+    version: i64,
+    yes: bool,
+) -> Result<(), String> {
+    input::confirm(
+        yes,
+        &format!("Destroy version {version} of secret {id}? Its value cannot be recovered."),
+        "destroying a version shreds its value",
+    )?;
+    run(server, async |c| c.destroy_version(id, version).await)?;
+    eprintln!("destroyed version {version} of {id}");
+    Ok(())
+}
+
+pub(crate) fn restore(server: &ServerArgs, id: &str) -> Result<(), String> {
+    let meta = run(server, async |c| c.restore_secret(id).await)?;
+    eprintln!("restored {id}");
+    print_json(&meta)
+}
+
+/// `rcrt secrets update-meta`'s changes, as given on the command line.
+pub(crate) struct MetaChanges {
+    pub(crate) description: Option<String>,
+    pub(crate) labels: Vec<String>,
+    pub(crate) clear_labels: bool,
+    pub(crate) expires_at: Option<String>,
+    pub(crate) no_expiry: bool,
+    pub(crate) max_versions: Option<u32>,
+    pub(crate) default_max_versions: bool,
+}
+
+impl MetaChanges {
+    fn patch(self) -> Result<MetadataPatch, String> {
+        let labels = if self.clear_labels {
+            Some(BTreeMap::new())
+        } else if self.labels.is_empty() {
+            None
+        } else {
+            Some(labels(&self.labels)?.into_iter().collect())
+        };
+        let patch = MetadataPatch {
+            description: self.description,
+            labels,
+            expires_at: match (self.expires_at, self.no_expiry) {
+                (Some(t), _) => Some(Some(t)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            },
+            max_versions: match (self.max_versions, self.default_max_versions) {
+                (Some(n), _) => Some(Some(n)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            },
+        };
+        if patch.is_empty() {
+            return Err(
+                "nothing to change: pass --description, --label, --clear-labels, \
+                 --expires-at, --no-expiry, --max-versions or --default-max-versions"
+                    .into(),
+            );
+        }
+        Ok(patch)
+    }
+}
+
+pub(crate) fn update_meta(
+    server: &ServerArgs,
+    id: &str,
+    changes: MetaChanges,
+) -> Result<(), String> {
+    let patch = changes.patch()?;
+    let meta = run(server, async |c| c.update_metadata(id, &patch).await)?;
+    print_json(&meta)
 }
 
 /// Where `rcrt secrets get` puts the value.
@@ -97,6 +286,7 @@ pub(crate) fn get(
     server: &ServerArgs,
     id: &str,
     reason: &str,
+    version: Option<i64>,
     output: &GetOutput<'_>,
 ) -> Result<(), String> {
     if let Some(path) = output.file {
@@ -112,7 +302,9 @@ pub(crate) fn get(
             return Err(exists(path));
         }
     }
-    let (value, _) = run(server, async |c| c.decrypt(id, reason).await)?;
+    let (value, _) = run(server, async |c| {
+        c.decrypt_version(id, reason, version).await
+    })?;
     if let Some(path) = output.file {
         write_private(path, value.as_bytes(), output.force)?;
         eprintln!("wrote {} (mode 0600)", path.display());
@@ -181,25 +373,53 @@ pub(crate) fn update(
     server: &ServerArgs,
     id: &str,
     if_match: Option<i64>,
+    idempotency_key: Option<String>,
     value_args: &ValueArgs,
 ) -> Result<(), String> {
+    let options = UpdateOptions {
+        if_match,
+        allow_empty: value_args.allow_empty,
+        idempotency_key,
+    };
     let value = input::value(value_args)?;
     let meta = run(server, async |c| {
-        c.update_secret(id, &value, if_match, value_args.allow_empty)
-            .await
+        c.update_secret_with(id, &value, &options).await
     })?;
     print_json(&meta)
 }
 
-pub(crate) fn delete(server: &ServerArgs, id: &str, yes: bool) -> Result<(), String> {
-    input::confirm(
-        yes,
-        &format!("Delete secret {id} and every version?"),
-        "deleting destroys every version",
-    )?;
-    run(server, async |c| c.delete_secret(id).await)?;
-    eprintln!("deleted {id}");
-    Ok(())
+pub(crate) fn delete(
+    server: &ServerArgs,
+    id: &str,
+    recovery_window: Option<&str>,
+    yes: bool,
+) -> Result<(), String> {
+    let question = match recovery_window {
+        Some(w) => format!(
+            "Delete secret {id}? With a recovery window of {w} it can be restored until the \
+             window ends (a window of 0 destroys every version at once)."
+        ),
+        None => format!(
+            "Delete secret {id}? Unless the server keeps deleted secrets for a recovery window, \
+             every version is destroyed."
+        ),
+    };
+    input::confirm(yes, &question, "deleting may destroy every version")?;
+    match run(server, async |c| {
+        c.delete_secret_with(id, recovery_window).await
+    })? {
+        Some(soft) => {
+            eprintln!(
+                "deleted {id}; `rcrt secrets restore {id}` brings it back until {}",
+                soft.purge_at
+            );
+            print_json(&soft)
+        }
+        None => {
+            eprintln!("deleted {id}");
+            Ok(())
+        }
+    }
 }
 
 pub(crate) fn vault_create(
@@ -264,6 +484,66 @@ pub(crate) fn vault_get(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn labels_repeat_and_split_on_commas() {
+        let got = labels(&[
+            "env=prod,team=core".into(),
+            " tier=1 ".into(),
+            "empty=".into(),
+        ]);
+        assert_eq!(
+            got.unwrap(),
+            vec![
+                ("env".to_owned(), "prod".to_owned()),
+                ("team".to_owned(), "core".to_owned()),
+                ("tier".to_owned(), "1".to_owned()),
+                ("empty".to_owned(), String::new()),
+            ]
+        );
+        assert!(labels(&["novalue".into()])
+            .unwrap_err()
+            .contains("KEY=VALUE"));
+        assert!(labels(&["=v".into()]).unwrap_err().contains("KEY=VALUE"));
+        assert!(labels(&["a=1,a=2".into()]).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn update_meta_sends_only_what_is_given() {
+        let none = MetaChanges {
+            description: None,
+            labels: Vec::new(),
+            clear_labels: false,
+            expires_at: None,
+            no_expiry: false,
+            max_versions: None,
+            default_max_versions: false,
+        };
+        assert!(none.patch().unwrap_err().contains("nothing to change"));
+        let clear = MetaChanges {
+            description: None,
+            labels: Vec::new(),
+            clear_labels: true,
+            expires_at: None,
+            no_expiry: true,
+            max_versions: None,
+            default_max_versions: true,
+        };
+        assert_eq!(
+            serde_json::to_value(clear.patch().unwrap()).unwrap(),
+            serde_json::json!({"labels": {}, "expires_at": null, "max_versions": null})
+        );
+    }
+
+    #[test]
+    fn a_repeated_cursor_stops_paging() {
+        assert_eq!(
+            next_cursor(None, Some("a".into())).unwrap().as_deref(),
+            Some("a")
+        );
+        assert!(next_cursor(Some("a"), Some("a".into())).is_err());
+        assert!(next_cursor(Some("a"), None).unwrap().is_none());
+    }
 
     #[test]
     fn a_failed_write_removes_only_what_it_created() {

@@ -33,7 +33,8 @@ enum Command {
     /// KEK management: generate, check, back up with Shamir shares, rotate offline, verify.
     #[command(subcommand)]
     Kek(KekCommand),
-    /// Secrets: create, list, read, update, delete (through the HTTP API), and re-encrypt.
+    /// Secrets: create, list, read, update, delete, restore, versions and rollback (through the
+    /// HTTP API), and re-encrypt.
     #[command(subcommand)]
     Secrets(SecretsCommand),
     /// Vaults: named sets of secrets in a workspace (through the HTTP API).
@@ -122,6 +123,16 @@ pub(crate) struct ValueArgs {
     /// mistake).
     #[arg(long)]
     allow_empty: bool,
+}
+
+/// `--idempotency-key` of the client commands that write.
+#[derive(clap::Args, Clone)]
+pub(crate) struct IdempotencyArgs {
+    /// Sent as Idempotency-Key: a retry with the same key (after a lost answer) gets the first
+    /// answer instead of a 409 or a second version (1-255 printable ASCII characters; kept by
+    /// the server for IDEMPOTENCY_TTL, default 24 h).
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
 }
 
 /// Where the KEKs for an offline job come from. Without flags: `LOCAL_KEK_BASE64` (or `_FILE`) is
@@ -377,12 +388,29 @@ enum SecretsCommand {
         /// The workspace or agent id (for those scopes).
         #[arg(long)]
         scope_id: Option<String>,
+        /// A description for people (at most 1024 characters).
+        #[arg(long)]
+        description: Option<String>,
+        /// A label KEY=VALUE; repeat the flag or separate labels with commas.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// When decrypts start answering 410 expired (RFC 3339, e.g. 2030-01-31T00:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
+        /// How many versions to keep, 1 to 100 [default: the server's MAX_VERSIONS].
+        #[arg(long, value_name = "N")]
+        max_versions: Option<u32>,
+        #[command(flatten)]
+        idempotency: IdempotencyArgs,
         #[command(flatten)]
         value: ValueArgs,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// List secrets' metadata (all pages).
+    #[command(
+        after_help = "Examples:\n  rcrt secrets list --label env=prod --name-prefix db/\n  rcrt secrets list --expiring 30d\n  rcrt secrets list --deleted"
+    )]
     List {
         /// Only this scope type.
         #[arg(long)]
@@ -390,16 +418,33 @@ enum SecretsCommand {
         /// Only this scope id.
         #[arg(long)]
         scope_id: Option<String>,
+        /// Only secrets with this label KEY=VALUE; repeat (or separate with commas): every one
+        /// must match.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Only names starting with this.
+        #[arg(long, value_name = "PREFIX")]
+        name_prefix: Option<String>,
+        /// Only secrets expiring within this time (e.g. 30d, 12h; already expired included).
+        #[arg(long, value_name = "DURATION")]
+        expiring: Option<String>,
+        /// Soft-deleted secrets (still restorable) instead of live ones.
+        #[arg(long)]
+        deleted: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Print a secret's value, or write it to a file (the read is audited with the reason).
+    #[command(visible_alias = "decrypt")]
     Get {
         /// The secret's id.
         id: String,
         /// Why you read it (written to the audit log).
         #[arg(long)]
         reason: String,
+        /// This version instead of the current one (see `rcrt secrets versions`).
+        #[arg(long, value_name = "N")]
+        version: Option<i64>,
         /// Write the value (exactly, no newline added) to this file, created with mode 0600;
         /// an existing file is refused unless --force.
         #[arg(long, value_name = "FILE")]
@@ -418,17 +463,101 @@ enum SecretsCommand {
         #[arg(long)]
         if_match: Option<i64>,
         #[command(flatten)]
+        idempotency: IdempotencyArgs,
+        #[command(flatten)]
         value: ValueArgs,
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Delete a secret and every version (crypto-shredding).
-    Delete {
+    /// Change a secret's description, labels, expiry or version cap (no new version).
+    UpdateMeta {
         /// The secret's id.
         id: String,
+        /// The new description ("" clears it).
+        #[arg(long)]
+        description: Option<String>,
+        /// The new labels KEY=VALUE, replacing all of them; repeat or separate with commas.
+        #[arg(
+            long = "label",
+            value_name = "KEY=VALUE",
+            conflicts_with = "clear_labels"
+        )]
+        labels: Vec<String>,
+        /// Remove every label.
+        #[arg(long)]
+        clear_labels: bool,
+        /// The new expiry (RFC 3339).
+        #[arg(long, value_name = "TIME", conflicts_with = "no_expiry")]
+        expires_at: Option<String>,
+        /// Remove the expiry.
+        #[arg(long)]
+        no_expiry: bool,
+        /// Keep at most N versions (1 to 100).
+        #[arg(long, value_name = "N", conflicts_with = "default_max_versions")]
+        max_versions: Option<u32>,
+        /// Keep the server's default number of versions (MAX_VERSIONS).
+        #[arg(long)]
+        default_max_versions: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List a secret's versions, newest first: number, time, author, state (never a value).
+    Versions {
+        /// The secret's id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Write a new current version holding an older version's value (sealed again under a
+    /// fresh DEK).
+    Rollback {
+        /// The secret's id.
+        id: String,
+        /// The version whose value to restore.
+        #[arg(long, value_name = "N")]
+        version: i64,
+        /// Only if this is still the current version.
+        #[arg(long)]
+        if_match: Option<i64>,
+        #[command(flatten)]
+        idempotency: IdempotencyArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Destroy one version (crypto-shredding; not the current one). Only its record stays.
+    DestroyVersion {
+        /// The secret's id.
+        id: String,
+        /// The version number.
+        version: i64,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a secret and every version (crypto-shredding), or with --recovery-window hide it
+    /// until `rcrt secrets restore` or the end of the window.
+    ///
+    /// Without --recovery-window the server's DELETE_RECOVERY_WINDOW applies (default 0:
+    /// immediate). A soft-deleted secret prints {id, deleted_at, purge_at}; its name stays
+    /// taken until it is restored or purged.
+    Delete {
+        /// The secret's id.
+        id: String,
+        /// Keep it restorable for this long (e.g. 7d, 12h; at most 90d; 0: delete at once).
+        #[arg(long, value_name = "DURATION")]
+        recovery_window: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Bring back a soft-deleted secret (before its purge_at).
+    Restore {
+        /// The secret's id.
+        id: String,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -496,17 +625,50 @@ fn main() -> ExitCode {
             name,
             scope_type,
             scope_id,
+            description,
+            labels,
+            expires_at,
+            max_versions,
+            idempotency,
             value,
             server,
-        }) => client_cmd::create(&server, &name, &scope_type, scope_id.as_deref(), &value),
+        }) => client_cmd::create(
+            &server,
+            &client_cmd::NewSecretArgs {
+                name,
+                scope_type,
+                scope_id,
+                description,
+                labels,
+                expires_at,
+                max_versions,
+                idempotency_key: idempotency.idempotency_key,
+            },
+            &value,
+        ),
         Command::Secrets(SecretsCommand::List {
             scope_type,
             scope_id,
+            labels,
+            name_prefix,
+            expiring,
+            deleted,
             server,
-        }) => client_cmd::list(&server, scope_type.as_deref(), scope_id.as_deref()),
+        }) => client_cmd::list(
+            &server,
+            client_cmd::ListArgs {
+                scope_type,
+                scope_id,
+                labels,
+                name_prefix,
+                expiring,
+                deleted,
+            },
+        ),
         Command::Secrets(SecretsCommand::Get {
             id,
             reason,
+            version,
             output,
             force,
             server,
@@ -514,6 +676,7 @@ fn main() -> ExitCode {
             &server,
             &id,
             &reason,
+            version,
             &client_cmd::GetOutput {
                 file: output.as_deref(),
                 force,
@@ -522,11 +685,63 @@ fn main() -> ExitCode {
         Command::Secrets(SecretsCommand::Update {
             id,
             if_match,
+            idempotency,
             value,
             server,
-        }) => client_cmd::update(&server, &id, if_match, &value),
-        Command::Secrets(SecretsCommand::Delete { id, yes, server }) => {
-            client_cmd::delete(&server, &id, yes)
+        }) => client_cmd::update(&server, &id, if_match, idempotency.idempotency_key, &value),
+        Command::Secrets(SecretsCommand::UpdateMeta {
+            id,
+            description,
+            labels,
+            clear_labels,
+            expires_at,
+            no_expiry,
+            max_versions,
+            default_max_versions,
+            server,
+        }) => client_cmd::update_meta(
+            &server,
+            &id,
+            client_cmd::MetaChanges {
+                description,
+                labels,
+                clear_labels,
+                expires_at,
+                no_expiry,
+                max_versions,
+                default_max_versions,
+            },
+        ),
+        Command::Secrets(SecretsCommand::Versions { id, server }) => {
+            client_cmd::versions(&server, &id)
+        }
+        Command::Secrets(SecretsCommand::Rollback {
+            id,
+            version,
+            if_match,
+            idempotency,
+            server,
+        }) => client_cmd::rollback(
+            &server,
+            &id,
+            version,
+            if_match,
+            idempotency.idempotency_key.as_deref(),
+        ),
+        Command::Secrets(SecretsCommand::DestroyVersion {
+            id,
+            version,
+            yes,
+            server,
+        }) => client_cmd::destroy_version(&server, &id, version, yes),
+        Command::Secrets(SecretsCommand::Delete {
+            id,
+            recovery_window,
+            yes,
+            server,
+        }) => client_cmd::delete(&server, &id, recovery_window.as_deref(), yes),
+        Command::Secrets(SecretsCommand::Restore { id, server }) => {
+            client_cmd::restore(&server, &id)
         }
         Command::Vault(VaultCommand::Create {
             name,

@@ -32,6 +32,15 @@ impl ClientError {
             message: e.to_string(),
         }
     }
+
+    /// An argument refused before anything is sent (code `invalid_argument`).
+    fn invalid_argument(message: String) -> Self {
+        Self {
+            status: None,
+            code: "invalid_argument".into(),
+            message,
+        }
+    }
 }
 
 /// A secret's metadata.
@@ -51,6 +60,191 @@ pub struct SecretMeta {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// Free text for people (empty when unset).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub description: String,
+    /// Key → value labels.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339; when decrypts start answering 410 `expired`. `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// How many versions it keeps; `None`: the deployment's default.
+    #[serde(default)]
+    pub max_versions: Option<u32>,
+    /// RFC 3339; set only for a soft-deleted secret (`list --deleted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    /// RFC 3339; when a soft-deleted secret is purged (restorable until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_at: Option<String>,
+}
+
+/// `null` (or a missing field, with `#[serde(default)]`) as the type's default.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The metadata a new secret can carry ([`CreateOptions::metadata`]); every field is optional
+/// and left out of the request when unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NewMetadata {
+    /// Free text, at most 1024 characters, no control characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// At most 64 labels (see `docs/lifecycle.md` for the key and value rules).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// 1 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_versions: Option<u32>,
+}
+
+/// A `PATCH /secrets/{id}`: only the fields that are `Some` are sent. For `expires_at` and
+/// `max_versions`, `Some(None)` sends `null` (no expiry; the deployment's default). `labels`
+/// replaces the whole set (`Some(empty)` clears it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MetadataPatch {
+    /// The new description (`Some("")` clears it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The new label set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// The new expiry (RFC 3339), or `Some(None)` for none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Option<String>>,
+    /// The new cap, or `Some(None)` for the deployment's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_versions: Option<Option<u32>>,
+}
+
+impl MetadataPatch {
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Options of [`Client::create_secret_with`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Store an empty value (refused by the server otherwise).
+    pub allow_empty: bool,
+    /// Description, labels, expiry, version cap.
+    pub metadata: NewMetadata,
+    /// Sent as `Idempotency-Key`: a retry with the same key gets the first answer.
+    pub idempotency_key: Option<String>,
+}
+
+/// Options of [`Client::update_secret_with`].
+#[derive(Debug, Clone, Default)]
+pub struct UpdateOptions {
+    /// Only if this is still the current version (`If-Match`).
+    pub if_match: Option<i64>,
+    /// Store an empty value (refused by the server otherwise).
+    pub allow_empty: bool,
+    /// Sent as `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+}
+
+/// Filters of [`Client::list_secrets_filtered`]; the default lists every live secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretFilter {
+    /// Only this scope type.
+    pub scope_type: Option<String>,
+    /// Only this scope id.
+    pub scope_id: Option<String>,
+    /// Only secrets carrying every one of these labels.
+    pub labels: Vec<(String, String)>,
+    /// Only names starting with this.
+    pub name_prefix: Option<String>,
+    /// Only secrets expiring within this duration (`30d`; already expired included).
+    pub expiring_within: Option<String>,
+    /// Soft-deleted secrets (in their recovery window) instead of live ones.
+    pub deleted: bool,
+}
+
+impl SecretFilter {
+    /// The query parameters (without `limit` and `cursor`). Labels travel as one
+    /// `label=k=v,k2=v2` parameter, so a key holding `=` or `,` or a value holding `,` cannot
+    /// be expressed (the server refuses such labels anyway): refused here.
+    fn query(&self) -> Result<Vec<(&'static str, String)>, ClientError> {
+        let mut q = Vec::new();
+        if let Some(v) = &self.scope_type {
+            q.push(("scope_type", v.clone()));
+        }
+        if let Some(v) = &self.scope_id {
+            q.push(("scope_id", v.clone()));
+        }
+        if !self.labels.is_empty() {
+            let mut parts = Vec::with_capacity(self.labels.len());
+            for (k, v) in &self.labels {
+                if k.is_empty() || k.contains(['=', ',']) || v.contains(',') {
+                    return Err(ClientError::invalid_argument(format!(
+                        "label filter {k:?}={v:?}: a key must be non-empty without `=` or `,`, \
+                         a value without `,`"
+                    )));
+                }
+                parts.push(format!("{k}={v}"));
+            }
+            q.push(("label", parts.join(",")));
+        }
+        if let Some(v) = &self.name_prefix {
+            q.push(("name_prefix", v.clone()));
+        }
+        if let Some(v) = &self.expiring_within {
+            q.push(("expiring_within", v.clone()));
+        }
+        if self.deleted {
+            q.push(("deleted", "true".into()));
+        }
+        Ok(q)
+    }
+}
+
+/// One version in a secret's history (never a value).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The version number.
+    pub version: i64,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Who wrote it (empty for versions written before this was recorded).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub created_by: String,
+    /// `current`, `kept` or `destroyed`.
+    pub state: String,
+    /// RFC 3339, for a destroyed version.
+    #[serde(default)]
+    pub destroyed_at: Option<String>,
+}
+
+/// One page of [`Client::list_versions`], newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionPage {
+    /// The versions.
+    pub versions: Vec<VersionInfo>,
+    /// The cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// The answer of a delete with a recovery window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SoftDeleted {
+    /// The secret's id.
+    pub id: String,
+    /// RFC 3339.
+    pub deleted_at: String,
+    /// RFC 3339; restorable until then.
+    pub purge_at: String,
 }
 
 /// One page of [`Client::list_secrets`].
@@ -340,11 +534,40 @@ impl Client {
         value: &str,
         allow_empty: bool,
     ) -> Result<SecretMeta, ClientError> {
+        let options = CreateOptions {
+            allow_empty,
+            ..CreateOptions::default()
+        };
+        self.create_secret_with(name, scope_type, scope_id, value, &options)
+            .await
+    }
+
+    /// `POST /secrets` with metadata and an optional `Idempotency-Key`: a retry with the same
+    /// key (after a lost answer) gets the first answer back, not a 409; the same key with
+    /// another name, scope or metadata is a 422 `idempotency_key_reused`.
+    pub async fn create_secret_with(
+        &self,
+        name: &str,
+        scope_type: &str,
+        scope_id: Option<&str>,
+        value: &str,
+        options: &CreateOptions,
+    ) -> Result<SecretMeta, ClientError> {
         let mut body =
             json!({"name": name, "value": value, "scope_type": scope_type, "scope_id": scope_id});
-        with_allow_empty(&mut body, allow_empty);
+        with_allow_empty(&mut body, options.allow_empty);
+        if let (Ok(serde_json::Value::Object(meta)), Some(map)) = (
+            serde_json::to_value(&options.metadata),
+            body.as_object_mut(),
+        ) {
+            map.extend(meta);
+        }
+        let req = with_idempotency_key(
+            self.request(reqwest::Method::POST, "/secrets"),
+            options.idempotency_key.as_deref(),
+        )?;
         // The request body holds the value; reqwest owns it from here (no zeroizing possible).
-        Self::json(self.request(reqwest::Method::POST, "/secrets").json(&body)).await
+        Self::json(req.json(&body)).await
     }
 
     /// `GET /secrets`, one page.
@@ -355,13 +578,22 @@ impl Client {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<SecretPage, ClientError> {
-        let mut q: Vec<(&str, String)> = Vec::new();
-        if let Some(v) = scope_type {
-            q.push(("scope_type", v.to_owned()));
-        }
-        if let Some(v) = scope_id {
-            q.push(("scope_id", v.to_owned()));
-        }
+        let filter = SecretFilter {
+            scope_type: scope_type.map(str::to_owned),
+            scope_id: scope_id.map(str::to_owned),
+            ..SecretFilter::default()
+        };
+        self.list_secrets_filtered(&filter, limit, cursor).await
+    }
+
+    /// `GET /secrets` with filters (labels, name prefix, expiry, soft-deleted), one page.
+    pub async fn list_secrets_filtered(
+        &self,
+        filter: &SecretFilter,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<SecretPage, ClientError> {
+        let mut q = filter.query()?;
         if let Some(v) = limit {
             q.push(("limit", v.to_string()));
         }
@@ -382,9 +614,25 @@ impl Client {
         id: &str,
         reason: &str,
     ) -> Result<(Zeroizing<String>, i64), ClientError> {
+        self.decrypt_version(id, reason, None).await
+    }
+
+    /// `POST /secrets/{id}/decrypt` of `version` (the current one when `None`): the value and
+    /// its version. 404 `version_not_found` for a version the secret never had, 410
+    /// `version_destroyed` for a destroyed one, 410 `expired` past the secret's expiry.
+    pub async fn decrypt_version(
+        &self,
+        id: &str,
+        reason: &str,
+        version: Option<i64>,
+    ) -> Result<(Zeroizing<String>, i64), ClientError> {
+        let mut body = json!({ "reason": reason });
+        if let (Some(v), Some(map)) = (version, body.as_object_mut()) {
+            map.insert("version".into(), v.into());
+        }
         let body: DecryptBody = Self::json(
             self.request(reqwest::Method::POST, &format!("/secrets/{id}/decrypt"))
-                .json(&json!({ "reason": reason })),
+                .json(&body),
         )
         .await?;
         Ok((body.value, body.version))
@@ -399,15 +647,29 @@ impl Client {
         if_match: Option<i64>,
         allow_empty: bool,
     ) -> Result<SecretMeta, ClientError> {
+        let options = UpdateOptions {
+            if_match,
+            allow_empty,
+            idempotency_key: None,
+        };
+        self.update_secret_with(id, value, &options).await
+    }
+
+    /// `PUT /secrets/{id}` with `If-Match` and `Idempotency-Key` when given.
+    pub async fn update_secret_with(
+        &self,
+        id: &str,
+        value: &str,
+        options: &UpdateOptions,
+    ) -> Result<SecretMeta, ClientError> {
         let mut body = json!({ "value": value });
-        with_allow_empty(&mut body, allow_empty);
-        let mut req = self
-            .request(reqwest::Method::PUT, &format!("/secrets/{id}"))
-            .json(&body);
-        if let Some(v) = if_match {
-            req = req.header("if-match", format!("\"{v}\""));
-        }
-        Self::json(req).await
+        with_allow_empty(&mut body, options.allow_empty);
+        let req = self.request(reqwest::Method::PUT, &format!("/secrets/{id}"));
+        let req = with_idempotency_key(
+            with_if_match(req, options.if_match),
+            options.idempotency_key.as_deref(),
+        )?;
+        Self::json(req.json(&body)).await
     }
 
     /// `DELETE /secrets/{id}`.
@@ -415,6 +677,83 @@ impl Client {
         Self::send(self.request(reqwest::Method::DELETE, &format!("/secrets/{id}")))
             .await
             .map(|_| ())
+    }
+
+    /// `DELETE /secrets/{id}?recovery_window=...` (`7d`, `12h`; `0` for an immediate delete;
+    /// the deployment's default when `None`). `Some` when the secret was soft-deleted (it can
+    /// be restored until `purge_at`), `None` when it was shredded at once.
+    pub async fn delete_secret_with(
+        &self,
+        id: &str,
+        recovery_window: Option<&str>,
+    ) -> Result<Option<SoftDeleted>, ClientError> {
+        let mut req = self.request_segments(reqwest::Method::DELETE, &["secrets", id])?;
+        if let Some(w) = recovery_window {
+            req = req.query(&[("recovery_window", w)]);
+        }
+        let resp = Self::send(req).await?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        resp.json().await.map(Some).map_err(ClientError::transport)
+    }
+
+    /// `GET /secrets/{id}/versions`, one page, newest first (never a value).
+    pub async fn list_versions(
+        &self,
+        id: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<VersionPage, ClientError> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = limit {
+            q.push(("limit", v.to_string()));
+        }
+        if let Some(v) = cursor {
+            q.push(("cursor", v.to_owned()));
+        }
+        let req = self.request_segments(reqwest::Method::GET, &["secrets", id, "versions"])?;
+        Self::json(req.query(&q)).await
+    }
+
+    /// `POST /secrets/{id}/rollback`: a new current version holding `version`'s value.
+    pub async fn rollback(
+        &self,
+        id: &str,
+        version: i64,
+        if_match: Option<i64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<SecretMeta, ClientError> {
+        let req = self.request_segments(reqwest::Method::POST, &["secrets", id, "rollback"])?;
+        let req = with_idempotency_key(with_if_match(req, if_match), idempotency_key)?;
+        Self::json(req.json(&json!({ "version": version }))).await
+    }
+
+    /// `POST /secrets/{id}/versions/{n}/destroy`: crypto-shreds one version (not the current
+    /// one: 409 `current_version`). Destroying a destroyed version again succeeds.
+    pub async fn destroy_version(&self, id: &str, version: i64) -> Result<(), ClientError> {
+        let n = version.to_string();
+        let req = self.request_segments(
+            reqwest::Method::POST,
+            &["secrets", id, "versions", &n, "destroy"],
+        )?;
+        Self::send(req).await.map(|_| ())
+    }
+
+    /// `POST /secrets/{id}/restore`: brings back a soft-deleted secret until its `purge_at`.
+    pub async fn restore_secret(&self, id: &str) -> Result<SecretMeta, ClientError> {
+        let req = self.request_segments(reqwest::Method::POST, &["secrets", id, "restore"])?;
+        Self::json(req).await
+    }
+
+    /// `PATCH /secrets/{id}`: changes metadata only (no new version).
+    pub async fn update_metadata(
+        &self,
+        id: &str,
+        patch: &MetadataPatch,
+    ) -> Result<SecretMeta, ClientError> {
+        let req = self.request_segments(reqwest::Method::PATCH, &["secrets", id])?;
+        Self::json(req.json(patch)).await
     }
 
     /// `POST /secrets/vaults`. Empty values are stored only with `allow_empty`.
@@ -505,6 +844,37 @@ impl Client {
     }
 }
 
+/// Adds `If-Match: "<version>"` when given.
+fn with_if_match(req: reqwest::RequestBuilder, if_match: Option<i64>) -> reqwest::RequestBuilder {
+    match if_match {
+        Some(v) => req.header("if-match", format!("\"{v}\"")),
+        None => req,
+    }
+}
+
+/// Adds `Idempotency-Key` when given: 1 to 255 printable ASCII characters, not starting or
+/// ending with a space (HTTP would drop it, and the retry would carry another key). Refused
+/// here otherwise, before anything is sent.
+fn with_idempotency_key(
+    req: reqwest::RequestBuilder,
+    key: Option<&str>,
+) -> Result<reqwest::RequestBuilder, ClientError> {
+    let Some(key) = key else { return Ok(req) };
+    if key.is_empty()
+        || key.len() > 255
+        || key.starts_with(' ')
+        || key.ends_with(' ')
+        || !key.bytes().all(|b| (0x20..=0x7e).contains(&b))
+    {
+        return Err(ClientError::invalid_argument(
+            "an idempotency key is 1 to 255 printable ASCII characters (no leading or \
+             trailing space)"
+                .into(),
+        ));
+    }
+    Ok(req.header("idempotency-key", key))
+}
+
 /// Adds `"allow_empty": true` to a request body when asked. The field is left out otherwise, so
 /// a request that stores a non-empty value is what servers before the field accepted.
 fn with_allow_empty(body: &mut serde_json::Value, allow_empty: bool) {
@@ -584,6 +954,105 @@ mod tests {
         );
         assert!(url("..").is_err());
         assert!(url("").is_err());
+    }
+
+    #[test]
+    fn metadata_patch_sends_only_what_is_given() {
+        let patch = MetadataPatch {
+            expires_at: Some(None),
+            max_versions: Some(Some(5)),
+            ..MetadataPatch::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            json!({"expires_at": null, "max_versions": 5})
+        );
+        assert!(MetadataPatch::default().is_empty());
+        assert!(!patch.is_empty());
+        let labels = MetadataPatch {
+            labels: Some(BTreeMap::new()),
+            ..MetadataPatch::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&labels).unwrap(),
+            json!({"labels": {}})
+        );
+        assert_eq!(
+            serde_json::to_value(NewMetadata::default()).unwrap(),
+            json!({})
+        );
+    }
+
+    #[test]
+    fn secret_meta_reads_old_and_new_servers() {
+        let old = json!({"id": "i", "name": "n", "scope_type": "global", "scope_id": null,
+            "version": 1, "created_at": "t", "updated_at": "t"});
+        let meta: SecretMeta = serde_json::from_value(old).unwrap();
+        assert_eq!(meta.description, "");
+        assert!(meta.labels.is_empty());
+        let new = json!({"id": "i", "name": "n", "scope_type": "global", "scope_id": null,
+            "version": 1, "created_at": "t", "updated_at": "t", "description": null,
+            "labels": {"env": "prod"}, "expires_at": "2030-01-01T00:00:00Z", "max_versions": 3,
+            "deleted_at": "d", "purge_at": "p"});
+        let meta: SecretMeta = serde_json::from_value(new).unwrap();
+        assert_eq!(meta.labels["env"], "prod");
+        assert_eq!(meta.max_versions, Some(3));
+        assert_eq!(meta.purge_at.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn filter_query() {
+        let f = SecretFilter {
+            labels: vec![
+                ("env".into(), "prod".into()),
+                ("team".into(), "core".into()),
+            ],
+            name_prefix: Some("db/".into()),
+            expiring_within: Some("30d".into()),
+            deleted: true,
+            ..SecretFilter::default()
+        };
+        assert_eq!(
+            f.query().unwrap(),
+            vec![
+                ("label", "env=prod,team=core".to_owned()),
+                ("name_prefix", "db/".to_owned()),
+                ("expiring_within", "30d".to_owned()),
+                ("deleted", "true".to_owned()),
+            ]
+        );
+        assert!(SecretFilter::default().query().unwrap().is_empty());
+        for (k, v) in [("", "x"), ("a=b", "x"), ("a,b", "x"), ("a", "x,y")] {
+            let f = SecretFilter {
+                labels: vec![(k.into(), v.into())],
+                ..SecretFilter::default()
+            };
+            assert_eq!(f.query().unwrap_err().code, "invalid_argument", "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked_before_sending() {
+        let c = Client::new("http://127.0.0.1:1/", None).unwrap();
+        let req = || c.request(reqwest::Method::POST, "/secrets");
+        let built = with_idempotency_key(req(), Some("retry-1 a"))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(built.headers()["idempotency-key"], "retry-1 a");
+        let long = "k".repeat(256);
+        for bad in [
+            "",
+            " lead",
+            "trail ",
+            "caf\u{e9}",
+            "new\nline",
+            long.as_str(),
+        ] {
+            let e = with_idempotency_key(req(), Some(bad)).err().unwrap();
+            assert_eq!(e.code, "invalid_argument", "{bad:?}");
+        }
+        assert!(with_idempotency_key(req(), Some(&"k".repeat(255))).is_ok());
     }
 
     #[tokio::test]

@@ -41,6 +41,94 @@ export interface SecretMetadata {
   created_at: string;
   /** When the current version was written (RFC 3339). */
   updated_at: string;
+  /** Free text for people; `''` when unset. */
+  description: string;
+  /** Key → value labels (`{}` when none); filter listings with {@link ListSecretsQuery.labels}. */
+  labels: Record<string, string>;
+  /**
+   * When the secret expires (RFC 3339): from then on a decrypt rejects with 410 `expired` (unless
+   * the service runs with `EXPIRED_SECRETS=allow`). `null`: never.
+   */
+  expires_at: string | null;
+  /** How many versions it keeps (1-100); `null`: the service's default (`MAX_VERSIONS`). */
+  max_versions: number | null;
+}
+
+/**
+ * A soft-deleted secret, as {@link RcrtClient.listDeletedSecrets} lists it: hidden from reads,
+ * listings and vaults, and restorable with {@link RcrtClient.restoreSecret} until `purge_at`.
+ */
+export interface DeletedSecretMetadata extends SecretMetadata {
+  /** When it was deleted (RFC 3339). */
+  deleted_at: string;
+  /** When the service shreds it for good (RFC 3339); restorable until then. */
+  purge_at: string;
+}
+
+/**
+ * The answer to a delete with a recovery window ({@link DeleteSecretOptions.recoveryWindow}, or
+ * the service's `DELETE_RECOVERY_WINDOW`).
+ */
+export interface SecretDeletion {
+  /** The secret's id. */
+  id: string;
+  /** When it was deleted (RFC 3339). */
+  deleted_at: string;
+  /** When it is shredded for good (RFC 3339); {@link RcrtClient.restoreSecret} works until then. */
+  purge_at: string;
+}
+
+/** Whether a version can still be read: `current`, `kept` (an older one) or `destroyed`. */
+export type VersionState = 'current' | 'kept' | 'destroyed';
+
+/** One version in a secret's history. It never contains the value. */
+export interface SecretVersion {
+  /** The version number. */
+  version: number;
+  /** When it was written (RFC 3339). */
+  created_at: string;
+  /** Who wrote it (the audit log's `user_id`; `''` for versions written before this was kept). */
+  created_by: string;
+  /** `current`, `kept` or `destroyed`. */
+  state: VersionState;
+  /** When it was destroyed (RFC 3339); `null` unless `state` is `destroyed`. */
+  destroyed_at: string | null;
+}
+
+/** One page of {@link RcrtClient.listSecretVersions}. */
+export interface SecretVersionPage {
+  /** The versions on this page, newest first. */
+  versions: SecretVersion[];
+  /** Pass as `cursor` to get the next page; `null` on the last page. */
+  next_cursor: string | null;
+}
+
+/** Paging for {@link RcrtClient.listSecretVersions}. */
+export interface ListVersionsQuery {
+  /** Page size (the service's default applies when omitted; it must be at least 1). */
+  limit?: number | undefined;
+  /** The `next_cursor` of the previous page. */
+  cursor?: string | undefined;
+}
+
+/**
+ * The input of {@link RcrtClient.updateSecretMetadata}: only the fields given change (field
+ * names are the service's). `labels` replaces the whole set (`{}` removes every label);
+ * `expires_at: null` removes the expiry and `max_versions: null` goes back to the service's
+ * default.
+ */
+export interface SecretMetadataPatch {
+  /** Free text, at most 1024 characters, no control characters (`''` clears it). */
+  description?: string | undefined;
+  /**
+   * At most 64 labels. Keys: 1-63 characters of `a-z 0-9 . _ - /`, starting with a letter or
+   * digit; values: at most 256 characters, no control characters and no `,`.
+   */
+  labels?: Record<string, string> | undefined;
+  /** When the secret expires: an RFC 3339 string or a `Date`; `null` for never. */
+  expires_at?: string | Date | null | undefined;
+  /** How many versions to keep, 1-100; `null` for the service's default. */
+  max_versions?: number | null | undefined;
 }
 
 /** The input of {@link RcrtClient.createSecret}. */
@@ -56,6 +144,14 @@ export interface CreateSecretInput {
   scope_type: ScopeType;
   /** The workspace id (for `workspace`) or agent id (for `agent`); omit for `global`. */
   scope_id?: string | undefined;
+  /** Free text, at most 1024 characters, no control characters. */
+  description?: string | undefined;
+  /** At most 64 labels (see {@link SecretMetadataPatch.labels} for the rules). */
+  labels?: Record<string, string> | undefined;
+  /** When the secret expires: an RFC 3339 string or a `Date`. */
+  expires_at?: string | Date | null | undefined;
+  /** How many versions to keep, 1-100 (the service's default when omitted or `null`). */
+  max_versions?: number | null | undefined;
 }
 
 /** Filters and paging for {@link RcrtClient.listSecrets}. */
@@ -68,6 +164,23 @@ export interface ListSecretsQuery {
   limit?: number | undefined;
   /** The `next_cursor` of the previous page. */
   cursor?: string | undefined;
+  /**
+   * Only secrets carrying every one of these labels, e.g. `{ env: 'prod', team: 'core' }` (sent
+   * as `label=env=prod,team=core`).
+   */
+  labels?: Record<string, string> | undefined;
+  /** Only names starting with this, e.g. `'db/'`. */
+  name_prefix?: string | undefined;
+  /**
+   * Only secrets expiring within this duration from now, e.g. `'30d'`, `'12h'` (units `s`, `m`,
+   * `h`, `d`); already expired ones included.
+   */
+  expiring_within?: string | undefined;
+  /**
+   * Soft-deleted secrets (in their recovery window) instead of live ones; their metadata then
+   * carries `deleted_at` and `purge_at` (see {@link RcrtClient.listDeletedSecrets}).
+   */
+  deleted?: boolean | undefined;
 }
 
 /** One page of secret metadata. */
@@ -78,12 +191,44 @@ export interface SecretPage {
   next_cursor: string | null;
 }
 
+/** One page of {@link RcrtClient.listDeletedSecrets}. */
+export interface DeletedSecretPage {
+  /** The soft-deleted secrets on this page. */
+  items: DeletedSecretMetadata[];
+  /** Pass as `cursor` to get the next page; `null` on the last page. */
+  next_cursor: string | null;
+}
+
 /** A decrypted secret, as returned by {@link RcrtClient.getSecret}. */
 export interface DecryptedSecret {
   /** The plaintext value. Handle with care: never log it. */
   value: string;
-  /** The version that was decrypted (the current one). */
+  /** The version that was decrypted (the current one, unless another was asked for). */
   version: number;
+}
+
+/** Options of {@link RcrtClient.getSecret}. */
+export interface GetSecretOptions {
+  /** Decrypt this version, not the current one (see {@link RcrtClient.listSecretVersions}). */
+  version?: number | undefined;
+}
+
+/**
+ * The `idempotencyKey` option of the calls that write: {@link RcrtClient.createSecret},
+ * {@link RcrtClient.updateSecret}, {@link RcrtClient.rollbackSecret},
+ * {@link RcrtClient.createSecretVault} and {@link RcrtClient.setVaultSecret}.
+ */
+export interface IdempotencyOptions {
+  /**
+   * Sent as the `Idempotency-Key` header (1-255 printable ASCII characters, e.g. a UUID). Retrying
+   * a write with the same key, after a timeout or a lost answer, returns the first answer (same
+   * status and body) instead of a 409 `name_taken` or a second version, also across service
+   * restarts. The same key with a different request (another route, name, scope, metadata or
+   * `ifMatch`) rejects with 422 `idempotency_key_reused`. The service remembers a key for its
+   * `IDEMPOTENCY_TTL` (24 h by default), per principal. The value is not compared: a retry
+   * that changes only the value gets the first answer.
+   */
+  idempotencyKey?: string | undefined;
 }
 
 /**
@@ -102,13 +247,32 @@ export interface ValueOptions {
 }
 
 /** Options of {@link RcrtClient.createSecret}. */
-export type CreateSecretOptions = ValueOptions;
+export interface CreateSecretOptions extends ValueOptions, IdempotencyOptions {}
 
 /** Options of {@link RcrtClient.setVaultSecret}. */
-export type SetVaultSecretOptions = ValueOptions;
+export interface SetVaultSecretOptions extends ValueOptions, IdempotencyOptions {}
+
+/** Options of {@link RcrtClient.rollbackSecret}. */
+export interface RollbackSecretOptions extends IdempotencyOptions {
+  /**
+   * Only roll back if the current version is still this one (a number or an entity tag, as for
+   * {@link UpdateSecretOptions.ifMatch}); a stale one rejects with 412 `version_mismatch`.
+   */
+  ifMatch?: number | string | undefined;
+}
+
+/** Options of {@link RcrtClient.deleteSecret}. */
+export interface DeleteSecretOptions {
+  /**
+   * Keep the secret restorable for this long: `'7d'`, `'12h'`, `'30m'`, `'90s'` (at most
+   * `'90d'`); `'0'` deletes at once. Without it the service's `DELETE_RECOVERY_WINDOW` applies
+   * (by default `0`: every version is shredded at once).
+   */
+  recoveryWindow?: string | undefined;
+}
 
 /** Options of {@link RcrtClient.updateSecret}. */
-export interface UpdateSecretOptions extends ValueOptions {
+export interface UpdateSecretOptions extends ValueOptions, IdempotencyOptions {
   /**
    * Optimistic concurrency: only update if the current version is still this one. A number
    * (`3`) or an entity tag (`'"3"'`, as in the `ETag` the service sends). A stale version gives
@@ -130,10 +294,10 @@ export interface Vault {
 }
 
 /** Options of {@link RcrtClient.createSecretVault}. */
-export interface CreateVaultOptions extends ValueOptions {
+export interface CreateVaultOptions extends ValueOptions, IdempotencyOptions {
   /**
    * The vault's name: 1-64 letters, digits, `_`, `-` or `.`. Defaults to a generated
-   * `vault-<random hex>`.
+   * `vault-<random hex>`; required with `idempotencyKey` (a retry must send the same name).
    */
   name?: string | undefined;
 }
@@ -333,6 +497,11 @@ export type RcrtErrorCode =
   | 'name_taken'
   | 'ambiguous_vault'
   | 'version_mismatch'
+  | 'version_not_found'
+  | 'version_destroyed'
+  | 'current_version'
+  | 'expired'
+  | 'idempotency_key_reused'
   | 'payload_too_large'
   | 'value_too_large'
   | 'empty_value'
@@ -399,7 +568,7 @@ export class RcrtError extends Error {
   }
 }
 
-type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 interface RequestSpec {
   method: Method;
@@ -454,6 +623,95 @@ function withAllowEmpty(
   if (allow === undefined || allow === false) return body;
   if (allow !== true) throw invalidArgument('allowEmpty must be true or false');
   return { ...body, allow_empty: true };
+}
+
+/**
+ * Adds `Idempotency-Key` to `headers` when `options.idempotencyKey` is given: 1-255 printable
+ * ASCII characters, not starting or ending with a space (HTTP would drop it, and a retry would
+ * no longer carry the same key). Refused before anything is sent otherwise.
+ */
+function withIdempotencyKey(
+  headers: Record<string, string>,
+  options: IdempotencyOptions,
+): Record<string, string> {
+  const key = options.idempotencyKey;
+  if (key === undefined) return headers;
+  if (
+    typeof key !== 'string' ||
+    key.length < 1 ||
+    key.length > 255 ||
+    !/^[\x20-\x7e]+$/.test(key) ||
+    key.startsWith(' ') ||
+    key.endsWith(' ')
+  ) {
+    throw invalidArgument(
+      'idempotencyKey must be 1-255 printable ASCII characters (no leading or trailing space)',
+    );
+  }
+  return { ...headers, 'idempotency-key': key };
+}
+
+/** Adds `If-Match` for a version number (`3`) or an entity tag (`'"3"'`). */
+function withIfMatch(
+  headers: Record<string, string>,
+  ifMatch: number | string | undefined,
+): Record<string, string> {
+  if (ifMatch === undefined) return headers;
+  const tag = String(ifMatch).trim();
+  if (!HEADER_SAFE.test(tag) || tag === '') {
+    throw invalidArgument('ifMatch must be a version number such as 3 or "3"');
+  }
+  return { ...headers, 'if-match': tag.includes('"') ? tag : `"${tag}"` };
+}
+
+/** A version number as the service takes it: a positive integer. */
+function versionNumber(what: string, version: unknown): number {
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) {
+    throw invalidArgument(`${what} must be a positive integer`);
+  }
+  return version;
+}
+
+/**
+ * Copies the metadata fields that are given (not `undefined`) into `body`, with a `Date` for
+ * `expires_at` turned into RFC 3339.
+ */
+function withMetadata(
+  body: Record<string, unknown>,
+  fields: SecretMetadataPatch,
+): Record<string, unknown> {
+  if (fields.description !== undefined) body.description = fields.description;
+  if (fields.labels !== undefined) body.labels = fields.labels;
+  if (fields.expires_at !== undefined) {
+    const at = fields.expires_at;
+    if (at instanceof Date) {
+      if (Number.isNaN(at.getTime())) throw invalidArgument('expires_at is an invalid Date');
+      body.expires_at = at.toISOString();
+    } else {
+      body.expires_at = at;
+    }
+  }
+  if (fields.max_versions !== undefined) body.max_versions = fields.max_versions;
+  return body;
+}
+
+/**
+ * The `label` filter: `k=v,k2=v2`. A key holding `=` or `,`, or a value holding `,`, cannot be
+ * written this way (and the service allows no such label): refused.
+ */
+function labelFilter(labels: Record<string, string> | undefined): string | undefined {
+  if (labels === undefined) return undefined;
+  if (!isObject(labels)) throw invalidArgument('labels must be an object of strings');
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(labels)) {
+    if (typeof v !== 'string' || k === '' || /[=,]/.test(k) || v.includes(',')) {
+      throw invalidArgument(
+        'a label filter needs a non-empty key without "=" or ",", and a string value without ","',
+      );
+    }
+    parts.push(`${k}=${v}`);
+  }
+  return parts.length > 0 ? parts.join(',') : undefined;
 }
 
 /**
@@ -539,13 +797,16 @@ export class RcrtClient {
   /**
    * Creates a secret (`POST /secrets`).
    *
-   * @param input - Name, value and scope.
-   * @param options - `allowEmpty` to store an empty value.
+   * @param input - Name, value and scope; optionally `description`, `labels`, `expires_at`
+   *   and `max_versions`.
+   * @param options - `allowEmpty` to store an empty value; `idempotencyKey` to make a retry
+   *   return the first answer.
    * @returns The new secret's metadata (version 1).
-   * @throws {@link RcrtError} `name_taken` (409) if the name is used in that scope,
-   *   `invalid_request` (400) for a bad name or scope, `empty_value` (400) for an empty value
+   * @throws {@link RcrtError} `name_taken` (409) if the name is used in that scope (also by a
+   *   soft-deleted secret still in its recovery window), `invalid_request` (400) for a bad name,
+   *   scope, description, label, expiry or version cap, `empty_value` (400) for an empty value
    *   without `allowEmpty`, `value_too_large` (413), `forbidden` (403) without `secrets.write`
-   *   on the scope.
+   *   on the scope, `idempotency_key_reused` (422) for a key sent before with another request.
    */
   async createSecret(
     input: CreateSecretInput,
@@ -558,19 +819,24 @@ export class RcrtClient {
       scope_type: input.scope_type,
     };
     if (input.scope_id !== undefined) body.scope_id = input.scope_id;
+    withMetadata(body, input);
     return this.#json<SecretMetadata>({
       method: 'POST',
       segments: ['secrets'],
       body: withAllowEmpty(body, options),
+      headers: withIdempotencyKey({}, options),
     });
   }
 
   /**
    * Lists secret metadata the caller may read, one page at a time (`GET /secrets`).
    *
-   * @param query - Optional scope filter, page size and cursor.
+   * @param query - Optional filters (scope, `labels`, `name_prefix`, `expiring_within`,
+   *   `deleted`), page size and cursor. Every filter given must match.
    * @returns One page; follow `next_cursor` until it is `null` for the rest.
-   * @throws {@link RcrtError} `invalid_request` (400) for a bad filter, limit or cursor.
+   * @throws {@link RcrtError} `invalid_request` (400) for a bad filter, limit or cursor;
+   *   `invalid_argument` (status 0) for a label filter that cannot be sent (see
+   *   {@link ListSecretsQuery.labels}).
    */
   async listSecrets(query: ListSecretsQuery = {}): Promise<SecretPage> {
     return this.#json<SecretPage>({
@@ -579,10 +845,27 @@ export class RcrtClient {
       query: {
         scope_type: query.scope_type,
         scope_id: query.scope_id,
+        label: labelFilter(query.labels),
+        name_prefix: query.name_prefix,
+        expiring_within: query.expiring_within,
+        deleted: query.deleted === true ? 'true' : undefined,
         limit: query.limit,
         cursor: query.cursor,
       },
     });
+  }
+
+  /**
+   * Lists soft-deleted secrets, still restorable, one page at a time
+   * (`GET /secrets?deleted=true`).
+   *
+   * @param query - The same filters and paging as {@link listSecrets} (`deleted` is implied).
+   * @returns One page of metadata with `deleted_at` and `purge_at`.
+   */
+  async listDeletedSecrets(
+    query: Omit<ListSecretsQuery, 'deleted'> = {},
+  ): Promise<DeletedSecretPage> {
+    return (await this.listSecrets({ ...query, deleted: true })) as DeletedSecretPage;
   }
 
   /**
@@ -591,15 +874,24 @@ export class RcrtClient {
    *
    * @param id - The secret's id.
    * @param reason - Why the value is read (required, recorded in the audit log).
+   * @param options - `version` to decrypt an older version (audited with its number).
    * @returns The value and its version.
    * @throws {@link RcrtError} `reason_required` (400) for an empty reason, `not_found` (404)
-   *   for an unknown secret or one the caller may not decrypt.
+   *   for an unknown secret or one the caller may not decrypt, `version_not_found` (404) for a
+   *   version the secret never had, `version_destroyed` (410) for a destroyed one, `expired`
+   *   (410) once the secret's `expires_at` has passed.
    */
-  async getSecret(id: string, reason: string): Promise<DecryptedSecret> {
+  async getSecret(
+    id: string,
+    reason: string,
+    options: GetSecretOptions = {},
+  ): Promise<DecryptedSecret> {
+    const body: Record<string, unknown> = { reason };
+    if (options.version !== undefined) body.version = versionNumber('version', options.version);
     return this.#json<DecryptedSecret>({
       method: 'POST',
       segments: ['secrets', segment('secret id', id), 'decrypt'],
-      body: { reason },
+      body,
     });
   }
 
@@ -622,41 +914,145 @@ export class RcrtClient {
    * @param id - The secret's id.
    * @param value - The new value.
    * @param options - `ifMatch` to update only if the current version is still the given one;
-   *   `allowEmpty` to store an empty value.
+   *   `allowEmpty` to store an empty value; `idempotencyKey` to make a retry return the first
+   *   answer instead of writing a second version.
    * @returns The updated metadata (its `version` is the new version).
    * @throws {@link RcrtError} `version_mismatch` (412) when `ifMatch` is stale, `not_found`
    *   (404), `empty_value` (400) for an empty value without `allowEmpty`, `value_too_large`
-   *   (413).
+   *   (413), `idempotency_key_reused` (422).
    */
   async updateSecret(
     id: string,
     value: string,
     options: UpdateSecretOptions = {},
   ): Promise<SecretMetadata> {
-    const headers: Record<string, string> = {};
-    if (options.ifMatch !== undefined) {
-      const tag = String(options.ifMatch).trim();
-      if (!HEADER_SAFE.test(tag) || tag === '') {
-        throw invalidArgument('ifMatch must be a version number such as 3 or "3"');
-      }
-      headers['if-match'] = tag.includes('"') ? tag : `"${tag}"`;
-    }
     return this.#json<SecretMetadata>({
       method: 'PUT',
       segments: ['secrets', segment('secret id', id)],
       body: withAllowEmpty({ value }, options),
-      headers,
+      headers: withIdempotencyKey(withIfMatch({}, options.ifMatch), options),
     });
   }
 
   /**
-   * Deletes a secret and every version of it (`DELETE /secrets/{id}`). The audit trail stays.
+   * Changes a secret's description, labels, expiry or version cap without writing a version
+   * (`PATCH /secrets/{id}`). Only the fields given change.
    *
    * @param id - The secret's id.
+   * @param patch - `description`, `labels` (replaces the whole set), `expires_at` (`null`: no
+   *   expiry), `max_versions` (`null`: the service's default).
+   * @returns The secret's metadata after the change.
+   * @throws {@link RcrtError} `not_found` (404), `invalid_request` (400) for a bad field.
+   */
+  async updateSecretMetadata(id: string, patch: SecretMetadataPatch): Promise<SecretMetadata> {
+    if (!isObject(patch)) throw invalidArgument('updateSecretMetadata needs a patch object');
+    return this.#json<SecretMetadata>({
+      method: 'PATCH',
+      segments: ['secrets', segment('secret id', id)],
+      body: withMetadata({}, patch),
+    });
+  }
+
+  /**
+   * Lists a secret's versions, newest first, one page at a time (`GET /secrets/{id}/versions`):
+   * number, time, author and state (`current`, `kept`, `destroyed`); never a value.
+   *
+   * @param id - The secret's id.
+   * @param query - Optional page size and cursor.
+   * @returns One page; follow `next_cursor` until it is `null` for the rest.
    * @throws {@link RcrtError} `not_found` (404).
    */
-  async deleteSecret(id: string): Promise<void> {
-    await this.#request({ method: 'DELETE', segments: ['secrets', segment('secret id', id)] });
+  async listSecretVersions(id: string, query: ListVersionsQuery = {}): Promise<SecretVersionPage> {
+    return this.#json<SecretVersionPage>({
+      method: 'GET',
+      segments: ['secrets', segment('secret id', id), 'versions'],
+      query: { limit: query.limit, cursor: query.cursor },
+    });
+  }
+
+  /**
+   * Rolls a secret back (`POST /secrets/{id}/rollback`): writes a new current version holding
+   * an older version's value, sealed again under a fresh data key.
+   *
+   * @param id - The secret's id.
+   * @param version - The version whose value becomes current again.
+   * @param options - `ifMatch` to roll back only if the current version is still the given
+   *   one; `idempotencyKey` to make a retry return the first answer.
+   * @returns The metadata with the new version.
+   * @throws {@link RcrtError} `version_not_found` (404), `version_destroyed` (410),
+   *   `version_mismatch` (412), `idempotency_key_reused` (422), `not_found` (404).
+   */
+  async rollbackSecret(
+    id: string,
+    version: number,
+    options: RollbackSecretOptions = {},
+  ): Promise<SecretMetadata> {
+    return this.#json<SecretMetadata>({
+      method: 'POST',
+      segments: ['secrets', segment('secret id', id), 'rollback'],
+      body: { version: versionNumber('version', version) },
+      headers: withIdempotencyKey(withIfMatch({}, options.ifMatch), options),
+    });
+  }
+
+  /**
+   * Destroys one version (`POST /secrets/{id}/versions/{n}/destroy`): its data key and sealed
+   * value are deleted (crypto-shredded); its record stays, with state `destroyed`. Destroying a
+   * destroyed version again succeeds.
+   *
+   * @param id - The secret's id.
+   * @param version - The version to destroy (not the current one).
+   * @throws {@link RcrtError} `current_version` (409) for the current version (write or roll
+   *   back first), `not_found` (404) for an unknown secret or version.
+   */
+  async destroySecretVersion(id: string, version: number): Promise<void> {
+    const n = versionNumber('version', version);
+    await this.#request({
+      method: 'POST',
+      segments: ['secrets', segment('secret id', id), 'versions', String(n), 'destroy'],
+    });
+  }
+
+  /**
+   * Deletes a secret (`DELETE /secrets/{id}`). The audit trail stays.
+   *
+   * Without a recovery window (the service's default), every version is shredded at once and
+   * the promise resolves to `undefined`. With one (`options.recoveryWindow`, or the service's
+   * `DELETE_RECOVERY_WINDOW`), the secret disappears from reads, listings and vaults but can be
+   * restored with {@link restoreSecret} until `purge_at`; the promise resolves to
+   * `{ id, deleted_at, purge_at }`. Its name stays taken meanwhile.
+   *
+   * @param id - The secret's id.
+   * @param options - `recoveryWindow`, e.g. `'7d'` (`'0'` deletes at once).
+   * @throws {@link RcrtError} `not_found` (404), `invalid_request` (400) for a bad window.
+   */
+  async deleteSecret(
+    id: string,
+    options: DeleteSecretOptions = {},
+  ): Promise<SecretDeletion | undefined> {
+    const spec: RequestSpec = {
+      method: 'DELETE',
+      segments: ['secrets', segment('secret id', id)],
+      query: { recovery_window: options.recoveryWindow },
+    };
+    const answer = await this.#request(spec);
+    if (answer.status === 204 || answer.text === '') return undefined;
+    return parseObject<SecretDeletion>(spec, answer, (v) => typeof v.purge_at === 'string');
+  }
+
+  /**
+   * Brings back a soft-deleted secret (`POST /secrets/{id}/restore`) before its `purge_at`.
+   *
+   * @param id - The secret's id.
+   * @returns Its metadata.
+   * @throws {@link RcrtError} `not_found` (404) for a secret that is not soft-deleted, or
+   *   already purged.
+   */
+  async restoreSecret(id: string): Promise<SecretMetadata> {
+    return this.#json<SecretMetadata>({
+      method: 'POST',
+      segments: ['secrets', segment('secret id', id), 'restore'],
+    });
   }
 
   // ---------------------------------------------------------------------------------------
@@ -671,22 +1067,31 @@ export class RcrtClient {
    * @param secrets - Keys and values, e.g. `{ API_KEY: 'secret-value' }`. Keys are 1-63
    *   letters, digits, `_`, `-` or `.`.
    * @param options - `name` for the vault (defaults to a generated `vault-<random hex>`);
-   *   `allowEmpty` to store empty values (for any key of this call).
+   *   `allowEmpty` to store empty values (for any key of this call); `idempotencyKey` (with a
+   *   `name`) to make a retry return the first answer.
    * @returns The vault (id, name, workspace and keys; never the values).
    * @throws {@link RcrtError} `name_taken` (409) if the workspace has a vault of that name,
    *   `invalid_request` (400) for a bad name, key or workspace, `empty_value` (400) when a key
-   *   has an empty value and `allowEmpty` is not set (nothing is created then).
+   *   has an empty value and `allowEmpty` is not set (nothing is created then),
+   *   `idempotency_key_reused` (422); `invalid_argument` (status 0) for an `idempotencyKey`
+   *   without a `name` (a generated name would differ on every retry).
    */
   async createSecretVault(
     workspace: string,
     secrets: Record<string, string>,
     options: CreateVaultOptions = {},
   ): Promise<Vault> {
+    if (options.idempotencyKey !== undefined && options.name === undefined) {
+      throw invalidArgument(
+        'createSecretVault with idempotencyKey needs { name } (a generated one differs on a retry)',
+      );
+    }
     const name = options.name ?? `vault-${randomHex(8)}`;
     return this.#json<Vault>({
       method: 'POST',
       segments: ['secrets', 'vaults'],
       body: withAllowEmpty({ workspace, name, secrets: secrets ?? {} }, options),
+      headers: withIdempotencyKey({}, options),
     });
   }
 
@@ -755,11 +1160,12 @@ export class RcrtClient {
    * @param vaultIdOrName - The vault's id, or its name.
    * @param key - The key (1-63 letters, digits, `_`, `-` or `.`).
    * @param value - The value.
-   * @param options - `allowEmpty` to store an empty value.
+   * @param options - `allowEmpty` to store an empty value; `idempotencyKey` to make a retry
+   *   return the first answer instead of writing a second version.
    * @returns The vault with its keys after the change.
    * @throws {@link RcrtError} `not_found` (404), `invalid_request` (400) for a bad key,
    *   `empty_value` (400) for an empty value without `allowEmpty`, `ambiguous_vault` (409) for
-   *   a name used in several workspaces.
+   *   a name used in several workspaces, `idempotency_key_reused` (422).
    */
   async setVaultSecret(
     vaultIdOrName: string,
@@ -771,6 +1177,7 @@ export class RcrtClient {
       method: 'PUT',
       segments: vaultKeySegments(vaultIdOrName, key),
       body: withAllowEmpty({ value }, options),
+      headers: withIdempotencyKey({}, options),
     });
   }
 
@@ -883,32 +1290,7 @@ export class RcrtClient {
     spec: RequestSpec,
     expected?: (body: Record<string, unknown>) => boolean,
   ): Promise<T> {
-    const { status, text, requestId } = await this.#request(spec);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      // No cause: JSON.parse's message quotes the body around the error, and the body of a
-      // decrypt or vault read holds secret values.
-      parsed = undefined;
-    }
-    if (typeof parsed !== 'object' || parsed === null) {
-      throw new RcrtError({
-        status,
-        code: 'invalid_response',
-        message: `${spec.method} response (HTTP ${status}) was not a JSON object`,
-        requestId,
-      });
-    }
-    if (expected && !(isObject(parsed) && expected(parsed))) {
-      throw new RcrtError({
-        status,
-        code: 'invalid_response',
-        message: `${spec.method} response (HTTP ${status}) lacked the expected fields`,
-        requestId,
-      });
-    }
-    return parsed as T;
+    return parseObject<T>(spec, await this.#request(spec), expected);
   }
 
   async #request(
@@ -989,6 +1371,43 @@ export class RcrtClient {
       requestId,
     });
   }
+}
+
+/**
+ * Parses a success answer as a JSON object; `expected`, if given, must hold for it. The body is
+ * never quoted in an error: it may hold secret values or a minted token.
+ */
+function parseObject<T>(
+  spec: RequestSpec,
+  answer: { status: number; text: string; requestId: string | undefined },
+  expected?: (body: Record<string, unknown>) => boolean,
+): T {
+  const { status, text, requestId } = answer;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // No cause: JSON.parse's message quotes the body around the error, and the body of a
+    // decrypt or vault read holds secret values.
+    parsed = undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null) {
+    throw new RcrtError({
+      status,
+      code: 'invalid_response',
+      message: `${spec.method} response (HTTP ${status}) was not a JSON object`,
+      requestId,
+    });
+  }
+  if (expected && !(isObject(parsed) && expected(parsed))) {
+    throw new RcrtError({
+      status,
+      code: 'invalid_response',
+      message: `${spec.method} response (HTTP ${status}) lacked the expected fields`,
+      requestId,
+    });
+  }
+  return parsed as T;
 }
 
 /**
