@@ -110,15 +110,22 @@ pub(crate) struct IdempotencyHeader {
     idempotency_key: Option<String>,
 }
 
-/// The request's idempotency key, bound to the non-secret `parts` of what it asks.
-pub(crate) fn idempotency(headers: &HeaderMap, parts: &[&[u8]]) -> AppResult<Option<Idempotent>> {
+/// The request's idempotency key, bound to the non-secret parts of what it asks (`parts` is
+/// called only when the request carries a key, so requests without one pay nothing).
+pub(crate) fn idempotency(
+    headers: &HeaderMap,
+    parts: impl FnOnce() -> Vec<Vec<u8>>,
+) -> AppResult<Option<Idempotent>> {
     let Some(raw) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let key = raw
         .to_str()
         .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))?;
-    Ok(Some(Idempotent::new(IdempotencyKey::parse(key)?, parts)))
+    let key = IdempotencyKey::parse(key)?;
+    let parts = parts();
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Ok(Some(Idempotent::new(key, &parts)))
 }
 
 /// Marks a replayed answer.
@@ -327,18 +334,17 @@ pub(crate) async fn rollback(
         return Err(ApiError::invalid("version must be at least 1"));
     }
     let (expected, why) = resolve_if_match(&state, &ctx, id, cond).await?;
-    let idem = idempotency(
-        &headers,
-        &[
-            b"rollback",
-            id.to_string().as_bytes(),
-            body.version.to_string().as_bytes(),
+    let idem = idempotency(&headers, || {
+        vec![
+            b"rollback".to_vec(),
+            id.to_string().into_bytes(),
+            body.version.to_string().into_bytes(),
             expected
                 .map(|v| v.to_string())
                 .unwrap_or_default()
-                .as_bytes(),
-        ],
-    )?;
+                .into_bytes(),
+        ]
+    })?;
     let written = state
         .service
         .rollback(&ctx, id, body.version, expected, idem)

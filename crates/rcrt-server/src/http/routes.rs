@@ -416,16 +416,15 @@ pub(crate) async fn create(
         expires_at: super::lifecycle::parse_time("expires_at", body.expires_at.as_deref())?,
         max_versions: super::lifecycle::cap(body.max_versions)?,
     };
-    let idem = super::lifecycle::idempotency(
-        &headers,
-        &[
-            b"create",
-            name.as_str().as_bytes(),
-            scope.scope_type().as_str().as_bytes(),
-            scope.storage_id().as_bytes(),
-            &super::lifecycle::attrs_fingerprint(&attrs),
-        ],
-    )?;
+    let idem = super::lifecycle::idempotency(&headers, || {
+        vec![
+            b"create".to_vec(),
+            name.as_str().as_bytes().to_vec(),
+            scope.scope_type().as_str().as_bytes().to_vec(),
+            scope.storage_id().as_bytes().to_vec(),
+            super::lifecycle::attrs_fingerprint(&attrs),
+        ]
+    })?;
     let written = state
         .service
         .create_idempotent(
@@ -844,15 +843,16 @@ pub(crate) async fn update(
     let body: UpdateBody = json_body(&headers, body)?;
     rcrt_core::check_not_empty(&body.value, body.allow_empty)?;
     let (expected, why) = resolve_if_match(&state, &ctx, id, cond).await?;
-    let expected_text = expected.map(|v| v.to_string()).unwrap_or_default();
-    let idem = super::lifecycle::idempotency(
-        &headers,
-        &[
-            b"update",
-            id.to_string().as_bytes(),
-            expected_text.as_bytes(),
-        ],
-    )?;
+    let idem = super::lifecycle::idempotency(&headers, || {
+        vec![
+            b"update".to_vec(),
+            id.to_string().into_bytes(),
+            expected
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+                .into_bytes(),
+        ]
+    })?;
     let written = state
         .service
         .update_idempotent(&ctx, id, body.value, expected, idem)

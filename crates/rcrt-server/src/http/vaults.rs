@@ -123,16 +123,15 @@ pub(crate) async fn create(
         body.secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         body.allow_empty,
     )?;
-    let keys: Vec<&str> = body.secrets.keys().map(String::as_str).collect();
-    let idem = super::lifecycle::idempotency(
-        &headers,
-        &[
-            b"create_vault",
-            body.workspace.as_bytes(),
-            body.name.as_bytes(),
-            keys.join("\n").as_bytes(),
-        ],
-    )?;
+    let idem = super::lifecycle::idempotency(&headers, || {
+        let keys: Vec<&str> = body.secrets.keys().map(String::as_str).collect();
+        vec![
+            b"create_vault".to_vec(),
+            body.workspace.as_bytes().to_vec(),
+            body.name.as_bytes().to_vec(),
+            keys.join("\n").into_bytes(),
+        ]
+    })?;
     let written = state
         .service
         .create_vault_idempotent(&ctx, &body.workspace, &body.name, body.secrets, idem)
@@ -258,15 +257,14 @@ pub(crate) async fn put_key(
         [(key.as_str(), body.value.as_str())],
         body.allow_empty,
     )?;
-    let idem = super::lifecycle::idempotency(
-        &headers,
-        &[
-            b"put_vault_key",
-            id.as_bytes(),
-            ws.as_deref().unwrap_or_default().as_bytes(),
-            key.as_bytes(),
-        ],
-    )?;
+    let idem = super::lifecycle::idempotency(&headers, || {
+        vec![
+            b"put_vault_key".to_vec(),
+            id.as_bytes().to_vec(),
+            ws.as_deref().unwrap_or_default().as_bytes().to_vec(),
+            key.as_bytes().to_vec(),
+        ]
+    })?;
     let written = state
         .service
         .put_vault_key_idempotent(&ctx, &id, ws.as_deref(), &key, body.value, idem)
