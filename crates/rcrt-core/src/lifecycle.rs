@@ -436,16 +436,14 @@ impl Service {
             tracing::warn!(secret_id = %meta.id, "serving an expired secret (EXPIRED_SECRETS=allow)");
             return Ok(());
         }
-        let mut entry = self.audit(
-            ctx,
-            AuditAction::Decrypt,
-            Some(meta.id),
-            Some(reason.to_owned()),
-            AuditOutcome::Failure,
-        );
-        entry.version = version;
-        self.write_failure(entry).await?;
-        Err(CoreError::Expired)
+        Err(self
+            .fail_at_version(
+                ctx,
+                (AuditAction::Decrypt, Some(meta.id), version),
+                Some(reason.to_owned()),
+                CoreError::Expired,
+            )
+            .await)
     }
 
     /// A page of a secret's versions, newest first (metadata only).
@@ -503,17 +501,17 @@ impl Service {
                 |(m, _)| &m.scope,
             )
             .await?;
-        let failed = |e: CoreError| (AuditAction::Rollback, Some(id), Some(from), e);
+        let row = (AuditAction::Rollback, Some(id), Some(from));
         let record = match lookup {
             VersionLookup::Kept(r) => r,
             VersionLookup::Destroyed(_) => {
                 return Err(self
-                    .fail_version(ctx, failed(CoreError::VersionDestroyed))
+                    .fail_at_version(ctx, row, None, CoreError::VersionDestroyed)
                     .await)
             }
             VersionLookup::Missing => {
                 return Err(self
-                    .fail_version(ctx, failed(CoreError::VersionNotFound))
+                    .fail_at_version(ctx, row, None, CoreError::VersionNotFound)
                     .await)
             }
         };
@@ -521,7 +519,7 @@ impl Service {
             Ok(p) => p,
             Err(e) => {
                 self.open_failed(id, &record.kek_id, &e);
-                return Err(self.fail_version(ctx, failed(e)).await);
+                return Err(self.fail_at_version(ctx, row, None, e).await);
             }
         };
         let value = match std::str::from_utf8(plaintext.expose_secret()) {
@@ -538,18 +536,6 @@ impl Service {
             idem,
         )
         .await
-    }
-
-    /// Writes the audit row of a failed version operation (with the version) and returns the
-    /// error, or 503 when the row cannot be written.
-    async fn fail_version(
-        &self,
-        ctx: &RequestContext,
-        (action, id, version, error): (AuditAction, Option<SecretId>, Option<Version>, CoreError),
-    ) -> CoreError {
-        let mut entry = self.audit(ctx, action, id, None, AuditOutcome::Failure);
-        entry.version = version;
-        self.write_failure(entry).await.err().unwrap_or(error)
     }
 
     /// Destroys one version (crypto-shredding); the current version is refused.
@@ -582,14 +568,14 @@ impl Service {
             .destroy_version(&ctx.principal.tenant, id, version, self.clock.now(), entry)
             .await
             .inspect_err(|e| self.metrics.audit_write_failed(e))?;
-        let failed = |e| (AuditAction::DestroyVersion, Some(id), Some(version), e);
+        let row = (AuditAction::DestroyVersion, Some(id), Some(version));
         match outcome {
             DestroyOutcome::Destroyed | DestroyOutcome::AlreadyDestroyed => Ok(()),
             DestroyOutcome::IsCurrent => Err(self
-                .fail_version(ctx, failed(CoreError::CurrentVersion))
+                .fail_at_version(ctx, row, None, CoreError::CurrentVersion)
                 .await),
             DestroyOutcome::NotFound => Err(self
-                .fail_version(ctx, failed(CoreError::VersionNotFound))
+                .fail_at_version(ctx, row, None, CoreError::VersionNotFound)
                 .await),
         }
     }

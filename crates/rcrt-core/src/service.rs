@@ -430,6 +430,20 @@ impl Service {
             .unwrap_or(error)
     }
 
+    /// [`Service::fail`] for a failure whose row names a secret version (a decrypt of a given
+    /// version, a rollback's source, a destroyed version).
+    pub(crate) async fn fail_at_version(
+        &self,
+        ctx: &RequestContext,
+        (action, secret_id, version): (AuditAction, Option<SecretId>, Option<Version>),
+        reason: Option<String>,
+        error: CoreError,
+    ) -> CoreError {
+        let mut entry = self.audit(ctx, action, secret_id, reason, AuditOutcome::Failure);
+        entry.version = version;
+        self.write_failure(entry).await.err().unwrap_or(error)
+    }
+
     /// Writes a failure row; an error if it could not be written (see [`Service::fail`]).
     pub(crate) async fn write_failure(&self, entry: AuditEntry) -> Result<(), CoreError> {
         let request_id = entry.request_id.clone();
@@ -732,17 +746,8 @@ impl Service {
         version: Option<Version>,
     ) -> Result<(Plaintext, Version), CoreError> {
         check_caller(ctx)?;
-        let failure = |reason: Option<String>, e: CoreError| {
-            let mut entry = self.audit(
-                ctx,
-                AuditAction::Decrypt,
-                Some(id),
-                reason,
-                AuditOutcome::Failure,
-            );
-            entry.version = version;
-            async move { self.write_failure(entry).await.err().unwrap_or(e) }
-        };
+        let row = (AuditAction::Decrypt, Some(id), version);
+        let failure = |reason, e| self.fail_at_version(ctx, row, reason, e);
         let reason = match check_reason(reason) {
             Ok(r) => r,
             // The row records the attempt, not the refused reason.
@@ -756,7 +761,7 @@ impl Service {
                 .map(|(meta, record)| (meta, VersionLookup::Kept(record))),
             Some(n) => self.store.get_version(&ctx.principal.tenant, id, n).await?,
         };
-        let (meta, lookup) = match self
+        let (meta, lookup) = self
             .within_reach(
                 ctx,
                 (id, AuditAction::Decrypt, Action::Decrypt),
@@ -764,11 +769,7 @@ impl Service {
                 found,
                 |(meta, _)| &meta.scope,
             )
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => return Err(e),
-        };
+            .await?;
         let record = match lookup {
             VersionLookup::Kept(record) => record,
             VersionLookup::Destroyed(_) => {
@@ -902,11 +903,7 @@ impl Service {
                 replayed: true,
             });
         }
-        let failure = |e: CoreError| {
-            let mut entry = self.audit(ctx, action, Some(id), None, AuditOutcome::Failure);
-            entry.version = source;
-            async move { self.write_failure(entry).await.err().unwrap_or(e) }
-        };
+        let failure = |e| self.fail_at_version(ctx, (action, Some(id), source), None, e);
         // Updates of this secret on this replica run one at a time, so they never race each
         // other; the store's compare-and-swap still decides between replicas.
         let _turn = self.updates.turn(id).await;
@@ -931,15 +928,19 @@ impl Service {
                 .await?;
             let mut audit = self.audit(ctx, action, Some(id), None, AuditOutcome::Success);
             audit.version = source;
-            let outcome = SecretMeta {
-                version: record.version,
-                updated_at: record.created_at,
-                ..meta.clone()
+            // The answer a retry with the same key will get (the metadata after this write).
+            let remembered = match &idem {
+                Some(_) => {
+                    let outcome = SecretMeta {
+                        version: record.version,
+                        updated_at: record.created_at,
+                        ..meta.clone()
+                    };
+                    self.idempotency_record(ctx, idem.as_ref(), &outcome)?
+                }
+                None => None,
             };
-            let options = self.version_options(
-                &meta.attrs,
-                self.idempotency_record(ctx, idem.as_ref(), &outcome)?,
-            );
+            let options = self.version_options(&meta.attrs, remembered);
             match self
                 .store
                 .add_version_with(&ctx.principal.tenant, id, record, options, audit)
