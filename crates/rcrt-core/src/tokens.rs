@@ -35,6 +35,12 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 /// The principal and name of the bootstrap admin token.
 pub const BOOTSTRAP_PRINCIPAL: &str = "bootstrap-admin";
+/// The name of every console session (a token the server mints when someone signs in to the
+/// web console, held only in an `HttpOnly` cookie). Names starting with
+/// [`RESERVED_NAME_PREFIX`] cannot be minted through the API, so no other token passes for one.
+pub const CONSOLE_SESSION_NAME: &str = "console:session";
+/// Token names with this prefix are the server's own.
+pub const RESERVED_NAME_PREFIX: &str = "console:";
 /// Most workspaces on one token.
 const MAX_WORKSPACES: usize = 256;
 /// Most entries in the verification cache; beyond it, stale entries go, then all.
@@ -54,6 +60,15 @@ pub struct MintToken {
     /// Its lifetime; when `None`, [`DEFAULT_TOKEN_TTL`] or what remains of the caller's own,
     /// whichever is shorter.
     pub ttl: Option<Duration>,
+}
+
+/// What a token to store is, once checked.
+struct NewToken {
+    name: String,
+    principal: String,
+    roles: Roles,
+    workspaces: Vec<String>,
+    expires_at: time::OffsetDateTime,
 }
 
 /// A freshly minted token: the token string (shown once) and what was stored.
@@ -199,6 +214,11 @@ impl Service {
     ) -> Result<MintedToken, CoreError> {
         check_caller(ctx)?;
         check_text(&req.name, 128, "name")?;
+        if req.name.starts_with(RESERVED_NAME_PREFIX) {
+            return Err(CoreError::Invalid(format!(
+                "token names starting with {RESERVED_NAME_PREFIX:?} are reserved for console sessions"
+            )));
+        }
         if let Some(p) = &req.principal {
             check_text(p, 256, "principal")?;
         }
@@ -252,19 +272,73 @@ impl Service {
                 )
                 .await);
         }
+        self.store_minted(
+            ctx,
+            NewToken {
+                name: req.name,
+                principal,
+                roles: req.roles,
+                workspaces: req.workspaces,
+                expires_at,
+            },
+        )
+        .await
+    }
+
+    /// Opens a web console session for the caller: a token with exactly the caller's tenant,
+    /// principal, roles and workspaces (so the console can do no more than the credential it
+    /// signed in with), named [`CONSOLE_SESSION_NAME`], ending after `ttl` or when the caller's
+    /// own authority ends, whichever comes first. Audited as `token_create`.
+    #[tracing::instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn open_console_session(
+        &self,
+        ctx: &RequestContext,
+        ttl: Duration,
+    ) -> Result<MintedToken, CoreError> {
+        check_caller(ctx)?;
+        let now = self.clock.now();
+        let mut expires_at = now + ttl;
+        if let Some(e) = ctx.principal.expires_at {
+            expires_at = expires_at.min(e);
+        }
+        if expires_at <= now {
+            return Err(CoreError::Invalid(
+                "the credential expires too soon to open a session".into(),
+            ));
+        }
+        self.store_minted(
+            ctx,
+            NewToken {
+                name: CONSOLE_SESSION_NAME.to_owned(),
+                principal: ctx.principal.user_id.clone(),
+                roles: ctx.principal.roles,
+                workspaces: ctx.principal.workspaces.clone(),
+                expires_at,
+            },
+        )
+        .await
+    }
+
+    /// Generates a token for `new`, minted by the caller in its tenant, and stores it with its
+    /// `token_create` audit row (fail closed: no row, no token).
+    async fn store_minted(
+        &self,
+        ctx: &RequestContext,
+        new: NewToken,
+    ) -> Result<MintedToken, CoreError> {
         let token = ServiceToken::generate().map_err(|e| CoreError::Internal(e.to_string()))?;
         let id = TokenId::from(token.id());
         let record = TokenRecord {
             id,
             tenant: ctx.principal.tenant.clone(),
-            name: req.name,
-            principal,
-            roles: req.roles,
-            workspaces: req.workspaces,
+            name: new.name,
+            principal: new.principal,
+            roles: new.roles,
+            workspaces: new.workspaces,
             secret_hash: *token.hash().as_bytes(),
             created_by: ctx.principal.user_id.clone(),
-            created_at: now,
-            expires_at: Some(expires_at),
+            created_at: self.clock.now(),
+            expires_at: Some(new.expires_at),
             revoked_at: None,
         };
         let audit = self.token_audit(
@@ -361,6 +435,28 @@ impl Service {
     /// told apart only in the error's variant (for the log), never to the client.
     pub async fn authenticate_token(&self, presented: &str) -> Result<Principal, TokenAuthError> {
         let token = ServiceToken::parse(presented).map_err(|_| TokenAuthError::Malformed)?;
+        let record = self.verified_record(&token).await?;
+        Ok(principal_of(&record))
+    }
+
+    /// The principal of a console session presented in its cookie, and the session's id.
+    /// Any other token, however valid, is refused here: a cookie is for sessions only.
+    pub async fn authenticate_console_session(
+        &self,
+        token: &ServiceToken,
+    ) -> Result<(Principal, TokenId), TokenAuthError> {
+        let record = self.verified_record(token).await?;
+        if record.name != CONSOLE_SESSION_NAME {
+            return Err(TokenAuthError::Unknown);
+        }
+        Ok((principal_of(&record), record.id))
+    }
+
+    /// The stored record of a live token whose secret matches.
+    async fn verified_record(
+        &self,
+        token: &ServiceToken,
+    ) -> Result<Arc<TokenRecord>, TokenAuthError> {
         let id = TokenId::from(token.id());
         let record = match self.tokens.get(id) {
             Some(cached) => cached,
@@ -386,7 +482,7 @@ impl Service {
         if record.expires_at.is_some_and(|e| e <= self.clock.now()) {
             return Err(TokenAuthError::Expired);
         }
-        Ok(principal_of(&record))
+        Ok(record)
     }
 
     fn bootstrap_record(&self, token: &ServiceToken) -> TokenRecord {

@@ -19,6 +19,7 @@ pub const TOKEN_PREFIX: &str = "rcrt_";
 /// The length of a token string in characters.
 pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + 32 + 1 + 64;
 const HASH_LABEL: &[u8] = b"rcrt service token v1\0";
+const CSRF_LABEL: &[u8] = b"rcrt console csrf v1\0";
 
 /// Why a string is not a token. Deliberately coarse: callers answer every case with one 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +87,28 @@ impl ServiceToken {
         let mut out = [0u8; 32];
         out.copy_from_slice(ctx.finish().as_ref());
         TokenHash(out)
+    }
+
+    /// The anti-CSRF value bound to this token when it is a console session held in a cookie:
+    /// SHA-256 over another label, the id and the secret, as 64 hex digits. A page of the
+    /// console reads it from a same-origin answer and sends it back in a header; a page of
+    /// another origin can neither read it nor derive it (that would need the secret).
+    pub fn csrf_binding(&self) -> String {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(CSRF_LABEL);
+        ctx.update(&self.id);
+        ctx.update(&self.secret[..]);
+        hex::encode(ctx.finish().as_ref())
+    }
+
+    /// True if `presented` is this token's [`ServiceToken::csrf_binding`], compared in
+    /// constant time.
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            self.csrf_binding().as_bytes(),
+            presented.as_bytes(),
+        )
+        .is_ok()
     }
 
     /// True if this token's hash equals `stored`, compared in constant time.
@@ -190,6 +213,21 @@ mod tests {
             let c = ServiceToken::parse(&changed).unwrap();
             assert!(!c.matches(&t.hash()), "{changed}");
         }
+    }
+
+    #[test]
+    fn the_csrf_binding_is_per_token_and_not_the_verifier() {
+        let t = ServiceToken::generate().unwrap();
+        let binding = t.csrf_binding();
+        assert_eq!(binding.len(), 64);
+        assert!(t.csrf_matches(&binding));
+        // Another label than the stored verifier: knowing one tells nothing of the other.
+        assert_ne!(binding, hex::encode(t.hash().as_bytes()));
+        let u = ServiceToken::generate().unwrap();
+        assert!(!u.csrf_matches(&binding));
+        assert!(!t.csrf_matches(""));
+        assert!(!t.csrf_matches(&binding[..63]));
+        assert!(!t.csrf_matches(&binding.to_uppercase()));
     }
 
     #[test]

@@ -448,13 +448,18 @@ impl Authenticator {
         tokens: false,
     };
 
+    /// True when every request is [`Principal::anonymous`].
+    pub fn is_disabled(&self) -> bool {
+        self.jwt.is_none() && !self.tokens
+    }
+
     /// The principal for a request's credential (see [`credential`]).
     pub async fn authenticate(
         &self,
         service: &Service,
         credential: Option<&str>,
     ) -> Result<Principal, AuthError> {
-        if self.jwt.is_none() && !self.tokens {
+        if self.is_disabled() {
             return Ok(Principal::anonymous());
         }
         let credential = credential.ok_or(AuthError::Missing)?;

@@ -120,6 +120,29 @@ pub struct Config {
     pub http: HttpSettings,
     /// The certificate and key served over TLS, if the listener speaks TLS.
     pub tls: Option<TlsFiles>,
+    /// The web console at `/ui` (`CONSOLE`, `CONSOLE_SESSION_TTL`).
+    pub console: ConsoleSettings,
+}
+
+/// The web console's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    /// Served at `/ui` (`CONSOLE=enabled`, the default) or not at all (`disabled`).
+    pub enabled: bool,
+    /// How long a console session lasts from sign-in (`CONSOLE_SESSION_TTL`, 1 min to 12 h).
+    pub session_ttl: Duration,
+}
+
+/// The default `CONSOLE_SESSION_TTL`.
+pub const DEFAULT_CONSOLE_SESSION_TTL: Duration = Duration::from_secs(3600);
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_ttl: DEFAULT_CONSOLE_SESSION_TTL,
+        }
+    }
 }
 
 /// How log lines are written (`LOG_FORMAT`).
@@ -580,6 +603,24 @@ impl Config {
             (Duration::from_secs(1), Duration::from_secs(3600)),
             "must be a duration from 1s to 1h, e.g. 60s",
         )?;
+        let console = ConsoleSettings {
+            enabled: match plain("CONSOLE").as_deref() {
+                None | Some("enabled") => true,
+                Some("disabled") => false,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        var: "CONSOLE",
+                        reason: "must be enabled or disabled".into(),
+                    })
+                }
+            },
+            session_ttl: bounded(
+                "CONSOLE_SESSION_TTL",
+                DEFAULT_CONSOLE_SESSION_TTL,
+                (Duration::from_secs(60), Duration::from_secs(12 * 3600)),
+                "must be a duration from 1m to 12h, e.g. 1h",
+            )?,
+        };
         let http_defaults = HttpSettings::default();
         let http = HttpSettings {
             header_timeout: duration("HTTP_HEADER_TIMEOUT", http_defaults.header_timeout)?,
@@ -632,6 +673,7 @@ impl Config {
             audit_checkpoint_interval,
             lifecycle,
             purge_interval,
+            console,
         })
     }
 }
@@ -931,6 +973,24 @@ mod tests {
             ("EXPIRED_SECRETS", "yes"),
             ("IDEMPOTENCY_TTL", "1s"),
             ("PURGE_INTERVAL", "2h"),
+        ] {
+            let e = cfg(&[(var, bad)]).err().unwrap().to_string();
+            assert!(e.contains(var), "{var}={bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn console_settings() {
+        let cfg = |pairs: &[(&str, &str)]| Config::from_lookup(&Lookup::from_pairs(pairs));
+        assert_eq!(cfg(&[]).unwrap().console, ConsoleSettings::default());
+        assert!(cfg(&[]).unwrap().console.enabled);
+        let c = cfg(&[("CONSOLE", "disabled"), ("CONSOLE_SESSION_TTL", "15m")]).unwrap();
+        assert!(!c.console.enabled);
+        assert_eq!(c.console.session_ttl, Duration::from_secs(900));
+        for (var, bad) in [
+            ("CONSOLE", "off"),
+            ("CONSOLE_SESSION_TTL", "30s"),
+            ("CONSOLE_SESSION_TTL", "13h"),
         ] {
             let e = cfg(&[(var, bad)]).err().unwrap().to_string();
             assert!(e.contains(var), "{var}={bad}: {e}");

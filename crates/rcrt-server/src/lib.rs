@@ -127,6 +127,12 @@ async fn build_parts(
             service,
             rewrap,
             auth,
+            console: http::console::ConsoleOptions {
+                enabled: config.console.enabled,
+                session_ttl: config.console.session_ttl,
+                tls: config.tls.is_some(),
+                auth_label: auth_label(&config.auth),
+            },
         },
         checkpoints,
     ))

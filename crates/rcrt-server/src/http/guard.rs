@@ -144,6 +144,55 @@ pub async fn host_check(State(policy): State<HostPolicy>, req: Request, next: Ne
     .into_response()
 }
 
+/// True when a browser says the request comes from a page of another origin: its
+/// `Sec-Fetch-Site` is neither `same-origin` nor `none` (typed or bookmarked), or, from a
+/// browser too old to send that, its `Origin` names another host than `Host` (or a proxy's
+/// `X-Forwarded-Host`). Other clients send neither header.
+pub fn is_cross_site(headers: &axum::http::HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+        return false;
+    };
+    // `null` (a sandboxed frame, a file) or anything unparsable: not this origin.
+    let Some(authority) = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, a)| a)
+    else {
+        return true;
+    };
+    let names_us = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|h| h.trim().eq_ignore_ascii_case(authority))
+    };
+    !(names_us("host") || names_us("x-forwarded-host"))
+}
+
+/// Refuses (403 `cross_site_request`) a request from another site's page that could change
+/// anything (any method but GET, HEAD and OPTIONS): cross-site request forgery, with or
+/// without a cookie, and also against a server without authentication on loopback.
+pub async fn cross_site_check(req: Request, next: Next) -> Response {
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if safe || !is_cross_site(req.headers()) {
+        return next.run(req).await;
+    }
+    tracing::info!("request refused: a state change from another site's page");
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "cross_site_request",
+        "a browser sent this request from a page of another origin",
+    )
+    .into_response()
+}
+
 /// The request body's limits: its size (checked against `Content-Length` before anything is
 /// read) and the time to receive all of it.
 #[derive(Clone, Copy, Debug)]
@@ -250,6 +299,38 @@ mod tests {
             sanitise_client_request_id(&long).map(|s| s.len()),
             Some(CLIENT_REQUEST_ID_MAX)
         );
+    }
+
+    #[test]
+    fn cross_site_requests_are_told_apart() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        for ok in [
+            &[][..],
+            &[("sec-fetch-site", "same-origin")],
+            &[("sec-fetch-site", "none")],
+            &[("host", "127.0.0.1:8081"), ("origin", "http://127.0.0.1:8081")],
+            &[("host", "rcrt:8081"), ("x-forwarded-host", "secrets.example"), ("origin", "https://secrets.example")],
+            // The browser's own word wins over an Origin a proxy may have rewritten.
+            &[("sec-fetch-site", "same-origin"), ("host", "a"), ("origin", "http://b")],
+        ] {
+            assert!(!is_cross_site(&headers(ok)), "{ok:?}");
+        }
+        for bad in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("sec-fetch-site", "same-site")],
+            &[("host", "127.0.0.1:8081"), ("origin", "http://evil.example")],
+            &[("host", "127.0.0.1:8081"), ("origin", "http://127.0.0.1:9999")],
+            &[("host", "127.0.0.1:8081"), ("origin", "null")],
+            &[("origin", "http://127.0.0.1:8081")],
+        ] {
+            assert!(is_cross_site(&headers(bad)), "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! [`rcrt_core::Service`], map the result.
 
 mod audit;
+pub mod console;
 mod error;
 pub mod guard;
 mod lifecycle;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub rewrap: Arc<RewrapJob>,
     /// How callers are authenticated.
     pub auth: Authenticator,
+    /// The web console.
+    pub console: console::ConsoleOptions,
 }
 
 /// The body limit for a value limit: JSON may escape each byte to six (`\u0000`), plus room for
@@ -101,6 +104,10 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
             state.clone(),
             routes::authenticate,
         ));
+    let console = state
+        .console
+        .enabled
+        .then(|| console::router(state.clone()));
     let router = Router::new()
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))
@@ -111,6 +118,7 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
         // The OpenAPI document and the docs page: public, like the API's shape.
         .merge(openapi::router())
         .merge(protected)
+        .merge(console.unwrap_or_default())
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
@@ -123,6 +131,9 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
             },
             guard::body_limits,
         ));
+    // Browsers say where a request comes from: one from another site that could change
+    // anything is refused, whatever its credentials (CSRF, also without authentication).
+    let router = router.layer(axum::middleware::from_fn(guard::cross_site_check));
     let router = match opts.host_policy {
         Some(policy) => router.layer(axum::middleware::from_fn_with_state(
             policy,

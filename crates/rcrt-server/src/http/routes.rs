@@ -62,6 +62,28 @@ pub(crate) async fn authenticate(
     let headers = req.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let presented = crate::auth::credential(header(AUTHORIZATION.as_str()), header(X_API_KEY));
+    // A console session cookie counts only when no credential header is sent and there is
+    // authentication to do.
+    let cookie = (presented.is_none() && state.console.enabled && !state.auth.is_disabled())
+        .then(|| super::console::session_cookie_token(headers))
+        .flatten();
+    if let Some(token) = cookie {
+        return match super::console::authenticate_cookie(&state, req.method(), headers, &token)
+            .await
+        {
+            Ok((principal, session)) => {
+                crate::access_log::record_principal(
+                    req.extensions(),
+                    &principal.user_id,
+                    principal.tenant.as_str(),
+                );
+                req.extensions_mut().insert(principal);
+                req.extensions_mut().insert(session);
+                next.run(req).await
+            }
+            Err(e) => e.into_response(),
+        };
+    }
     let outcome = state.auth.authenticate(&state.service, presented).await;
     match outcome {
         Ok(principal) => {
