@@ -127,7 +127,10 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         ("x-content-type-options", "nosniff"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cross-origin-resource-policy", "same-origin"),
-        ("permissions-policy", "camera=(), microphone=(), geolocation=()"),
+        (
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=()",
+        ),
     ];
     for (name, value) in headers {
         router = router.layer(SetResponseHeaderLayer::overriding(
@@ -247,12 +250,9 @@ async fn sign_in(
         .await?;
     let token = ServiceToken::parse(&minted.token)
         .map_err(|_| ApiError::from(rcrt_core::CoreError::Internal("minted token".into())))?;
-    let max_age = minted
-        .record
-        .expires_at
-        .map_or(Duration::ZERO, |e| {
-            Duration::try_from(e - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
-        });
+    let max_age = minted.record.expires_at.map_or(Duration::ZERO, |e| {
+        Duration::try_from(e - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
+    });
     let cookie = session_cookie(&opts, &headers, minted.token.as_str(), max_age);
     let view = session_view(
         &opts,

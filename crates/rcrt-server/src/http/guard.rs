@@ -314,18 +314,35 @@ mod tests {
             &[][..],
             &[("sec-fetch-site", "same-origin")],
             &[("sec-fetch-site", "none")],
-            &[("host", "127.0.0.1:8081"), ("origin", "http://127.0.0.1:8081")],
-            &[("host", "rcrt:8081"), ("x-forwarded-host", "secrets.example"), ("origin", "https://secrets.example")],
+            &[
+                ("host", "127.0.0.1:8081"),
+                ("origin", "http://127.0.0.1:8081"),
+            ],
+            &[
+                ("host", "rcrt:8081"),
+                ("x-forwarded-host", "secrets.example"),
+                ("origin", "https://secrets.example"),
+            ],
             // The browser's own word wins over an Origin a proxy may have rewritten.
-            &[("sec-fetch-site", "same-origin"), ("host", "a"), ("origin", "http://b")],
+            &[
+                ("sec-fetch-site", "same-origin"),
+                ("host", "a"),
+                ("origin", "http://b"),
+            ],
         ] {
             assert!(!is_cross_site(&headers(ok)), "{ok:?}");
         }
         for bad in [
             &[("sec-fetch-site", "cross-site")][..],
             &[("sec-fetch-site", "same-site")],
-            &[("host", "127.0.0.1:8081"), ("origin", "http://evil.example")],
-            &[("host", "127.0.0.1:8081"), ("origin", "http://127.0.0.1:9999")],
+            &[
+                ("host", "127.0.0.1:8081"),
+                ("origin", "http://evil.example"),
+            ],
+            &[
+                ("host", "127.0.0.1:8081"),
+                ("origin", "http://127.0.0.1:9999"),
+            ],
             &[("host", "127.0.0.1:8081"), ("origin", "null")],
             &[("origin", "http://127.0.0.1:8081")],
         ] {
