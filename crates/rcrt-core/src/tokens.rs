@@ -68,6 +68,8 @@ struct NewToken {
     principal: String,
     roles: Roles,
     workspaces: Vec<String>,
+    /// The clock reading the expiry was computed from.
+    created_at: time::OffsetDateTime,
     expires_at: time::OffsetDateTime,
 }
 
@@ -279,6 +281,7 @@ impl Service {
                 principal,
                 roles: req.roles,
                 workspaces: req.workspaces,
+                created_at: now,
                 expires_at,
             },
         )
@@ -313,6 +316,7 @@ impl Service {
                 principal: ctx.principal.user_id.clone(),
                 roles: ctx.principal.roles,
                 workspaces: ctx.principal.workspaces.clone(),
+                created_at: now,
                 expires_at,
             },
         )
@@ -337,7 +341,7 @@ impl Service {
             workspaces: new.workspaces,
             secret_hash: *token.hash().as_bytes(),
             created_by: ctx.principal.user_id.clone(),
-            created_at: self.clock.now(),
+            created_at: new.created_at,
             expires_at: Some(new.expires_at),
             revoked_at: None,
         };
