@@ -643,6 +643,20 @@ async fn cross_site_changes_are_refused_without_authentication() {
         .json();
     assert_eq!(s["auth"], "disabled");
     assert_eq!(s["principal"]["user_id"], "anonymous");
+    // On loopback names only, like the API: another Host (DNS rebinding) gets no page.
+    send(&http, &base, Method::GET, "/ui", &[], None)
+        .await
+        .expect(200);
+    send(
+        &http,
+        &base,
+        Method::GET,
+        "/ui",
+        &[("host", "rebound.example")],
+        None,
+    )
+    .await
+    .error(421, "host_not_allowed");
     let created = send(
         &http,
         &base,
