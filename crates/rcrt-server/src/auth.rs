@@ -348,6 +348,15 @@ impl JwtVerifier {
 
     /// Verifies a token and returns its principal.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        Ok(self.verify_until(token).await?.0)
+    }
+
+    /// Verifies a token and returns its principal and its `exp`: when a session opened with it
+    /// must end.
+    pub async fn verify_until(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, time::OffsetDateTime), AuthError> {
         let header = decode_header(token).map_err(|e| AuthError::Invalid(jwt_error_class(&e)))?;
         if has_crit(token) {
             return Err(AuthError::Invalid("critical header extension"));
@@ -368,7 +377,11 @@ impl JwtVerifier {
         if c.sub.is_empty() || c.owner_id.is_empty() {
             return Err(AuthError::Invalid("sub and owner_id must not be empty"));
         }
-        Ok(Principal {
+        // Whole seconds (a fractional `exp` rounds down: the session ends no later).
+        #[allow(clippy::cast_possible_truncation)]
+        let exp = time::OffsetDateTime::from_unix_timestamp(c.exp.floor() as i64)
+            .map_err(|_| AuthError::Invalid("exp out of range"))?;
+        let principal = Principal {
             user_id: c.sub,
             tenant: TenantId::new(c.owner_id),
             roles: c.roles.iter().filter_map(|r| Role::parse(r)).collect(),
@@ -376,7 +389,8 @@ impl JwtVerifier {
             // A JWT's `exp` ends a session, not the authority behind it (the identity provider
             // issues the next one), so it does not cap the tokens its holder mints.
             expires_at: None,
-        })
+        };
+        Ok((principal, exp))
     }
 }
 
@@ -478,6 +492,29 @@ impl Authenticator {
         match &self.jwt {
             Some(v) => v.verify(credential).await,
             None => Err(AuthError::NotAccepted),
+        }
+    }
+}
+
+impl Authenticator {
+    /// Like [`Authenticator::authenticate`], for opening a console session: the principal, and
+    /// when a session opened with this credential must end at the latest (a service token's
+    /// expiry, a JWT's `exp`; `None`: no end of its own).
+    pub async fn authenticate_for_session(
+        &self,
+        service: &Service,
+        credential: &str,
+    ) -> Result<(Principal, Option<time::OffsetDateTime>), AuthError> {
+        match &self.jwt {
+            Some(v) if !credential.starts_with(rcrt_crypto::TOKEN_PREFIX) => {
+                let (principal, exp) = v.verify_until(credential).await?;
+                Ok((principal, Some(exp)))
+            }
+            _ => {
+                let principal = self.authenticate(service, Some(credential)).await?;
+                let ends = principal.expires_at;
+                Ok((principal, ends))
+            }
         }
     }
 }

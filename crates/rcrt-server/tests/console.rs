@@ -560,7 +560,8 @@ async fn a_jwt_signs_in_where_tokens_are_not_accepted() {
     let base = server.base_url();
     let http = client();
     let who = auth_support::Who::new("carol", "acme", &["secrets.read"], &["ops"]);
-    let jwt = auth_support::Signer::hs256(&key).sign(&who.claims());
+    let claims = who.claims();
+    let jwt = auth_support::Signer::hs256(&key).sign(&claims);
     let r = send(
         &http,
         &base,
@@ -575,6 +576,25 @@ async fn a_jwt_signs_in_where_tokens_are_not_accepted() {
     assert_eq!(s.body["auth"], "jwt");
     assert_eq!(s.body["principal"]["tenant"], "acme");
     assert_eq!(s.body["principal"]["user_id"], "carol");
+    // The session ends with the JWT (10 minutes), not after CONSOLE_SESSION_TTL (1 hour).
+    let ends = time::OffsetDateTime::parse(
+        s.body["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        ends.unix_timestamp() <= claims["exp"].as_i64().unwrap(),
+        "{}",
+        s.body
+    );
+    let max_age: u64 = s
+        .set_cookie
+        .split(';')
+        .find_map(|a| a.trim().strip_prefix("Max-Age="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(max_age <= 600, "{}", s.set_cookie);
     send(
         &http,
         &base,

@@ -221,12 +221,12 @@ async fn sign_in(
 ) -> AppResult<Response> {
     let req: SignIn = json_body(&headers, body)?;
     let opts = state.console;
-    let principal = match state
+    let (mut principal, ends) = match state
         .auth
-        .authenticate(&state.service, Some(req.credential.trim()))
+        .authenticate_for_session(&state.service, req.credential.trim())
         .await
     {
-        Ok(p) => p,
+        Ok(found) => found,
         Err(crate::auth::AuthError::Unavailable) => {
             return Err(ApiError::from(rcrt_core::CoreError::Unavailable(
                 rcrt_store::StoreError::Unavailable("token lookup".into()),
@@ -240,6 +240,8 @@ async fn sign_in(
     if state.auth.is_disabled() {
         return Ok(Json(session_view(&opts, &principal, String::new(), None)).into_response());
     }
+    // The session ends with the credential (a JWT's `exp` included).
+    principal.expires_at = ends;
     let ctx = RequestContext {
         principal,
         request_id: request_id.0.to_string(),
