@@ -440,3 +440,38 @@ fn tls_needs_both_files() {
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("tls.crt"), "{out}");
 }
+
+/// Over TLS the console's session cookie is `Secure` (a browser never sends it over plain http).
+#[tokio::test]
+async fn the_console_cookie_is_secure_over_tls() {
+    let dir = TempDir::new();
+    let files = Files::in_dir(&dir);
+    let pki = Pki::new();
+    pki.install(&files);
+    let admin = rcrt_crypto::ServiceToken::generate()
+        .unwrap()
+        .expose_secret()
+        .to_string();
+    let token_file = dir.path().join("admin.token");
+    write_private(&token_file, &format!("{admin}\n"));
+    let cfg = tls_config(
+        &dir,
+        &files,
+        &[
+            ("AUTH_MODE", "token"),
+            ("BOOTSTRAP_ADMIN_TOKEN_FILE", token_file.to_str().unwrap()),
+        ],
+    );
+    let server = ServerProcess::start_until_listening(&cfg);
+    let r = client(&pki.ca_pem)
+        .post(format!("https://localhost:{}/ui/session", server.port()))
+        .json(&json!({ "credential": admin }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.split("; ").any(|a| a == attr), "{cookie}");
+    }
+}
