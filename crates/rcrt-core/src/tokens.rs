@@ -71,6 +71,18 @@ struct NewToken {
     /// The clock reading the expiry was computed from.
     created_at: time::OffsetDateTime,
     expires_at: time::OffsetDateTime,
+    parent: Option<TokenId>,
+}
+
+/// A console session, as its cookie authenticated it.
+#[derive(Debug, Clone)]
+pub struct ConsoleSession {
+    /// Who it acts as: the credential it was opened with, with that credential's `expires_at`.
+    pub principal: Principal,
+    /// The session token's id.
+    pub id: TokenId,
+    /// When the session itself ends.
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 /// A freshly minted token: the token string (shown once) and what was stored.
@@ -283,6 +295,7 @@ impl Service {
                 workspaces: req.workspaces,
                 created_at: now,
                 expires_at,
+                parent: None,
             },
         )
         .await
@@ -297,6 +310,7 @@ impl Service {
         &self,
         ctx: &RequestContext,
         ttl: Duration,
+        parent: Option<TokenId>,
     ) -> Result<MintedToken, CoreError> {
         check_caller(ctx)?;
         let now = self.clock.now();
@@ -318,6 +332,7 @@ impl Service {
                 workspaces: ctx.principal.workspaces.clone(),
                 created_at: now,
                 expires_at,
+                parent,
             },
         )
         .await
@@ -344,6 +359,7 @@ impl Service {
             created_at: new.created_at,
             expires_at: Some(new.expires_at),
             revoked_at: None,
+            parent: new.parent,
         };
         let audit = self.token_audit(
             ctx,
@@ -440,20 +456,65 @@ impl Service {
     pub async fn authenticate_token(&self, presented: &str) -> Result<Principal, TokenAuthError> {
         let token = ServiceToken::parse(presented).map_err(|_| TokenAuthError::Malformed)?;
         let record = self.verified_record(&token).await?;
+        // A console session works from its cookie only (with its CSRF check), never as a bearer
+        // credential, nor to open another session.
+        if record.name == CONSOLE_SESSION_NAME {
+            return Err(TokenAuthError::Unknown);
+        }
         Ok(principal_of(&record))
     }
 
-    /// The principal of a console session presented in its cookie, and the session's id.
-    /// Any other token, however valid, is refused here: a cookie is for sessions only.
+    /// A console session presented in its cookie: the principal it acts as, its id and when it
+    /// ends. Any other token, however valid, is refused here (a cookie is for sessions only), and
+    /// so is a session whose parent token (the one it was opened with) was revoked or expired.
+    /// The principal's `expires_at` is the parent's: a session mints tokens as long-lived as the
+    /// token it was opened with could, not only as long as itself.
     pub async fn authenticate_console_session(
         &self,
         token: &ServiceToken,
-    ) -> Result<(Principal, TokenId), TokenAuthError> {
+    ) -> Result<ConsoleSession, TokenAuthError> {
         let record = self.verified_record(token).await?;
         if record.name != CONSOLE_SESSION_NAME {
             return Err(TokenAuthError::Unknown);
         }
-        Ok((principal_of(&record), record.id))
+        let mut principal = principal_of(&record);
+        principal.expires_at = match record.parent {
+            Some(parent) => self.live_record(parent).await?.expires_at,
+            // Opened with a JWT: like the JWT, no end of its own for what it mints.
+            None => None,
+        };
+        Ok(ConsoleSession {
+            principal,
+            id: record.id,
+            expires_at: record.expires_at,
+        })
+    }
+
+    /// The stored record of a token (from the cache when fresh).
+    async fn record(&self, id: TokenId) -> Result<Option<Arc<TokenRecord>>, TokenAuthError> {
+        if let Some(cached) = self.tokens.get(id) {
+            return Ok(cached);
+        }
+        let fresh = self
+            .store
+            .find_token(id)
+            .await
+            .map_err(TokenAuthError::Unavailable)?
+            .map(Arc::new);
+        self.tokens.put(id, fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The record of a token that exists, is not revoked and has not expired.
+    async fn live_record(&self, id: TokenId) -> Result<Arc<TokenRecord>, TokenAuthError> {
+        let record = self.record(id).await?.ok_or(TokenAuthError::Unknown)?;
+        if record.revoked_at.is_some() {
+            return Err(TokenAuthError::Revoked);
+        }
+        if record.expires_at.is_some_and(|e| e <= self.clock.now()) {
+            return Err(TokenAuthError::Expired);
+        }
+        Ok(record)
     }
 
     /// The stored record of a live token whose secret matches.
@@ -462,31 +523,12 @@ impl Service {
         token: &ServiceToken,
     ) -> Result<Arc<TokenRecord>, TokenAuthError> {
         let id = TokenId::from(token.id());
-        let record = match self.tokens.get(id) {
-            Some(cached) => cached,
-            None => {
-                let fresh = self
-                    .store
-                    .find_token(id)
-                    .await
-                    .map_err(TokenAuthError::Unavailable)?
-                    .map(Arc::new);
-                self.tokens.put(id, fresh.clone());
-                fresh
-            }
-        };
-        let record = record.ok_or(TokenAuthError::Unknown)?;
+        let record = self.record(id).await?.ok_or(TokenAuthError::Unknown)?;
         let stored = TokenHash::from_stored(&record.secret_hash).ok_or(TokenAuthError::Unknown)?;
         if !token.matches(&stored) {
             return Err(TokenAuthError::Unknown);
         }
-        if record.revoked_at.is_some() {
-            return Err(TokenAuthError::Revoked);
-        }
-        if record.expires_at.is_some_and(|e| e <= self.clock.now()) {
-            return Err(TokenAuthError::Expired);
-        }
-        Ok(record)
+        self.live_record(id).await
     }
 
     fn bootstrap_record(&self, token: &ServiceToken) -> TokenRecord {
@@ -502,6 +544,7 @@ impl Service {
             created_at: self.clock.now(),
             expires_at: None,
             revoked_at: None,
+            parent: None,
         }
     }
 

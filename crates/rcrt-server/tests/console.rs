@@ -320,6 +320,40 @@ async fn sessions(backend: Backend) {
         .expect(200)
         .json();
     assert_eq!(again["csrf_token"], s.csrf.as_str());
+    assert_eq!(again["session_id"], session_id.as_str());
+    assert_eq!(again["expires_at"], s.body["expires_at"]);
+    // The session's token works from the cookie only: not as a bearer credential, nor to open
+    // another session.
+    let bearer = format!("Bearer {session_token}");
+    env.req(
+        Method::GET,
+        "/secrets",
+        &[("authorization", bearer.as_str())],
+        None,
+    )
+    .await
+    .error(401, "unauthorized");
+    env.req(
+        Method::POST,
+        "/ui/session",
+        &[],
+        Some(&json!({ "credential": session_token })),
+    )
+    .await
+    .error(401, "unauthorized");
+    // A token minted from the console lives as long as the admin token could make it (the
+    // bootstrap token never expires), not only as long as the session.
+    let minted = env
+        .req(
+            Method::POST,
+            "/auth/tokens",
+            &s.headers(),
+            Some(&json!({"name": "new service", "roles": ["secrets.read"], "ttl": "30d"})),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(minted["created_by"], "bootstrap-admin");
 
     // State changes with the cookie need the session's CSRF value: none, a wrong one, another
     // session's.
@@ -515,6 +549,18 @@ async fn sessions(backend: Backend) {
     env.req(Method::GET, "/admin/kek/status", &n.cookie_only(), None)
         .await
         .error(403, "forbidden");
+    // Revoking the token a session was opened with ends the session.
+    env.req(
+        Method::DELETE,
+        &format!("/auth/tokens/{}", narrow["id"].as_str().unwrap()),
+        &admin,
+        None,
+    )
+    .await
+    .expect(204);
+    env.req(Method::GET, "/secrets", &n.cookie_only(), None)
+        .await
+        .error(401, "unauthorized");
     // Behind a TLS proxy the cookie is Secure.
     let r = env
         .req(

@@ -499,6 +499,9 @@ pub struct TokenRecord {
     pub expires_at: Option<OffsetDateTime>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<OffsetDateTime>,
+    /// The token a web console session was opened with: revoking or expiring it ends the
+    /// session. `None` for every other token and for sessions opened with a JWT.
+    pub parent: Option<TokenId>,
 }
 
 impl std::fmt::Debug for TokenRecord {
@@ -515,6 +518,7 @@ impl std::fmt::Debug for TokenRecord {
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("revoked_at", &self.revoked_at)
+            .field("parent", &self.parent)
             .finish()
     }
 }

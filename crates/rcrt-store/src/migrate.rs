@@ -20,6 +20,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0007_kek_pair_index.sql"),
     ),
     (8, include_str!("../migrations/sqlite/0008_lifecycle.sql")),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_console_sessions.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL.
@@ -47,6 +51,10 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0007_kek_pair_index.sql"),
     ),
     (8, include_str!("../migrations/postgres/0008_lifecycle.sql")),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_console_sessions.sql"),
+    ),
 ];
 
 /// The table that records applied migrations (same DDL on both databases).

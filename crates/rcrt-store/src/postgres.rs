@@ -441,7 +441,7 @@ fn audit_record(r: &Row) -> Result<AuditRecord, StoreError> {
 }
 
 const TOKEN_COLS: &str = "id, tenant, name, principal, roles, workspaces, secret_hash, created_by,
-    created_at, expires_at, revoked_at";
+    created_at, expires_at, revoked_at, parent_id";
 
 fn token(row: &Row) -> Result<TokenRecord, StoreError> {
     let roles: Vec<String> = row.try_get(4).map_err(corrupt)?;
@@ -458,6 +458,10 @@ fn token(row: &Row) -> Result<TokenRecord, StoreError> {
         created_at: row.try_get(8).map_err(corrupt)?,
         expires_at: row.try_get(9).map_err(corrupt)?,
         revoked_at: row.try_get(10).map_err(corrupt)?,
+        parent: row
+            .try_get::<_, Option<Uuid>>(11)
+            .map_err(corrupt)?
+            .map(TokenId::from),
     })
 }
 
@@ -469,8 +473,8 @@ async fn insert_token(
     if_absent: bool,
 ) -> Result<u64, StoreError> {
     const INSERT: &str = "INSERT INTO auth_tokens (id, tenant, name, principal, roles, workspaces,
-         secret_hash, created_by, created_at, expires_at, revoked_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+         secret_hash, created_by, created_at, expires_at, revoked_at, parent_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
     let sql = if if_absent {
         std::borrow::Cow::Owned(format!("{INSERT} ON CONFLICT (id) DO NOTHING"))
     } else {
@@ -491,6 +495,7 @@ async fn insert_token(
             &t.created_at,
             &t.expires_at,
             &t.revoked_at,
+            &t.parent.map(|p| p.as_uuid()),
         ],
     )
     .await

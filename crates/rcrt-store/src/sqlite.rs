@@ -925,7 +925,7 @@ fn parse_token_id(s: &str) -> Result<TokenId, StoreError> {
 }
 
 const TOKEN_COLS: &str = "id, tenant, name, principal, roles, workspaces, secret_hash, created_by,
-    created_at, expires_at, revoked_at";
+    created_at, expires_at, revoked_at, parent_id";
 
 fn read_token(r: &Row<'_>) -> rusqlite::Result<Result<TokenRecord, StoreError>> {
     let id: String = r.get(0)?;
@@ -939,6 +939,7 @@ fn read_token(r: &Row<'_>) -> rusqlite::Result<Result<TokenRecord, StoreError>> 
     let created_at: String = r.get(8)?;
     let expires_at: Option<String> = r.get(9)?;
     let revoked_at: Option<String> = r.get(10)?;
+    let parent: Option<String> = r.get(11)?;
     Ok((|| {
         let json = |text: &str| {
             serde_json::from_str::<Vec<String>>(text)
@@ -956,6 +957,7 @@ fn read_token(r: &Row<'_>) -> rusqlite::Result<Result<TokenRecord, StoreError>> 
             created_at: parse_ts(&created_at)?,
             expires_at: expires_at.as_deref().map(parse_ts).transpose()?,
             revoked_at: revoked_at.as_deref().map(parse_ts).transpose()?,
+            parent: parent.as_deref().map(parse_token_id).transpose()?,
         })
     })())
 }
@@ -965,8 +967,8 @@ fn insert_token(c: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
     let (roles, workspaces) = (json(&roles_to_stored(t.roles))?, json(&t.workspaces)?);
     c.prepare_cached(
         "INSERT INTO auth_tokens (id, tenant, name, principal, roles, workspaces, secret_hash,
-             created_by, created_at, expires_at, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             created_by, created_at, expires_at, revoked_at, parent_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -981,6 +983,7 @@ fn insert_token(c: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
             ts(t.created_at),
             t.expires_at.map(ts),
             t.revoked_at.map(ts),
+            t.parent.map(|p| p.to_string()),
         ])
     })
     .map(|_| ())

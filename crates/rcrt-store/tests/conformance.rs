@@ -827,6 +827,7 @@ fn token(tenant: &TenantId, name: &str, created_by: &str) -> TokenRecord {
         created_at: now(),
         expires_at: Some(now() + time::Duration::days(1)),
         revoked_at: None,
+        parent: None,
     }
 }
 
@@ -889,6 +890,23 @@ async fn tokens(s: Arc<dyn Store>) {
         stored.secret_hash, boot.secret_hash,
         "the first insert wins"
     );
+
+    // A console session keeps the id of the token it was opened with (a tenant of its own, so
+    // the listings below count as before).
+    let t3 = TenantId::new("t3");
+    let session = TokenRecord {
+        parent: Some(first.id),
+        ..token(&t3, "console:session", "boot-principal")
+    };
+    s.create_token(
+        session.clone(),
+        token_audit(AuditAction::TokenCreate, session.id, &t3),
+    )
+    .await
+    .unwrap();
+    let found = s.find_token(session.id).await.unwrap().unwrap();
+    assert_eq!(found.parent, Some(first.id));
+    assert_eq!(found, session);
 
     // Minted tokens in two tenants; a duplicate id is refused.
     let mut mine = Vec::new();
@@ -993,9 +1011,10 @@ async fn tokens(s: Arc<dyn Store>) {
     let revokes: Vec<_> = rows.iter().filter(|r| r.action == "token_revoke").collect();
     assert_eq!(revokes.len(), 3);
     assert!(revokes.iter().any(|r| r.token_id == Some(theirs.id)));
-    // One create row per inserted token: first, ensure (once), five minted, theirs.
+    // One create row per inserted token: first, ensure (once), the session, five minted,
+    // theirs.
     let creates = rows.iter().filter(|r| r.action == "token_create").count();
-    assert_eq!(creates, 8);
+    assert_eq!(creates, 9);
 }
 
 macro_rules! suite {

@@ -85,6 +85,7 @@ fn token(tenant: &TenantId) -> TokenRecord {
         created_at: now(),
         expires_at: None,
         revoked_at: None,
+        parent: None,
     }
 }
 

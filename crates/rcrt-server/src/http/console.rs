@@ -60,12 +60,14 @@ pub struct ConsoleOptions {
     pub auth_label: &'static str,
 }
 
-/// A request authenticated by a console session cookie: the session's token id and its
-/// anti-CSRF value, for `/ui/session`.
+/// A request authenticated by a console session cookie: the session's token id, when it ends
+/// and its anti-CSRF value, for `/ui/session`.
 #[derive(Clone, Debug)]
 pub struct ConsoleSession {
     /// The session token's id (revoked on sign-out).
     pub id: TokenId,
+    /// When the session ends.
+    pub expires_at: Option<time::OffsetDateTime>,
     /// The value the console must send in `X-CSRF-Token`.
     pub csrf: String,
 }
@@ -165,6 +167,8 @@ fn serve(asset: &Asset) -> Response {
 struct SessionView {
     /// The server's `AUTH_MODE`.
     auth: &'static str,
+    /// The session's token id, as `GET /auth/tokens` lists it (`null` without authentication).
+    session_id: Option<String>,
     /// Send back in `X-CSRF-Token` on every request that changes something (empty without
     /// authentication).
     csrf_token: String,
@@ -187,11 +191,13 @@ struct PrincipalView {
 fn session_view(
     opts: &ConsoleOptions,
     principal: &Principal,
+    session_id: Option<TokenId>,
     csrf_token: String,
     expires_at: Option<time::OffsetDateTime>,
 ) -> SessionView {
     SessionView {
         auth: opts.auth_label,
+        session_id: session_id.map(|id| id.to_string()),
         csrf_token,
         principal: PrincipalView {
             user_id: principal.user_id.clone(),
@@ -238,7 +244,9 @@ async fn sign_in(
         }
     };
     if state.auth.is_disabled() {
-        return Ok(Json(session_view(&opts, &principal, String::new(), None)).into_response());
+        return Ok(
+            Json(session_view(&opts, &principal, None, String::new(), None)).into_response(),
+        );
     }
     // The session ends with the credential (a JWT's `exp` included).
     principal.expires_at = ends;
@@ -246,9 +254,13 @@ async fn sign_in(
         principal,
         request_id: request_id.0.to_string(),
     };
+    // Opened with a service token: revoking that token ends the session.
+    let parent = ServiceToken::parse(req.credential.trim())
+        .ok()
+        .map(|t| TokenId::from(t.id()));
     let minted = state
         .service
-        .open_console_session(&ctx, opts.session_ttl)
+        .open_console_session(&ctx, opts.session_ttl, parent)
         .await?;
     let token = ServiceToken::parse(&minted.token)
         .map_err(|_| ApiError::from(rcrt_core::CoreError::Internal("minted token".into())))?;
@@ -259,6 +271,7 @@ async fn sign_in(
     let view = session_view(
         &opts,
         &ctx.principal,
+        Some(minted.record.id),
         token.csrf_binding(),
         minted.record.expires_at,
     );
@@ -276,17 +289,23 @@ async fn session(
 ) -> AppResult<Json<SessionView>> {
     let opts = state.console;
     if state.auth.is_disabled() {
-        return Ok(Json(session_view(&opts, &principal, String::new(), None)));
+        return Ok(Json(session_view(
+            &opts,
+            &principal,
+            None,
+            String::new(),
+            None,
+        )));
     }
     let Some(Extension(session)) = session else {
         return Err(ApiError::unauthorized());
     };
-    let expires_at = principal.expires_at;
     Ok(Json(session_view(
         &opts,
         &principal,
+        Some(session.id),
         session.csrf,
-        expires_at,
+        session.expires_at,
     )))
 }
 
@@ -371,7 +390,7 @@ pub async fn authenticate_cookie(
     headers: &HeaderMap,
     token: &ServiceToken,
 ) -> Result<(Principal, ConsoleSession), ApiError> {
-    let (principal, id) = state
+    let session = state
         .service
         .authenticate_console_session(token)
         .await
@@ -400,9 +419,10 @@ pub async fn authenticate_cookie(
         }
     }
     Ok((
-        principal,
+        session.principal,
         ConsoleSession {
-            id,
+            id: session.id,
+            expires_at: session.expires_at,
             csrf: token.csrf_binding(),
         },
     ))
