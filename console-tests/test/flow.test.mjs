@@ -188,13 +188,17 @@ describe('console: the daily flow', () => {
     await page.fill('#token-name', 'ci-deploy');
     await page.check('#role-secrets-read');
     await page.fill('#token-workspaces', 'team-a');
-    // A console session is itself a service token (1 h), and no token may outlive the token
-    // that mints it: 30 minutes fits.
-    await page.fill('#token-ttl', '30m');
+    // A token for a new service outlives the console session (1 h): it may live as long as
+    // the admin token the session was opened with could make it.
+    await page.fill('#token-ttl', '30d');
     await page.click('#token-form button[type=submit]');
     await page.waitForSelector('#token-value');
     const token = await page.textContent('#token-value');
     assert.match(token, /^rcrt_[0-9a-f]{32}_[0-9a-f]{64}$/);
+    const minted = (await apiOk(server.baseUrl, ADMIN, 'GET', '/auth/tokens', undefined, 200)).items
+      .find((t) => t.name === 'ci-deploy');
+    const days = (new Date(minted.expires_at) - new Date(minted.created_at)) / 86400e3;
+    assert.equal(Math.round(days), 30, `30 days, not the session's hour: ${minted.expires_at}`);
     // It works, with the reach it was given.
     const listed = await api(server.baseUrl, token, 'GET', '/secrets?scope_type=workspace&scope_id=team-a');
     assert.equal(listed.status, 200);
@@ -203,6 +207,8 @@ describe('console: the daily flow', () => {
     const row = page.locator('#token-list tr[data-token-name="ci-deploy"]');
     await row.waitFor();
     assert.ok(!(await row.textContent()).includes(token));
+    // The list marks this browser's own session, and only it.
+    assert.equal(await page.locator('[data-current-session]').count(), 1, 'this session is marked');
     await page.click('#token-done');
     await page.waitForSelector('#token-value', { state: 'detached' });
     assert.ok(!(await pageText()).includes(token));
@@ -216,6 +222,28 @@ describe('console: the daily flow', () => {
     await confirmDialog(page);
     await page.waitForFunction(() => /revoked/.test(document.querySelector('#token-list tr[data-token-name="ci-deploy"]')?.textContent ?? ''));
     assert.equal((await api(server.baseUrl, token, 'GET', '/secrets')).status, 401, 'revoked: refused');
+  });
+
+  it('reads the KEK status once (each read is audited) and follows the re-wrap from /metrics', async () => {
+    const calls = { status: 0, metrics: 0 };
+    const count = (r) => {
+      const path = new URL(r.url()).pathname;
+      if (path === '/admin/kek/status') calls.status++;
+      if (path === '/metrics') calls.metrics++;
+    };
+    page.on('request', count);
+    await goto(page, '#/kek');
+    await page.waitForSelector('#rewrap-progress');
+    await page.waitForFunction(() => /from \/metrics/.test(document.querySelector('#kek-updated')?.textContent ?? ''),
+      null, { timeout: 15000 });
+    assert.equal(calls.status, 1, 'one audited status read while the screen stays open');
+    assert.ok(calls.metrics >= 1, 'progress polled from /metrics');
+    await page.click('#kek-refresh');
+    await page.waitForFunction(() => !document.querySelector('#kek-refresh')?.disabled);
+    assert.equal(calls.status, 2, 'Refresh reads the status again');
+    page.off('request', count);
+    const audit = await apiOk(server.baseUrl, ADMIN, 'GET', '/audit?action=kek_status', undefined, 200);
+    assert.equal(audit.items.length, 2, 'two kek_status rows, not one every 5 seconds');
   });
 
   it('signs out: the session is revoked on the server, and /ui shows the sign-in', async () => {

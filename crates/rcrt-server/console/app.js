@@ -328,6 +328,7 @@
       principal: data.principal || { user_id: "?", tenant: "?", roles: [], workspaces: [] },
       expiresAt: data.expires_at || null,
       operator: Boolean(data.operator),
+      id: data.session_id || null,
     };
     clearTimeout(expiryTimer);
     if (session.expiresAt) {
@@ -1524,9 +1525,7 @@
         h("div", { class: "grid" },
           field("Name", name),
           field("Workspaces", ws, "Separated by commas; within your own."),
-          field("Lifetime", ttl, session.expiresAt
-            ? `e.g. 12h, 30d; empty: the server's default. No token outlives the one that mints it: here, this console session (until ${new Date(session.expiresAt).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })}).`
-            : "e.g. 12h, 30d; empty: the server's default.")),
+          field("Lifetime", ttl, "e.g. 12h, 30d; empty: the server's default (30 days). No token outlives the credential you signed in with.")),
         h("fieldset", null, h("legend", null, "Roles (no broader than yours)"), h("div", { class: "checks" }, roleBoxes)),
         hasRole("secrets.admin")
           ? h("details", null, h("summary", null, "Acting as another principal"),
@@ -1623,9 +1622,11 @@
         const act = h("div", { class: "actions" });
         if (t.status === "active") {
           const rv = button("Revoke", async () => {
-            const text = t.name === SESSION_TOKEN_NAME
-              ? "This is a web console session: the browser using it is signed out (if it is yours, you are)."
-              : "Every request with it is refused from now on.";
+            const text = t.id === session.id
+              ? "This is your own console session: you are signed out."
+              : t.name === SESSION_TOKEN_NAME
+                ? "This is a web console session: the browser using it is signed out."
+                : "Every request with it is refused from now on.";
             if (!(await confirmAction(`Revoke ${t.name}?`, text, "Revoke"))) return;
             await busy(rv, async () => {
               try {
@@ -1640,7 +1641,9 @@
           act.append(rv);
         }
         return h("tr", { "data-token-id": t.id, "data-token-name": t.name },
-          h("td", { class: "wrap" }, t.name, t.name === SESSION_TOKEN_NAME ? [" ", h("span", { class: "badge" }, "web console")] : null),
+          h("td", { class: "wrap" }, t.name,
+            t.id === session.id ? [" ", h("span", { class: "badge badge-ok", "data-current-session": "" }, "this session")]
+              : t.name === SESSION_TOKEN_NAME ? [" ", h("span", { class: "badge" }, "web console")] : null),
           h("td", { class: "wrap" }, t.principal),
           h("td", { class: "roles" }, t.roles.map((r) => h("span", { class: "badge" }, r))),
           h("td", null, t.workspaces.length ? t.workspaces.join(", ") : h("span", { class: "muted" }, "—")),
@@ -1770,7 +1773,12 @@
         }
       });
     }, "btn", { id: "kek-rewrap" });
-    main.append(h("p", { class: "hint" }, "Refreshed every 5 seconds while this screen is open."), errSlot, box);
+    const refresh = button("Refresh", () => busy(refresh, readStatus), "btn btn-secondary", { id: "kek-refresh" });
+    main.append(
+      h("p", { class: "hint" },
+        "Each full status read is audited (kek_status), so it is read when this screen opens and on Refresh; " +
+        "the re-wrap progress below follows the server's metrics every 5 seconds while this screen is open."),
+      errSlot, box);
 
     const fill = (s) => {
       const total = Object.values(s.versions_per_kek || {}).reduce((a, b) => a + b, 0);
@@ -1800,14 +1808,34 @@
             h("dt", null, "Remaining"), h("dd", { id: "rewrap-remaining" }, String(s.rewrap.remaining)),
             h("dt", null, "Re-wrapped since start"), h("dd", null, String(s.rewrap.rewrapped_total)),
             h("dt", null, "Failed in last pass"), h("dd", null, String(s.rewrap.failed))),
-          h("div", { class: "actions" }, trigger), updated));
+          h("div", { class: "actions" }, trigger, refresh), updated));
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+      last = s;
     };
 
+    // Between audited reads, the progress comes from /metrics (public, not audited): the
+    // remaining count and the re-wrapped total of this server's re-wrap job.
+    const live = (m) => {
+      if (!last || !("rcrt_kek_rewrap_remaining" in m)) return;
+      const total = Object.values(last.versions_per_kek || {}).reduce((a, b) => a + b, 0);
+      const remaining = m.rcrt_kek_rewrap_remaining;
+      const done = Math.max(0, total - remaining);
+      const rem = $("#rewrap-remaining");
+      const bar = $("#rewrap-progress");
+      const label = document.querySelector('label[for="rewrap-progress"]');
+      if (rem) rem.textContent = String(remaining);
+      if (bar) {
+        bar.max = Math.max(total, 1);
+        bar.value = total ? done : 1;
+      }
+      if (label) label.textContent = `Under the current KEK: ${done} of ${total} versions`;
+      updated.textContent = `Progress updated ${new Date().toLocaleTimeString()} (from /metrics).`;
+    };
+
+    let last = null;
     let timer = null;
     let stopped = false;
-    const poll = async () => {
-      timer = null;
+    async function readStatus() {
       try {
         const { data } = await api("GET", "/admin/kek/status");
         if (stopped || !ctx.alive()) return;
@@ -1817,13 +1845,35 @@
         if (stopped || !ctx.alive()) return;
         errSlot.replaceChildren(errorBox(e, "Could not read the KEK status"));
       }
+    }
+    const poll = async () => {
+      timer = null;
+      try {
+        live(await readMetrics());
+      } catch (e) {
+        // The metrics are an extra: the audited status stays on screen.
+      }
       if (!stopped && ctx.alive()) timer = setTimeout(poll, KEK_POLL_MS);
     };
     ctx.onLeave(() => {
       stopped = true;
       if (timer) clearTimeout(timer);
     });
-    poll();
+    readStatus().then(() => {
+      if (!stopped && ctx.alive()) timer = setTimeout(poll, KEK_POLL_MS);
+    });
+  }
+
+  /** The unlabelled samples of GET /metrics (Prometheus text), by metric name. */
+  async function readMetrics() {
+    const res = await fetch("/metrics", { credentials: "omit", cache: "no-store", redirect: "error" });
+    if (!res.ok) throw new Error(`metrics: ${res.status}`);
+    const out = {};
+    for (const line of (await res.text()).split("\n")) {
+      const m = /^(rcrt_[a-z_]+) ([0-9.eE+-]+)$/.exec(line);
+      if (m) out[m[1]] = Number(m[2]);
+    }
+    return out;
   }
 
   // ---------------------------------------------------------------------------------------
