@@ -328,7 +328,14 @@ impl Service {
         cursor: Option<&str>,
     ) -> Result<VaultPage, CoreError> {
         if let Some(w) = workspace {
-            workspace_scope(w)?;
+            // The scope's own message would name `scope_id`; this parameter is `workspace`.
+            workspace_scope(w).map_err(|_| {
+                CoreError::Invalid(
+                    "workspace must be 1-128 characters of letters, digits, '-', '_', '.', ':' \
+                     or '@'"
+                        .into(),
+                )
+            })?;
         }
         if !ctx.principal.roles.has(Role::Read) {
             return Err(CoreError::Forbidden("listing vaults needs secrets.read"));

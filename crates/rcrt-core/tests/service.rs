@@ -504,6 +504,14 @@ async fn vault_listing_shows_what_the_caller_may_read() {
             "{workspace:?} {limit:?} {cursor:?}"
         );
     }
+    let err = svc
+        .list_vaults(&ctx(), Some("a/b"), None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CoreError::Invalid(m) if m.starts_with("workspace must be")),
+        "{err:?}"
+    );
     // Listing leaves no audit row.
     assert_eq!(
         store.list_audit(None, 1000).await.unwrap().len(),
