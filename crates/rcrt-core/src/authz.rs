@@ -2,7 +2,7 @@
 //!
 //! | action | role | global | workspace `W` | agent `A` |
 //! |---|---|---|---|---|
-//! | list, read metadata | `secrets.read` | yes | `W` in `workspaces`, or admin | `A` = `sub`, or admin |
+//! | list, read metadata (secrets and vaults) | `secrets.read` | yes | `W` in `workspaces`, or admin | `A` = `sub`, or admin |
 //! | decrypt (secrets and vaults) | `secrets.decrypt` | yes | same | same |
 //! | create, update, delete | `secrets.write` | admin only | same | same |
 //! | KEK status and re-wrap | `rcrt.operator` | | | |

@@ -7,13 +7,15 @@
 use std::collections::BTreeMap;
 
 use rcrt_crypto::Plaintext;
-use rcrt_store::{NewSecret, SecretMeta, StoreError, VaultRecord, VersionRecord};
-use rcrt_types::{AuditAction, AuditOutcome, Scope, ScopeType, SecretId, VaultId};
+use rcrt_store::{NewSecret, SecretMeta, StoreError, VaultQuery, VaultRecord, VersionRecord};
+use rcrt_types::{AuditAction, AuditOutcome, Role, Scope, ScopeType, SecretId, VaultId};
 use zeroize::Zeroizing;
 
 use crate::authz::{self, Action};
 use crate::lifecycle::{Idempotent, Written};
-use crate::service::{check_caller, check_reason, RequestContext, Service, UPDATE_RETRIES};
+use crate::service::{
+    check_caller, check_reason, page_of, page_request, RequestContext, Service, UPDATE_RETRIES,
+};
 use crate::CoreError;
 
 /// Most keys in one vault.
@@ -41,6 +43,15 @@ impl VaultView {
             keys,
         }
     }
+}
+
+/// One page of a vault listing: metadata only (no keys, no values).
+#[derive(Debug)]
+pub struct VaultPage {
+    /// The vaults on this page, in id order.
+    pub items: Vec<VaultRecord>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 fn is_token(s: &str, max: usize) -> bool {
@@ -303,6 +314,54 @@ impl Service {
             .resolve_vault(ctx, id_or_name, workspace, Action::Read)
             .await?;
         self.view(ctx, vault).await
+    }
+
+    /// One page of the vaults the caller may read (in `workspace` only, when given), in id
+    /// order. The rule is reading a vault's metadata ([`Action::Read`] on its workspace): an
+    /// administrator sees every vault of its tenant, anyone else those of its workspaces. Like
+    /// listing secrets, this needs `secrets.read` and is not audited.
+    pub async fn list_vaults(
+        &self,
+        ctx: &RequestContext,
+        workspace: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<VaultPage, CoreError> {
+        if let Some(w) = workspace {
+            // The scope's own message would name `scope_id`; this parameter is `workspace`.
+            workspace_scope(w).map_err(|_| {
+                CoreError::Invalid(
+                    "workspace must be 1-128 characters of letters, digits, '-', '_', '.', ':' \
+                     or '@'"
+                        .into(),
+                )
+            })?;
+        }
+        if !ctx.principal.roles.has(Role::Read) {
+            return Err(CoreError::Forbidden("listing vaults needs secrets.read"));
+        }
+        let (limit, after) = page_request::<VaultId>(limit, cursor)?;
+        let rows = self
+            .store
+            .list_vaults(&VaultQuery {
+                tenant: ctx.principal.tenant.clone(),
+                workspace: workspace.map(str::to_owned),
+                visible_workspaces: (!authz::is_admin(&ctx.principal))
+                    .then(|| ctx.principal.workspaces.clone()),
+                after,
+                limit: limit + 1,
+            })
+            .await?;
+        let (mut items, next_cursor) = page_of(rows, limit, |v| v.id.to_string());
+        // The store already narrowed the rows; the rule itself is decided here, as for one
+        // vault. The cursor is the last row the store returned, so paging goes on past any row
+        // dropped here.
+        items.retain(|v| {
+            v.tenant == ctx.principal.tenant
+                && workspace_scope(&v.workspace)
+                    .is_ok_and(|s| authz::allows(&ctx.principal, Action::Read, &s))
+        });
+        Ok(VaultPage { items, next_cursor })
     }
 
     /// Every value of a vault, each read audited with `reason` before any is returned. Every

@@ -394,3 +394,127 @@ async fn every_vault_read_leaves_an_audit_row() {
         ("decrypt", "failure", None, "r1")
     );
 }
+
+/// Listing vaults: the rule of reading one vault's metadata, paged, never audited.
+#[tokio::test]
+async fn vault_listing_shows_what_the_caller_may_read() {
+    let dir = rcrt_testkit::TempDir::new();
+    let (store, svc) = setup(&dir, LocalKeyring::new(kek(1), vec![])).await;
+    let mut all = Vec::new();
+    for (ws, name) in [("other", "a"), ("ws", "b"), ("other", "c"), ("ws", "d")] {
+        all.push(
+            svc.create_vault(&ctx(), ws, name, Default::default())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let elsewhere = RequestContext {
+        principal: Principal {
+            tenant: TenantId::new("elsewhere"),
+            ..Principal::anonymous()
+        },
+        request_id: "r3".into(),
+    };
+    svc.create_vault(&elsewhere, "ws", "theirs", Default::default())
+        .await
+        .unwrap();
+    all.sort();
+    let audit_rows = store.list_audit(None, 1000).await.unwrap().len();
+    let ids =
+        |page: &rcrt_core::vaults::VaultPage| page.items.iter().map(|v| v.id).collect::<Vec<_>>();
+
+    // The tenant's administrator: every vault of its tenant, none of another's.
+    let page = svc.list_vaults(&ctx(), None, None, None).await.unwrap();
+    assert_eq!((ids(&page), page.next_cursor), (all.clone(), None));
+    assert!(page
+        .items
+        .iter()
+        .all(|v| v.tenant == TenantId::default_tenant()));
+    let page = svc
+        .list_vaults(&ctx(), Some("ws"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+    assert!(page.items.iter().all(|v| v.workspace == "ws"));
+    let page = svc.list_vaults(&elsewhere, None, None, None).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].name, "theirs");
+
+    // A reader of one workspace: that workspace's vaults only, asked for or not.
+    let page = svc
+        .list_vaults(&outsider(), None, None, None)
+        .await
+        .unwrap();
+    assert!(page.items.iter().all(|v| v.workspace == "other"));
+    assert_eq!(page.items.len(), 2);
+    let page = svc
+        .list_vaults(&outsider(), Some("ws"), None, None)
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+
+    // Paging: one at a time, the cursor is the last id.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = svc
+            .list_vaults(&ctx(), None, Some(1), cursor.as_deref())
+            .await
+            .unwrap();
+        seen.extend(ids(&page));
+        match page.next_cursor {
+            Some(c) => {
+                assert_eq!(
+                    Some(c.as_str()),
+                    seen.last().map(|id| id.to_string()).as_deref()
+                );
+                cursor = Some(c);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, all);
+
+    // Without secrets.read: refused, like listing secrets; bad parameters: invalid.
+    let no_read = RequestContext {
+        principal: Principal {
+            roles: [Role::Decrypt, Role::Write].into_iter().collect(),
+            workspaces: vec!["ws".into()],
+            ..Principal::anonymous()
+        },
+        request_id: "r4".into(),
+    };
+    assert!(matches!(
+        svc.list_vaults(&no_read, None, None, None).await,
+        Err(CoreError::Forbidden(_))
+    ));
+    for (workspace, limit, cursor) in [
+        (None, Some(0), None),
+        (None, Some(1001), None),
+        (None, None, Some("nope")),
+        (Some("bad workspace"), None, None),
+        (Some(""), None, None),
+    ] {
+        assert!(
+            matches!(
+                svc.list_vaults(&ctx(), workspace, limit, cursor).await,
+                Err(CoreError::Invalid(_))
+            ),
+            "{workspace:?} {limit:?} {cursor:?}"
+        );
+    }
+    let err = svc
+        .list_vaults(&ctx(), Some("a/b"), None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CoreError::Invalid(m) if m.starts_with("workspace must be")),
+        "{err:?}"
+    );
+    // Listing leaves no audit row.
+    assert_eq!(
+        store.list_audit(None, 1000).await.unwrap().len(),
+        audit_rows
+    );
+}

@@ -9,8 +9,10 @@
 //!    [`allowed`], a restatement of `rcrt_core::authz`'s table.
 //! 3. Tenant and workspace isolation probes on SQLite and PostgreSQL, with audit checks.
 //! 4. The audit row of a successful decrypt names the token's `sub` and `owner_id`.
+//! 5. Vault listing (`GET /secrets/vaults`) on SQLite and PostgreSQL: two tenants, a narrow
+//!    token, paging, bad parameters.
 //!
-//! 2-4 run twice: with JWTs, and with service tokens minted (by a JWT tenant administrator) for
+//! 2-5 run twice: with JWTs, and with service tokens minted (by a JWT tenant administrator) for
 //! the same principals, roles and workspaces on a `AUTH_MODE=jwt,token` server, since a token
 //! must go through exactly the rules a JWT does.
 //!
@@ -1154,8 +1156,8 @@ async fn seed_matrix(seeder: &Api<'_>, prefix: &str) -> BTreeMap<(usize, Target)
     seeds
 }
 
-/// Role sets × scopes × list / metadata / decrypt / create, vault metadata / values / key put /
-/// key delete / create in a member and a non-member workspace, the KEK endpoints and tokens.
+/// Role sets × scopes × list / metadata / decrypt / create, vault list / metadata / values / key
+/// put / key delete / create in a member and a non-member workspace, the KEK endpoints and tokens.
 async fn authz_matrix(cred: Cred) {
     let env = MatrixEnv::start(Backend::Sqlite, cred).await;
     let seeder_who = Who::new("seeder", MATRIX_TENANT, &ALL_ROLES, &[]);
@@ -1280,6 +1282,58 @@ async fn authz_matrix(cred: Cred) {
             checks.status(cell(t, "create"), &r, on_create(201, ok));
             if !ok {
                 checks.eq(cell(t, "create error code"), r.code(), "forbidden".into());
+            }
+        }
+
+        // Vault listing: 403 without secrets.read; otherwise exactly the vaults of the
+        // workspaces it may read (the seeded two, and those earlier role sets created).
+        match api.vault_list_all("", 1000).await {
+            Err(r) => {
+                checks.status(
+                    format!("{label} × list vaults"),
+                    &r,
+                    on_create(200, roles.contains(&Role::Read)),
+                );
+                checks.eq(
+                    format!("{label} × list vaults error code"),
+                    r.code(),
+                    "forbidden".into(),
+                );
+            }
+            Ok(items) => {
+                checks.that(
+                    format!("{label} × list vaults allowed without secrets.read"),
+                    roles.contains(&Role::Read),
+                );
+                let ids: BTreeSet<&str> = items.iter().filter_map(|v| v["id"].as_str()).collect();
+                for t in [Target::MemberWs, Target::OtherWs] {
+                    checks.eq(
+                        cell(t, "vault listed"),
+                        ids.contains(vault_ids[&t].as_str()),
+                        allowed(roles, Act::Read, t),
+                    );
+                }
+                for item in &items {
+                    let t = if item["workspace"] == MEMBER_WS {
+                        Target::MemberWs
+                    } else {
+                        Target::OtherWs
+                    };
+                    checks.that(
+                        format!("{label} × vault list shows {item} which it may not read"),
+                        allowed(roles, Act::Read, t),
+                    );
+                }
+                let other = api
+                    .vault_list_all(&format!("&workspace={OTHER_WS}"), 1000)
+                    .await
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
+                checks.eq(
+                    format!("{label} × vault list filtered to {OTHER_WS} is empty"),
+                    other == 0,
+                    !roles.contains(&Role::Admin),
+                );
             }
         }
 
@@ -2060,4 +2114,256 @@ async fn workspace_isolation_sqlite_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workspace_isolation_postgres_jwt() {
     workspace_isolation(Backend::Postgres, Cred::Jwt).await;
+}
+
+// =============================================================================================
+// 5. Vault listing (SQLite and PostgreSQL)
+// =============================================================================================
+
+fn vault_ids(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `GET /secrets/vaults`: two tenants with the same workspace and vault names (and the same
+/// administrator `sub`), a narrow token (`secrets.read` in `W` only), pages of every size,
+/// deleted vaults gone, 403 without `secrets.read`, 400 for bad parameters, nothing audited.
+async fn vault_listing(backend: Backend, cred: Cred) {
+    let env = MatrixEnv::start(backend, cred).await;
+    let a_who = Who::new("vault-admin", "tenant-a", &ALL_ROLES, &[]);
+    let b_who = Who::new("vault-admin", "tenant-b", &ALL_ROLES, &[MEMBER_WS]);
+    let narrow_who = Who::new("narrow", "tenant-a", &["secrets.read"], &[MEMBER_WS]);
+    let no_read_who = Who::new(
+        "no-read",
+        "tenant-a",
+        &["secrets.decrypt", "secrets.write"],
+        &[MEMBER_WS],
+    );
+    let (a, b) = (env.api(&a_who).await, env.api(&b_who).await);
+    let (narrow, no_read) = (env.api(&narrow_who).await, env.api(&no_read_who).await);
+    let mut checks = Checks::default();
+
+    // Tenant A: five vaults in W, three in W2 (id -> workspace; ids sort as the API orders
+    // them); tenant B: three with the same names in W.
+    let key = BTreeMap::from([("K", "v")]);
+    let mut a_vaults: BTreeMap<String, &str> = BTreeMap::new();
+    let workspaces = [
+        MEMBER_WS, OTHER_WS, MEMBER_WS, MEMBER_WS, OTHER_WS, MEMBER_WS, OTHER_WS, MEMBER_WS,
+    ];
+    for (i, ws) in workspaces.into_iter().enumerate() {
+        let r = a.vault_create(ws, &format!("v{i}"), &key).await.expect(201);
+        a_vaults.insert(r.json()["id"].as_str().unwrap().to_owned(), ws);
+    }
+    let mut b_vaults = Vec::new();
+    for i in 0..3 {
+        let r = b
+            .vault_create(MEMBER_WS, &format!("v{i}"), &key)
+            .await
+            .expect(201);
+        b_vaults.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    b_vaults.sort();
+    let in_ws = |ws: &str| -> Vec<String> {
+        a_vaults
+            .iter()
+            .filter(|(_, w)| **w == ws)
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let all_a: Vec<String> = a_vaults.keys().cloned().collect();
+    let audit_rows = env.srv.audit().await.len();
+
+    // GET /secrets/vaults is the listing (the static route wins over /secrets/{id}): a page
+    // of metadata, each item exactly id, name, workspace and created_at.
+    let r = a.get_path("/secrets/vaults").await;
+    checks.status("GET /secrets/vaults", &r, 200);
+    let page = r.json();
+    checks.eq(
+        "GET /secrets/vaults: every vault of A in one page",
+        vault_ids(page["items"].as_array().map_or(&[][..], |v| v)),
+        all_a.clone(),
+    );
+    checks.eq(
+        "GET /secrets/vaults: last page",
+        page.get("next_cursor"),
+        Some(&Value::Null),
+    );
+    let item = &page["items"][0];
+    checks.eq(
+        "a listed vault's fields",
+        item.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        Some(vec![
+            "created_at".into(),
+            "id".into(),
+            "name".into(),
+            "workspace".into(),
+        ]),
+    );
+    checks.that(
+        format!("created_at is RFC 3339: {item}"),
+        item["created_at"].as_str().is_some_and(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
+        }),
+    );
+    checks.eq(
+        "the listed vault matches its metadata",
+        a.vault_meta(item["id"].as_str().unwrap_or_default())
+            .await
+            .json()["name"]
+            .clone(),
+        item["name"].clone(),
+    );
+
+    // A's administrator: every vault of A in id order, at every page size; never B's.
+    for limit in [1, 2, 3, 7, 8, 9, 1000] {
+        let listed = a
+            .vault_list_all("", limit)
+            .await
+            .map(|v| vault_ids(&v))
+            .map_err(|r| r.ctx());
+        checks.eq(format!("A, pages of {limit}"), listed, Ok(all_a.clone()));
+    }
+    let r = a.get_path("/secrets/vaults?limit=8").await;
+    checks.eq(
+        "a page holding exactly the last vault ends the listing",
+        r.json()["next_cursor"].clone(),
+        Value::Null,
+    );
+    let r = a.get_path("/secrets/vaults?limit=7").await;
+    checks.eq(
+        "a page with more after it names the next",
+        r.json()["next_cursor"].as_str().map(str::to_owned),
+        Some(all_a[6].clone()),
+    );
+    for (ws, expected) in [(MEMBER_WS, in_ws(MEMBER_WS)), (OTHER_WS, in_ws(OTHER_WS))] {
+        let listed = a
+            .vault_list_all(&format!("&workspace={ws}"), 2)
+            .await
+            .map(|v| vault_ids(&v))
+            .map_err(|r| r.ctx());
+        checks.eq(format!("A, ?workspace={ws}"), listed, Ok(expected));
+    }
+    let listed = a
+        .vault_list_all("&workspace=W9", 2)
+        .await
+        .map(|v| v.len())
+        .map_err(|r| r.ctx());
+    checks.eq("A, ?workspace=W9 (no vaults)", listed, Ok(0));
+
+    // Tenant B's administrator (same sub, same workspace and vault names): its own only.
+    for limit in [1, 2, 1000] {
+        let listed = b
+            .vault_list_all("", limit)
+            .await
+            .map(|v| vault_ids(&v))
+            .map_err(|r| r.ctx());
+        checks.eq(format!("B, pages of {limit}"), listed, Ok(b_vaults.clone()));
+    }
+
+    // A narrow token: W's vaults only, filtered or not, paged or not.
+    for limit in [1, 2, 1000] {
+        let listed = narrow
+            .vault_list_all("", limit)
+            .await
+            .map(|v| vault_ids(&v))
+            .map_err(|r| r.ctx());
+        checks.eq(
+            format!("narrow, pages of {limit}"),
+            listed,
+            Ok(in_ws(MEMBER_WS)),
+        );
+        let listed = narrow
+            .vault_list_all(&format!("&workspace={MEMBER_WS}"), limit)
+            .await
+            .map(|v| vault_ids(&v))
+            .map_err(|r| r.ctx());
+        checks.eq(
+            format!("narrow, ?workspace={MEMBER_WS}, pages of {limit}"),
+            listed,
+            Ok(in_ws(MEMBER_WS)),
+        );
+    }
+    let listed = narrow
+        .vault_list_all(&format!("&workspace={OTHER_WS}"), 1000)
+        .await
+        .map(|v| v.len())
+        .map_err(|r| r.ctx());
+    checks.eq(
+        format!("narrow, ?workspace={OTHER_WS} (not its own)"),
+        listed,
+        Ok(0),
+    );
+
+    // Without secrets.read: 403, like GET /secrets.
+    let r = no_read.get_path("/secrets/vaults").await;
+    checks.status("without secrets.read", &r, 403);
+    checks.eq("without secrets.read: code", r.code(), "forbidden".into());
+
+    // Bad parameters: 400 invalid_request, like GET /secrets.
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=-1",
+        "limit=abc",
+        "cursor=nope",
+        "cursor=",
+        "workspace=",
+        "workspace=two%20words",
+        "workspace=%00",
+        "scope_id=W",
+    ] {
+        let r = a.get_path(&format!("/secrets/vaults?{query}")).await;
+        checks.status(format!("?{query}"), &r, 400);
+        checks.eq(
+            format!("?{query}: code"),
+            r.code(),
+            "invalid_request".into(),
+        );
+    }
+
+    // A deleted vault is gone from every listing.
+    let gone = in_ws(MEMBER_WS)[1].clone();
+    a.vault_delete(&gone).await.expect(204);
+    let remaining: Vec<String> = all_a.iter().filter(|id| **id != gone).cloned().collect();
+    let listed = a
+        .vault_list_all("", 2)
+        .await
+        .map(|v| vault_ids(&v))
+        .map_err(|r| r.ctx());
+    checks.eq("A after a delete", listed, Ok(remaining));
+    let listed = narrow
+        .vault_list_all("", 1)
+        .await
+        .map(|v| vault_ids(&v))
+        .map_err(|r| r.ctx());
+    let expected: Vec<String> = in_ws(MEMBER_WS)
+        .into_iter()
+        .filter(|id| *id != gone)
+        .collect();
+    checks.eq("narrow after a delete", listed, Ok(expected));
+
+    // Listing is not audited (the delete is: one row per key).
+    checks.eq(
+        "audit rows written by the listings",
+        env.srv.audit().await.len() - audit_rows,
+        1,
+    );
+    eprintln!(
+        "vault listing {backend:?}: {} checks passed",
+        checks.passed()
+    );
+    checks.finish(&format!("vault listing ({backend:?}, {cred:?})"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_listing_sqlite_token() {
+    vault_listing(Backend::Sqlite, Cred::Token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_listing_postgres_jwt() {
+    vault_listing(Backend::Postgres, Cred::Jwt).await;
 }

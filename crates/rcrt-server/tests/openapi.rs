@@ -40,6 +40,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/secrets/{id}/rollback"),
     ("post", "/secrets/{id}/restore"),
     ("post", "/secrets/vaults"),
+    ("get", "/secrets/vaults"),
     ("get", "/secrets/vaults/{vault}"),
     ("delete", "/secrets/vaults/{vault}"),
     ("put", "/secrets/vaults/{vault}/keys/{key}"),

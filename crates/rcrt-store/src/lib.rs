@@ -267,6 +267,22 @@ pub struct VaultRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// A page request for [`Store::list_vaults`].
+#[derive(Debug, Clone)]
+pub struct VaultQuery {
+    /// Only this tenant's vaults.
+    pub tenant: TenantId,
+    /// Only vaults in this workspace.
+    pub workspace: Option<String>,
+    /// Only vaults in these workspaces (a non-admin's view; empty: none at all); `None` for
+    /// every workspace (admins).
+    pub visible_workspaces: Option<Vec<String>>,
+    /// Only ids after this one (the previous page's last id).
+    pub after: Option<VaultId>,
+    /// At most this many rows.
+    pub limit: u32,
+}
+
 /// A page request for [`Store::list`].
 #[derive(Debug, Clone)]
 pub struct ListQuery {
@@ -938,6 +954,9 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         name: &str,
     ) -> Result<Vec<VaultRecord>, StoreError>;
+
+    /// One page of this tenant's vaults matching `query`, ordered by id.
+    async fn list_vaults(&self, query: &VaultQuery) -> Result<Vec<VaultRecord>, StoreError>;
 
     /// A vault's live secrets with their current versions, ordered by name.
     async fn vault_secrets(

@@ -19,7 +19,7 @@ use crate::{
     roles_from_stored, roles_to_stored, scope_from_stored, AddVersionOptions, AuditArg,
     AuditCheckpoint, AuditQuery, AuditRecord, AuditSigningKey, ChainHead, Deletion, DestroyOutcome,
     IdempotencyRecord, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped, SecretAttributes,
-    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
+    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultQuery, VaultRecord,
     VersionFilter, VersionInfo, VersionLookup, VersionRecord, VersionState,
 };
 
@@ -1734,6 +1734,42 @@ impl Store for PgStore {
                 "SELECT id, tenant, workspace, name, created_at FROM vaults
                  WHERE tenant = $1 AND name = $2 ORDER BY workspace",
                 &[&tenant.as_str(), &name],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(vault)
+            .collect()
+        })
+        .await
+    }
+
+    async fn list_vaults(&self, q: &VaultQuery) -> Result<Vec<VaultRecord>, StoreError> {
+        if q.visible_workspaces.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        self.bounded(self.timeouts.operation, async {
+            let c = self.tenant_client(&q.tenant).await?;
+            let st = c
+                .prepare_cached(
+                    "SELECT id, tenant, workspace, name, created_at FROM vaults
+                     WHERE tenant = $1
+                       AND ($2::text IS NULL OR workspace = $2)
+                       AND ($3::text[] IS NULL OR workspace = ANY($3))
+                       AND ($4::uuid IS NULL OR id > $4)
+                     ORDER BY id LIMIT $5",
+                )
+                .await
+                .map_err(pg_err)?;
+            c.query(
+                &st,
+                &[
+                    &q.tenant.as_str(),
+                    &q.workspace,
+                    &q.visible_workspaces,
+                    &q.after.map(|a| a.as_uuid()),
+                    &i64::from(q.limit),
+                ],
             )
             .await
             .map_err(pg_err)?

@@ -28,7 +28,7 @@ use crate::{
     roles_from_stored, roles_to_stored, scope_from_stored, AddVersionOptions, AuditArg,
     AuditCheckpoint, AuditQuery, AuditRecord, AuditSigningKey, ChainHead, Deletion, DestroyOutcome,
     IdempotencyRecord, KekUsage, ListQuery, NewSecret, PoolStatus, Rewrapped, SecretAttributes,
-    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultRecord,
+    SecretMeta, Store, StoreError, StoredVersion, TokenQuery, TokenRecord, VaultQuery, VaultRecord,
     VersionFilter, VersionInfo, VersionLookup, VersionRecord, VersionState,
 };
 use rcrt_types::{AuditAction, AuditEntry, SecretId, TenantId, TokenId, VaultId, Version};
@@ -549,6 +549,41 @@ fn read_vault(r: &Row<'_>) -> rusqlite::Result<Result<VaultRecord, StoreError>> 
             created_at: parse_ts(&created_at)?,
         })
     })())
+}
+
+/// The statement of [`Store::list_vaults`] and its values in placeholder order; `None` when
+/// nothing can match (a non-admin without workspaces). Only the filters given appear, so each
+/// shape keeps its own plan (a workspace filter is a range of the (tenant, workspace, name)
+/// index).
+fn vault_list_statement(q: &VaultQuery) -> Result<Option<(String, Vec<Value>)>, StoreError> {
+    let mut sql = String::from(
+        "SELECT id, tenant, workspace, name, created_at FROM vaults WHERE tenant = ?1",
+    );
+    let mut values = vec![Value::Text(q.tenant.as_str().to_owned())];
+    if let Some(w) = &q.workspace {
+        values.push(Value::Text(w.clone()));
+        sql.push_str(&format!(" AND workspace = ?{}", values.len()));
+    }
+    if let Some(visible) = &q.visible_workspaces {
+        if visible.is_empty() {
+            return Ok(None);
+        }
+        // One JSON array bound as one value: one statement shape whatever the count.
+        let list = serde_json::to_string(visible)
+            .map_err(|e| StoreError::Corrupt(format!("workspace list: {e}")))?;
+        values.push(Value::Text(list));
+        sql.push_str(&format!(
+            " AND workspace IN (SELECT value FROM json_each(?{}))",
+            values.len()
+        ));
+    }
+    if let Some(after) = q.after {
+        values.push(Value::Text(after.to_string()));
+        sql.push_str(&format!(" AND id > ?{}", values.len()));
+    }
+    values.push(Value::Integer(i64::from(q.limit)));
+    sql.push_str(&format!(" ORDER BY id LIMIT ?{}", values.len()));
+    Ok(Some((sql, values)))
 }
 
 fn insert_version(conn: &Connection, id: SecretId, v: &VersionRecord) -> rusqlite::Result<usize> {
@@ -1776,6 +1811,20 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             let rows = st
                 .query_map(params![tenant.as_str(), name], read_vault)
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)?).collect()
+        })
+        .await
+    }
+
+    async fn list_vaults(&self, q: &VaultQuery) -> Result<Vec<VaultRecord>, StoreError> {
+        let Some((sql, values)) = vault_list_statement(q)? else {
+            return Ok(Vec::new());
+        };
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&sql).map_err(unavailable)?;
+            let rows = st
+                .query_map(params_from_iter(values), read_vault)
                 .map_err(unavailable)?;
             rows.map(|r| r.map_err(unavailable)?).collect()
         })

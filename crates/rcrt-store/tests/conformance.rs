@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rcrt_store::{
     KekUsage, ListQuery, NewSecret, RecoveryRecord, Rewrapped, SecretMeta, Store, StoreError,
-    TokenQuery, TokenRecord, VaultRecord, VersionFilter, VersionRecord,
+    TokenQuery, TokenRecord, VaultQuery, VaultRecord, VersionFilter, VersionRecord,
 };
 use rcrt_types::{
     AuditAction, AuditEntry, AuditOutcome, Role, Roles, Scope, ScopeType, SecretId, TenantId,
@@ -814,6 +814,173 @@ async fn vaults(s: Arc<dyn Store>) {
     assert!(!s.delete_vault(&t, vault.id, vec![]).await.unwrap());
 }
 
+/// An empty vault in `workspace`, created and returned.
+async fn add_vault(s: &dyn Store, tenant: &TenantId, workspace: &str, name: &str) -> VaultRecord {
+    let vault = VaultRecord {
+        id: VaultId::new(),
+        tenant: tenant.clone(),
+        workspace: workspace.into(),
+        name: name.into(),
+        created_at: now(),
+    };
+    s.create_vault(vault.clone(), vec![], vec![]).await.unwrap();
+    vault
+}
+
+/// Every page of `query` (pages of `query.limit`), checking each is in id order and continues
+/// after the previous one.
+async fn all_vault_pages(s: &dyn Store, query: &VaultQuery) -> Vec<VaultRecord> {
+    let mut out: Vec<VaultRecord> = Vec::new();
+    let mut q = query.clone();
+    loop {
+        let page = s.list_vaults(&q).await.unwrap();
+        assert!(page.len() <= q.limit as usize);
+        assert!(page.windows(2).all(|w| w[0].id < w[1].id), "{page:?}");
+        if let (Some(last), Some(first)) = (out.last(), page.first()) {
+            assert!(last.id < first.id);
+        }
+        let done = page.len() < q.limit as usize;
+        q.after = page.last().map(|v| v.id).or(q.after);
+        out.extend(page);
+        if done {
+            return out;
+        }
+    }
+}
+
+async fn vault_listing(s: Arc<dyn Store>) {
+    let t = TenantId::new("acme");
+    let other = TenantId::new("other");
+    let mut mine = Vec::new();
+    for (i, ws) in ["w1", "w2", "w1", "we\"ird", "w2", "w1"].iter().enumerate() {
+        mine.push(add_vault(&*s, &t, ws, &format!("v{i}")).await);
+    }
+    // A vault with a member secret: listing shows the vault, not its secrets.
+    let ws1 = Scope::new(ScopeType::Workspace, Some("w1")).unwrap();
+    let with_key = VaultRecord {
+        id: VaultId::new(),
+        tenant: t.clone(),
+        workspace: "w1".into(),
+        name: "keys".into(),
+        created_at: now(),
+    };
+    let mut member = new_secret(&t, "keys/A", ws1);
+    member.vault = Some(with_key.id);
+    s.create_vault(with_key.clone(), vec![member], vec![])
+        .await
+        .unwrap();
+    mine.push(with_key);
+    // Another tenant with the same workspace and vault names.
+    let theirs = add_vault(&*s, &other, "w1", "v0").await;
+    mine.sort_by_key(|v| v.id);
+
+    let q = |workspace: Option<&str>, visible: Option<&[&str]>, limit| VaultQuery {
+        tenant: t.clone(),
+        workspace: workspace.map(str::to_owned),
+        visible_workspaces: visible.map(|v| v.iter().map(|w| (*w).to_owned()).collect()),
+        after: None,
+        limit,
+    };
+    let only = |pred: &dyn Fn(&VaultRecord) -> bool| -> Vec<VaultRecord> {
+        mine.iter().filter(|v| pred(v)).cloned().collect()
+    };
+
+    // Everything of the tenant, in id order, records as created; never another tenant's.
+    assert_eq!(s.list_vaults(&q(None, None, 100)).await.unwrap(), mine);
+    assert_eq!(
+        s.list_vaults(&VaultQuery {
+            tenant: other.clone(),
+            ..q(None, None, 100)
+        })
+        .await
+        .unwrap(),
+        vec![theirs.clone()]
+    );
+    assert!(s
+        .list_vaults(&VaultQuery {
+            tenant: TenantId::new("nobody"),
+            ..q(Some("w1"), None, 100)
+        })
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Workspace filter.
+    let w1 = only(&|v| v.workspace == "w1");
+    assert_eq!(w1.len(), 4);
+    assert_eq!(s.list_vaults(&q(Some("w1"), None, 100)).await.unwrap(), w1);
+    assert!(s
+        .list_vaults(&q(Some("w9"), None, 100))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Visibility: only the workspaces given (an odd name bound as it is), none for an empty
+    // list; with a workspace filter, both apply.
+    let visible = only(&|v| v.workspace == "w2" || v.workspace == "we\"ird");
+    assert_eq!(
+        s.list_vaults(&q(None, Some(&["w2", "we\"ird", "w9"]), 100))
+            .await
+            .unwrap(),
+        visible
+    );
+    assert!(s
+        .list_vaults(&q(None, Some(&[]), 100))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .list_vaults(&q(Some("w1"), Some(&["w2"]), 100))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.list_vaults(&q(Some("w1"), Some(&["w1", "w2"]), 100))
+            .await
+            .unwrap(),
+        w1
+    );
+
+    // Paging: `after` and `limit`, alone and with each filter.
+    for limit in [1, 2, 3, 7, 8] {
+        assert_eq!(all_vault_pages(&*s, &q(None, None, limit)).await, mine);
+        assert_eq!(all_vault_pages(&*s, &q(Some("w1"), None, limit)).await, w1);
+        assert_eq!(
+            all_vault_pages(&*s, &q(None, Some(&["w2", "we\"ird"]), limit)).await,
+            visible
+        );
+    }
+    let after_third = VaultQuery {
+        after: Some(mine[2].id),
+        ..q(None, None, 2)
+    };
+    assert_eq!(s.list_vaults(&after_third).await.unwrap(), mine[3..5]);
+    let after_last = VaultQuery {
+        after: mine.last().map(|v| v.id),
+        ..q(None, None, 100)
+    };
+    assert!(s.list_vaults(&after_last).await.unwrap().is_empty());
+    // An id of another tenant as the cursor only says where to start.
+    let after_theirs = VaultQuery {
+        after: Some(theirs.id),
+        ..q(None, None, 100)
+    };
+    let later: Vec<_> = only(&|v| v.id > theirs.id);
+    assert_eq!(s.list_vaults(&after_theirs).await.unwrap(), later);
+
+    // A deleted vault is gone from every listing.
+    let gone = w1[1].clone();
+    assert!(s.delete_vault(&t, gone.id, vec![]).await.unwrap());
+    mine.retain(|v| v.id != gone.id);
+    assert_eq!(s.list_vaults(&q(None, None, 100)).await.unwrap(), mine);
+    assert!(!s
+        .list_vaults(&q(Some("w1"), Some(&["w1"]), 100))
+        .await
+        .unwrap()
+        .contains(&gone));
+    assert_eq!(all_vault_pages(&*s, &q(None, None, 2)).await, mine);
+}
+
 fn token(tenant: &TenantId, name: &str, created_by: &str) -> TokenRecord {
     TokenRecord {
         id: TokenId::from(*uuid::Uuid::new_v4().as_bytes()),
@@ -1057,6 +1224,7 @@ suite!(
     recovery_wraps,
     leases_and_state,
     vaults,
+    vault_listing,
     tokens,
 );
 

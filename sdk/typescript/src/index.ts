@@ -293,6 +293,36 @@ export interface Vault {
   keys: string[];
 }
 
+/** A vault as {@link RcrtClient.listVaults} shows it: metadata only, without its keys. */
+export interface VaultSummary {
+  /** The vault's id. */
+  id: string;
+  /** The vault's name, unique within its tenant and workspace. */
+  name: string;
+  /** The workspace the vault belongs to. */
+  workspace: string;
+  /** When the vault was created (RFC 3339). */
+  created_at: string;
+}
+
+/** Filters and paging for {@link RcrtClient.listVaults}. */
+export interface ListVaultsQuery {
+  /** Only vaults of this workspace. */
+  workspace?: string | undefined;
+  /** Page size (the service's default applies when omitted; it must be at least 1). */
+  limit?: number | undefined;
+  /** The `next_cursor` of the previous page. */
+  cursor?: string | undefined;
+}
+
+/** One page of vault metadata. */
+export interface VaultPage {
+  /** The vaults on this page, ordered by id (oldest first). */
+  items: VaultSummary[];
+  /** Pass as `cursor` to get the next page; `null` on the last page. */
+  next_cursor: string | null;
+}
+
 /** Options of {@link RcrtClient.createSecretVault}. */
 export interface CreateVaultOptions extends ValueOptions, IdempotencyOptions {
   /**
@@ -314,7 +344,7 @@ export interface VaultLookupOptions {
 /**
  * A role a credential (JWT or service token) can carry:
  *
- * - `secrets.read`: list secrets, read metadata and vault metadata.
+ * - `secrets.read`: list secrets and vaults, read metadata and vault metadata.
  * - `secrets.decrypt`: read values (`getSecret`, `getSecretsFromVault`).
  * - `secrets.write`: create, update and delete secrets and vaults.
  * - `secrets.admin`: the tenant's administrator (every workspace, global secrets, every token).
@@ -1092,6 +1122,24 @@ export class RcrtClient {
       segments: ['secrets', 'vaults'],
       body: withAllowEmpty({ workspace, name, secrets: secrets ?? {} }, options),
       headers: withIdempotencyKey({}, options),
+    });
+  }
+
+  /**
+   * Lists the vaults the caller may read, one page at a time (`GET /secrets/vaults`): every
+   * vault of the tenant for a `secrets.admin` caller, otherwise those of the caller's
+   * workspaces. Metadata only: no keys, no values.
+   *
+   * @param query - Optional `workspace` filter, page size and cursor.
+   * @returns One page; follow `next_cursor` until it is `null` for the rest.
+   * @throws {@link RcrtError} `invalid_request` (400) for a bad workspace, limit or cursor,
+   *   `forbidden` (403) without `secrets.read`.
+   */
+  async listVaults(query: ListVaultsQuery = {}): Promise<VaultPage> {
+    return this.#json<VaultPage>({
+      method: 'GET',
+      segments: ['secrets', 'vaults'],
+      query: { workspace: query.workspace, limit: query.limit, cursor: query.cursor },
     });
   }
 

@@ -212,4 +212,47 @@ describe('vaults', () => {
     // The name is free again.
     await client.createSecretVault('ws-del', { K: 'v' }, { name: 'doomed' });
   });
+
+  test('listVaults: metadata in id order, a workspace filter, paging, bad parameters', async () => {
+    const made = [];
+    for (const name of ['l0', 'l1', 'l2', 'l3', 'l4']) {
+      made.push(await client.createSecretVault('ws-list', { K: 'v' }, { name }));
+    }
+    await client.createSecretVault('ws-list-other', { K: 'v' }, { name: 'l0' });
+    const ids = made.map((v) => v.id).sort();
+
+    const page = await client.listVaults({ workspace: 'ws-list' });
+    assert.deepEqual(page.items.map((v) => v.id), ids);
+    assert.equal(page.next_cursor, null);
+    const [first] = page.items;
+    assert.deepEqual(Object.keys(first).sort(), ['created_at', 'id', 'name', 'workspace']);
+    assert.equal(first.workspace, 'ws-list');
+    assert.ok(!Number.isNaN(Date.parse(first.created_at)), first.created_at);
+
+    // Pages of two: the cursor goes on where the last page ended.
+    const paged = [];
+    let cursor;
+    do {
+      const p = await client.listVaults({ workspace: 'ws-list', limit: 2, cursor });
+      assert.ok(p.items.length <= 2);
+      paged.push(...p.items.map((v) => v.id));
+      cursor = p.next_cursor ?? undefined;
+    } while (cursor !== undefined);
+    assert.deepEqual(paged, ids);
+
+    // Without a filter (an administrator here): these and the other workspace's.
+    const all = [];
+    cursor = undefined;
+    do {
+      const p = await client.listVaults({ limit: 1000, cursor });
+      all.push(...p.items);
+      cursor = p.next_cursor ?? undefined;
+    } while (cursor !== undefined);
+    for (const id of ids) assert.ok(all.some((v) => v.id === id), id);
+    assert.ok(all.some((v) => v.workspace === 'ws-list-other' && v.name === 'l0'));
+
+    await rejectsWith(client.listVaults({ limit: 0 }), 400, 'invalid_request');
+    await rejectsWith(client.listVaults({ cursor: 'nope' }), 400, 'invalid_request');
+    await rejectsWith(client.listVaults({ workspace: 'two words' }), 400, 'invalid_request');
+  });
 });

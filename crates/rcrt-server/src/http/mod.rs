@@ -85,7 +85,7 @@ pub fn app(state: Arc<AppState>, opts: AppOptions) -> Router {
         )
         .route("/secrets/{id}/rollback", post(lifecycle::rollback))
         .route("/secrets/{id}/restore", post(lifecycle::restore))
-        .route("/secrets/vaults", post(vaults::create))
+        .route("/secrets/vaults", post(vaults::create).get(vaults::list))
         .route(
             "/secrets/vaults/{vault}",
             get(vaults::get_meta).delete(vaults::delete),

@@ -47,6 +47,7 @@ pub const DOCS_PATH: &str = "/docs";
         lifecycle::destroy_version,
         lifecycle::restore,
         vaults::create,
+        vaults::list,
         vaults::get_meta,
         vaults::delete,
         vaults::put_key,

@@ -10,12 +10,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rcrt_core::vaults::VaultView;
+use rcrt_store::VaultRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
 use super::error::ErrorBody;
-use super::routes::{access_reason, json_body, no_store, path_param as path, AppResult, Caller};
+use super::routes::{
+    access_reason, json_body, no_store, path_param as path, rfc3339, AppResult, Caller,
+};
 use super::{ApiError, AppState};
 
 /// A vault's metadata: its keys, never their values.
@@ -84,6 +87,84 @@ pub(crate) struct KeyValueBody {
 fn workspace(q: Result<Query<WorkspaceParam>, QueryRejection>) -> AppResult<Option<String>> {
     q.map(|Query(p)| p.workspace)
         .map_err(|e| ApiError::invalid(format!("invalid query: {e}")))
+}
+
+/// `GET /secrets/vaults`' query.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Only vaults in this workspace.
+    #[param(pattern = "^[A-Za-z0-9._:@-]{1,128}$")]
+    workspace: Option<String>,
+    /// Page size, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    cursor: Option<String>,
+}
+
+/// A vault in a listing: its metadata, without its keys (`GET /secrets/vaults/{vault}` has
+/// them).
+#[derive(Serialize, ToSchema)]
+#[schema(as = VaultSummary)]
+pub(crate) struct VaultSummaryJson {
+    #[schema(format = Uuid)]
+    id: String,
+    name: String,
+    workspace: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+impl From<&VaultRecord> for VaultSummaryJson {
+    fn from(v: &VaultRecord) -> Self {
+        Self {
+            id: v.id.to_string(),
+            name: v.name.clone(),
+            workspace: v.workspace.clone(),
+            created_at: rfc3339(v.created_at),
+        }
+    }
+}
+
+/// A page of vaults' metadata.
+#[derive(Serialize, ToSchema)]
+#[schema(as = VaultPage)]
+pub(crate) struct ListView {
+    items: Vec<VaultSummaryJson>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+/// Lists the vaults the caller may read (metadata only, in id order).
+#[utoipa::path(
+    get,
+    path = "/secrets/vaults",
+    operation_id = "listVaults",
+    tag = "vaults",
+    security(("bearer" = []), ("api_key" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of vaults: every vault of the tenant for `secrets.admin`, the caller's workspaces' otherwise.", body = ListView),
+        (status = 400, description = "`invalid_request`: a bad parameter, limit or cursor.", body = ErrorBody),
+        (status = 403, description = "The caller lacks `secrets.read`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Caller(ctx): Caller,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> AppResult<Json<ListView>> {
+    let Query(p) = params.map_err(|e| ApiError::invalid(format!("invalid query: {e}")))?;
+    let page = state
+        .service
+        .list_vaults(&ctx, p.workspace.as_deref(), p.limit, p.cursor.as_deref())
+        .await?;
+    Ok(Json(ListView {
+        items: page.items.iter().map(VaultSummaryJson::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Creates a vault in a workspace with its first keys.

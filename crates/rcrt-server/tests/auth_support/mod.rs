@@ -767,6 +767,33 @@ impl Api<'_> {
             .await
     }
 
+    /// Every vault of `GET /secrets/vaults` (following cursors, pages of `limit`), or the
+    /// first non-200 response. `filter` is appended to the query (`&workspace=W`).
+    pub async fn vault_list_all(&self, filter: &str, limit: u32) -> Result<Vec<Value>, Resp> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = format!("limit={limit}{filter}");
+            if let Some(c) = &cursor {
+                q.push_str(&format!("&cursor={c}"));
+            }
+            let r = self
+                .call(Method::GET, &format!("/secrets/vaults?{q}"), None)
+                .await;
+            if r.status != 200 {
+                return Err(r);
+            }
+            let v = r.json();
+            let page = v["items"].as_array().cloned().unwrap_or_default();
+            assert!(page.len() <= limit as usize, "{}", r.ctx());
+            items.extend(page);
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return Ok(items),
+            }
+        }
+    }
+
     pub async fn vault_meta(&self, id_or_name: &str) -> Resp {
         self.call(Method::GET, &format!("/secrets/vaults/{id_or_name}"), None)
             .await
