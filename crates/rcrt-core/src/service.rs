@@ -702,6 +702,18 @@ impl Service {
         for (k, v) in &filter.labels {
             crate::lifecycle::check_label(k, v)?;
         }
+        // No stored name or scope id holds a control character, and PostgreSQL refuses a NUL in
+        // a text parameter outright (that was a 503): such a filter is a bad request.
+        for (what, text) in [
+            ("scope_id", scope_id.as_deref()),
+            ("name_prefix", filter.name_prefix.as_deref()),
+        ] {
+            if text.is_some_and(|t| t.chars().any(char::is_control)) {
+                return Err(CoreError::Invalid(format!(
+                    "{what} must not contain control characters"
+                )));
+            }
+        }
         if !ctx.principal.roles.has(Role::Read) {
             return Err(CoreError::Forbidden("listing secrets needs secrets.read"));
         }

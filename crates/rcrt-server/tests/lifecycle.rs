@@ -445,6 +445,16 @@ async fn metadata_filters_and_expiry(backend: Backend) {
     list("label=Bad Key=x".into())
         .await
         .error(400, "invalid_request");
+    // A NUL or other control character in a text filter is a bad request on both stores (on
+    // PostgreSQL it was a 503: the database refuses a NUL in a text parameter).
+    for q in [
+        "scope_id=%00",
+        "scope_type=workspace&scope_id=a%00b",
+        "name_prefix=%00",
+        "name_prefix=db%0A",
+    ] {
+        list(q.into()).await.error(400, "invalid_request");
+    }
 
     // PATCH: only what it names; null clears; no new version.
     let r = env
