@@ -213,8 +213,8 @@ fn session_view(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignIn {
-    /// A service token or a JWT.
-    credential: String,
+    /// A service token or a JWT (wiped once the request is answered).
+    credential: zeroize::Zeroizing<String>,
 }
 
 /// `POST /ui/session`: a credential in, a session cookie out. Without authentication there is
@@ -233,15 +233,7 @@ async fn sign_in(
         .await
     {
         Ok(found) => found,
-        Err(crate::auth::AuthError::Unavailable) => {
-            return Err(ApiError::from(rcrt_core::CoreError::Unavailable(
-                rcrt_store::StoreError::Unavailable("token lookup".into()),
-            )))
-        }
-        Err(e) => {
-            tracing::info!(reason = %e, "console sign-in refused");
-            return Err(ApiError::unauthorized());
-        }
+        Err(e) => return Err(super::routes::not_authenticated(e)),
     };
     if state.auth.is_disabled() {
         return Ok(

@@ -95,15 +95,20 @@ pub(crate) async fn authenticate(
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
-        Err(crate::auth::AuthError::Unavailable) => {
-            ApiError::from(rcrt_core::CoreError::Unavailable(
-                rcrt_store::StoreError::Unavailable("token lookup".into()),
-            ))
-            .into_response()
-        }
-        Err(e) => {
+        Err(e) => not_authenticated(e).into_response(),
+    }
+}
+
+/// The answer to a credential that was not accepted: 503 when the token store could not be
+/// asked, else one 401 whatever the reason (which goes to the log only).
+pub(crate) fn not_authenticated(e: crate::auth::AuthError) -> ApiError {
+    match e {
+        crate::auth::AuthError::Unavailable => ApiError::from(rcrt_core::CoreError::Unavailable(
+            rcrt_store::StoreError::Unavailable("token lookup".into()),
+        )),
+        e => {
             tracing::info!(reason = %e, "request not authenticated");
-            ApiError::unauthorized().into_response()
+            ApiError::unauthorized()
         }
     }
 }
