@@ -42,6 +42,11 @@ describe('console: a narrower token sees only its workspaces', () => {
       secrets: { B_SECRET_KEY_NAME: 'b-vault-value' },
     });
     ids.vaultB = vault.id;
+    ids.vaultA = (await apiOk(server.baseUrl, ADMIN, 'POST', '/secrets/vaults', {
+      workspace: 'team-a',
+      name: 'vault-of-a',
+      secrets: { A_KEY: 'a-vault-value' },
+    })).id;
     const minted = await apiOk(server.baseUrl, ADMIN, 'POST', '/auth/tokens', {
       name: 'team-a-reader',
       roles: ['secrets.read'],
@@ -66,6 +71,16 @@ describe('console: a narrower token sees only its workspaces', () => {
     assert.ok(shown.includes('a/only-team-a'), `team-a listed: ${shown}`);
     const text = await html();
     assert.ok(!text.includes('only-team-b') && !text.includes('also-team-b'), 'no team-b name on the page');
+  });
+
+  it('lists the vaults of team-a only, as GET /secrets/vaults does for that token', async () => {
+    await goto(page, '#/vaults');
+    await page.waitForSelector('#vaults-table');
+    const shown = await page.locator('#vaults-table tbody tr td:first-child').allTextContents();
+    const viaApi = (await apiOk(server.baseUrl, narrow, 'GET', '/secrets/vaults')).items.map((v) => v.name);
+    assert.deepEqual(shown, viaApi);
+    assert.deepEqual(shown, ['vault-of-a']);
+    assert.ok(!(await html()).includes('vault-of-b'), 'no team-b vault on the page');
   });
 
   it('asking for team-b by filter or by id shows an error, never its secrets', async () => {

@@ -89,7 +89,7 @@ function screens() {
       },
     },
     { name: 'secret-missing', hash: '#/secrets/01900000-0000-7000-8000-000000000000', ready: '#main .error' },
-    { name: 'vaults', hash: '#/vaults', ready: '#open-vault-form' },
+    { name: 'vaults', hash: '#/vaults', ready: '#vaults-table' },
     { name: 'vault-detail', hash: `#/vaults/${ids.vault}`, ready: '#vault-keys table' },
     { name: 'tokens', hash: '#/tokens', ready: '#token-list table' },
     { name: 'audit', hash: '#/audit', ready: '#audit-table' },

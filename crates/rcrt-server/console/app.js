@@ -40,8 +40,6 @@
   let leaving = [];
   let lastPath = null;
   let expiryTimer = null;
-  /** Vaults opened during this page's life (ids and names only; memory only). */
-  const vaultsSeen = new Map();
 
   const $ = (sel) => document.querySelector(sel);
 
@@ -393,7 +391,6 @@
     if (!session && $("#signin-form")) return;
     session = null;
     clearTimeout(expiryTimer);
-    vaultsSeen.clear();
     leaveScreen();
     updateChrome();
     renderSignIn(message);
@@ -412,8 +409,7 @@
       }
       session = null;
       clearTimeout(expiryTimer);
-      vaultsSeen.clear();
-      leaveScreen();
+        leaveScreen();
       updateChrome();
       renderSignIn(null, "You are signed out.");
     });
@@ -1235,7 +1231,6 @@
       await busy(openBtn, async () => {
         try {
           const { data } = await api("GET", `/secrets/vaults/${enc(vname.value.trim())}${query({ workspace: vws.value.trim() })}`);
-          vaultsSeen.set(data.id, data);
           go(`#/vaults/${enc(data.id)}`);
         } catch (e) {
           if (ctx.alive()) formError(openSlot, e);
@@ -1245,12 +1240,45 @@
     main.append(h("section", { class: "panel stack", "aria-labelledby": "open-vault-title" },
       h("h2", { id: "open-vault-title" }, "Open a vault"), openForm));
 
-    if (vaultsSeen.size) {
-      main.append(h("section", { class: "stack", "aria-labelledby": "seen-title" },
-        h("h2", { id: "seen-title" }, "Opened in this session"),
-        h("ul", null, [...vaultsSeen.values()].map((v) => h("li", null,
-          h("a", { href: `#/vaults/${enc(v.id)}` }, v.name), ` (workspace ${v.workspace}, ${v.keys.length} keys)`)))));
-    }
+    // Every vault the caller may read (GET /secrets/vaults), a page at a time.
+    const listBody = h("div", { id: "vault-list", "aria-busy": "true" }, loading("Loading vaults…"));
+    main.append(h("section", { class: "stack", "aria-labelledby": "vaults-list-title" },
+      h("h2", { id: "vaults-list-title" }, "Your vaults"), listBody));
+    let vrows = null;
+    let vmore = null;
+    const loadVaults = async (cursor) => {
+      const { data } = await api("GET", `/secrets/vaults${query({ limit: "100", cursor })}`);
+      if (!ctx.alive()) return;
+      listBody.removeAttribute("aria-busy");
+      if (!vrows) {
+        if (!data.items.length) {
+          listBody.replaceChildren(emptyState("No vaults in your workspaces yet."));
+          return;
+        }
+        vrows = h("tbody");
+        vmore = h("div", { class: "actions" });
+        listBody.replaceChildren(h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Vaults (table)" },
+          h("table", { id: "vaults-table" },
+            h("thead", null, h("tr", null, ["Name", "Workspace", "Created"].map((x) => h("th", { scope: "col" }, x)))),
+            vrows)), vmore);
+      }
+      vrows.append(...data.items.map((v) => h("tr", { "data-vault-id": v.id },
+        h("td", { class: "wrap" }, h("a", { href: `#/vaults/${enc(v.id)}` }, v.name)),
+        h("td", null, v.workspace),
+        h("td", null, timeEl(v.created_at)))));
+      vmore.replaceChildren();
+      if (data.next_cursor) {
+        const btn = button("Load more", async () => {
+          await busy(btn, () => loadVaults(data.next_cursor).catch((e) => {
+            if (ctx.alive()) vmore.append(errorBox(e));
+          }));
+        }, "btn btn-secondary");
+        vmore.append(btn);
+      }
+    };
+    loadVaults().catch((e) => {
+      if (ctx.alive()) listBody.replaceChildren(errorBox(e, "Could not list vaults"));
+    });
 
     // Create
     if (hasRole("secrets.write") || hasRole("secrets.admin")) {
@@ -1293,7 +1321,6 @@
               body: { workspace: cws.value.trim(), name: cname.value.trim(), secrets },
             });
             for (const ta of keys.querySelectorAll("textarea")) ta.value = "";
-            vaultsSeen.set(data.id, data);
             announce(`Created vault ${data.name}.`);
             go(`#/vaults/${enc(data.id)}`);
           } catch (e) {
@@ -1325,7 +1352,6 @@
     const load = async () => {
       const { data } = await api("GET", `/secrets/vaults/${enc(vid)}`);
       vault = data;
-      vaultsSeen.set(data.id, data);
       // The keys' secrets, for links to their versions (best effort).
       let ids = {};
       try {
@@ -1467,7 +1493,6 @@
           await busy(dsub, async () => {
             try {
               await api("DELETE", `/secrets/vaults/${enc(vault.id)}`);
-              vaultsSeen.delete(vault.id);
               announce(`Deleted vault ${vault.name}.`);
               go("#/vaults");
             } catch (e) {
