@@ -24,6 +24,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/sqlite/0009_console_sessions.sql"),
     ),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_vault_list_index.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL.
@@ -54,6 +58,10 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
     (
         9,
         include_str!("../migrations/postgres/0009_console_sessions.sql"),
+    ),
+    (
+        10,
+        include_str!("../migrations/postgres/0010_vault_list_index.sql"),
     ),
 ];
 
