@@ -46,15 +46,17 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /**
  * Starts rcrt-server and waits until GET /health answers.
  *
- * @param {{ env?: Record<string,string> | ((dir: string) => Promise<Record<string,string>>), bootstrapAdminToken?: string }} [options]
+ * @param {{ env?: Record<string,string> | ((dir: string) => Promise<Record<string,string>>), bootstrapAdminToken?: string, dir?: string }} [options]
  *   extra environment (or an async function of the working directory returning it), and a service token (see serviceToken()) to write to
  *   `<dir>/bootstrap-admin.token` (mode 0600) and pass as BOOTSTRAP_ADMIN_TOKEN_FILE; AUTH_MODE
- *   then defaults to `token`.
+ *   then defaults to `token`. With `dir`, the server works in that directory (its store kept
+ *   across a restart) and stop() leaves it for the caller to remove.
  * @returns {Promise<{ baseUrl: string, port: number, dir: string, logs: () => string, stop: () => Promise<void> }>}
  */
 export async function startServer(options = {}) {
   const bin = serverBinary();
-  const dir = await mkdtemp(join(tmpdir(), 'rcrt-console-test-'));
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'rcrt-console-test-')));
+  const ownDir = options.dir === undefined;
   // env may be a function of the working directory (to name files written there).
   let env = (typeof options.env === 'function' ? await options.env(dir) : options.env) ?? {};
   if (options.bootstrapAdminToken !== undefined) {
@@ -74,14 +76,14 @@ export async function startServer(options = {}) {
         dir,
         async stop() {
           await server.stop();
-          await rm(dir, { recursive: true, force: true });
+          if (ownDir) await rm(dir, { recursive: true, force: true });
         },
       };
     } catch (e) {
       lastError = e;
     }
   }
-  await rm(dir, { recursive: true, force: true });
+  if (ownDir) await rm(dir, { recursive: true, force: true });
   throw lastError;
 }
 

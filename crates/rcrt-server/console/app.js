@@ -1831,8 +1831,8 @@
             h("progress", { id: "rewrap-progress", max: String(Math.max(total, 1)), value: String(total ? done : 1) })),
           h("dl", { class: "meta" },
             h("dt", null, "Remaining"), h("dd", { id: "rewrap-remaining" }, String(s.rewrap.remaining)),
-            h("dt", null, "Re-wrapped since start"), h("dd", null, String(s.rewrap.rewrapped_total)),
-            h("dt", null, "Failed in last pass"), h("dd", null, String(s.rewrap.failed))),
+            h("dt", null, "Re-wrapped since start"), h("dd", { id: "rewrapped-total" }, String(s.rewrap.rewrapped_total)),
+            h("dt", null, "Failed in last pass"), h("dd", { id: "rewrap-failed" }, String(s.rewrap.failed))),
           h("div", { class: "actions" }, trigger, refresh), updated));
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}.`;
       last = s;
@@ -1854,7 +1854,13 @@
         bar.value = total ? done : 1;
       }
       if (label) label.textContent = `Under the current KEK: ${done} of ${total} versions`;
+      for (const [id, metric] of [["#rewrapped-total", "rcrt_kek_rewrapped_total"], ["#rewrap-failed", "rcrt_kek_rewrap_failed"]]) {
+        const el = $(id);
+        if (el && metric in m) el.textContent = String(m[metric]);
+      }
       updated.textContent = `Progress updated ${new Date().toLocaleTimeString()} (from /metrics).`;
+      // Finished since the last full read: read the status once more (state, versions per KEK).
+      if (remaining === 0 && last.rewrap.remaining > 0) readStatus();
     };
 
     let last = null;
