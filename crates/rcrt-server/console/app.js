@@ -180,6 +180,19 @@
         h("tbody", null, rows)));
   }
 
+  /** Puts a "Load more" button in `slot` while there is a next page (`cursor`); it calls
+   * `load(cursor)`, which appends that page, and shows its error in the slot. */
+  function moreButton(ctx, slot, cursor, load) {
+    slot.replaceChildren();
+    if (!cursor) return;
+    const btn = button("Load more", async () => {
+      await busy(btn, () => load(cursor).catch((e) => {
+        if (ctx.alive()) slot.append(errorBox(e));
+      }));
+    }, "btn btn-secondary");
+    slot.append(btn);
+  }
+
   function loading(text) {
     return h("p", { class: "loading", role: "status" }, text || "Loading…");
   }
@@ -737,15 +750,7 @@
         body.append(more);
       }
       append(rows, data.items.map(rowOf));
-      more.replaceChildren();
-      if (data.next_cursor) {
-        const btn = button("Load more", async () => {
-          await busy(btn, () => load(data.next_cursor).catch((e) => {
-            if (ctx.alive()) more.append(errorBox(e));
-          }));
-        }, "btn btn-secondary");
-        more.append(btn);
-      }
+      moreButton(ctx, more, data.next_cursor, load);
     };
     load().catch((e) => {
       if (ctx.alive()) body.replaceChildren(errorBox(e, "Could not list secrets"));
@@ -1266,15 +1271,7 @@
         h("td", { class: "wrap" }, h("a", { href: `#/vaults/${enc(v.id)}` }, v.name)),
         h("td", null, v.workspace),
         h("td", null, timeEl(v.created_at)))));
-      vmore.replaceChildren();
-      if (data.next_cursor) {
-        const btn = button("Load more", async () => {
-          await busy(btn, () => loadVaults(data.next_cursor).catch((e) => {
-            if (ctx.alive()) vmore.append(errorBox(e));
-          }));
-        }, "btn btn-secondary");
-        vmore.append(btn);
-      }
+      moreButton(ctx, vmore, data.next_cursor, loadVaults);
     };
     loadVaults().catch((e) => {
       if (ctx.alive()) listBody.replaceChildren(errorBox(e, "Could not list vaults"));

@@ -44,16 +44,18 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /**
  * Starts rcrt-server and waits until GET /health answers.
  *
- * @param {{ env?: Record<string,string>, dir?: string, bootstrapAdminToken?: string }} [options]
- *   extra environment (e.g. AUTH_MODE=jwt ...), an existing working directory to use, and a
- *   service token (see serviceToken()) to write to `<dir>/bootstrap-admin.token` (mode 0600)
- *   and pass as BOOTSTRAP_ADMIN_TOKEN_FILE; AUTH_MODE then defaults to `token`.
- * @returns {Promise<{ baseUrl: string, dir: string, logs: () => string, stop: () => Promise<void> }>}
+ * @param {{ env?: Record<string,string> | ((dir: string) => Promise<Record<string,string>>), dir?: string, bootstrapAdminToken?: string }} [options]
+ *   extra environment (e.g. AUTH_MODE=jwt ...; or an async function of the working directory
+ *   returning it, to name files written there), an existing working directory to use (kept on
+ *   stop, so a store survives a restart), and a service token (see serviceToken()) to write to
+ *   `<dir>/bootstrap-admin.token` (mode 0600) and pass as BOOTSTRAP_ADMIN_TOKEN_FILE; AUTH_MODE
+ *   then defaults to `token`.
+ * @returns {Promise<{ baseUrl: string, port: number, dir: string, logs: () => string, stop: () => Promise<void> }>}
  */
 export async function startServer(options = {}) {
   const bin = serverBinary();
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'rcrt-sdk-test-')));
-  let env = options.env ?? {};
+  let env = (typeof options.env === 'function' ? await options.env(dir) : options.env) ?? {};
   if (options.bootstrapAdminToken !== undefined) {
     const file = join(dir, 'bootstrap-admin.token');
     await writeFile(file, `${options.bootstrapAdminToken}\n`, { mode: 0o600 });
@@ -67,6 +69,7 @@ export async function startServer(options = {}) {
       const server = await launch(bin, dir, port, env);
       return {
         ...server,
+        port,
         dir,
         async stop() {
           await server.stop();
