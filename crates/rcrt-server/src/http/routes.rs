@@ -480,7 +480,8 @@ pub(crate) struct ListParams {
     #[param(value_type = Option<ScopeTypeName>)]
     scope_type: Option<String>,
     /// Only this workspace or agent id; without `scope_type`, workspace and agent scopes of
-    /// that id.
+    /// that id. No control characters (400).
+    #[param(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     scope_id: Option<String>,
     /// Page size, default 100.
     #[param(minimum = 1, maximum = 1000)]
@@ -492,7 +493,8 @@ pub(crate) struct ListParams {
         pattern = "^[a-z0-9][a-z0-9._/-]{0,62}=[^,\\u0000-\\u001f\\u007f-\\u009f]{0,256}(,[a-z0-9][a-z0-9._/-]{0,62}=[^,\\u0000-\\u001f\\u007f-\\u009f]{0,256})*$"
     )]
     label: Option<String>,
-    /// Only names starting with this.
+    /// Only names starting with this. No control characters (400).
+    #[param(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     name_prefix: Option<String>,
     /// Only secrets expiring within this long from now, already expired included (`30d`).
     #[param(pattern = "^(0|[1-9][0-9]{0,4}[smhd])$")]
