@@ -450,6 +450,24 @@ pub(crate) fn vault_create(
     print_json(&vault)
 }
 
+pub(crate) fn vault_list(server: &ServerArgs, workspace: Option<&str>) -> Result<(), String> {
+    let all = run(server, async |c| {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = c
+                .list_vaults(workspace, Some(1000), cursor.as_deref())
+                .await?;
+            all.extend(page.items);
+            match next_cursor(cursor.as_deref(), page.next_cursor)? {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    })?;
+    print_json(&all)
+}
+
 pub(crate) fn vault_get(
     server: &ServerArgs,
     vault: &str,

@@ -297,6 +297,14 @@ enum VaultCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// List the vaults you may read (metadata only, every page), as JSON.
+    List {
+        /// Only this workspace's vaults.
+        #[arg(long)]
+        workspace: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Print every value of a vault (each read is audited with the reason).
     Get {
         /// The vault's id or name.
@@ -756,6 +764,9 @@ fn main() -> ExitCode {
             from_file.as_deref(),
             allow_empty,
         ),
+        Command::Vault(VaultCommand::List { workspace, server }) => {
+            client_cmd::vault_list(&server, workspace.as_deref())
+        }
         Command::Vault(VaultCommand::Get {
             vault,
             reason,

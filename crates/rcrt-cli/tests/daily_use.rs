@@ -220,6 +220,16 @@ fn vault_env_output_round_trips_through_vault_create_and_bash() {
         handmade,
         json!({"SINGLE": "single", "A": "1", "KEY": "v", "DOUBLE": "two\nlines"})
     );
+    // Listed, in creation order (ids are time-ordered), metadata only; another workspace: none.
+    let listed: Vec<Value> = serde_json::from_str(&env.ok(&["vault", "list"], "")).unwrap();
+    let names: Vec<&str> = listed.iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(names, ["hostile", "copy", "handmade"]);
+    assert!(listed
+        .iter()
+        .all(|v| v["workspace"] == "w1" && v.get("keys").is_none()));
+    let other: Vec<Value> =
+        serde_json::from_str(&env.ok(&["vault", "list", "--workspace", "w2"], "")).unwrap();
+    assert!(other.is_empty(), "{other:?}");
     // A broken line is named by line and key; its value is not printed.
     let bad = env.rcrt(
         &["vault", "create", "bad", "--workspace", "w1"],

@@ -256,6 +256,28 @@ pub struct SecretPage {
     pub next_cursor: Option<String>,
 }
 
+/// One vault in a listing: its metadata, without its keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VaultSummary {
+    /// The id.
+    pub id: String,
+    /// The name.
+    pub name: String,
+    /// Its workspace.
+    pub workspace: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// A page of [`Client::list_vaults`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VaultPage {
+    /// The vaults, in id order.
+    pub items: Vec<VaultSummary>,
+    /// The cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
 /// A vault's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Vault {
@@ -773,6 +795,31 @@ impl Client {
         Self::json(
             self.request(reqwest::Method::POST, "/secrets/vaults")
                 .json(&body),
+        )
+        .await
+    }
+
+    /// `GET /secrets/vaults`, one page: the vaults the caller may read (every vault of the
+    /// tenant for an administrator, its workspaces' otherwise), optionally of one workspace.
+    pub async fn list_vaults(
+        &self,
+        workspace: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<VaultPage, ClientError> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(w) = workspace {
+            q.push(("workspace", w.to_owned()));
+        }
+        if let Some(v) = limit {
+            q.push(("limit", v.to_string()));
+        }
+        if let Some(v) = cursor {
+            q.push(("cursor", v.to_owned()));
+        }
+        Self::json(
+            self.request(reqwest::Method::GET, "/secrets/vaults")
+                .query(&q),
         )
         .await
     }
