@@ -133,49 +133,47 @@ pub(crate) fn list(server: &ServerArgs, args: ListArgs) -> Result<(), String> {
         deleted: args.deleted,
     };
     let all = run(server, async |c| {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = c
-                .list_secrets_filtered(&filter, Some(1000), cursor.as_deref())
-                .await?;
-            all.extend(page.items);
-            match next_cursor(cursor.as_deref(), page.next_cursor)? {
-                Some(next) => cursor = Some(next),
-                None => return Ok(all),
-            }
-        }
+        all_pages(async |cursor| {
+            let page = c.list_secrets_filtered(&filter, Some(1000), cursor).await?;
+            Ok((page.items, page.next_cursor))
+        })
+        .await
     })?;
     print_json(&all)
 }
 
-/// The cursor to follow, refusing one the server hands back twice (it would loop forever).
-fn next_cursor(
-    previous: Option<&str>,
-    next: Option<String>,
-) -> Result<Option<String>, ClientError> {
-    match next {
-        Some(next) if previous == Some(next.as_str()) => Err(ClientError {
-            status: None,
-            code: "invalid_cursor".into(),
-            message: "the server returned the same cursor twice".into(),
-        }),
-        other => Ok(other),
+/// Every page of a listing: `page(cursor)` fetches one (items and the next cursor), from no
+/// cursor until the server gives none. A cursor handed back twice is refused: it would loop
+/// forever.
+pub(crate) async fn all_pages<T>(
+    mut page: impl AsyncFnMut(Option<&str>) -> Result<(Vec<T>, Option<String>), ClientError>,
+) -> Result<Vec<T>, ClientError> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (items, next) = page(cursor.as_deref()).await?;
+        all.extend(items);
+        match next {
+            Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                return Err(ClientError {
+                    status: None,
+                    code: "invalid_cursor".into(),
+                    message: "the server returned the same cursor twice".into(),
+                })
+            }
+            Some(next) => cursor = Some(next),
+            None => return Ok(all),
+        }
     }
 }
 
 pub(crate) fn versions(server: &ServerArgs, id: &str) -> Result<(), String> {
     let all = run(server, async |c| {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = c.list_versions(id, Some(1000), cursor.as_deref()).await?;
-            all.extend(page.versions);
-            match next_cursor(cursor.as_deref(), page.next_cursor)? {
-                Some(next) => cursor = Some(next),
-                None => return Ok(all),
-            }
-        }
+        all_pages(async |cursor| {
+            let page = c.list_versions(id, Some(1000), cursor).await?;
+            Ok((page.versions, page.next_cursor))
+        })
+        .await
     })?;
     print_json(&all)
 }
@@ -452,18 +450,11 @@ pub(crate) fn vault_create(
 
 pub(crate) fn vault_list(server: &ServerArgs, workspace: Option<&str>) -> Result<(), String> {
     let all = run(server, async |c| {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = c
-                .list_vaults(workspace, Some(1000), cursor.as_deref())
-                .await?;
-            all.extend(page.items);
-            match next_cursor(cursor.as_deref(), page.next_cursor)? {
-                Some(next) => cursor = Some(next),
-                None => return Ok(all),
-            }
-        }
+        all_pages(async |cursor| {
+            let page = c.list_vaults(workspace, Some(1000), cursor).await?;
+            Ok((page.items, page.next_cursor))
+        })
+        .await
     })?;
     print_json(&all)
 }
@@ -500,7 +491,7 @@ pub(crate) fn vault_get(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -553,14 +544,33 @@ mod tests {
         );
     }
 
+    /// Pages served from a script: the cursors each call received, and the result.
+    fn page_through(
+        script: &[(&[u32], Option<&str>)],
+    ) -> (Vec<Option<String>>, Result<Vec<u32>, ClientError>) {
+        let mut seen = Vec::new();
+        let mut next = script.iter();
+        let result = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(all_pages(async |cursor| {
+                seen.push(cursor.map(str::to_owned));
+                let Some((items, cursor)) = next.next() else {
+                    panic!("asked for a page too many");
+                };
+                Ok((items.to_vec(), cursor.map(str::to_owned)))
+            }));
+        (seen, result)
+    }
+
     #[test]
-    fn a_repeated_cursor_stops_paging() {
-        assert_eq!(
-            next_cursor(None, Some("a".into())).unwrap().as_deref(),
-            Some("a")
-        );
-        assert!(next_cursor(Some("a"), Some("a".into())).is_err());
-        assert!(next_cursor(Some("a"), None).unwrap().is_none());
+    fn every_page_is_followed_and_a_repeated_cursor_stops_paging() {
+        let (seen, all) = page_through(&[(&[1, 2], Some("a")), (&[3], Some("b")), (&[], None)]);
+        assert_eq!(all.unwrap(), [1, 2, 3]);
+        assert_eq!(seen, [None, Some("a".into()), Some("b".into())]);
+        let (seen, all) = page_through(&[(&[1], Some("a")), (&[2], Some("a"))]);
+        assert_eq!(all.unwrap_err().code, "invalid_cursor");
+        assert_eq!(seen.len(), 2);
     }
 
     #[test]

@@ -123,24 +123,11 @@ fn summary(m: &TokenMeta) -> String {
 
 pub(crate) fn list(server: &ServerArgs, format: ListFormat) -> Result<(), String> {
     let all = run(server, async |c| {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = c.list_tokens(Some(1000), cursor.as_deref()).await?;
-            all.extend(page.items);
-            match page.next_cursor {
-                // A server that hands back the same cursor would loop forever.
-                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
-                    return Err(rcrt_client::ClientError {
-                        status: None,
-                        code: "invalid_cursor".into(),
-                        message: "the server returned the same cursor twice".into(),
-                    })
-                }
-                Some(next) => cursor = Some(next),
-                None => return Ok(all),
-            }
-        }
+        crate::client_cmd::all_pages(async |cursor| {
+            let page = c.list_tokens(Some(1000), cursor).await?;
+            Ok((page.items, page.next_cursor))
+        })
+        .await
     })?;
     match format {
         ListFormat::Json => print_json(&all),
