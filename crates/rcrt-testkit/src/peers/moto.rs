@@ -239,6 +239,7 @@ impl MotoServer {
     pub fn pause(&self) {
         signal(self.child.id(), "STOP");
         self.paused.store(true, Ordering::SeqCst);
+        super::wait_stopped(self.child.id());
     }
 
     /// Lets a paused process run again (SIGCONT).

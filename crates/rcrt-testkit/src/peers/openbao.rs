@@ -346,6 +346,7 @@ impl OpenBao {
     /// in-memory keys survive.
     pub fn pause(&self) {
         self.signal("-STOP");
+        super::wait_stopped(self.child.id());
     }
 
     /// Continues a paused process (SIGCONT).
