@@ -508,13 +508,19 @@ impl Service {
     /// The record of a token that exists, is not revoked and has not expired.
     async fn live_record(&self, id: TokenId) -> Result<Arc<TokenRecord>, TokenAuthError> {
         let record = self.record(id).await?.ok_or(TokenAuthError::Unknown)?;
+        self.check_live(&record)?;
+        Ok(record)
+    }
+
+    /// Refuses a revoked or expired token.
+    fn check_live(&self, record: &TokenRecord) -> Result<(), TokenAuthError> {
         if record.revoked_at.is_some() {
             return Err(TokenAuthError::Revoked);
         }
         if record.expires_at.is_some_and(|e| e <= self.clock.now()) {
             return Err(TokenAuthError::Expired);
         }
-        Ok(record)
+        Ok(())
     }
 
     /// The stored record of a live token whose secret matches.
@@ -528,7 +534,8 @@ impl Service {
         if !token.matches(&stored) {
             return Err(TokenAuthError::Unknown);
         }
-        self.live_record(id).await
+        self.check_live(&record)?;
+        Ok(record)
     }
 
     fn bootstrap_record(&self, token: &ServiceToken) -> TokenRecord {

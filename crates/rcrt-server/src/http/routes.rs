@@ -67,35 +67,31 @@ pub(crate) async fn authenticate(
     let cookie = (presented.is_none() && state.console.enabled && !state.auth.is_disabled())
         .then(|| super::console::session_cookie_token(headers))
         .flatten();
-    if let Some(token) = cookie {
-        return match super::console::authenticate_cookie(&state, req.method(), headers, &token)
+    let outcome = match cookie {
+        Some(token) => super::console::authenticate_cookie(&state, req.method(), headers, &token)
             .await
-        {
-            Ok((principal, session)) => {
-                crate::access_log::record_principal(
-                    req.extensions(),
-                    &principal.user_id,
-                    principal.tenant.as_str(),
-                );
-                req.extensions_mut().insert(principal);
-                req.extensions_mut().insert(session);
-                next.run(req).await
-            }
-            Err(e) => e.into_response(),
-        };
-    }
-    let outcome = state.auth.authenticate(&state.service, presented).await;
+            .map(|(principal, session)| (principal, Some(session))),
+        None => state
+            .auth
+            .authenticate(&state.service, presented)
+            .await
+            .map(|principal| (principal, None))
+            .map_err(not_authenticated),
+    };
     match outcome {
-        Ok(principal) => {
+        Ok((principal, session)) => {
             crate::access_log::record_principal(
                 req.extensions(),
                 &principal.user_id,
                 principal.tenant.as_str(),
             );
             req.extensions_mut().insert(principal);
+            if let Some(session) = session {
+                req.extensions_mut().insert(session);
+            }
             next.run(req).await
         }
-        Err(e) => not_authenticated(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
