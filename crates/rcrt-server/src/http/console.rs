@@ -62,7 +62,7 @@ pub struct ConsoleOptions {
 
 /// A request authenticated by a console session cookie: the session's token id, when it ends
 /// and its anti-CSRF value, for `/ui/session`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ConsoleSession {
     /// The session token's id (revoked on sign-out).
     pub id: TokenId,
@@ -70,6 +70,17 @@ pub struct ConsoleSession {
     pub expires_at: Option<time::OffsetDateTime>,
     /// The value the console must send in `X-CSRF-Token`.
     pub csrf: String,
+}
+
+/// The CSRF value is bound to the session's secret: never in a log line.
+impl std::fmt::Debug for ConsoleSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleSession")
+            .field("id", &self.id)
+            .field("expires_at", &self.expires_at)
+            .field("csrf", &"<redacted>")
+            .finish()
+    }
 }
 
 /// One embedded file.
