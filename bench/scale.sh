@@ -348,9 +348,9 @@ INSERT INTO secrets (id, tenant, name, scope_type, scope_id, current_version, cr
          src.current_version, src.created_at, src.updated_at
   FROM generate_series($first::bigint, $last::bigint) AS g, src;
 INSERT INTO secret_versions (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at,
-                             sealed_at, recovery_kek_id, recovery_wrapped_dek)
+                             sealed_at, recovery_kek_id, recovery_wrapped_dek, tenant)
   SELECT $id, src.version, src.kek_id, src.wrapped_dek, src.sealed_value, src.v_created_at,
-         src.sealed_at, src.recovery_kek_id, src.recovery_wrapped_dek
+         src.sealed_at, src.recovery_kek_id, src.recovery_wrapped_dek, src.tenant
   FROM generate_series($first::bigint, $last::bigint) AS g, src;
 COMMIT;
 EOF

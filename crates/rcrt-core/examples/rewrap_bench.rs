@@ -207,7 +207,7 @@ async fn seed_pg(url: &str, k1: &Kek, a: &Args) -> R<Vec<Uuid>> {
             let sink = tx
                 .copy_in(
                     "COPY secret_versions (secret_id, version, kek_id, wrapped_dek, sealed_value, \
-                     created_at, sealed_at) FROM STDIN BINARY",
+                     created_at, sealed_at, tenant) FROM STDIN BINARY",
                 )
                 .await?;
             let types = [
@@ -218,12 +218,15 @@ async fn seed_pg(url: &str, k1: &Kek, a: &Args) -> R<Vec<Uuid>> {
                 Type::BYTEA,
                 Type::TIMESTAMPTZ,
                 Type::TIMESTAMPTZ,
+                Type::TEXT,
             ];
             let mut w = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
             let kid = k1.id().as_str();
             for r in &rows {
                 w.as_mut()
-                    .write(&[&r.id, &1i64, &kid, &r.wrapped, &r.sealed, &now, &now])
+                    .write(&[
+                        &r.id, &1i64, &kid, &r.wrapped, &r.sealed, &now, &now, &TENANT,
+                    ])
                     .await?;
             }
             w.finish().await?;

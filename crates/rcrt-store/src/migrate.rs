@@ -63,6 +63,10 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/postgres/0010_vault_list_index.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_version_tenant.sql"),
+    ),
 ];
 
 /// The table that records applied migrations (same DDL on both databases).

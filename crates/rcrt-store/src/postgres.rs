@@ -59,6 +59,11 @@ macro_rules! select_current_pg {
     };
 }
 
+/// A live secret's metadata and current version, by id (`$1`) and tenant (`$2`): the read of
+/// every decrypt.
+const GET_CURRENT: &str =
+    select_current_pg!("WHERE s.id = $1 AND s.tenant = $2 AND s.deleted_at IS NULL");
+
 /// Where a version's columns start in a row of [`select_current_pg`].
 const VERSION_AT: usize = 14;
 
@@ -558,7 +563,7 @@ async fn insert_secret(
     )
     .await
     .map_err(pg_err)?;
-    insert_version(c, m.id, &secret.first).await
+    insert_version(c, &m.tenant, m.id, &secret.first).await
 }
 
 fn vault(row: &Row) -> Result<VaultRecord, StoreError> {
@@ -586,8 +591,11 @@ fn version(row: &Row, first: usize) -> Result<VersionRecord, StoreError> {
     })
 }
 
+/// Inserts version `v` of secret `id` of `tenant` (a version row carries its secret's tenant for
+/// row-level security: migration 0011).
 async fn insert_version(
     c: &impl deadpool_postgres::GenericClient,
+    tenant: &TenantId,
     id: SecretId,
     v: &VersionRecord,
 ) -> Result<(), StoreError> {
@@ -595,8 +603,8 @@ async fn insert_version(
         .prepare_cached(
             "INSERT INTO secret_versions
              (secret_id, version, kek_id, wrapped_dek, sealed_value, created_at, sealed_at,
-              recovery_kek_id, recovery_wrapped_dek, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
+              recovery_kek_id, recovery_wrapped_dek, created_by, tenant)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10)",
         )
         .await
         .map_err(pg_err)?;
@@ -612,6 +620,7 @@ async fn insert_version(
             &v.recovery.as_ref().map(|r| r.kek_id.as_str()),
             &v.recovery.as_ref().map(|r| r.wrapped_dek.as_slice()),
             &v.created_by,
+            &tenant.as_str(),
         ],
     )
     .await
@@ -680,10 +689,11 @@ macro_rules! destroy_versions {
                 DELETE FROM secret_versions
                 WHERE secret_id = $1 AND ",
             $cond,
-            " RETURNING secret_id, version, created_at, created_by
+            " RETURNING secret_id, tenant, version, created_at, created_by
             )
-            INSERT INTO destroyed_versions (secret_id, version, created_at, created_by, destroyed_at)
-            SELECT secret_id, version, created_at, created_by, $3 FROM gone
+            INSERT INTO destroyed_versions
+                (secret_id, tenant, version, created_at, created_by, destroyed_at)
+            SELECT secret_id, tenant, version, created_at, created_by, $3 FROM gone
             RETURNING version"
         )
     };
@@ -1034,7 +1044,7 @@ impl Store for PgStore {
                     None => Ok(None),
                 };
             };
-            insert_version(&tx, id, &record).await?;
+            insert_version(&tx, tenant, id, &record).await?;
             let mut lane = None;
             insert_audit(&tx, &audit, &mut lane).await?;
             if let Some(keep) = options.keep {
@@ -1517,12 +1527,7 @@ impl Store for PgStore {
         self.bounded(self.timeouts.operation, async {
             let c = self.client().await?;
             // One statement: metadata and version agree without an explicit transaction.
-            let st = c
-                .prepare_cached(select_current_pg!(
-                    "WHERE s.id = $1 AND s.tenant = $2 AND s.deleted_at IS NULL"
-                ))
-                .await
-                .map_err(pg_err)?;
+            let st = c.prepare_cached(GET_CURRENT).await.map_err(pg_err)?;
             let Some(row) = self
                 .as_tenant(
                     &c,
@@ -2709,5 +2714,155 @@ mod tls {
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             self.0.supported_verify_schemes()
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// The rows every node of a plan produced, summed: what `EXPLAIN (ANALYZE, FORMAT JSON)`
+    /// printed, scanned for its `"Actual Rows"` fields.
+    fn rows_produced(plan: &str) -> u64 {
+        plan.split("\"Actual Rows\": ")
+            .skip(1)
+            .map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u64>().unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// The decrypt's read of one secret stays one index probe however many secrets its tenant
+    /// has, also before its tables have statistics. Row-level security on versions used to be
+    /// `EXISTS (SELECT 1 FROM secrets ...)`, which PostgreSQL ran as a hashed subplan over every
+    /// secret of the tenant (1,000 rows here) for each read.
+    #[tokio::test]
+    async fn a_decrypt_read_touches_one_secret_at_any_tenant_size() {
+        let db = rcrt_testkit::TempPgDb::create().await;
+        let store = PgStore::connect(db.url()).await.unwrap();
+        let (c, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // 1,000 secrets of one tenant, each with its version, inserted as the superuser (row-level
+        // security does not bind it), and no statistics yet: a new deployment before autovacuum's
+        // first ANALYZE, or any table grown well past its last one.
+        c.batch_execute(
+            "INSERT INTO secrets (id, tenant, name, scope_type, scope_id, current_version,
+                                  created_at, updated_at)
+               SELECT gen_random_uuid(), 'big', 's' || g, 'global', '', 1, now(), now()
+               FROM generate_series(1, 1000) AS g;
+             INSERT INTO secret_versions (secret_id, tenant, version, kek_id, wrapped_dek,
+                                          sealed_value, created_at, sealed_at, created_by)
+               SELECT id, tenant, 1, 'k', decode(repeat('ab', 60), 'hex'),
+                      decode(repeat('cd', 1060), 'hex'), now(), now(), 'x' FROM secrets;",
+        )
+        .await
+        .unwrap();
+        let id: Uuid = c
+            .query_one("SELECT id FROM secrets WHERE name = 's500'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let plan = c
+            .simple_query(&format!(
+                "SET ROLE {role}; SET rcrt.tenant = 'big';
+                 PREPARE get_current AS {GET_CURRENT};
+                 EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE get_current('{id}', 'big');",
+                role = store.app_role
+            ))
+            .await
+            .unwrap();
+        let text: String = plan
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        assert!(text.contains("Actual Rows"), "no plan printed: {text}");
+        let rows = rows_produced(&text);
+        assert!(
+            (1..=8).contains(&rows),
+            "one read produced {rows} rows across its plan:\n{text}"
+        );
+    }
+
+    /// Migration 0011 on a database written before it: each version and destroyed version
+    /// takes its secret's tenant, and the store then reads a version as that tenant only.
+    #[tokio::test]
+    async fn an_upgrade_gives_each_version_its_secrets_tenant() {
+        let db = rcrt_testkit::TempPgDb::create().await;
+        let (c, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.batch_execute(migrate::LEDGER).await.unwrap();
+        for (version, sql) in migrate::POSTGRES.iter().filter(|(v, _)| *v < 11) {
+            c.batch_execute(sql).await.unwrap();
+            c.execute(
+                "INSERT INTO rcrt_schema_migrations (version, applied_at) VALUES ($1, '')",
+                &[version],
+            )
+            .await
+            .unwrap();
+        }
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        c.execute(
+            "INSERT INTO secrets (id, tenant, name, scope_type, scope_id, current_version,
+                                  created_at, updated_at)
+             VALUES ($1, 'tenant-a', 'a', 'global', '', 2, now(), now()),
+                    ($2, 'tenant-b', 'b', 'global', '', 1, now(), now())",
+            &[&a, &b],
+        )
+        .await
+        .unwrap();
+        c.execute(
+            "INSERT INTO secret_versions (secret_id, version, kek_id, wrapped_dek, sealed_value,
+                                          created_at, sealed_at)
+             VALUES ($1, 2, 'k', '\\x00', '\\x00', now(), now()),
+                    ($2, 1, 'k', '\\x00', '\\x00', now(), now())",
+            &[&a, &b],
+        )
+        .await
+        .unwrap();
+        c.execute(
+            "INSERT INTO destroyed_versions (secret_id, version, created_at, created_by,
+                                             destroyed_at)
+             VALUES ($1, 1, now(), 'x', now())",
+            &[&a],
+        )
+        .await
+        .unwrap();
+
+        let store = PgStore::connect(db.url()).await.unwrap();
+        let tenants = |sql: &'static str| {
+            let c = &c;
+            async move {
+                c.query(sql, &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get::<_, Uuid>(0), r.get::<_, String>(1)))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let mut versions = tenants("SELECT secret_id, tenant FROM secret_versions").await;
+        versions.sort();
+        let mut expected = vec![(a, "tenant-a".to_owned()), (b, "tenant-b".to_owned())];
+        expected.sort();
+        assert_eq!(versions, expected);
+        assert_eq!(
+            tenants("SELECT secret_id, tenant FROM destroyed_versions").await,
+            [(a, "tenant-a".to_owned())]
+        );
+        let (id_a, id_b) = (SecretId::from(a), SecretId::from(b));
+        let (ta, tb) = (TenantId::new("tenant-a"), TenantId::new("tenant-b"));
+        let found = store.get_current(&ta, id_a).await.unwrap().unwrap();
+        assert_eq!(found.1.version, 2);
+        assert!(store.get_current(&tb, id_a).await.unwrap().is_none());
+        assert!(store.get_current(&tb, id_b).await.unwrap().is_some());
     }
 }

@@ -1301,11 +1301,40 @@ async fn postgres_row_level_security_isolates_tenants() {
         )
         .await
         .is_err());
+    // A version cannot be attached to another tenant's secret, under either tenant's name, nor
+    // moved to another tenant (the version's tenant column decides who reads it: 0011).
+    for tenant in ["tenant-b", "tenant-a"] {
+        let err = client
+            .execute(
+                "INSERT INTO secret_versions
+                     (secret_id, tenant, version, kek_id, wrapped_dek, sealed_value, created_at,
+                      sealed_at, created_by)
+                 VALUES ($1, $2, 2, 'k', '\\x00', '\\x00', now(), now(), 'x')",
+                &[&sa.as_uuid(), &tenant],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.as_db_error()
+                .is_some_and(|e| e.message().contains("row-level security")),
+            "{tenant}: {err:?}"
+        );
+    }
+    let err = client
+        .execute("UPDATE secret_versions SET tenant = 'tenant-a'", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error()
+            .is_some_and(|e| e.message().contains("row-level security")),
+        "{err:?}"
+    );
     client
         .batch_execute("SET rcrt.tenant = 'nobody'")
         .await
         .unwrap();
     assert_eq!(count("SELECT count(*) FROM secrets").await, 0);
+    assert_eq!(count("SELECT count(*) FROM secret_versions").await, 0);
     client.batch_execute("RESET ROLE").await.unwrap();
     // The store's own tenant-scoped reads still work after the raw session changed roles.
     assert!(store.get_meta(&a, sa).await.unwrap().is_some());

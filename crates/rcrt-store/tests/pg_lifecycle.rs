@@ -279,10 +279,17 @@ async fn row_level_security_isolates_the_new_tables() {
              (tenant, principal, key, fingerprint, outcome, created_at, expires_at)
          VALUES ('tenant-a', 'x', 'k-2', decode(repeat('ab', 32), 'hex'), 'o', now(), now())"
             .to_owned(),
+        // Another tenant's secret, labelled with either tenant.
         format!(
             "INSERT INTO destroyed_versions
-                 (secret_id, version, created_at, created_by, destroyed_at)
-             VALUES ('{}', 99, now(), 'x', now())",
+                 (secret_id, tenant, version, created_at, created_by, destroyed_at)
+             VALUES ('{}', 'tenant-b', 99, now(), 'x', now())",
+            sa.as_uuid()
+        ),
+        format!(
+            "INSERT INTO destroyed_versions
+                 (secret_id, tenant, version, created_at, created_by, destroyed_at)
+             VALUES ('{}', 'tenant-a', 99, now(), 'x', now())",
             sa.as_uuid()
         ),
     ] {
