@@ -87,6 +87,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// The store URL (`sqlite:PATH`, a path, or `postgres://...`).
     pub db_url: String,
+    /// At most this many connections to PostgreSQL (`DB_POOL_SIZE`).
+    pub db_pool_size: usize,
     /// Authentication mode.
     pub auth: AuthMode,
     /// Largest secret value in bytes.
@@ -455,6 +457,17 @@ impl Config {
                 None => DEFAULT_DB.to_owned(),
             },
         };
+        let db_pool_size = match plain("DB_POOL_SIZE") {
+            None => rcrt_store::DEFAULT_POOL_SIZE,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (2..=1024).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    var: "DB_POOL_SIZE",
+                    reason: "must be a whole number of connections from 2 to 1024".into(),
+                })?,
+        };
         let max_value_bytes = match plain("MAX_VALUE_BYTES") {
             None => DEFAULT_MAX_VALUE_BYTES,
             Some(v) => v
@@ -665,6 +678,7 @@ impl Config {
             db_url,
             auth,
             max_value_bytes,
+            db_pool_size,
             kek: KekSources::from_lookup(|k| l.get(k)),
             keks: KekPlan::from_lookup(&|k| l.get(k))
                 .map_err(|e| ConfigError::Keys(e.to_string()))?,
@@ -1067,6 +1081,21 @@ mod tests {
         let p = probe(&[("BIND_ADDR", "0.0.0.0:9"), ("TLS_CERT_FILE", "/c.pem")]).unwrap();
         assert_eq!((p.bind.port(), p.tls), (9, true));
         assert!(probe(&[("BIND_ADDR", "localhost:9")]).is_err());
+    }
+
+    #[test]
+    fn database_pool_size() {
+        let size = |v: &str| {
+            Config::from_lookup(&Lookup::from_pairs(&[("DB_POOL_SIZE", v)])).map(|c| c.db_pool_size)
+        };
+        let default = Config::from_lookup(&Lookup::from_pairs(&[])).unwrap();
+        assert_eq!(default.db_pool_size, rcrt_store::DEFAULT_POOL_SIZE);
+        assert_eq!(size("2").unwrap(), 2);
+        assert_eq!(size("64").unwrap(), 64);
+        for bad in ["0", "1", "1025", "eight", "-4"] {
+            let err = size(bad).unwrap_err().to_string();
+            assert!(err.contains("DB_POOL_SIZE"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ async fn build_parts(
         tokio::spawn(keyring.clone().watch_health(config.keks.probe_interval));
     }
     let keys: Arc<dyn KeyProvider> = keyring;
-    let store = rcrt_store::open(&config.db_url).await?;
+    let store = rcrt_store::open_with(&config.db_url, config.db_pool_size).await?;
     let clock = Arc::new(SystemClock);
     let service = Service::new(
         store.clone(),

@@ -27,12 +27,17 @@ const RULES: &str = include_str!("../../../deploy/prometheus/rules.yaml");
 const DASHBOARD: &str = include_str!("../../../deploy/grafana/rcrt-dashboard.json");
 
 fn start(pg: Option<&TempPgDb>, dir: &TempDir) -> ServerProcess {
+    start_with(pg, dir, &[])
+}
+
+fn start_with(pg: Option<&TempPgDb>, dir: &TempDir, extra: &[(&str, &str)]) -> ServerProcess {
     let kek = gen_kek();
-    ServerProcess::start(&server_config(
-        pg,
-        dir,
-        &[("LOCAL_KEK_BASE64", &kek), ("AUTH_MODE", "disabled")],
-    ))
+    let mut env = vec![
+        ("LOCAL_KEK_BASE64", kek.as_str()),
+        ("AUTH_MODE", "disabled"),
+    ];
+    env.extend_from_slice(extra);
+    ServerProcess::start(&server_config(pg, dir, &env))
 }
 
 async fn send(
@@ -425,7 +430,8 @@ async fn refuse_audit_rows(backend: Backend, dir: &TempDir, pg: Option<&TempPgDb
 async fn audit_write_failures_are_counted(backend: Backend) {
     let pg = backend.database().await;
     let dir = TempDir::new();
-    let server = start(pg.as_ref(), &dir);
+    // A pool size of its own, to see DB_POOL_SIZE reach the PostgreSQL pool (SQLite ignores it).
+    let server = start_with(pg.as_ref(), &dir, &[("DB_POOL_SIZE", "3")]);
     let base = server.base_url();
     let (status, created) = create(&base, "AUDITED", "audited-value").await;
     assert_eq!(status, 201);
@@ -466,7 +472,8 @@ async fn audit_write_failures_are_counted(backend: Backend) {
         let max = value(&text, "rcrt_store_pool_max_connections").unwrap();
         let in_use = value(&text, "rcrt_store_pool_connections{state=\"in_use\"}").unwrap();
         let idle = value(&text, "rcrt_store_pool_connections{state=\"idle\"}").unwrap();
-        assert!(max >= 1.0 && in_use + idle <= max && idle >= 1.0, "{text}");
+        assert_eq!(max, 3.0, "DB_POOL_SIZE=3: {text}");
+        assert!(in_use + idle <= max && idle >= 1.0, "{text}");
     }
 }
 

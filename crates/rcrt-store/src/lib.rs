@@ -26,7 +26,7 @@ use rcrt_types::{
 };
 use time::OffsetDateTime;
 
-pub use postgres::{PgStore, PgTimeouts};
+pub use postgres::{PgStore, PgTimeouts, DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed.
@@ -1111,8 +1111,18 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store a URL names: `sqlite:PATH` / a bare path, or `postgres://...`.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_with(url, DEFAULT_POOL_SIZE).await
+}
+
+/// [`open`], with at most `pg_pool_size` connections to PostgreSQL (SQLite ignores it).
+pub async fn open_with(
+    url: &str,
+    pg_pool_size: usize,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(PgStore::connect(url).await?))
+        Ok(std::sync::Arc::new(
+            PgStore::connect_pooled(url, PgTimeouts::default(), pg_pool_size).await?,
+        ))
     } else {
         let path = url
             .strip_prefix("sqlite://")

@@ -82,6 +82,14 @@ const SET_TENANT: &str =
     "SELECT set_config('role', $2, false), set_config('rcrt.tenant', $1, false),
         set_config('rcrt.maintenance', '', false)";
 
+/// Connections a [`PgStore`] keeps at most, unless told otherwise (`DB_POOL_SIZE`). A few per
+/// PostgreSQL core, not one per concurrent request: a PostgreSQL with more active backends than
+/// cores spends its time switching between them. Measured on 2 cores shared by PostgreSQL and
+/// the server, 32 concurrent decrypts ran at 2.8-3.0k/s with 32 connections, 3.5-4.2k/s with 8
+/// and 4.5k/s with 4 (`docs/benchmarks.md`); 8 leaves room for a larger or remote PostgreSQL,
+/// where each connection also waits a network round trip.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
 /// How long the store waits for PostgreSQL before it gives up with
 /// [`StoreError::Unavailable`]: a frozen or unreachable server then costs a request a bounded
 /// time instead of hanging it (and every request behind it).
@@ -806,6 +814,16 @@ impl PgStore {
 
     /// [`PgStore::connect`] with given timeouts.
     pub async fn connect_with(url: &str, timeouts: PgTimeouts) -> Result<Self, StoreError> {
+        Self::connect_pooled(url, timeouts, DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`PgStore::connect`] with given timeouts and at most `pool_size` connections (at least
+    /// 2: see [`DEFAULT_POOL_SIZE`]).
+    pub async fn connect_pooled(
+        url: &str,
+        timeouts: PgTimeouts,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
         let (mut pg_config, tls) = tls::config(url)?;
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(timeouts.connect);
@@ -828,7 +846,7 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(32)
+            .max_size(pool_size.max(2))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(timeouts.connect))
             .create_timeout(Some(timeouts.connect))
