@@ -127,6 +127,9 @@ pub struct PgStore {
     app_role: String,
     /// Group commit of single audit rows; `None` only while connecting.
     audit: Option<audit_batch::AuditBatcher>,
+    /// Groups the decrypt path's reads (`get_current`) of concurrent requests; `None` only while
+    /// connecting.
+    reads: Option<read_batch::ReadBatcher>,
 }
 
 /// A connection failure with its causes: the client's own message is often only the outer
@@ -275,6 +278,7 @@ const INSERT_AUDIT_ON_LANE: &str = chained_insert!(
 );
 
 mod audit_batch;
+mod read_batch;
 
 /// An audit row's fields in the chained inserts' parameter order.
 struct AuditRow<'a> {
@@ -858,6 +862,7 @@ impl PgStore {
             timeouts,
             app_role: String::new(),
             audit: None,
+            reads: None,
         };
         store.bounded(timeouts.migrate, store.migrate()).await?;
         store.app_role = store
@@ -865,6 +870,11 @@ impl PgStore {
             .await?
             .ok_or_else(|| StoreError::Corrupt("no app role recorded (migration 0004)".into()))?;
         store.audit = Some(audit_batch::AuditBatcher::spawn(
+            store.pool.clone(),
+            store.app_role.clone(),
+            timeouts.operation,
+        ));
+        store.reads = Some(read_batch::ReadBatcher::spawn(
             store.pool.clone(),
             store.app_role.clone(),
             timeouts.operation,
@@ -1543,6 +1553,12 @@ impl Store for PgStore {
         id: SecretId,
     ) -> Result<Option<(SecretMeta, VersionRecord)>, StoreError> {
         self.bounded(self.timeouts.operation, async {
+            // Read together with the concurrent decrypts' reads.
+            if let Some(read) = self.reads.as_ref() {
+                if let Some(found) = read.get(tenant, id).await {
+                    return found;
+                }
+            }
             let c = self.client().await?;
             // One statement: metadata and version agree without an explicit transaction.
             let st = c.prepare_cached(GET_CURRENT).await.map_err(pg_err)?;

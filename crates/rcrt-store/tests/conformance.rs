@@ -1349,6 +1349,92 @@ async fn postgres_row_level_security_isolates_tenants() {
         .is_none());
 }
 
+/// Concurrent decrypt reads on PostgreSQL are grouped: while a lock holds `secrets`, 200 reads
+/// queued from two tenants wait in at most 4 statements (the reader tasks), not one per pooled
+/// connection (16 here). Once the lock goes, each caller gets its own secret, and an id of the
+/// other tenant reads as absent, also when both tenants' ids went to PostgreSQL together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_reads_are_grouped_and_each_gets_its_own() {
+    let db = rcrt_testkit::TempPgDb::create().await;
+    let store = Arc::new(
+        rcrt_store::PgStore::connect_pooled(db.url(), Default::default(), 16)
+            .await
+            .unwrap(),
+    );
+    let tenants = [TenantId::new("tenant-a"), TenantId::new("tenant-b")];
+    let mut secrets = Vec::new();
+    for i in 0..10 {
+        for t in &tenants {
+            secrets.push(
+                create(&*store, t, &format!("S{i}"), Scope::global())
+                    .await
+                    .meta,
+            );
+        }
+    }
+    let (holder, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    holder
+        .batch_execute("BEGIN; LOCK TABLE secrets IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let reads: Vec<_> = (0..200)
+        .map(|k| {
+            let store = store.clone();
+            let tenant = tenants[k % 2].clone();
+            let wanted = secrets[k % secrets.len()].clone();
+            tokio::spawn(async move {
+                let found = store.get_current(&tenant, wanted.id).await;
+                (tenant, wanted, found)
+            })
+        })
+        .collect();
+    let waiting = || async {
+        holder
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let started = std::time::Instant::now();
+    while waiting().await == 0 {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "no read reached PostgreSQL"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Time for reads sent one per connection to pile up (with a statement per read, 8 waited
+    // here after 2 s).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let statements = waiting().await;
+    assert!(
+        (1..=4).contains(&statements),
+        "{statements} statements wait for 200 reads"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    for read in reads {
+        let (tenant, wanted, found) = read.await.unwrap();
+        let found = found.unwrap();
+        if wanted.tenant == tenant {
+            let (meta, version) = found.expect("own secret found");
+            assert_eq!(
+                (meta.id, meta.name, version.version),
+                (wanted.id, wanted.name, 1)
+            );
+            assert_eq!(meta.tenant, tenant);
+        } else {
+            assert!(found.is_none(), "{tenant:?} read another tenant's secret");
+        }
+    }
+}
+
 #[tokio::test]
 async fn sqlite_reopen_keeps_data_and_migrations_are_idempotent() {
     let dir = rcrt_testkit::TempDir::new();
