@@ -790,6 +790,33 @@ async fn postgres_a_failed_batch_fails_every_caller_in_it() {
     }
     assert!(failed > 0, "no good row shared the bad row's batch");
     check_chain(&*s).await.unwrap();
+    // The failed batch's transaction ended with it: no connection was left inside it (a
+    // writer begins and commits in the round trips of its statements), and later batches work.
+    let open: i64 = holder
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0, "a pooled connection was left in a transaction");
+    let t = TenantId::default_tenant();
+    let after: Vec<_> = (0..32)
+        .map(|_| {
+            let s = s.clone();
+            let t = t.clone();
+            tokio::spawn(async move {
+                s.append_audit(entry(&t, AuditAction::Decrypt, None, "d"))
+                    .await
+            })
+        })
+        .collect();
+    for a in after {
+        a.await.unwrap().unwrap();
+    }
+    check_chain(&*s).await.unwrap();
 }
 
 /// The app role (the request path) moves lane heads but cannot change or remove audit rows,
