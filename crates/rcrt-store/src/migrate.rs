@@ -67,6 +67,10 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
         11,
         include_str!("../migrations/postgres/0011_version_tenant.sql"),
     ),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_audit_append_function.sql"),
+    ),
 ];
 
 /// The table that records applied migrations (same DDL on both databases).
