@@ -790,8 +790,8 @@ async fn postgres_a_failed_batch_fails_every_caller_in_it() {
     }
     assert!(failed > 0, "no good row shared the bad row's batch");
     check_chain(&*s).await.unwrap();
-    // The failed batch's transaction ended with it: no connection was left inside it (a
-    // writer begins and commits in the round trips of its statements), and later batches work.
+    // The failed batch's transaction ended with it: no pooled connection was left inside a
+    // transaction, and later batches work.
     let open: i64 = holder
         .query_one(
             "SELECT count(*) FROM pg_stat_activity
