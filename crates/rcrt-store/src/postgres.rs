@@ -278,6 +278,7 @@ const INSERT_AUDIT_ON_LANE: &str = chained_insert!(
 );
 
 mod audit_batch;
+mod batching;
 mod read_batch;
 
 /// An audit row's fields in the chained inserts' parameter order.

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use tokio_postgres::types::ToSql;
 
+use super::batching::{next_batch, within};
 use super::{append_one, audit_err, pg_err, unavailable, AuditRow, SET_TENANT};
 use crate::StoreError;
 
@@ -90,19 +91,8 @@ impl AuditBatcher {
 
 async fn run(writer: Arc<Writer>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            batch
+        let Some(batch) = next_batch(&queue, MAX_BATCH).await else {
+            return;
         };
         // A caller that gave up (its own timeout) was told "failed" and sent no value: its row
         // is not needed.
@@ -111,14 +101,7 @@ async fn run(writer: Arc<Writer>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
             continue;
         }
         let entries: Vec<&AuditEntry> = batch.iter().map(|j| &j.entry).collect();
-        let result = tokio::time::timeout(writer.limit, writer.write(&entries))
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "PostgreSQL did not answer within {:?}",
-                    writer.limit
-                )))
-            });
+        let result = within(writer.limit, writer.write(&entries)).await;
         if let Err(e) = &result {
             tracing::warn!(rows = batch.len(), error = %e, "audit batch failed");
         }

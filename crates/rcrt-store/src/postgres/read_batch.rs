@@ -18,6 +18,7 @@ use rcrt_types::{SecretId, TenantId};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::types::ToSql;
 
+use super::batching::{next_batch, within};
 use super::{meta, pg_err, unavailable, version, SET_TENANT, VERSION_AT};
 use crate::{SecretMeta, StoreError, VersionRecord};
 
@@ -99,33 +100,15 @@ impl ReadBatcher {
 
 async fn run(reader: Arc<Reader>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            batch
+        let Some(batch) = next_batch(&queue, MAX_BATCH).await else {
+            return;
         };
         // A caller that gave up (its own timeout) needs no answer.
         let batch: Vec<Job> = batch.into_iter().filter(|j| !j.done.is_closed()).collect();
         if batch.is_empty() {
             continue;
         }
-        let result = tokio::time::timeout(reader.limit, reader.read(&batch))
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "PostgreSQL did not answer within {:?}",
-                    reader.limit
-                )))
-            });
+        let result = within(reader.limit, reader.read(&batch)).await;
         match result {
             Ok(found) => {
                 for job in batch {
