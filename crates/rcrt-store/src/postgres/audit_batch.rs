@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use rcrt_types::AuditEntry;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use tokio_postgres::types::ToSql;
 
-use super::batching::{next_batch, within};
+use super::batching::{self, next_batch, within, Queue, Worker};
 use super::{append_one, audit_err, pg_err, unavailable, AuditRow, SET_TENANT};
 use crate::StoreError;
 
@@ -47,28 +47,17 @@ pub(super) struct AuditBatcher {
     jobs: mpsc::Sender<Job>,
 }
 
-/// What every writer task shares.
-struct Writer {
-    pool: Pool,
-    app_role: String,
-    /// One batch as a whole, like any store operation.
-    limit: Duration,
-}
-
 impl AuditBatcher {
     /// Starts the writer tasks on the current Tokio runtime.
     pub(super) fn spawn(pool: Pool, app_role: String, limit: Duration) -> Self {
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        let queue = Arc::new(Mutex::new(queue));
-        let writer = Arc::new(Writer {
+        let worker = Worker {
             pool,
             app_role,
             limit,
-        });
-        for _ in 0..WRITERS {
-            tokio::spawn(run(writer.clone(), queue.clone()));
+        };
+        Self {
+            jobs: batching::spawn(QUEUE, WRITERS, worker, run),
         }
-        Self { jobs }
     }
 
     /// Queues `entry` and waits for its batch's commit. `Err(entry)` when the writer tasks are
@@ -81,15 +70,11 @@ impl AuditBatcher {
         if let Err(refused) = self.jobs.send(Job { entry, done }).await {
             return Err(refused.0.entry);
         }
-        Ok(answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the audit writer stopped before answering".into(),
-            ))
-        }))
+        Ok(batching::answer(answer, "audit writer").await)
     }
 }
 
-async fn run(writer: Arc<Writer>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn run(writer: Arc<Worker>, queue: Queue<Job>) {
     loop {
         let Some(batch) = next_batch(&queue, MAX_BATCH).await else {
             return;
@@ -101,7 +86,7 @@ async fn run(writer: Arc<Writer>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
             continue;
         }
         let entries: Vec<&AuditEntry> = batch.iter().map(|j| &j.entry).collect();
-        let result = within(writer.limit, writer.write(&entries)).await;
+        let result = within(writer.limit, write(&writer, &entries)).await;
         if let Err(e) = &result {
             tracing::warn!(rows = batch.len(), error = %e, "audit batch failed");
         }
@@ -111,53 +96,51 @@ async fn run(writer: Arc<Writer>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     }
 }
 
-impl Writer {
-    /// Writes `entries` with one statement in one round trip: the app role and the first
-    /// tenant, pipelined with the call of [`APPEND_BATCH`] outside an explicit transaction, so
-    /// that the call commits as it returns. PostgreSQL runs a connection's requests in order.
-    async fn write(&self, entries: &[&AuditEntry]) -> Result<(), StoreError> {
-        let c = self.pool.get().await.map_err(unavailable)?;
-        if let [only] = entries {
-            return append_one(&c, &self.app_role, only).await;
-        }
-        let set_tenant = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
-        let append = c.prepare_cached(APPEND_BATCH).await.map_err(audit_err)?;
-        // Each tenant's rows in one run: the function inserts a run under its tenant's setting
-        // (row-level security checks every row against it). Stable: arrival order within one.
-        let mut rows: Vec<AuditRow<'_>> = entries.iter().map(|e| AuditRow::new(e)).collect();
-        rows.sort_by(|a, b| a.tenant.cmp(b.tenant));
-        let timestamps: Vec<_> = rows.iter().map(|r| r.timestamp).collect();
-        let actions: Vec<&str> = rows.iter().map(|r| r.action).collect();
-        let secret_ids: Vec<_> = rows.iter().map(|r| r.secret_id).collect();
-        let tenants: Vec<&str> = rows.iter().map(|r| r.tenant).collect();
-        let user_ids: Vec<&str> = rows.iter().map(|r| r.a.user_id.as_str()).collect();
-        let reasons: Vec<Option<&str>> = rows.iter().map(|r| r.a.reason.as_deref()).collect();
-        let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
-        let request_ids: Vec<&str> = rows.iter().map(|r| r.a.request_id.as_str()).collect();
-        let token_ids: Vec<_> = rows.iter().map(|r| r.token_id).collect();
-        let contents: Vec<&[u8]> = rows.iter().map(|r| r.content.as_slice()).collect();
-        let versions: Vec<Option<i64>> = rows.iter().map(|r| r.a.version).collect();
-        let params: [&(dyn ToSql + Sync); 11] = [
-            &timestamps,
-            &actions,
-            &secret_ids,
-            &tenants,
-            &user_ids,
-            &reasons,
-            &outcomes,
-            &request_ids,
-            &token_ids,
-            &contents,
-            &versions,
-        ];
-        let role = self.app_role.as_str();
-        let first_tenant = tenants.first().copied().unwrap_or_default();
-        let set_params: [&(dyn ToSql + Sync); 2] = [&first_tenant, &role];
-        tokio::try_join!(
-            c.execute(&set_tenant, &set_params),
-            c.query_one(&append, &params),
-        )
-        .map_err(audit_err)?;
-        Ok(())
+/// Writes `entries` with one statement in one round trip: the app role and the first
+/// tenant, pipelined with the call of [`APPEND_BATCH`] outside an explicit transaction, so
+/// that the call commits as it returns. PostgreSQL runs a connection's requests in order.
+async fn write(writer: &Worker, entries: &[&AuditEntry]) -> Result<(), StoreError> {
+    let c = writer.pool.get().await.map_err(unavailable)?;
+    if let [only] = entries {
+        return append_one(&c, &writer.app_role, only).await;
     }
+    let set_tenant = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
+    let append = c.prepare_cached(APPEND_BATCH).await.map_err(audit_err)?;
+    // Each tenant's rows in one run: the function inserts a run under its tenant's setting
+    // (row-level security checks every row against it). Stable: arrival order within one.
+    let mut rows: Vec<AuditRow<'_>> = entries.iter().map(|e| AuditRow::new(e)).collect();
+    rows.sort_by(|a, b| a.tenant.cmp(b.tenant));
+    let timestamps: Vec<_> = rows.iter().map(|r| r.timestamp).collect();
+    let actions: Vec<&str> = rows.iter().map(|r| r.action).collect();
+    let secret_ids: Vec<_> = rows.iter().map(|r| r.secret_id).collect();
+    let tenants: Vec<&str> = rows.iter().map(|r| r.tenant).collect();
+    let user_ids: Vec<&str> = rows.iter().map(|r| r.a.user_id.as_str()).collect();
+    let reasons: Vec<Option<&str>> = rows.iter().map(|r| r.a.reason.as_deref()).collect();
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
+    let request_ids: Vec<&str> = rows.iter().map(|r| r.a.request_id.as_str()).collect();
+    let token_ids: Vec<_> = rows.iter().map(|r| r.token_id).collect();
+    let contents: Vec<&[u8]> = rows.iter().map(|r| r.content.as_slice()).collect();
+    let versions: Vec<Option<i64>> = rows.iter().map(|r| r.a.version).collect();
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &timestamps,
+        &actions,
+        &secret_ids,
+        &tenants,
+        &user_ids,
+        &reasons,
+        &outcomes,
+        &request_ids,
+        &token_ids,
+        &contents,
+        &versions,
+    ];
+    let role = writer.app_role.as_str();
+    let first_tenant = tenants.first().copied().unwrap_or_default();
+    let set_params: [&(dyn ToSql + Sync); 2] = [&first_tenant, &role];
+    tokio::try_join!(
+        c.execute(&set_tenant, &set_params),
+        c.query_one(&append, &params),
+    )
+    .map_err(audit_err)?;
+    Ok(())
 }

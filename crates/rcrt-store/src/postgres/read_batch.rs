@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use rcrt_types::{SecretId, TenantId};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
-use super::batching::{next_batch, within};
+use super::batching::{self, next_batch, within, Queue, Worker};
 use super::{meta, pg_err, unavailable, version, SET_TENANT, VERSION_AT};
 use crate::{SecretMeta, StoreError, VersionRecord};
 
@@ -52,28 +52,17 @@ pub(super) struct ReadBatcher {
     jobs: mpsc::Sender<Job>,
 }
 
-/// What every reader task shares.
-struct Reader {
-    pool: Pool,
-    app_role: String,
-    /// One batch as a whole, like any store operation.
-    limit: Duration,
-}
-
 impl ReadBatcher {
     /// Starts the reader tasks on the current Tokio runtime.
     pub(super) fn spawn(pool: Pool, app_role: String, limit: Duration) -> Self {
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        let queue = Arc::new(Mutex::new(queue));
-        let reader = Arc::new(Reader {
+        let worker = Worker {
             pool,
             app_role,
             limit,
-        });
-        for _ in 0..READERS {
-            tokio::spawn(run(reader.clone(), queue.clone()));
+        };
+        Self {
+            jobs: batching::spawn(QUEUE, READERS, worker, run),
         }
-        Self { jobs }
     }
 
     /// Queues the read of `id` as `tenant` and waits for its batch. `None` when the reader tasks
@@ -90,15 +79,11 @@ impl ReadBatcher {
             done,
         };
         self.jobs.send(job).await.ok()?;
-        Some(answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the reader stopped before answering".into(),
-            ))
-        }))
+        Some(batching::answer(answer, "reader").await)
     }
 }
 
-async fn run(reader: Arc<Reader>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn run(reader: Arc<Worker>, queue: Queue<Job>) {
     loop {
         let Some(batch) = next_batch(&queue, MAX_BATCH).await else {
             return;
@@ -108,7 +93,7 @@ async fn run(reader: Arc<Reader>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
         if batch.is_empty() {
             continue;
         }
-        let result = within(reader.limit, reader.read(&batch)).await;
+        let result = within(reader.limit, read(&reader, &batch)).await;
         match result {
             Ok(found) => {
                 for job in batch {
@@ -126,50 +111,48 @@ async fn run(reader: Arc<Reader>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     }
 }
 
-impl Reader {
-    /// Reads every job's secret in one round trip: per tenant, its setting and one statement for
-    /// its ids (PostgreSQL runs a connection's requests in order). Every job has an entry in the
-    /// answer, `None` when its secret was not found.
-    async fn read(
-        &self,
-        batch: &[Job],
-    ) -> Result<HashMap<(TenantId, SecretId), Found>, StoreError> {
-        let c = self.pool.get().await.map_err(unavailable)?;
-        let set_tenant = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
-        let select = c.prepare_cached(GET_CURRENT_MANY).await.map_err(pg_err)?;
-        let mut by_tenant: HashMap<&TenantId, Vec<uuid::Uuid>> = HashMap::new();
-        for job in batch {
-            by_tenant
-                .entry(&job.tenant)
-                .or_default()
-                .push(job.id.as_uuid());
-        }
-        let role = self.app_role.as_str();
-        let tenants: Vec<(&str, &Vec<uuid::Uuid>)> =
-            by_tenant.iter().map(|(t, ids)| (t.as_str(), ids)).collect();
-        let params: Vec<(Params<'_>, Params<'_>)> = tenants
-            .iter()
-            .map(|(tenant, ids)| -> (Params<'_>, Params<'_>) { ([tenant, &role], [*ids, tenant]) })
-            .collect();
-        let pending = params.iter().map(|(set, select_params)| {
-            let set = c.execute(&set_tenant, set);
-            let rows = c.query(&select, select_params);
-            async move { tokio::try_join!(set, rows).map(|(_, rows)| rows) }
-        });
-        let answers = futures_util::future::try_join_all(pending)
-            .await
-            .map_err(pg_err)?;
-        let mut found: HashMap<(TenantId, SecretId), Found> = batch
-            .iter()
-            .map(|j| ((j.tenant.clone(), j.id), None))
-            .collect();
-        for rows in answers {
-            for row in rows {
-                let m = meta(&row)?;
-                let v = version(&row, VERSION_AT)?;
-                found.insert((m.tenant.clone(), m.id), Some((m, v)));
-            }
-        }
-        Ok(found)
+/// Reads every job's secret in one round trip: per tenant, its setting and one statement for
+/// its ids (PostgreSQL runs a connection's requests in order). Every job has an entry in the
+/// answer, `None` when its secret was not found.
+async fn read(
+    reader: &Worker,
+    batch: &[Job],
+) -> Result<HashMap<(TenantId, SecretId), Found>, StoreError> {
+    let c = reader.pool.get().await.map_err(unavailable)?;
+    let set_tenant = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
+    let select = c.prepare_cached(GET_CURRENT_MANY).await.map_err(pg_err)?;
+    let mut by_tenant: HashMap<&TenantId, Vec<uuid::Uuid>> = HashMap::new();
+    for job in batch {
+        by_tenant
+            .entry(&job.tenant)
+            .or_default()
+            .push(job.id.as_uuid());
     }
+    let role = reader.app_role.as_str();
+    let tenants: Vec<(&str, &Vec<uuid::Uuid>)> =
+        by_tenant.iter().map(|(t, ids)| (t.as_str(), ids)).collect();
+    let params: Vec<(Params<'_>, Params<'_>)> = tenants
+        .iter()
+        .map(|(tenant, ids)| -> (Params<'_>, Params<'_>) { ([tenant, &role], [*ids, tenant]) })
+        .collect();
+    let pending = params.iter().map(|(set, select_params)| {
+        let set = c.execute(&set_tenant, set);
+        let rows = c.query(&select, select_params);
+        async move { tokio::try_join!(set, rows).map(|(_, rows)| rows) }
+    });
+    let answers = futures_util::future::try_join_all(pending)
+        .await
+        .map_err(pg_err)?;
+    let mut found: HashMap<(TenantId, SecretId), Found> = batch
+        .iter()
+        .map(|j| ((j.tenant.clone(), j.id), None))
+        .collect();
+    for rows in answers {
+        for row in rows {
+            let m = meta(&row)?;
+            let v = version(&row, VERSION_AT)?;
+            found.insert((m.tenant.clone(), m.id), Some((m, v)));
+        }
+    }
+    Ok(found)
 }
