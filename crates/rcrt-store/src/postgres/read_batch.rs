@@ -3,11 +3,11 @@
 //! Every decrypt reads one secret: a tenant setting and one statement. Under load PostgreSQL's
 //! per-statement work, not the rows, was the cost: on 2 cores, 8 clients each reading one secret
 //! per statement ran 18.9k reads/s, the same clients reading 8 ids per statement 57k reads/s
-//! (pgbench, `docs/benchmarks.md`). Callers queue their (tenant, id) and wait; a few reader tasks each
-//! take whatever is waiting (up to [`MAX_BATCH`]), read each tenant's ids with one statement
-//! after that tenant's setting (row-level security checks every row against it), and answer each
-//! caller with its own secret. Nothing waits for a batch to fill: a batch is whatever arrived
-//! while the previous one was being read.
+//! (pgbench, `docs/benchmarks.md`). Callers queue their (tenant, id) and wait; a few reader
+//! tasks each take whatever is waiting (up to [`MAX_BATCH`]), read each tenant's ids with one
+//! statement after that tenant's setting (row-level security checks every row against it), and
+//! answer each caller with its own secret. Nothing waits for a batch to fill: a batch is
+//! whatever arrived while the previous one was being read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
