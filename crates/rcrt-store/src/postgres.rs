@@ -870,16 +870,13 @@ impl PgStore {
             .bounded(timeouts.operation, store.get_state(APP_ROLE_KEY))
             .await?
             .ok_or_else(|| StoreError::Corrupt("no app role recorded (migration 0004)".into()))?;
-        store.audit = Some(audit_batch::AuditBatcher::spawn(
-            store.pool.clone(),
-            store.app_role.clone(),
-            timeouts.operation,
-        ));
-        store.reads = Some(read_batch::ReadBatcher::spawn(
-            store.pool.clone(),
-            store.app_role.clone(),
-            timeouts.operation,
-        ));
+        let worker = std::sync::Arc::new(batching::Worker {
+            pool: store.pool.clone(),
+            app_role: store.app_role.clone(),
+            limit: timeouts.operation,
+        });
+        store.audit = Some(audit_batch::AuditBatcher::spawn(worker.clone()));
+        store.reads = Some(read_batch::ReadBatcher::spawn(worker));
         Ok(store)
     }
 

@@ -9,9 +9,7 @@
 //! its row is durable, and a batch that fails fails every caller in it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use rcrt_types::AuditEntry;
 use tokio::sync::{mpsc, oneshot};
 
@@ -49,12 +47,7 @@ pub(super) struct AuditBatcher {
 
 impl AuditBatcher {
     /// Starts the writer tasks on the current Tokio runtime.
-    pub(super) fn spawn(pool: Pool, app_role: String, limit: Duration) -> Self {
-        let worker = Worker {
-            pool,
-            app_role,
-            limit,
-        };
+    pub(super) fn spawn(worker: Arc<Worker>) -> Self {
         Self {
             jobs: batching::spawn(QUEUE, WRITERS, worker, run),
         }

@@ -37,7 +37,7 @@ pub(super) async fn within<T>(
     })
 }
 
-/// What every task of one batcher shares.
+/// What every task of the batchers shares.
 pub(super) struct Worker {
     pub(super) pool: deadpool_postgres::Pool,
     /// The request path's role (migration 0004).
@@ -54,7 +54,7 @@ pub(super) type Queue<J> = Arc<Mutex<mpsc::Receiver<J>>>;
 pub(super) fn spawn<J, F, Fut>(
     capacity: usize,
     tasks: usize,
-    worker: Worker,
+    worker: Arc<Worker>,
     run: F,
 ) -> mpsc::Sender<J>
 where
@@ -64,7 +64,6 @@ where
 {
     let (jobs, queue) = mpsc::channel(capacity);
     let queue = Arc::new(Mutex::new(queue));
-    let worker = Arc::new(worker);
     for _ in 0..tasks {
         tokio::spawn(run(worker.clone(), queue.clone()));
     }

@@ -11,9 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use rcrt_types::{SecretId, TenantId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
@@ -54,12 +52,7 @@ pub(super) struct ReadBatcher {
 
 impl ReadBatcher {
     /// Starts the reader tasks on the current Tokio runtime.
-    pub(super) fn spawn(pool: Pool, app_role: String, limit: Duration) -> Self {
-        let worker = Worker {
-            pool,
-            app_role,
-            limit,
-        };
+    pub(super) fn spawn(worker: Arc<Worker>) -> Self {
         Self {
             jobs: batching::spawn(QUEUE, READERS, worker, run),
         }
@@ -121,19 +114,17 @@ async fn read(
     let c = reader.pool.get().await.map_err(unavailable)?;
     let set_tenant = c.prepare_cached(SET_TENANT).await.map_err(pg_err)?;
     let select = c.prepare_cached(GET_CURRENT_MANY).await.map_err(pg_err)?;
-    let mut by_tenant: HashMap<&TenantId, Vec<uuid::Uuid>> = HashMap::new();
+    let mut by_tenant: HashMap<&str, Vec<uuid::Uuid>> = HashMap::new();
     for job in batch {
         by_tenant
-            .entry(&job.tenant)
+            .entry(job.tenant.as_str())
             .or_default()
             .push(job.id.as_uuid());
     }
     let role = reader.app_role.as_str();
-    let tenants: Vec<(&str, &Vec<uuid::Uuid>)> =
-        by_tenant.iter().map(|(t, ids)| (t.as_str(), ids)).collect();
-    let params: Vec<(Params<'_>, Params<'_>)> = tenants
+    let params: Vec<(Params<'_>, Params<'_>)> = by_tenant
         .iter()
-        .map(|(tenant, ids)| -> (Params<'_>, Params<'_>) { ([tenant, &role], [*ids, tenant]) })
+        .map(|(tenant, ids)| -> (Params<'_>, Params<'_>) { ([tenant, &role], [ids, tenant]) })
         .collect();
     let pending = params.iter().map(|(set, select_params)| {
         let set = c.execute(&set_tenant, set);
